@@ -1,0 +1,3 @@
+from gpustack_iac.cli import main
+
+main()
