@@ -1,0 +1,219 @@
+"""Pulumi's passphrase secrets manager, wire-compatible so `pulumi stack import` can read our state.
+
+Format (pulumi/pulumi pkg/secrets/passphrase and sdk/go/common/resource/config/crypt.go):
+- key = PBKDF2-HMAC-SHA256(passphrase, salt, 1_000_000 iterations, 32 bytes)
+- a value = "v1:" + b64(12-byte nonce) + ":" + b64(AES-256-GCM ciphertext with tag)
+- the secrets-manager state = {"salt": "v1:" + b64(8-byte salt) + ":" + <the value "pulumi" encrypted>}
+  so a wrong passphrase is detected before anything is decrypted.
+- a secret property on disk = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": <value of json.dumps(plain)>};
+  in memory we keep {SECRET_SIG_KEY: SECRET_SIG, "value": plain}, the shape the Pulumi SDK serialises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets as pysecrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gpustack_iac.errors import StateError
+
+log = logging.getLogger(__name__)
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SECRETS_PROVIDER_TYPE = "passphrase"
+PBKDF2_ITERATIONS = 1_000_000
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SALT_BYTES = 8
+KNOWN_PLAINTEXT = "pulumi"
+PASSPHRASE_ENV_VARS = ("GPUSTACK_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")
+
+
+class Crypter:
+    """AES-256-GCM with a key derived once (PBKDF2 is deliberately slow)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise StateError("internal error: the secrets key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_passphrase(cls, passphrase: str, salt: bytes) -> Crypter:
+        key = hashlib.pbkdf2_hmac("sha256", passphrase.encode("utf-8"), salt, PBKDF2_ITERATIONS, KEY_BYTES)
+        return cls(key)
+
+    def encrypt(self, plaintext: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), None)
+        return f"v1:{base64.b64encode(nonce).decode()}:{base64.b64encode(sealed).decode()}"
+
+    def decrypt(self, value: str) -> str:
+        parts = value.split(":")
+        if len(parts) != 3 or parts[0] != "v1":
+            raise StateError("a secret in the state is malformed (expected v1:<nonce>:<ciphertext>)")
+        try:
+            nonce = base64.b64decode(parts[1], validate=True)
+            sealed = base64.b64decode(parts[2], validate=True)
+            return self._aead.decrypt(nonce, sealed, None).decode("utf-8")
+        except (binascii.Error, ValueError) as exc:
+            raise StateError("a secret in the state is malformed (bad base64)") from exc
+        except InvalidTag as exc:
+            raise StateError("a secret in the state cannot be decrypted with this passphrase") from exc
+
+
+def new_salt_state(passphrase: str) -> tuple[str, Crypter]:
+    """A fresh secrets-manager state (the `salt` string) and its crypter."""
+    salt = os.urandom(SALT_BYTES)
+    crypter = Crypter.from_passphrase(passphrase, salt)
+    state = f"v1:{base64.b64encode(salt).decode()}:{crypter.encrypt(KNOWN_PLAINTEXT)}"
+    return state, crypter
+
+
+def crypter_from_salt_state(passphrase: str, state: str, *, stack: str = "") -> Crypter:
+    """Check the passphrase against the state's known plaintext and return the crypter."""
+    parts = state.split(":", 2)
+    if len(parts) != 3 or parts[0] != "v1":
+        raise StateError(f"the secrets provider state of stack '{stack}' is malformed")
+    try:
+        salt = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise StateError(f"the secrets provider salt of stack '{stack}' is malformed") from exc
+    crypter = Crypter.from_passphrase(passphrase, salt)
+    try:
+        ok = crypter.decrypt(parts[2]) == KNOWN_PLAINTEXT
+    except StateError:
+        ok = False
+    if not ok:
+        raise StateError(
+            f"incorrect passphrase for stack '{stack}': set GPUSTACK_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE) "
+            "to the passphrase this stack was created with"
+        )
+    return crypter
+
+
+def secret(value: Any) -> dict[str, Any]:
+    """Wrap a plain value as an in-memory secret."""
+    return {SECRET_SIG_KEY: SECRET_SIG, "value": value}
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG
+
+
+def has_plain_secrets(tree: Any) -> bool:
+    """True when an in-memory tree holds a secret that needs encrypting."""
+    if is_secret(tree):
+        return "value" in tree
+    if isinstance(tree, dict):
+        return any(has_plain_secrets(v) for v in tree.values())
+    if isinstance(tree, list):
+        return any(has_plain_secrets(v) for v in tree)
+    return False
+
+
+def has_encrypted_secrets(tree: Any) -> bool:
+    if is_secret(tree):
+        return "ciphertext" in tree
+    if isinstance(tree, dict):
+        return any(has_encrypted_secrets(v) for v in tree.values())
+    if isinstance(tree, list):
+        return any(has_encrypted_secrets(v) for v in tree)
+    return False
+
+
+def encrypt_tree(tree: Any, crypter: Crypter) -> Any:
+    """Copy of `tree` with every in-memory secret replaced by its on-disk ciphertext form."""
+    if is_secret(tree):
+        if "ciphertext" in tree:
+            return dict(tree)
+        # Pulumi encrypts the JSON of the inner value, so any JSON type round-trips.
+        inner = encrypt_tree(tree.get("value"), crypter)
+        return {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": crypter.encrypt(json.dumps(inner, sort_keys=True))}
+    if isinstance(tree, dict):
+        return {k: encrypt_tree(v, crypter) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [encrypt_tree(v, crypter) for v in tree]
+    return tree
+
+
+def decrypt_tree(tree: Any, crypter: Crypter) -> Any:
+    """Copy of `tree` with every on-disk secret replaced by its in-memory plain form."""
+    if is_secret(tree):
+        if "ciphertext" not in tree:
+            return dict(tree)
+        try:
+            inner = json.loads(crypter.decrypt(str(tree["ciphertext"])))
+        except json.JSONDecodeError as exc:
+            raise StateError("a decrypted secret in the state is not valid JSON") from exc
+        return {SECRET_SIG_KEY: SECRET_SIG, "value": decrypt_tree(inner, crypter)}
+    if isinstance(tree, dict):
+        return {k: decrypt_tree(v, crypter) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [decrypt_tree(v, crypter) for v in tree]
+    return tree
+
+
+@dataclass(frozen=True)
+class Passphrase:
+    value: str
+    source: str  # "argument", an environment variable name, or the passphrase file path
+
+
+def passphrase_file(root: Path, stack: str) -> Path:
+    return root / ".pulumi" / f"passphrase-{stack}"
+
+
+def find_passphrase(explicit: str | None, root: Path, stack: str) -> Passphrase | None:
+    """The passphrase in priority order: argument, environment, then a generated local file."""
+    if explicit is not None:
+        return Passphrase(explicit, "argument")
+    for name in PASSPHRASE_ENV_VARS:
+        value = os.environ.get(name)
+        if value is not None:
+            return Passphrase(value, name)
+    path = passphrase_file(root, stack)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    return Passphrase(text, str(path)) if text else None
+
+
+def create_passphrase_file(root: Path, stack: str) -> Passphrase:
+    """Generate a random passphrase for a brand-new local stack, readable by the owner only."""
+    path = passphrase_file(root, stack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = pysecrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process created it first: use theirs so both agree on the key.
+        found = find_passphrase(None, root, stack)
+        if found is None:
+            raise StateError(f"the passphrase file {path} exists but is empty") from None
+        return found
+    try:
+        os.write(fd, (value + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.warning(
+        "created a random passphrase for stack '%s' in %s (mode 0600); keep that file, "
+        "or set GPUSTACK_PASSPHRASE before the first `up` to choose your own",
+        stack,
+        path,
+    )
+    return Passphrase(value, str(path))
