@@ -57,3 +57,24 @@ class PlanStaleError(GpustackError):
 
 class RuntimeApiError(GpustackError):
     """An agent, gateway or controller API call failed."""
+
+
+class PlanFileError(GpustackError):
+    """A saved plan file could not be read or written (missing, corrupt, unsupported format)."""
+
+
+class AgentApiError(RuntimeApiError):
+    """An agent answered a request with an error status (carries the HTTP status and error code)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ReplicaSpecError(RuntimeApiError):
+    """A replica specification sent to an agent is invalid or cannot be honoured on its host."""
+
+
+class ScalingConfigError(GpustackError):
+    """Autoscaler inputs are inconsistent (a group's min above its max, a non-positive target, ...)."""

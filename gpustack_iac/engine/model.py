@@ -95,6 +95,8 @@ class Plan:
     state_serial: int = 0  # the state version the plan was made against
     engine: str = "embedded"
     format_version: int = PLAN_FORMAT_VERSION
+    project: str = ""
+    config_paths: list[str] = field(default_factory=list)  # what `up PLANFILE` compiles again, to check nothing moved
 
     def count(self, op: StepOp) -> int:
         return sum(1 for s in self.steps if s.op is op and s.custom)
