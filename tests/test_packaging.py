@@ -1,0 +1,45 @@
+"""The wheel must carry every package: pyproject lists them by hand because of the package-dir mapping."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _declared() -> set[str]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return set(config["tool"]["setuptools"]["packages"])
+
+
+def _on_disk() -> set[str]:
+    found = set()
+    roots = {"gpustack_iac": REPO / "gpustack_iac", "gpustack_iac.providers": REPO / "providers",
+             "gpustack_iac.stacks": REPO / "stacks"}
+    for prefix, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join((prefix, *rel)))
+    return found
+
+
+def test_every_package_is_declared() -> None:
+    missing = _on_disk() - _declared()
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(missing)}"
+
+
+def test_no_declared_package_is_missing() -> None:
+    assert not (_declared() - _on_disk())
+
+
+def test_console_script_and_module_entry_point() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert config["project"]["scripts"]["gpustack-iac"] == "gpustack_iac.cli:main"
+    assert (REPO / "gpustack_iac" / "__main__.py").exists()
+
+
+def test_pulumi_is_pinned_exactly() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pins = [d for d in config["project"]["dependencies"] if d.startswith("pulumi")]
+    assert pins and all("==" in d for d in pins)
