@@ -1,0 +1,129 @@
+"""The command line. Each command is one function in the `main` group; later issues add more.
+
+Errors: commands raise typed `GpustackError`s; `_Group.invoke` is the one place that turns them
+into a message (no traceback) and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gpustack_iac import __version__
+from gpustack_iac.errors import ConfigError, GpustackError
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+# Commands that live in their own modules (gpustack_iac/commands/), loaded on first use so that
+# `validate` and `schema` never import Pulumi. Add a command here, or with `@main.command()` below.
+_LAZY_COMMANDS: dict[str, str] = {
+    "plan": "gpustack_iac.commands.stack:plan",
+    "up": "gpustack_iac.commands.stack:up",
+    "destroy": "gpustack_iac.commands.stack:destroy",
+    "refresh": "gpustack_iac.commands.stack:refresh",
+    "output": "gpustack_iac.commands.stack:output",
+    "state": "gpustack_iac.commands.stack:state",
+    "status": "gpustack_iac.commands.runtime:status",
+    "logs": "gpustack_iac.commands.runtime:logs",
+}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY_COMMANDS:
+            module, _, attr = _LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GpustackError as exc:
+            console = _stderr()
+            if isinstance(exc, ConfigError):
+                count = len(exc.diagnostics)
+                for diag in exc.diagnostics:
+                    console.print(str(diag), markup=False, soft_wrap=True)
+                console.print(f"[red]{count} error{'s' if count != 1 else ''}[/red]")
+            else:
+                console.print(f"error: {exc}", markup=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gpustack-iac")
+def main() -> None:
+    """Declarative GPU services across clouds: dstack-style YAML compiled to Pulumi stacks.
+
+    \b
+    Examples:
+      gpustack-iac validate examples/
+      gpustack-iac schema > gpustack.schema.json
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check configuration files and show what they declare.
+
+    PATHS are files or directories; directories are searched recursively for
+    *.gpustack.yml, *.dstack.yml, .gpustack.yml and .dstack.yml (also .yaml).
+    Exits 0 and prints a summary table, or prints every error (file:line:column,
+    property path, what was expected) and exits 1.
+
+    \b
+    Examples:
+      gpustack-iac validate examples/
+      gpustack-iac validate service.gpustack.yml fleet.gpustack.yml
+      HF_TOKEN=... gpustack-iac validate llm.dstack.yml
+    """
+    from gpustack_iac.spec.loader import load_paths
+    from gpustack_iac.spec.summary import summarize
+
+    spec = load_paths(list(paths), os.environ)
+    table = Table(title=f"{len(spec.documents())} documents in {len(spec.files)} files", title_justify="left")
+    table.add_column("kind", style="cyan", no_wrap=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("groups / details")
+    table.add_column("file", style="dim")
+    for doc in spec.documents():
+        row = summarize(doc)
+        table.add_row(row.kind, row.name, "\n".join(row.details), row.file)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=160)  # piped into a file or CI log: do not wrap at 80
+    console.print(table)
+
+
+@main.command()
+@click.option("--indent", default=2, show_default=True, help="JSON indentation.")
+def schema(indent: int) -> None:
+    """Print the JSON Schema of the configuration files.
+
+    Point your editor's YAML language server at it for completion and checks.
+
+    \b
+    Examples:
+      gpustack-iac schema > gpustack.schema.json
+      # then, first line of a configuration file:
+      # yaml-language-server: $schema=./gpustack.schema.json
+    """
+    from gpustack_iac.spec.schema import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=indent) + "\n")

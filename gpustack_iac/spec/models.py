@@ -1,0 +1,874 @@
+"""The configuration language: one pydantic model per `type:` of document.
+
+Models only validate and normalise; they never import Pulumi. Cross-document rules (a router's
+members exist, one default gateway, ...) live in `checks.py`, file handling in `loader.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gpustack_iac.spec.resources import IntRange, MemoryValue, Range, ResourcesSpec
+from gpustack_iac.spec.values import BACKENDS, Backend, Duration, Name, StrList, parse_env, parse_name, resolve_env
+
+
+def config_error(message: str, at: str = "") -> PydanticCustomError:
+    """A validation error placed at `at` (a dotted path below the failing model, e.g. `replica_groups.1.name`)."""
+    return PydanticCustomError("config", "{msg}", {"msg": message, "at": at})
+
+
+class Strict(BaseModel):
+    """Base of every model: unknown properties are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a document came from."""
+
+    file: str
+    line: int  # 1-based line of the document's first property
+    index: int  # position of the document in its file (multi-document YAML)
+
+
+def _env_json_schema() -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(=.*)?$"}},
+            {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+        ]
+    }
+
+
+EnvVars = Annotated[dict[str, Union[str, None]], BeforeValidator(parse_env), WithJsonSchema(_env_json_schema())]
+SpotPolicy = Literal["spot", "on-demand", "auto"]
+
+
+def _resolve_env_field(cls: type, value: dict[str, str | None] | None, info: ValidationInfo) -> dict[str, str | None] | None:
+    if value is None:
+        return None
+    context = info.context or {}
+    return resolve_env(value, context.get("env"))
+
+
+# ---------------------------------------------------------------- profile (placement) properties
+
+
+class RetrySpec(Strict):
+    on_events: list[Literal["no-capacity", "interruption", "error"]] = Field(
+        default_factory=lambda: ["no-capacity", "interruption", "error"],
+        description="The events that trigger a retry: `no-capacity`, `interruption`, `error`.",
+    )
+    duration: Duration = Field("1d", validate_default=True, description="How long to keep retrying (e.g. `1h`, `1d`).")
+
+
+def _retry_shorthand(value: Any) -> Any:
+    # `retry: true` means the default policy, `retry: false` none at all.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class RetryPolicySpec(Strict):
+    retry: bool = Field(False, description="Whether to resubmit the run.")
+    duration: Duration = Field(None, description="How long to keep resubmitting.")
+
+
+class ProfileParams(Strict):
+    """Where and how instances are provisioned; shared by services, replica groups, tasks, fleets."""
+
+    backends: list[Backend] | None = Field(
+        None, description="The backends to consider for provisioning (e.g. `[aws, gcp]`; `local` runs agents on this machine)."
+    )
+    regions: list[str] | None = Field(None, description="The regions to consider (e.g. `[eu-west-1, us-west4]`).")
+    instance_types: list[str] | None = Field(
+        None, description="The cloud-specific instance types to consider (e.g. `[p3.8xlarge, n1-standard-4]`)."
+    )
+    spot_policy: SpotPolicy | None = Field(
+        None, description="`spot`, `on-demand` or `auto`. Defaults to `on-demand` for services."
+    )
+    retry: Annotated[RetrySpec | None, BeforeValidator(_retry_shorthand)] = Field(
+        None, description="The policy for resubmitting: `true`, `false`, or an object with `on_events` and `duration`."
+    )
+    retry_policy: RetryPolicySpec | None = Field(None, description="Deprecated in favour of `retry`.")
+    max_duration: Duration = Field(
+        None, description="The maximum duration of a run (e.g. `2h`, `1d`); then it is stopped. Defaults to `off`."
+    )
+    max_price: float | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
+    pool_name: str | None = Field(None, description="The name of the pool (deprecated in dstack; kept for old files).")
+    instance_name: str | None = Field(None, description="The name of the instance.")
+    creation_policy: Literal["reuse", "reuse-or-create"] | None = Field(
+        None, description="`reuse` or `reuse-or-create` existing instances. Defaults to `reuse-or-create`."
+    )
+    termination_policy: Literal["dont-destroy", "destroy-after-idle"] | None = Field(
+        None, description="`dont-destroy` or `destroy-after-idle`. Defaults to `destroy-after-idle`."
+    )
+    termination_idle_time: Duration = Field(None, description="Idle time before an instance is destroyed. Defaults to `5m`.")
+    idle_duration: Duration = Field(None, description="Idle time before an instance is destroyed (`5m`, `1h`, `off`).")
+    fleets: list[Name] | None = Field(None, description="Only place on these fleets (by name).")
+
+    def placement(self) -> dict[str, Any]:
+        """The `placement` object of the runtime's service definition."""
+        return {
+            "backends": list(self.backends or []),
+            "regions": list(self.regions or []),
+            "instance_types": list(self.instance_types or []),
+            "spot_policy": self.spot_policy,
+            "max_price": self.max_price,
+        }
+
+
+PROFILE_FIELDS: tuple[str, ...] = tuple(ProfileParams.model_fields)
+
+# ---------------------------------------------------------------- run properties
+
+
+class RegistryAuth(Strict):
+    username: str = Field(description="The username.")
+    password: str = Field(description="The password or access token.")
+
+
+def _volume_short(value: Any) -> Any:
+    if isinstance(value, str):
+        source, sep, dest = value.partition(":")
+        if not sep or not source or not dest:
+            raise ValueError(f"expected name:/path or /instance/path:/path, got {value!r}")
+        key = "instance_path" if source.startswith("/") else "name"
+        return {key: source, "path": dest}
+    return value
+
+
+class VolumeMount(Strict):
+    name: str | list[str] | None = Field(None, description="The network volume name (or a list: the first available).")
+    instance_path: str | None = Field(None, description="A path on the instance, for an instance volume.")
+    path: str = Field(description="The absolute path inside the container.")
+    optional: bool = Field(False, description="Run even where the instance path does not exist.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VolumeMount:
+        if (self.name is None) == (self.instance_path is None):
+            raise config_error("a volume needs exactly one of name (network volume) or instance_path (instance volume)")
+        if not self.path.startswith("/"):
+            raise config_error(f"expected an absolute container path, got {self.path!r}", "path")
+        if self.path == "/workflow" or self.path.startswith("/workflow/"):
+            raise config_error("volumes cannot be mounted at /workflow or below it (the repository lives there)", "path")
+        return self
+
+
+VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
+
+
+class ScalingSpec(Strict):
+    metric: Literal["rps"] = Field(description="The metric to track; `rps` (requests per second) is the only one.")
+    target: float = Field(gt=0, description="The target value of the metric per replica.")
+    scale_up_delay: Duration = Field(300, validate_default=True, description="Seconds to wait before scaling up.")
+    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds to wait before scaling down.")
+
+    def to_runtime(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "target": self.target,
+            "scale_up_delay": self.scale_up_delay,
+            "scale_down_delay": self.scale_down_delay,
+        }
+
+
+def _headers(value: Any) -> Any:
+    if isinstance(value, list):
+        out: dict[str, Any] = {}
+        for item in value:
+            if not isinstance(item, dict) or set(item) != {"name", "value"}:
+                raise ValueError("expected header entries with name and value")
+            out[str(item["name"])] = str(item["value"])
+        return out
+    return value
+
+
+class ProbeSpec(Strict):
+    type: Literal["http"] = Field("http", description="The probe type; `http`.")
+    url: str = Field("/", description="The path to request (e.g. `/health`).")
+    method: Annotated[
+        Literal["GET", "POST", "PUT", "HEAD", "OPTIONS"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
+    ] = Field("GET", description="The HTTP method.")
+    headers: Annotated[dict[str, str], BeforeValidator(_headers)] = Field(
+        default_factory=dict, description="Headers to send: a mapping or a list of name/value objects."
+    )
+    body: str | None = Field(None, description="The request body.")
+    timeout: Duration = Field(10, validate_default=True, description="Seconds before a request counts as failed.")
+    interval: Duration = Field(15, validate_default=True, description="Seconds between probes.")
+    ready_after: int = Field(1, ge=1, description="Consecutive successes before the replica is ready.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"expected a path starting with /, got {v!r}")
+        return v
+
+    def to_runtime(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "body": self.body,
+            "timeout": self.timeout,
+            "interval": self.interval,
+        }
+
+
+class RateLimitKey(Strict):
+    type: Literal["ip_address", "header"] = Field("ip_address", description="Count per client IP or per header value.")
+    header: str | None = Field(None, description="The header whose value is the key (for `type: header`).")
+
+
+class RateLimit(Strict):
+    prefix: str = Field("/", description="The path prefix the limit applies to.")
+    key: RateLimitKey = Field(default_factory=RateLimitKey, description="What requests are counted by.")
+    rps: float = Field(gt=0, description="Requests per second allowed per key.")
+    burst: int = Field(0, ge=0, description="Requests allowed above the rate in a burst.")
+
+
+class OpenAIModel(Strict):
+    type: Literal["chat"] = Field("chat", description="The model type; `chat`.")
+    name: str = Field(description="The model name clients send.")
+    format: Literal["openai"] = Field("openai", description="The serving format.")
+    prefix: str = Field("/v1", description="The base_url prefix of the OpenAI-compatible API.")
+
+
+class TGIModel(Strict):
+    type: Literal["chat"] = Field("chat", description="The model type; `chat`.")
+    name: str = Field(description="The model name clients send.")
+    format: Literal["tgi"] = Field(description="The serving format.")
+    chat_template: str | None = Field(None, description="A custom prompt template (default: the model's own).")
+    eos_token: str | None = Field(None, description="A custom end-of-sentence token.")
+
+
+def _model_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"name": value}
+    return value
+
+
+def _model_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("format", "openai"))
+    return str(getattr(value, "format", "openai"))
+
+
+ModelSpec = Annotated[
+    Annotated[Union[Annotated[OpenAIModel, Tag("openai")], Annotated[TGIModel, Tag("tgi")]], Discriminator(_model_tag)],
+    BeforeValidator(_model_shorthand),
+]
+
+
+class RunParams(ProfileParams):
+    """What every run (service, task, dev environment) shares."""
+
+    name: Name | None = Field(None, description="The name; defaults to the file name.")
+    image: str | None = Field(None, description="The Docker image to run.")
+    python: Annotated[str | None, BeforeValidator(lambda v: _python_version(v))] = Field(
+        None, description="The major Python version of the base image (`3.9` .. `3.13`). Mutually exclusive with `image`."
+    )
+    nvcc: bool | None = Field(None, description="Use a base image with the CUDA compiler. Mutually exclusive with `image`.")
+    entrypoint: str | None = Field(None, description="The Docker entrypoint.")
+    working_dir: str | None = Field(None, description="The working directory, relative to the repository. Defaults to `.`.")
+    home_dir: str = Field("/root", description="The home directory inside the container.")
+    privileged: bool = Field(False, description="Run the container in privileged mode.")
+    registry_auth: RegistryAuth | None = Field(None, description="Credentials for pulling a private Docker image.")
+    env: EnvVars = Field(
+        default_factory=dict,
+        description="Environment variables: a list (`KEY=value`, or `KEY` to take it from the environment when planning) or a mapping.",
+    )
+    setup: StrList = Field(default_factory=list, description="Commands run once when the instance boots.")
+    commands: StrList = Field(default_factory=list, description="The commands to run.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The resource requirements.")
+    volumes: list[VolumeMountValue] = Field(
+        default_factory=list, description="Volume mounts: `name:/path`, `/instance/path:/path` or objects."
+    )
+
+    _resolve_env = field_validator("env")(_resolve_env_field)
+
+    def _check_image(self, need_commands: bool = True) -> None:
+        if self.image is not None and self.python is not None:
+            raise config_error("python and image are mutually exclusive (python picks a base image)", "python")
+        if self.image is not None and self.nvcc:
+            raise config_error("nvcc and image are mutually exclusive (nvcc picks a base image)", "nvcc")
+        if need_commands and self.image is None and not self.commands:
+            raise config_error("commands are required unless image is given (expected a list of shell commands)")
+
+
+def _python_version(value: Any) -> Any:
+    # YAML reads `python: 3.10` as the float 3.1; map floats back to the version meant.
+    if isinstance(value, float):
+        value = {3.1: "3.10", 3.11: "3.11", 3.12: "3.12", 3.13: "3.13", 3.9: "3.9"}.get(value, str(value))
+    if value is not None and value not in ("3.9", "3.10", "3.11", "3.12", "3.13"):
+        raise ValueError(f"expected a Python version 3.9, 3.10, 3.11, 3.12 or 3.13, got {value!r}")
+    return value
+
+
+class Document(Strict):
+    """A top-level document. Knows the file it came from."""
+
+    KIND: ClassVar[str] = ""
+    _source: Source | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Source | None:
+        return self._source
+
+    def attach_source(self, source: Source) -> None:
+        self._source = source
+
+
+# ---------------------------------------------------------------- service and replica groups
+
+
+class ReplicaGroup(ProfileParams):
+    """A group of identical replicas; a service has one or more."""
+
+    name: Name = Field(description="The group's name, unique within the service.")
+    replicas: IntRange = Field("1", validate_default=True, description="A number (`2`) or a range (`0..4`); a range needs `scaling`.")
+    resources: ResourcesSpec | None = Field(None, description="The group's resources (default: the service's).")
+    scaling: ScalingSpec | None = Field(None, description="The group's auto-scaling rules (default: the service's).")
+    commands: StrList | None = Field(None, description="Overrides the service's commands.")
+    image: str | None = Field(None, description="Overrides the service's image.")
+    env: EnvVars | None = Field(None, description="Merged over the service's env.")
+
+    _resolve_env = field_validator("env")(_resolve_env_field)
+
+    def runtime_generation(self, port: int, probe: dict[str, Any] | None, working_dir: str | None) -> str:
+        """A hash of what needs a restart of the group's replicas when it changes."""
+        return _sha256(
+            {
+                "commands": self.commands,
+                "image": self.image,
+                "env": self.env,
+                "resources": self.resources.to_runtime() if self.resources else None,
+                "port": port,
+                "probe": probe,
+                "working_dir": working_dir,
+            }
+        )
+
+
+def _group_aliases(value: Any) -> Any:
+    # The later spellings of the same idea: `replicas:` as a list, or `groups:`.
+    if not isinstance(value, dict):
+        return value
+    data = dict(value)
+    if isinstance(data.get("replicas"), list):
+        if "replica_groups" in data:
+            raise config_error("replicas given as a list and replica_groups: use one of them", "replicas")
+        data["replica_groups"] = data.pop("replicas")
+    if "groups" in data:
+        if "replica_groups" in data:
+            raise config_error("groups and replica_groups are the same property: use one of them", "groups")
+        data["replica_groups"] = data.pop("groups")
+    return data
+
+
+def _port(value: Any) -> Any:
+    # "8080:8000" maps a local port to the container's; the container port is the one served.
+    if isinstance(value, str) and ":" in value:
+        return value.rsplit(":", 1)[1]
+    return value
+
+
+def _gateway(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_name(value)
+    raise ValueError(f"expected a gateway name or false, got {value!r}")
+
+
+class ServiceConfig(RunParams, Document):
+    """A long-running application behind a gateway: one or more replica groups, auto-scaling on requests per second,
+    an optional OpenAI-compatible model. A service without `replica_groups` is one group named `default`."""
+
+    KIND: ClassVar[str] = "service"
+
+    type: Literal["service"] = Field(description="`service`.")
+    port: Annotated[int, BeforeValidator(_port)] = Field(
+        ge=1, le=65535, description="The port the application listens on (or `local:container`)."
+    )
+    gateway: Annotated[str | bool | None, BeforeValidator(_gateway)] = Field(
+        None, description="The gateway's name; `false` to run without one. Omit for the default gateway."
+    )
+    model: ModelSpec | None = Field(
+        None, description="The model served on the OpenAI-compatible endpoint: a name, or an object (`format: openai` or `tgi`)."
+    )
+    https: bool = Field(True, description="Serve HTTPS when running behind a gateway with a domain.")
+    auth: bool = Field(True, description="Require `Authorization: Bearer <token>` on the endpoint.")
+    replicas: IntRange = Field(
+        "1", validate_default=True, description="A number (`2`) or a range (`0..4`); a range needs `scaling`. Defaults to `1`."
+    )
+    scaling: ScalingSpec | None = Field(None, description="The auto-scaling rules; required when `replicas` is a range.")
+    probes: list[ProbeSpec] = Field(default_factory=list, description="HTTP readiness probes.")
+    rate_limits: list[RateLimit] = Field(default_factory=list, description="Per-client rate limits on the endpoint.")
+    replica_groups: list[ReplicaGroup] | None = Field(
+        None,
+        description="Groups of replicas with their own replicas, resources, scaling and placement. Mutually exclusive with `replicas`. Also spelled `groups:` or `replicas:` as a list.",
+    )
+
+    _aliases = model_validator(mode="before")(_group_aliases)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceConfig:
+        self._check_image()
+        autoscaled = False
+        if self.replica_groups is not None:
+            if "replicas" in self.model_fields_set:
+                raise config_error("replicas and replica_groups are mutually exclusive: move the count into each group", "replicas")
+            if not self.replica_groups:
+                raise config_error("replica_groups needs at least one group", "replica_groups")
+            seen: set[str] = set()
+            for i, group in enumerate(self.replica_groups):
+                if group.name in seen:
+                    raise config_error(f"replica group name {group.name!r} is used twice; names must be unique", f"replica_groups.{i}.name")
+                seen.add(group.name)
+                if not group.replicas.fixed:
+                    autoscaled = True
+                    if group.scaling is None and self.scaling is None:
+                        raise config_error(
+                            f"replicas {group.replicas} is a range, so scaling is required (in the group or the service)",
+                            f"replica_groups.{i}.replicas",
+                        )
+        elif not self.replicas.fixed:
+            autoscaled = True
+            if self.scaling is None:
+                raise config_error(
+                    f"replicas {self.replicas} is a range, so scaling is required (e.g. scaling: {{metric: rps, target: 10}})",
+                    "replicas",
+                )
+        if self.gateway is False and autoscaled:
+            raise config_error("auto-scaling needs a gateway to count requests; remove gateway: false or fix the replicas", "gateway")
+        return self
+
+    @property
+    def groups(self) -> list[ReplicaGroup]:
+        """The replica groups with every property resolved; a service without groups is one group `default`."""
+        base = {f: getattr(self, f) for f in PROFILE_FIELDS}
+        if self.replica_groups is None:
+            return [
+                ReplicaGroup.model_construct(
+                    name="default",
+                    replicas=self.replicas,
+                    resources=self.resources,
+                    scaling=self.scaling,
+                    commands=list(self.commands),
+                    image=self.image,
+                    env=dict(self.env),
+                    **base,
+                )
+            ]
+        out = []
+        for g in self.replica_groups:
+            profile = {f: getattr(g, f) if getattr(g, f) is not None else base[f] for f in PROFILE_FIELDS}
+            out.append(
+                ReplicaGroup.model_construct(
+                    name=g.name,
+                    replicas=g.replicas,
+                    resources=g.resources or self.resources,
+                    scaling=g.scaling or self.scaling,
+                    commands=list(g.commands if g.commands is not None else self.commands),
+                    image=g.image if g.image is not None else self.image,
+                    env={**self.env, **(g.env or {})},
+                    **profile,
+                )
+            )
+        return out
+
+    def to_runtime(self) -> dict[str, Any]:
+        """The service definition the stack registers with the controller (docs/runtime-api.md)."""
+        probe = self.probes[0].to_runtime() if self.probes else None
+        model = None
+        if self.model is not None:
+            model = {"name": self.model.name, "format": self.model.format, "prefix": getattr(self.model, "prefix", "/v1")}
+        groups = []
+        for g in self.groups:
+            assert g.resources is not None
+            groups.append(
+                {
+                    "name": g.name,
+                    "generation": g.runtime_generation(self.port, probe, self.working_dir),
+                    "replicas": g.replicas.to_runtime(),
+                    "scaling": g.scaling.to_runtime() if g.scaling else None,
+                    "commands": list(g.commands or []),
+                    "image": g.image,
+                    "env": {k: v for k, v in (g.env or {}).items() if v is not None},
+                    "working_dir": self.working_dir,
+                    "resources": g.resources.to_runtime(),
+                    "placement": g.placement(),
+                }
+            )
+        return {
+            "name": self.name,
+            "generation": _sha256(self.model_dump(mode="json")),
+            "port": self.port,
+            "auth": self.auth,
+            "model": model,
+            "probe": probe,
+            "scaling": self.scaling.to_runtime() if self.scaling else None,
+            "groups": groups,
+        }
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- fleet
+
+
+def _blocks(value: Any) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected a number of blocks of at least 1, or auto, got {value!r}")
+
+
+class ProxyJump(Strict):
+    hostname: str = Field(description="The jump host.")
+    user: str | None = Field(None, description="The user on the jump host.")
+    port: int | None = Field(None, ge=1, le=65535, description="The SSH port of the jump host.")
+    identity_file: str | None = Field(None, description="The private key for the jump host.")
+
+
+class SSHHost(Strict):
+    hostname: str = Field(description="The host's name or address.")
+    user: str | None = Field(None, description="Overrides `ssh_config.user`.")
+    port: int | None = Field(None, ge=1, le=65535, description="Overrides `ssh_config.port`.")
+    identity_file: str | None = Field(None, description="Overrides `ssh_config.identity_file`.")
+    proxy_jump: ProxyJump | None = Field(None, description="Overrides `ssh_config.proxy_jump`.")
+    internal_ip: str | None = Field(None, description="The host's address inside the cluster network.")
+    blocks: Annotated[int | Literal["auto"] | None, PlainValidator(_blocks)] = Field(
+        None, description="Overrides the fleet's `blocks` for this host."
+    )
+
+
+SSHHostValue = Annotated[SSHHost, BeforeValidator(lambda v: {"hostname": v} if isinstance(v, str) else v)]
+
+
+class SSHConfig(Strict):
+    user: str | None = Field(None, description="The SSH user for every host.")
+    port: int | None = Field(None, ge=1, le=65535, description="The SSH port for every host. Defaults to 22.")
+    identity_file: str | None = Field(None, description="The private key for every host.")
+    proxy_jump: ProxyJump | None = Field(None, description="A jump host between here and the hosts.")
+    hosts: list[SSHHostValue] = Field(min_length=1, description="The hosts: names/addresses, or objects with their own overrides.")
+    network: str | None = Field(None, description="The cluster network (CIDR, e.g. `10.0.0.0/24`) for inter-node traffic.")
+
+    @field_validator("network")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"expected a network in CIDR form like 10.0.0.0/24, got {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> SSHConfig:
+        seen: set[str] = set()
+        for i, h in enumerate(self.hosts):
+            if h.hostname in seen:
+                raise config_error(f"host {h.hostname!r} is listed twice", f"hosts.{i}")
+            seen.add(h.hostname)
+        return self
+
+
+class FleetConfig(Document):
+    """Compute for runs: a backend fleet (`nodes`, provisioned in `backends`; `local` starts agents on this machine)
+    or an SSH fleet (`ssh_config`: existing hosts)."""
+
+    KIND: ClassVar[str] = "fleet"
+
+    type: Literal["fleet"] = Field(description="`fleet`.")
+    name: Name | None = Field(None, description="The fleet's name; defaults to the file name.")
+    nodes: IntRange | None = Field(None, description="A backend fleet's number of nodes: a number or a range (`0..10`).")
+    placement: Literal["any", "cluster"] = Field("any", description="`cluster` puts the nodes on one interconnected network.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The resources of each node.")
+    blocks: Annotated[int | Literal["auto"], PlainValidator(_blocks)] = Field(
+        1, description="How many workloads may share a node (`auto`: one per GPU)."
+    )
+    backends: list[Backend] | None = Field(None, description="The backends to provision in (`local` runs agents on this machine).")
+    regions: list[str] | None = Field(None, description="The regions to provision in.")
+    instance_types: list[str] | None = Field(None, description="The instance types to consider.")
+    spot_policy: SpotPolicy | None = Field(None, description="`spot`, `on-demand` or `auto`.")
+    max_price: float | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
+    retry: Annotated[RetrySpec | None, BeforeValidator(_retry_shorthand)] = Field(None, description="The provisioning retry policy.")
+    idle_duration: Duration = Field(None, description="Idle time before a node above the minimum is terminated.")
+    reservation: str | None = Field(None, description="A capacity reservation to use.")
+    env: EnvVars = Field(default_factory=dict, description="Environment variables for every node.")
+    ssh_config: SSHConfig | None = Field(None, description="An SSH fleet: existing hosts reached over SSH.")
+
+    _resolve_env = field_validator("env")(_resolve_env_field)
+
+    @model_validator(mode="after")
+    def _check(self) -> FleetConfig:
+        if self.ssh_config is not None:
+            if self.nodes is not None:
+                raise config_error("an SSH fleet lists its hosts in ssh_config; remove nodes", "nodes")
+            if self.backends and self.backends != ["ssh"]:
+                raise config_error("an SSH fleet does not use backends; remove backends", "backends")
+        elif self.nodes is None:
+            raise config_error("a fleet needs nodes (a backend fleet) or ssh_config (an SSH fleet)")
+        elif self.backends and "ssh" in self.backends:
+            raise config_error("the ssh backend needs ssh_config with hosts", "backends")
+        return self
+
+    @property
+    def is_ssh(self) -> bool:
+        return self.ssh_config is not None
+
+
+# ---------------------------------------------------------------- gateway
+
+
+class LetsEncryptCertificate(Strict):
+    type: Literal["lets-encrypt"] = Field(description="`lets-encrypt`.")
+
+
+class ACMCertificate(Strict):
+    type: Literal["acm"] = Field(description="`acm` (AWS Certificate Manager).")
+    arn: str = Field(description="The certificate's ARN.")
+
+
+Certificate = Annotated[
+    Union[LetsEncryptCertificate, ACMCertificate],
+    Field(discriminator="type"),
+    BeforeValidator(lambda v: {"type": v} if isinstance(v, str) else v),
+]
+_REGIONLESS_BACKENDS = frozenset({"local", "kubernetes", "ssh", "remote"})
+
+
+class GatewayConfig(Document):
+    """The entry point of services: a reverse proxy with authentication, routing by service and by model, and the
+    controller that places, probes and scales replicas."""
+
+    KIND: ClassVar[str] = "gateway"
+
+    type: Literal["gateway"] = Field(description="`gateway`.")
+    name: Name | None = Field(None, description="The gateway's name; defaults to the file name.")
+    backend: Backend = Field(description="Where the gateway runs (`local` runs it on this machine).")
+    region: str | None = Field(None, description="The region; required for cloud backends.")
+    domain: str | None = Field(None, description="The wildcard domain served (`*.domain` must point at the gateway).")
+    default: bool = Field(False, description="Services without `gateway:` use the default gateway.")
+    certificate: Certificate | None = Field(
+        default_factory=lambda: LetsEncryptCertificate(type="lets-encrypt"),
+        description="`lets-encrypt` (default), `{type: acm, arn: ...}`, or null for none.",
+    )
+    public_ip: bool = Field(True, description="Give the gateway a public IP address.")
+    instance_type: str | None = Field(None, description="The gateway's instance type.")
+    replicas: int = Field(1, ge=1, le=16, description="How many gateway instances run.")
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayConfig:
+        if self.region is None and self.backend not in _REGIONLESS_BACKENDS:
+            raise config_error(f"region is required for a gateway on {self.backend}")
+        if isinstance(self.certificate, ACMCertificate) and self.backend != "aws":
+            raise config_error("an acm certificate needs backend aws", "certificate")
+        if self.domain is not None and ("." not in self.domain or self.domain.startswith(("*", "."))):
+            raise config_error(f"expected a domain like example.com, got {self.domain!r}", "domain")
+        return self
+
+
+# ---------------------------------------------------------------- router
+
+
+class RouterMember(Strict):
+    service: Name = Field(description="A service that serves the model.")
+    weight: float = Field(1.0, ge=0, description="The share of traffic (strategy `weighted`).")
+    priority: int = Field(0, description="Lower is tried first (strategy `priority`).")
+    cost: float | None = Field(None, ge=0, description="Cost per million tokens (strategy `cost`).")
+
+
+class RouterConfig(Document):
+    """One OpenAI-compatible model name (alias) served by several services, with a strategy, fallbacks,
+    retries and a cooldown for failing members."""
+
+    KIND: ClassVar[str] = "router"
+
+    type: Literal["router"] = Field(description="`router`.")
+    name: Name | None = Field(None, description="The router's name; defaults to the file name.")
+    model: str = Field(min_length=1, description="The model name (alias) clients send; routed to the members.")
+    members: list[RouterMember] = Field(min_length=1, description="The services behind the alias.")
+    strategy: Literal["priority", "weighted", "least-busy", "latency", "cost"] = Field(
+        "priority", description="How a member is picked: `priority`, `weighted`, `least-busy`, `latency` or `cost`."
+    )
+    fallbacks: list[str] = Field(default_factory=list, description="Services or routers tried, in order, when every member fails.")
+    retries: int = Field(2, ge=0, le=10, description="Other members tried after a failure before the first byte.")
+    cooldown: Duration = Field(60, validate_default=True, description="How long a failing member is skipped.")
+    gateway: str | None = Field(None, description="The gateway serving the alias (default: the default gateway).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterConfig:
+        seen: set[str] = set()
+        for i, m in enumerate(self.members):
+            if m.service in seen:
+                raise config_error(f"service {m.service!r} is a member twice", f"members.{i}.service")
+            seen.add(m.service)
+            if self.strategy == "cost" and m.cost is None:
+                raise config_error("strategy cost needs a cost for every member", f"members.{i}")
+        if self.strategy == "weighted" and not any(m.weight > 0 for m in self.members):
+            raise config_error("strategy weighted needs at least one member with a weight above 0", "members")
+        return self
+
+
+# ---------------------------------------------------------------- task, dev environment, volume, project
+
+
+class TaskConfig(RunParams, Document):
+    """A batch job (training, fine-tuning, evaluation) on one or more nodes."""
+
+    KIND: ClassVar[str] = "task"
+
+    type: Literal["task"] = Field(description="`task`.")
+    nodes: int = Field(1, ge=1, description="The number of nodes (distributed tasks).")
+    ports: list[int | str] = Field(default_factory=list, description="Ports to forward (`8080` or `8080:80`).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        self._check_image()
+        return self
+
+
+class DevEnvironmentConfig(RunParams, Document):
+    """A machine with GPUs to attach a desktop IDE to."""
+
+    KIND: ClassVar[str] = "dev-environment"
+
+    type: Literal["dev-environment"] = Field(description="`dev-environment`.")
+    ide: Literal["vscode", "cursor", "windsurf"] = Field(description="The desktop IDE to connect: `vscode`, `cursor` or `windsurf`.")
+    version: str | None = Field(None, description="The IDE server version.")
+    init: StrList = Field(default_factory=list, description="Commands run before the IDE attaches.")
+    inactivity_duration: Duration = Field(None, description="Stop after this long without an attached IDE (e.g. `2h`).")
+    ports: list[int | str] = Field(default_factory=list, description="Ports to forward.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DevEnvironmentConfig:
+        self._check_image(need_commands=False)
+        return self
+
+
+class VolumeConfig(Document):
+    """A network volume: created with `size`, or an existing one registered by `volume_id`."""
+
+    KIND: ClassVar[str] = "volume"
+
+    type: Literal["volume"] = Field(description="`volume`.")
+    name: Name | None = Field(None, description="The volume's name; defaults to the file name.")
+    backend: Backend = Field(description="Where the volume lives.")
+    region: str | None = Field(None, description="The region.")
+    availability_zone: str | None = Field(None, description="The availability zone.")
+    size: MemoryValue | None = Field(None, description="The size of a new volume (e.g. `100GB`).")
+    volume_id: str | None = Field(None, description="The id of an existing volume to register instead of creating one.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VolumeConfig:
+        if self.size is None and self.volume_id is None:
+            raise config_error("a volume needs size (to create one) or volume_id (to use an existing one)")
+        if self.region is None and self.backend not in _REGIONLESS_BACKENDS:
+            raise config_error(f"region is required for a volume on {self.backend}")
+        return self
+
+
+_STATE_SCHEMES = ("file://", "s3://", "gs://", "azblob://")
+_SECRETS_PROVIDERS = ("passphrase", "awskms://", "gcpkms://", "azurekeyvault://", "hashivault://")
+
+
+class BackendCredentials(Strict):
+    """A reference to where a backend's credentials are found; never the secret values themselves."""
+
+    type: Backend = Field(description="The backend.")
+    profile: str | None = Field(None, description="A named profile (e.g. in ~/.aws/credentials).")
+    credentials_file: str | None = Field(None, description="A file holding the credentials.")
+    env: list[str] = Field(default_factory=list, description="Names of environment variables holding the credentials.")
+    kubeconfig: str | None = Field(None, description="The kubeconfig file (kubernetes).")
+    context: str | None = Field(None, description="The kubeconfig context (kubernetes).")
+
+
+class ProjectConfig(Document):
+    """Project-wide settings: the stack's name, where state lives, the secrets provider, and where each backend's
+    credentials are found (references only, never the secrets themselves)."""
+
+    KIND: ClassVar[str] = "project"
+
+    type: Literal["project"] = Field(description="`project`.")
+    name: Name | None = Field(None, description="The project's name (names the Pulumi project and stack); defaults to the file name.")
+    state: str = Field(
+        "file://~/.gpustack-iac/state",
+        description="Where state is kept: `file://PATH` (default), `s3://`, `gs://` or `azblob://`.",
+    )
+    secrets_provider: str = Field("passphrase", description="`passphrase` (default) or a KMS URL (`awskms://`, `gcpkms://`, ...).")
+    backends: list[BackendCredentials] = Field(default_factory=list, description="Where each backend's credentials come from.")
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        if not v.startswith(_STATE_SCHEMES):
+            raise ValueError(f"expected a state URL starting with {', '.join(_STATE_SCHEMES)}, got {v!r}")
+        return v
+
+    @field_validator("secrets_provider")
+    @classmethod
+    def _secrets(cls, v: str) -> str:
+        if not (v == "passphrase" or v.startswith(_SECRETS_PROVIDERS[1:])):
+            raise ValueError(f"expected passphrase or a URL starting with {', '.join(_SECRETS_PROVIDERS[1:])}, got {v!r}")
+        return v
+
+
+DOCUMENT_MODELS: dict[str, type[Document]] = {
+    m.KIND: m
+    for m in (ServiceConfig, FleetConfig, GatewayConfig, RouterConfig, TaskConfig, DevEnvironmentConfig, VolumeConfig, ProjectConfig)
+}
+AnyDocument = Annotated[
+    Union[
+        ServiceConfig, FleetConfig, GatewayConfig, RouterConfig, TaskConfig, DevEnvironmentConfig, VolumeConfig, ProjectConfig
+    ],
+    Field(discriminator="type"),
+]
+
+__all__ = [
+    "BACKENDS",
+    "DOCUMENT_MODELS",
+    "AnyDocument",
+    "Document",
+    "FleetConfig",
+    "GatewayConfig",
+    "ProjectConfig",
+    "Range",
+    "ReplicaGroup",
+    "ResourcesSpec",
+    "RouterConfig",
+    "ServiceConfig",
+    "Source",
+    "TaskConfig",
+    "DevEnvironmentConfig",
+    "VolumeConfig",
+]

@@ -1,0 +1,73 @@
+"""One-line summaries of documents, for `validate`'s table (and later the plan header)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpustack_iac.spec.models import (
+    DevEnvironmentConfig,
+    Document,
+    FleetConfig,
+    GatewayConfig,
+    ProjectConfig,
+    RouterConfig,
+    ServiceConfig,
+    TaskConfig,
+    VolumeConfig,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    name: str
+    details: list[str]  # one line per group / member / property worth reading
+    file: str
+
+
+def _placement(backends: list[str] | None, regions: list[str] | None) -> str:
+    parts = []
+    if backends:
+        parts.append("backends=" + ",".join(backends))
+    if regions:
+        parts.append("regions=" + ",".join(regions))
+    return (" " + " ".join(parts)) if parts else ""
+
+
+def summarize(doc: Document) -> Row:
+    name = str(getattr(doc, "name", "") or "")
+    file = doc.source.file if doc.source else ""
+    details: list[str]
+    if isinstance(doc, ServiceConfig):
+        details = []
+        for g in doc.groups:
+            assert g.resources is not None
+            scaled = " autoscaled" if not g.replicas.fixed else ""
+            details.append(f"{g.name} ×{g.replicas} ({g.resources.describe()}){scaled}{_placement(g.backends, g.regions)}")
+        if doc.model is not None:
+            details.append(f"model {doc.model.name}")
+    elif isinstance(doc, FleetConfig):
+        if doc.ssh_config is not None:
+            hosts = ", ".join(h.hostname for h in doc.ssh_config.hosts)
+            details = [f"ssh hosts: {hosts}"]
+        else:
+            details = [f"nodes ×{doc.nodes} ({doc.resources.describe()}){_placement(doc.backends, doc.regions)}"]
+        if doc.placement == "cluster":
+            details.append("placement cluster")
+    elif isinstance(doc, GatewayConfig):
+        where = doc.backend + (f" ({doc.region})" if doc.region else "")
+        details = [where + (f" domain={doc.domain}" if doc.domain else "") + (" default" if doc.default else "")]
+    elif isinstance(doc, RouterConfig):
+        members = ", ".join(m.service for m in doc.members)
+        details = [f"model {doc.model} → {members}", f"strategy {doc.strategy}"]
+    elif isinstance(doc, TaskConfig):
+        details = [f"nodes ×{doc.nodes} ({doc.resources.describe()})"]
+    elif isinstance(doc, DevEnvironmentConfig):
+        details = [f"{doc.ide} ({doc.resources.describe()})"]
+    elif isinstance(doc, VolumeConfig):
+        details = [f"{doc.backend}" + (f" ({doc.region})" if doc.region else "") + (f" size={doc.size}" if doc.size else f" id={doc.volume_id}")]
+    elif isinstance(doc, ProjectConfig):
+        details = [f"state {doc.state}", f"secrets {doc.secrets_provider}"]
+    else:  # pragma: no cover - every kind is listed above
+        details = []
+    return Row(doc.KIND, name, details, file)

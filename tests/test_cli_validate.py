@@ -1,0 +1,85 @@
+"""`gpustack-iac validate`, `schema`, `--version` and `--help`, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from gpustack_iac import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpustack_iac", *args],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_validate_examples_prints_a_summary_and_exits_0() -> None:
+    result = _cli("validate", "examples/")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in ("hello", "base ×2", "burst ×1", "cpu=1.. mem=64MB.. disk=0GB..", "l40s-gpu ×1", "L40S:1", "A100:1", "router", "chat", "on-prem", "aws-gateway"):
+        assert needle in out, f"{needle!r} not in:\n{out}"
+    assert result.stderr == ""
+
+
+def test_validate_reports_every_error_with_location_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gpustack.yml"
+    bad.write_text(
+        "type: service\nname: s\nport: 8000\ncommands: [x]\nprot: 1\nresources:\n  gpu: A100:xx:yy\n"
+        "env:\n  - SECRET_FROM_ENV\n---\ntype: router\nname: r\nmodel: m\nmembers:\n  - service: nope\n"
+    )
+    result = _cli("validate", str(bad), env={"SECRET_FROM_ENV": ""})
+    assert result.returncode == 1
+    err = result.stderr
+    assert f"{bad}:5:1: prot: unknown property 'prot'; did you mean 'port'?" in err
+    assert f"{bad}:7:3: resources.gpu: cannot read 'xx'" in err
+    assert f"{bad}:15:5: members[0].service: service 'nope' is not defined" in err
+    assert "3 errors" in err
+    assert "Traceback" not in err and result.stdout == ""
+
+
+def test_validate_names_a_missing_environment_variable(tmp_path: Path) -> None:
+    cfg = tmp_path / "llm.dstack.yml"
+    cfg.write_text("type: service\nport: 80\ncommands: [x]\nenv:\n  - HF_TOKEN\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gpustack_iac", "validate", str(cfg)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and f"{cfg}:5:5: env: environment variable HF_TOKEN" in result.stderr
+    ok = _cli("validate", str(cfg), env={"HF_TOKEN": "hf_x"})
+    assert ok.returncode == 0, ok.stderr
+    assert "hf_x" not in ok.stdout  # env values are never printed
+
+
+def test_validate_missing_path_is_an_error(tmp_path: Path) -> None:
+    result = _cli("validate", str(tmp_path / "nope"))
+    assert result.returncode == 1 and "no such file or directory" in result.stderr
+
+
+def test_schema_prints_json_schema() -> None:
+    result = _cli("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "gpustack-iac configuration"
+    assert "ServiceConfig" in schema["$defs"] and schema["discriminator"]["propertyName"] == "type"
+
+
+def test_version_and_help_with_examples() -> None:
+    version = _cli("--version")
+    assert version.returncode == 0 and __version__ in version.stdout
+    top = _cli("--help")
+    assert top.returncode == 0 and "validate" in top.stdout and "schema" in top.stdout
+    for command in ("validate", "schema"):
+        result = _cli(command, "--help")
+        assert result.returncode == 0 and "Examples:" in result.stdout and f"gpustack-iac {command}" in result.stdout
