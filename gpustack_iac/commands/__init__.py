@@ -1,0 +1,1 @@
+"""Click commands, one module per family; `gpustack_iac.cli` assembles them."""

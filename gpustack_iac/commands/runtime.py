@@ -1,0 +1,111 @@
+"""`status` and `logs`: what the runtime is doing, asked of the stack's controller."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gpustack_iac import workspace as ws
+from gpustack_iac.commands.stack import existing_stack_options
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.providers import http
+
+
+def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> tuple[str, str]:
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    outputs = space.engine().outputs()
+    control_url, admin = outputs.get("control_url"), outputs.get("admin_token")
+    if isinstance(admin, dict):
+        admin = admin.get("value")
+    if isinstance(control_url, dict):
+        control_url = control_url.get("value")
+    if not control_url or not admin:
+        raise GpustackError(f"stack {space.project}/{space.stack} has no gateway; nothing runs to report on")
+    return str(control_url), str(admin)
+
+
+def _gib(value: Any) -> str:
+    return f"{(value or 0) / 2**30:.1f}GiB"
+
+
+@click.command()
+@existing_stack_options
+def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """Show hosts, services, replica groups and their replicas.
+
+    \b
+    Example:
+      gpustack-iac status
+    """
+    url, token = _controller(project, stack, state_dir, engine)
+    console = Console()
+    try:
+        agents = http.call("GET", url, "/control/agents", token)
+        services = http.call("GET", url, "/control/services", token)
+    except GpustackError as exc:
+        raise GpustackError(f"the gateway's controller does not answer ({exc}); run `gpustack-iac plan` to see what must be re-created") from exc
+    hosts = Table(title="Hosts", title_justify="left")
+    for col in ("host", "healthy", "cpus", "memory", "gpus", "labels"):
+        hosts.add_column(col)
+    for agent in agents:
+        host = agent.get("host") or {}
+        gpus = ", ".join(f"{g.get('name')}:{_gib(g.get('memory_bytes'))}" for g in host.get("gpus", [])) or "-"
+        labels = " ".join(f"{k}={v}" for k, v in sorted((agent.get("labels") or {}).items()))
+        hosts.add_row(agent["name"], "yes" if agent.get("healthy") else "[red]no[/]", str(host.get("cpus", "?")),
+                      _gib(host.get("memory_bytes")), gpus, labels)
+    console.print(hosts)
+    table = Table(title="Services", title_justify="left")
+    for col in ("service", "group", "ready/desired", "replica", "host", "state", "ready", "restarts"):
+        table.add_column(col)
+    for service in services:
+        rollout = service.get("rollout") or {}
+        for group in service.get("groups", []):
+            replicas = group.get("replicas") or [{}]
+            for i, replica in enumerate(replicas):
+                first = i == 0
+                table.add_row(service["name"] if first else "", group["name"] if first else "",
+                              f"{group.get('ready', 0)}/{group.get('desired', 0)}" if first else "",
+                              replica.get("id", "-"), replica.get("agent", "-"), replica.get("state", "-"),
+                              "yes" if replica.get("ready") else "no" if replica else "-", str(replica.get("restarts", "")))
+        line = f"{service['name']}: {service.get('endpoint', '')}"
+        if rollout:
+            line += f"  rollout {rollout.get('state')}: {rollout.get('message', '')}"
+        table.caption = ((table.caption + "\n") if table.caption else "") + line
+    console.print(table)
+
+
+@click.command()
+@click.argument("service")
+@existing_stack_options
+@click.option("--group", "-g", default=None, help="Only this replica group.")
+@click.option("--replica", "-r", type=int, default=None, help="Only the replica with this number in its group.")
+@click.option("--tail", "-n", type=int, default=200, show_default=True, help="Lines to show.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+def logs(service: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, group: str | None,
+         replica: int | None, tail: int, follow: bool) -> None:
+    """Print a service's replica logs.
+
+    \b
+    Examples:
+      gpustack-iac logs hello
+      gpustack-iac logs hello --group burst -f
+    """
+    url, token = _controller(project, stack, state_dir, engine)
+    query = [f"tail={tail}"] + ([f"group={group}"] if group else []) + ([f"replica={replica}"] if replica is not None else [])
+    seen = ""
+    while True:
+        text = http.call("GET", url, f"/control/services/{service}/logs?{'&'.join(query)}", token) or ""
+        text = text if isinstance(text, str) else str(text)
+        # Print only what was not printed before: the controller answers the last `tail` lines each time.
+        fresh = text[len(seen):] if text.startswith(seen) else text
+        if fresh:
+            click.echo(fresh, nl=not fresh.endswith("\n"))
+        seen = text
+        if not follow:
+            return
+        time.sleep(1.0)

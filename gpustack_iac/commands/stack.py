@@ -1,0 +1,381 @@
+"""`plan`, `up`, `destroy`, `refresh`, `output` and `state`: the commands that work on a stack.
+
+Errors are raised as typed exceptions; `gpustack_iac.cli` turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from gpustack_iac.compile import CompiledStack, compile_spec
+from gpustack_iac.engine import planfile
+from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
+from gpustack_iac.engine.render.json import render_apply_json, render_json
+from gpustack_iac.engine.render.markdown import render_apply_markdown, render_markdown
+from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
+from gpustack_iac.engine.state import StateStore
+from gpustack_iac.engine.summary import specs_from_resources, summarize
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.spec.loader import Spec, load_paths
+from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.fleet import Fleet
+from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.service import Service
+from gpustack_iac import workspace as ws
+
+FORMATS = ("terminal", "markdown", "json")
+
+
+class Aborted(GpustackError):
+    """The user declined, or confirmation was needed where nobody can give it."""
+
+
+class ChangesPending(GpustackError):
+    """`plan --detailed-exitcode` found changes: not an error, exit code 2 by terraform's convention."""
+
+    exit_code = 2
+
+
+def stack_options(f: Any) -> Any:
+    f = click.option("--stack", "-s", default=None, help=f"Stack name (default: {ws.DEFAULT_STACK}).")(f)
+    f = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                     help=f"State directory (default: ./.gpustack/state, or ${ws.STATE_DIR_ENV}).")(f)
+    f = click.option("--engine", type=click.Choice(["auto", "embedded", "pulumi"]), default="auto", show_default=True,
+                     help="auto = the Pulumi CLI when it is on PATH, else the embedded engine.")(f)
+    return f
+
+
+def existing_stack_options(f: Any) -> Any:
+    f = click.option("--project", "-p", default=None, help="Project name (default: the only one in the state directory).")(f)
+    return stack_options(f)
+
+
+@dataclass
+class Prepared:
+    workspace: ws.Workspace
+    spec: Spec
+    compiled: CompiledStack
+    paths: list[Path]
+
+
+def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
+    path_list = list(paths) or [Path(".")]
+    spec = load_paths(path_list, os.environ)
+    space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
+    ctx = StackContext(project=space.project, stack=space.stack, state_root=space.state_root)
+    compiled = compile_spec(spec, ctx)
+    return Prepared(space, spec, compiled, path_list)
+
+
+def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` would record, keyed like summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in prepared.spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
+    for gateway in prepared.spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in prepared.compiled.definitions.items():
+        specs[("service", name)] = Service.spec_of(definition)
+    return specs
+
+
+def make_plan(prepared: Prepared, refresh: bool) -> Plan:
+    space = prepared.workspace
+    plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
+    store = space.store()
+    old = specs_from_resources(store.load().resources) if store.exists() else {}
+    plan.config_changes = summarize(old, _new_specs(prepared))
+    plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
+    plan.config_fingerprint = prepared.spec.fingerprint()
+    plan.project = space.project
+    plan.config_paths = [str(p.resolve()) for p in prepared.paths]
+    return plan
+
+
+def _emit_plan(plan: Plan, fmt: str, console: Console) -> None:
+    if fmt == "json":
+        click.echo(render_json(plan))
+    elif fmt == "markdown":
+        click.echo(render_markdown(plan))
+    else:
+        render_terminal(plan, console)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@stack_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True, help="Output format.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the plan for `up FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 1 on error, 2 when there are changes.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
+def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, fmt: str, out: Path | None,
+         detailed_exitcode: bool, refresh: bool) -> None:
+    """Show what `up` would change.
+
+    \b
+    Examples:
+      gpustack-iac plan examples/local
+      gpustack-iac plan . --format markdown > plan.md
+      gpustack-iac plan . -o plan.json --detailed-exitcode
+    """
+    console = Console(stderr=fmt != "terminal")
+    prepared = prepare(paths, stack, state_dir, engine)
+    with console.status("planning…") if sys.stderr.isatty() else _nullcontext():
+        result = make_plan(prepared, refresh)
+    _emit_plan(result, fmt, console)
+    if out is not None:
+        planfile.save_plan(result, out)
+        console.print(f"Plan saved to {out}; apply exactly it with: gpustack-iac up {out}")
+    if detailed_exitcode and result.has_changes:
+        raise ChangesPending("")
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted("no terminal to confirm on; pass --yes to apply without a prompt")
+    if not click.confirm(question, default=False):
+        raise Aborted("cancelled; nothing was changed")
+
+
+class _Progress:
+    """Prints a line as each step starts and ends, so long work shows progress."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def start(self, step: Step) -> None:
+        if step.custom and step.changes:
+            self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
+
+    def done(self, result: StepResult) -> None:
+        step = result.step
+        if not (step.custom and step.changes):
+            return
+        mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
+        tail = f" ({result.seconds:.1f}s)" if result.ok else f": {result.error}"
+        self.console.print(f"  {mark} {step.op.symbol} {step.type} {step.name}{tail}", highlight=False)
+
+
+def _emit_apply(result: ApplyResult, fmt: str, console: Console) -> None:
+    if fmt == "json":
+        click.echo(render_apply_json(result))
+    elif fmt == "markdown":
+        click.echo(render_apply_markdown(result))
+    else:
+        render_apply_terminal(result, console)
+
+
+def _is_plan_file(paths: tuple[Path, ...]) -> bool:
+    return len(paths) == 1 and paths[0].is_file() and paths[0].suffix == ".json"
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@stack_options
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
+@click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
+def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool) -> None:
+    """Apply the configuration (or a plan saved with `plan -o FILE`).
+
+    \b
+    Examples:
+      gpustack-iac up examples/local --yes
+      gpustack-iac up plan.json
+    """
+    console = Console(stderr=fmt != "terminal")
+    saved: Plan | None = None
+    if _is_plan_file(paths):
+        saved = planfile.load_plan(paths[0])
+        prepared = prepare(tuple(Path(p) for p in saved.config_paths), stack or saved.stack, state_dir, engine)
+        if prepared.spec.fingerprint() != saved.config_fingerprint:
+            from gpustack_iac.errors import PlanStaleError
+
+            raise PlanStaleError(f"the configuration changed since {paths[0]} was made; run plan again")
+        the_plan = saved
+    else:
+        prepared = prepare(paths, stack, state_dir, engine)
+        the_plan = make_plan(prepared, refresh)
+    if fmt == "terminal":
+        render_terminal(the_plan, console)
+    if not the_plan.has_changes:
+        console.print("No changes.")
+    else:
+        _confirm("Apply these changes?", yes or saved is not None)
+    progress = _Progress(console)
+    result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
+                                            refresh=refresh and saved is None, on_start=progress.start)
+    _emit_apply(result, fmt, console)
+    if not result.ok:
+        failed = next(r for r in result.results if not r.ok)
+        raise GpustackError(f"up failed at {failed.step.name}: {failed.error}; the state records what exists — "
+                            "fix the cause and run up again")
+    if fmt == "terminal":
+        _print_endpoint_hint(result.outputs, console)
+
+
+def _plain(value: Any) -> Any:
+    from gpustack_iac.engine.render.common import is_secret_value
+
+    if is_secret_value(value):
+        return value.get("value")
+    return value
+
+
+def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
+    endpoint = _plain(outputs.get("endpoint"))
+    if not endpoint:
+        return
+    console.print(f"\nEndpoint: [bold]{endpoint}[/]")
+    console.print("Try it (the token stays out of your shell history):")
+    console.print(f"  curl -H \"Authorization: Bearer $(gpustack-iac output token --show-secrets)\" {endpoint}/", highlight=False)
+
+
+@click.command()
+@existing_stack_options
+@click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
+def destroy(project: str | None, stack: str | None, state_dir: Path | None, engine: str, yes: bool) -> None:
+    """Remove everything the stack deployed (shows what first).
+
+    \b
+    Example:
+      gpustack-iac destroy --yes
+    """
+    console = Console()
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    resources = [r for r in space.store().load().resources if r.custom]
+    if not resources:
+        console.print(f"Stack {space.project}/{space.stack} has nothing deployed.")
+        return
+    console.print(f"Destroying stack [bold]{space.project}/{space.stack}[/] deletes {len(resources)} resources:")
+    for res in reversed(resources):
+        console.print(f"  - {res.type} {res.urn.rsplit('::', 1)[-1]}", highlight=False)
+    _confirm("Destroy them?", yes)
+    progress = _Progress(console)
+    result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+    render_apply_terminal(result, console)
+    if not result.ok:
+        raise GpustackError("destroy did not finish; the state lists what still exists — run destroy again")
+
+
+@click.command()
+@existing_stack_options
+def refresh(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """Read the real state of every resource back and report drift."""
+    console = Console()
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    result = space.engine().refresh()
+    render_terminal(result, console)
+
+
+@click.command()
+@click.argument("name", required=False)
+@existing_stack_options
+@click.option("--show-secrets", is_flag=True, help="Print secret values instead of [secret].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def output(name: str | None, project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+           show_secrets: bool, as_json: bool) -> None:
+    """Print the stack's outputs (or one of them).
+
+    \b
+    Examples:
+      gpustack-iac output endpoint
+      gpustack-iac output token --show-secrets
+    """
+    from gpustack_iac.engine.render.common import is_secret_value
+
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    outputs = space.engine().outputs()
+
+    def shown(value: Any) -> Any:
+        if is_secret_value(value):
+            return value.get("value") if show_secrets else "[secret]"
+        if isinstance(value, dict):
+            return {k: shown(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        return value
+
+    if name is not None:
+        if name not in outputs:
+            raise GpustackError(f"no output {name!r}; the stack has: {', '.join(sorted(outputs)) or 'none'}")
+        value = shown(outputs[name])
+        click.echo(json.dumps(value) if as_json or not isinstance(value, str) else value)
+        return
+    values = {k: shown(v) for k, v in sorted(outputs.items())}
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    for key, value in values.items():
+        click.echo(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+
+
+@click.group()
+def state() -> None:
+    """Inspect the stack's state, or clear a stale lock."""
+
+
+@state.command("list")
+@existing_stack_options
+def state_list(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """List the resources in state."""
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    checkpoint = space.store().load()
+    for res in checkpoint.resources:
+        flags = " [protected]" if res.protect else ""
+        click.echo(f"{res.urn}{flags}")
+    for op in checkpoint.pending_operations:
+        click.echo(f"{op.resource.urn} [pending: {op.type}]")
+
+
+@state.command("show")
+@click.argument("urn")
+@existing_stack_options
+@click.option("--show-secrets", is_flag=True, help="Print secret values instead of [secret].")
+def state_show(urn: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, show_secrets: bool) -> None:
+    """Show one resource (by URN or name) with its inputs and outputs."""
+    from gpustack_iac.engine.render.common import mask_value
+
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    checkpoint = space.store().load()
+    matches = [r for r in checkpoint.resources if r.urn == urn or r.urn.rsplit("::", 1)[-1] == urn]
+    if not matches:
+        raise GpustackError(f"no resource {urn!r} in state; see `gpustack-iac state list`")
+    for res in matches:
+        body = {"urn": res.urn, "type": res.type, "id": res.id, "parent": res.parent, "protect": res.protect,
+                "dependencies": res.dependencies, "inputs": _without_provider(res.inputs), "outputs": _without_provider(res.outputs)}
+        click.echo(json.dumps(body if show_secrets else mask_value(body), indent=2, default=str))
+
+
+def _without_provider(props: dict[str, Any]) -> dict[str, Any]:
+    # The pickled dynamic provider is an implementation detail, long and unreadable.
+    return {k: v for k, v in props.items() if k != "__provider"}
+
+
+@state.command("unlock")
+@existing_stack_options
+@click.option("--force", is_flag=True, help="Clear the lock even if its owner cannot be checked (another host).")
+def state_unlock(project: str | None, stack: str | None, state_dir: Path | None, engine: str, force: bool) -> None:
+    """Clear a stale lock, after checking its owner is gone."""
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    store: StateStore = space.store()
+    owner = store.unlock(force=force)
+    click.echo(f"Cleared the lock held by {owner}." if owner else "The stack was not locked.")

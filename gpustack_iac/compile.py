@@ -1,0 +1,165 @@
+"""Configuration → one Pulumi program.
+
+The program is a plain function: either engine runs it (the embedded engine in-process, the
+Automation API engine as an inline program). Everything a backend cannot do is rejected here,
+before any engine runs, so `plan` fails exactly where `up` would.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+
+from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.spec.loader import Spec
+from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
+from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.fleet import Fleet
+from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.service import Service
+
+# Backends with components in stacks/. Others plan nothing and are rejected with their name.
+IMPLEMENTED_BACKENDS = ("local",)
+
+# Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
+_LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
+                  "idle_duration", "creation_policy", "termination_policy", "termination_idle_time")
+
+
+@dataclass
+class CompiledStack:
+    program: Callable[[], None]
+    warnings: list[str] = field(default_factory=list)
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+
+
+def _diag(doc: Document, path: str, message: str) -> Diagnostic:
+    source = doc.source
+    return Diagnostic(file=source.file if source else "<config>", line=source.line if source else 0, column=1 if source else 0,
+                      path=path, message=message)
+
+
+def _fleet_backend(fleet: FleetConfig) -> str:
+    if fleet.is_ssh:
+        return "ssh"
+    return (fleet.backends or ["<any>"])[0] if fleet.backends and len(fleet.backends) == 1 else ",".join(fleet.backends or ["<any>"])
+
+
+def _check_backends(spec: Spec) -> list[Diagnostic]:
+    problems = []
+    for fleet in spec.fleets:
+        backend = _fleet_backend(fleet)
+        if backend not in IMPLEMENTED_BACKENDS:
+            problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
+                                  f"fleet {fleet.name}: backend {backend} is not implemented yet "
+                                  f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+    for gateway in spec.gateways:
+        if gateway.backend not in IMPLEMENTED_BACKENDS:
+            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
+                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+    for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
+        for doc in docs:
+            problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
+                                               "but not deployable yet; remove it from the paths given to plan/up"))
+    return problems
+
+
+def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
+    problems = []
+    docker = shutil.which("docker") is not None
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        if group.image and not docker:
+            problems.append(_diag(service, f"{at}.image".lstrip("."), f"service {service.name}: image {group.image} needs Docker, "
+                                  "and the local backend found no docker on this machine; remove image and run commands directly"))
+        if group.backends and not set(group.backends) & set(IMPLEMENTED_BACKENDS):
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: backends "
+                                  f"{', '.join(group.backends)} are not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        for prop in _LOCAL_IGNORED:
+            if getattr(group, prop, None) not in (None, [], False):
+                ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
+    if service.volumes:
+        problems.append(_diag(service, "volumes", f"service {service.name}: volumes need container mode (Docker), "
+                                                  "which the local backend does not have here"))
+    if service.gateway is False:
+        problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
+                                                  "gateway; remove gateway: false"))
+    if service.registry_auth:
+        ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
+    return problems
+
+
+def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
+    if isinstance(service.gateway, str):
+        return gateways.get(service.gateway)
+    defaults = [g for g in gateways.values() if g.default]
+    if defaults:
+        return defaults[0]
+    return next(iter(gateways.values())) if len(gateways) == 1 else None
+
+
+def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+    problems = _check_backends(spec)
+    gateways = {str(g.name): g for g in spec.gateways}
+    service_gateway: dict[str, str] = {}
+    for service in spec.services:
+        problems += _check_service(service, ctx)
+        gateway = _pick_gateway(service, gateways)
+        if gateway is None:
+            problems.append(_diag(service, "gateway", f"service {service.name}: no gateway to run behind; add a gateway "
+                                                      "configuration (type: gateway, default: true)"))
+        else:
+            service_gateway[str(service.name)] = str(gateway.name)
+    for router in spec.routers:
+        problems.append(_diag(router, "type", f"router {router.name}: routers are validated but not deployable yet"))
+    if spec.services and not spec.fleets:
+        ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
+    if problems:
+        raise ConfigError(problems)
+
+    definitions = {str(s.name): _definition(s) for s in spec.services}
+
+    def program() -> None:
+        fleets = [Fleet(f, ctx) for f in spec.fleets]
+        deployed: dict[str, Gateway] = {}
+        registrations: dict[str, list[pulumi.Resource]] = {}
+        for config in spec.gateways:
+            gateway = Gateway(config, ctx)
+            deployed[str(config.name)] = gateway
+            registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
+        endpoints: dict[str, pulumi.Output[str]] = {}
+        for name, definition in definitions.items():
+            gw_name = service_gateway[name]
+            service = Service(definition, deployed[gw_name], registrations[gw_name])
+            endpoints[name] = service.endpoint
+        _export(deployed, endpoints, gateways)
+
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+
+
+def _definition(service: ServiceConfig) -> dict[str, Any]:
+    definition = service.to_runtime()
+    base = Path(service.source.file).parent if service.source else Path.cwd()
+    for group in definition["groups"]:
+        # Commands run from the configuration's directory, as they would from the repository in a container.
+        group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+    return definition
+
+
+def _export(deployed: dict[str, Gateway], endpoints: dict[str, pulumi.Output[str]], configs: dict[str, GatewayConfig]) -> None:
+    if not deployed:
+        return
+    default = next((n for n, c in configs.items() if c.default), next(iter(deployed)))
+    gateway = deployed[default]
+    pulumi.export("gateway_url", gateway.url)
+    pulumi.export("control_url", gateway.control_url)
+    pulumi.export("token", pulumi.Output.secret(gateway.token))
+    pulumi.export("admin_token", pulumi.Output.secret(gateway.admin_token))
+    pulumi.export("endpoints", endpoints)
+    if endpoints:
+        pulumi.export("endpoint", next(iter(endpoints.values())))

@@ -1,0 +1,122 @@
+"""The configuration-level summary a reviewer reads above the resource steps.
+
+Every component records its normalised configuration as its `spec` input, so the summary is a
+comparison of the specs in the last checkpoint with the specs about to be deployed — whatever
+backend and engine produced the resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from gpustack_iac.engine.model import ConfigChange
+
+# Component type → configuration kind.
+COMPONENT_KINDS = {"gpustack:index:Fleet": "fleet", "gpustack:index:Gateway": "gateway",
+                   "gpustack:index:Service": "service", "gpustack:index:Router": "router"}
+# What, in a group's definition, restarts its replicas when it changes (a rolling update).
+_RESTARTING = ("commands", "image", "env", "resources", "working_dir")
+_SERVICE_RESTARTING = ("port", "probe")
+
+Specs = Mapping[tuple[str, str], Mapping[str, Any]]  # (kind, name) → spec
+
+
+def specs_from_resources(resources: Iterable[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(kind, name) → spec of every component in a checkpoint's resources."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for res in resources:
+        kind = COMPONENT_KINDS.get(res.type)
+        spec = (res.inputs or {}).get("spec")
+        if kind and isinstance(spec, dict):
+            out[(kind, res.urn.rsplit("::", 1)[-1])] = spec
+    return out
+
+
+def _replicas(spec: Mapping[str, Any]) -> str:
+    r = spec.get("replicas") or {}
+    lo, hi = r.get("min"), r.get("max")
+    return str(lo) if lo == hi else f"{lo}..{'' if hi is None else hi}"
+
+
+def _groups(definition: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {g["name"]: g for g in definition.get("groups", [])}
+
+
+def _describe_groups(definition: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} ×{_replicas(g)}" for name, g in _groups(definition).items())
+
+
+def _service_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
+    if old is None and new is not None:
+        return [ConfigChange("service", name, f"new service: {_describe_groups(new)}")]
+    if new is None and old is not None:
+        return [ConfigChange("service", name, f"removed → {_describe_groups(old)} stop", disruptive=True)]
+    assert old is not None and new is not None
+    changes: list[ConfigChange] = []
+    service_restart = [k for k in _SERVICE_RESTARTING if old.get(k) != new.get(k)]
+    for key in ("auth", "model"):
+        if old.get(key) != new.get(key):
+            changes.append(ConfigChange("service", name, f"{key} {_short(old.get(key))} → {_short(new.get(key))} (in place)"))
+    if old.get("scaling") != new.get("scaling"):
+        changes.append(ConfigChange("service", name, f"scaling {_scaling(old.get('scaling'))} → {_scaling(new.get('scaling'))} (in place)"))
+    old_groups, new_groups = _groups(old), _groups(new)
+    for group in new_groups.keys() - old_groups.keys():
+        changes.append(ConfigChange("group", f"{name}/{group}", f"new group {group} (replicas {_replicas(new_groups[group])})"))
+    for group in old_groups.keys() - new_groups.keys():
+        changes.append(ConfigChange("group", f"{name}/{group}", f"group {group} removed → {_replicas(old_groups[group])} replicas stop",
+                                    disruptive=True))
+    for group in sorted(old_groups.keys() & new_groups.keys(), key=list(new_groups).index):
+        changes += _group_changes(f"{name}/{group}", old_groups[group], new_groups[group], service_restart)
+    return changes
+
+
+def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], service_restart: list[str]) -> list[ConfigChange]:
+    changes = []
+    if old.get("replicas") != new.get("replicas"):
+        changes.append(ConfigChange("group", label, f"replicas {_replicas(old)} → {_replicas(new)} (in place)"))
+    if old.get("scaling") != new.get("scaling"):
+        changes.append(ConfigChange("group", label, f"scaling {_scaling(old.get('scaling'))} → {_scaling(new.get('scaling'))} (in place)"))
+    if old.get("placement") != new.get("placement"):
+        changes.append(ConfigChange("group", label, "placement changed → new replicas go to the matching hosts"))
+    restarting = service_restart + [k for k in _RESTARTING if old.get(k) != new.get(k)]
+    if restarting:
+        what = " and ".join(restarting) if len(restarting) <= 2 else ", ".join(restarting[:-1]) + f" and {restarting[-1]}"
+        verb = "changed" if len(restarting) == 1 else "changed"
+        changes.append(ConfigChange("group", label, f"{what} {verb} → rolling update, {_replicas(old)} replicas", disruptive=True))
+    return changes
+
+
+def _scaling(scaling: Mapping[str, Any] | None) -> str:
+    if not scaling:
+        return "none"
+    return f"{scaling.get('metric', 'rps')} target {scaling.get('target')}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("name", value))
+    return str(value)
+
+
+def _simple_changes(kind: str, name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
+    if old is None and new is not None:
+        return [ConfigChange(kind, name, f"new {kind}")]
+    if new is None and old is not None:
+        return [ConfigChange(kind, name, f"{kind} removed", disruptive=True)]
+    assert old is not None and new is not None
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return [ConfigChange(kind, name, f"{', '.join(changed)} changed")] if changed else []
+
+
+def summarize(old: Specs, new: Specs) -> list[ConfigChange]:
+    """Configuration-level changes, fleets first, then gateways, services (with groups), routers."""
+    changes: list[ConfigChange] = []
+    for kind in ("fleet", "gateway", "service", "router"):
+        names = sorted({n for k, n in old if k == kind} | {n for k, n in new if k == kind})
+        for name in names:
+            before, after = old.get((kind, name)), new.get((kind, name))
+            if kind == "service":
+                changes += _service_changes(name, before, after)
+            else:
+                changes += _simple_changes(kind, name, before, after)
+    return changes

@@ -1,0 +1,42 @@
+"""A small synchronous JSON client for the runtime's APIs, used from inside providers.
+
+Providers run synchronously (under the embedded engine or Pulumi's provider host), so this is
+plain urllib rather than the runtime's aiohttp client.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from gpustack_iac.errors import RuntimeApiError
+
+
+class NotFound(RuntimeApiError):
+    """The API answered 404."""
+
+
+def call(method: str, base_url: str, path: str, token: str, body: Any = None, timeout: float = 30.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url.rstrip("/") + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        error = NotFound if exc.code == 404 else RuntimeApiError
+        raise error(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RuntimeApiError(f"{method} {base_url}{path}: {reason}") from exc
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")

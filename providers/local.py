@@ -1,0 +1,178 @@
+"""The local backend: agents and a gateway as processes on this machine.
+
+Each resource keeps its files (token, port, logs, the runtime's own state) in a directory
+given as an input, and keeps that directory across a re-create: after a reboot, `up`
+starts the processes again on the same ports with the same tokens, so the endpoint and
+the token a user already has keep working. Only `delete` removes the directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from gpustack_iac.errors import RuntimeApiError
+from gpustack_iac.providers import http
+from gpustack_iac.runtime import procs
+from gpustack_iac.runtime.auth import new_token, read_token_file, write_token_file
+
+START_TIMEOUT = 60.0
+
+
+def _free_port(preferred: int | None) -> int:
+    """`preferred` when it can be bound on loopback, else a fresh free port."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeApiError("no free port on 127.0.0.1")
+
+
+def _token(path: Path) -> str:
+    if path.exists():
+        return read_token_file(path)
+    token = new_token()
+    write_token_file(path, token)
+    return token
+
+
+def _remembered_port(path: Path, key: str) -> int | None:
+    data = procs.read_port_file(path)
+    value = data.get(key) if data else None
+    return int(value) if value else None
+
+
+def _alive(props: dict[str, Any]) -> bool:
+    return procs.is_alive(int(props.get("pid") or 0), props.get("create_time"))
+
+
+def _replace_if_changed(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> DiffResult:
+    replaces = [k for k in keys if olds.get(k) != news.get(k)]
+    return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
+
+
+class AgentProvider(ResourceProvider):
+    """One host of a local fleet: an agent process with its own token, state dir and log file."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        root = Path(props["state_dir"])
+        root.mkdir(parents=True, exist_ok=True)
+        token_file = root / "agent.token"
+        token = _token(token_file)
+        port_file = root / "agent.port.json"
+        port = _free_port(_remembered_port(port_file, "port"))
+        info = procs.start_daemon(
+            [sys.executable, "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(port),
+             "--token-file", str(token_file), "--state-dir", str(root / "agent"), "--port-file", str(port_file),
+             "--name", str(props["name"])],
+            port_file=port_file,
+            log_file=root / "agent.log",
+            timeout=START_TIMEOUT,
+        )
+        port = int(info.ports["port"])
+        outs = {**props, "url": f"http://127.0.0.1:{port}", "port": port, "pid": info.pid,
+                "create_time": info.create_time, "token": token}
+        return CreateResult(id_=str(props["name"]), outs=outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        if not _alive(props):
+            return ReadResult(id_=None, outs={})
+        return ReadResult(id_=id_, outs=props)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if not _alive(olds):
+            # The process is gone (a reboot): only a re-create brings it back.
+            return DiffResult(changes=True, replaces=["pid"], delete_before_replace=True)
+        changed = _replace_if_changed(olds, news, ("name", "state_dir"))
+        if changed.changes:
+            return changed
+        return DiffResult(changes=olds.get("labels") != news.get("labels"))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**olds, "labels": news.get("labels")})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if _alive(props):
+            # The agent leaves replicas running when it stops (so a restart loses nothing); a deleted
+            # host must leave no orphan, so its replicas are stopped first.
+            try:
+                for replica in http.call("GET", props["url"], "/v1/replicas", props["token"]):
+                    http.call("DELETE", props["url"], f"/v1/replicas/{replica['id']}?grace=5", props["token"])
+            except RuntimeApiError:
+                pass
+            procs.stop_process(int(props["pid"]), props.get("create_time"), grace=10.0)
+        shutil.rmtree(props["state_dir"], ignore_errors=True)
+
+
+class Agent(Resource, module="local", name="Agent"):
+    url: pulumi.Output[str]
+    token: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["token"])
+        super().__init__(AgentProvider(), name, {"url": None, "token": None, **props},
+                         pulumi.ResourceOptions.merge(opts, secret))
+
+
+class GatewayProvider(ResourceProvider):
+    """A local gateway: one process serving the data plane and the controller's control API."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        root = Path(props["state_dir"])
+        root.mkdir(parents=True, exist_ok=True)
+        token_file, admin_file = root / "service.token", root / "admin.token"
+        token, admin_token = _token(token_file), _token(admin_file)
+        port_file = root / "gateway.port.json"
+        port = _free_port(props.get("port") or _remembered_port(port_file, "port"))
+        control_port = _free_port(_remembered_port(port_file, "control_port"))
+        argv = [sys.executable, "-m", "gpustack_iac.runtime.gateway", "--host", "127.0.0.1", "--port", str(port),
+                "--control-port", str(control_port), "--token-file", str(token_file),
+                "--admin-token-file", str(admin_file), "--state-dir", str(root / "controller"),
+                "--port-file", str(port_file)]
+        if props.get("domain"):
+            argv += ["--domain", str(props["domain"])]
+        info = procs.start_daemon(argv, port_file=port_file, log_file=root / "gateway.log", timeout=START_TIMEOUT)
+        port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
+        outs = {**props, "url": f"http://127.0.0.1:{port}", "control_url": f"http://127.0.0.1:{control_port}",
+                "pid": info.pid, "create_time": info.create_time, "token": token, "admin_token": admin_token}
+        return CreateResult(id_=str(props["name"]), outs=outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        if not _alive(props):
+            return ReadResult(id_=None, outs={})
+        return ReadResult(id_=id_, outs=props)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if not _alive(olds):
+            return DiffResult(changes=True, replaces=["pid"], delete_before_replace=True)
+        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=10.0)
+        shutil.rmtree(props["state_dir"], ignore_errors=True)
+
+
+class Gateway(Resource, module="local", name="Gateway"):
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["token", "admin_token"])
+        outputs = {"url": None, "control_url": None, "token": None, "admin_token": None}
+        super().__init__(GatewayProvider(), name, {**outputs, **props}, pulumi.ResourceOptions.merge(opts, secret))

@@ -1,0 +1,50 @@
+"""A service: its definition registered with a gateway's controller, which runs the replicas."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import pulumi
+
+from gpustack_iac.providers import control
+from gpustack_iac.stacks.context import fingerprint_values
+from gpustack_iac.stacks.gateway import Gateway
+
+
+class Service(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]
+
+    def __init__(
+        self,
+        definition: dict[str, Any],
+        gateway: Gateway,
+        depends_on: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        name = definition["name"]
+        super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition)}, opts)
+        registration = control.ServiceRegistration(
+            name,
+            {"definition": _secret_env(definition), "control_url": gateway.control_url, "admin_token": gateway.admin_token},
+            # Replicas need hosts: register the service only after the agents are known to the controller.
+            pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+        self.endpoint = registration.endpoint
+        self.register_outputs({"endpoint": self.endpoint})
+
+    @staticmethod
+    def spec_of(definition: dict[str, Any]) -> dict[str, Any]:
+        """The definition with env values fingerprinted (see fingerprint_values)."""
+        out = copy.deepcopy(definition)
+        for group in out["groups"]:
+            group["env"] = fingerprint_values(group["env"])
+        return out
+
+
+def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
+    """Env values (HF_TOKEN and the like) travel as secrets: encrypted in state, `[secret]` in plans."""
+    out = copy.deepcopy(definition)
+    for group in out["groups"]:
+        group["env"] = {k: pulumi.Output.secret(v) for k, v in group["env"].items()}
+    return out
