@@ -1,0 +1,97 @@
+"""Entry point: `python -m gpustack_iac.runtime.agent --port 0 --token-file F --state-dir D [--port-file P]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.agent.hostinfo import StaticFacts
+from gpustack_iac.runtime.agent.server import build_app
+from gpustack_iac.runtime.agent.store import Store
+from gpustack_iac.runtime.agent.supervisor import Supervisor, SupervisorConfig
+from gpustack_iac.runtime.auth import read_token_file
+from gpustack_iac.runtime.procs import write_port_file
+
+log = logging.getLogger("gpustack_iac.agent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gpustack_iac.runtime.agent", description="gpustack-iac host agent")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--token-file", type=Path, required=True, help="file (mode 0600) holding the bearer token")
+    parser.add_argument("--state-dir", type=Path, required=True, help="where replica records and logs live")
+    parser.add_argument("--port-file", type=Path, help="write {port, pid} here as JSON once listening")
+    parser.add_argument("--name", help="host name reported by /v1/host (default: the machine's hostname)")
+    return parser.parse_args(argv)
+
+
+def _advertise_host(listen_host: str) -> str:
+    # A wildcard address is not something a caller can connect to.
+    return "127.0.0.1" if listen_host in ("", "0.0.0.0", "::") else listen_host
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = read_token_file(args.token_file)
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    facts = await asyncio.to_thread(StaticFacts.gather, args.name)
+    store = Store(state_dir)
+    config = SupervisorConfig(
+        state_dir=state_dir,
+        advertise_host=_advertise_host(args.host),
+        gpus=frozenset(g.index for g in facts.gpus),
+        docker=facts.docker,
+    )
+    supervisor = Supervisor(store, config)
+    for problem in await supervisor.resume():
+        log.warning("skipped an unreadable replica record: %s", problem)
+    runner = web.AppRunner(build_app(token, supervisor, facts, state_dir), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    if args.port_file:
+        write_port_file(args.port_file, {"port": port, "pid": os.getpid()})
+    log.info("agent %s listening on %s:%d (%d replicas resumed)", facts.name, args.host, port, len(supervisor.list()))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down; replicas keep running and are re-adopted by the next agent")
+    await supervisor.close()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415 - optional speed-up, only when installed
+
+        uvloop.install()
+    try:
+        asyncio.run(serve(args))
+    except GpustackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        # Typically the port is taken or the state dir is not writable.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

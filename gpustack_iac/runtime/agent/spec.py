@@ -1,0 +1,110 @@
+"""The replica specification an agent accepts, validated without pydantic (the agent stays small)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpustack_iac.errors import ReplicaSpecError
+
+# Ids become file names and container names, so they are restricted to a safe alphabet.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    id: str
+    service: str = ""
+    group: str = ""
+    commands: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    image: str | None = None
+    gpus: tuple[int, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "service": self.service,
+            "group": self.group,
+            "commands": list(self.commands),
+            "env": dict(self.env),
+            "working_dir": self.working_dir,
+            "image": self.image,
+            "gpus": list(self.gpus),
+            "labels": dict(self.labels),
+        }
+
+    @property
+    def shell_command(self) -> str:
+        return " && ".join(self.commands)
+
+
+def _str(data: dict[str, Any], key: str, default: str = "") -> str:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ReplicaSpecError(f"{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ReplicaSpecError(f"{key}: expected a string or null, got {type(value).__name__}")
+    return value
+
+
+def _str_map(data: dict[str, Any], key: str, check_names: bool) -> dict[str, str]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ReplicaSpecError(f"{key}: expected a mapping of strings")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
+            raise ReplicaSpecError(f"{key}.{k}: expected a string value")
+        if check_names and not _ENV_NAME_RE.match(k):
+            raise ReplicaSpecError(f"{key}.{k}: not a valid environment variable name")
+        out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    return out
+
+
+def parse_replica_spec(data: Any) -> ReplicaSpec:
+    """Validate a JSON body into a ReplicaSpec; every problem names the property."""
+    if not isinstance(data, dict):
+        raise ReplicaSpecError("the body must be a JSON object (a ReplicaSpec)")
+    rid = data.get("id")
+    if not isinstance(rid, str) or not _ID_RE.match(rid):
+        raise ReplicaSpecError("id: expected 1-128 characters of letters, digits, '_', '.', '-' (starting with a letter or digit)")
+    commands = data.get("commands") or []
+    if not isinstance(commands, list) or not all(isinstance(c, str) and c.strip() for c in commands):
+        raise ReplicaSpecError("commands: expected a list of non-empty strings")
+    image = _opt_str(data, "image")
+    if not commands and image is None:
+        raise ReplicaSpecError("commands: at least one command is needed when no image is given")
+    gpus = data.get("gpus") or []
+    # JSON from some callers (Pulumi structs) turns ints into floats; accept integral floats only.
+    if not isinstance(gpus, list) or not all(
+        isinstance(g, (int, float)) and not isinstance(g, bool) and float(g).is_integer() and g >= 0 for g in gpus
+    ):
+        raise ReplicaSpecError("gpus: expected a list of GPU indices (non-negative integers)")
+    gpu_indices = tuple(int(g) for g in gpus)
+    if len(set(gpu_indices)) != len(gpu_indices):
+        raise ReplicaSpecError("gpus: an index is listed twice")
+    return ReplicaSpec(
+        id=rid,
+        service=_str(data, "service"),
+        group=_str(data, "group"),
+        commands=tuple(commands),
+        env=_str_map(data, "env", check_names=True),
+        working_dir=_opt_str(data, "working_dir"),
+        image=image,
+        gpus=gpu_indices,
+        labels=_str_map(data, "labels", check_names=False),
+    )
