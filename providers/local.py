@@ -18,8 +18,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers import http
 from gpustack_iac.runtime import procs
+from gpustack_iac.runtime.agent.offline import stop_all_replicas
 from gpustack_iac.runtime.auth import new_token, read_token_file, write_token_file
 
 START_TIMEOUT = 60.0
@@ -92,9 +92,8 @@ class AgentProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if not _alive(olds):
-            # The process is gone (a reboot): only a re-create brings it back.
-            return DiffResult(changes=True, replaces=["pid"], delete_before_replace=True)
+        # A dead process is found by refresh (read reports it gone, and the engine plans a create that
+        # re-adopts the state dir); diff trusts the state, as terraform does with -refresh=false.
         changed = _replace_if_changed(olds, news, ("name", "state_dir"))
         if changed.changes:
             return changed
@@ -104,15 +103,10 @@ class AgentProvider(ResourceProvider):
         return UpdateResult(outs={**olds, "labels": news.get("labels")})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        if _alive(props):
-            # The agent leaves replicas running when it stops (so a restart loses nothing); a deleted
-            # host must leave no orphan, so its replicas are stopped first.
-            try:
-                for replica in http.call("GET", props["url"], "/v1/replicas", props["token"]):
-                    http.call("DELETE", props["url"], f"/v1/replicas/{replica['id']}?grace=5", props["token"])
-            except RuntimeApiError:
-                pass
-            procs.stop_process(int(props["pid"]), props.get("create_time"), grace=10.0)
+        # The agent leaves replicas running when it stops (so a restart loses nothing); a deleted host
+        # must leave no orphan, so the replicas it recorded are stopped too, even if the agent is dead.
+        procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=10.0)
+        stop_all_replicas(Path(props["state_dir"]) / "agent", grace=5.0)
         shutil.rmtree(props["state_dir"], ignore_errors=True)
 
 
@@ -157,8 +151,6 @@ class GatewayProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if not _alive(olds):
-            return DiffResult(changes=True, replaces=["pid"], delete_before_replace=True)
         return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
