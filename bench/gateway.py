@@ -1,0 +1,616 @@
+"""Gateway data-plane benchmark: small requests and held SSE streams, next to nginx and the bare backend.
+
+    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5]
+
+Everything runs on 127.0.0.1 and stops when the run ends. Installs nothing: it uses Debian's
+`nginx` (the static backend, and `proxy_pass` with one worker as the peer) and `wrk` (load) when
+they are on PATH and says so when they are not, falling back to a Python backend and a bounded
+Python load generator (slower: its figures are then a lower bound for every row).
+
+Rows, measured in the same run:
+  direct backend     the backend itself (nginx `return 200`, or aiohttp when nginx is missing)
+  nginx proxy_pass   one nginx worker pinned to the proxy core, keep-alive to the backend
+  aiohttp floor      a bare aiohttp server relaying through one pooled ClientSession on the same
+                     core: what the libraries cost before any gateway feature
+  gateway            this project's gateway pinned to the same core (uvloop when installed),
+                     bearer auth on, metrics on: what production runs
+Then the p50 overhead of the gateway over the direct backend with a paced (open-loop) Python
+load at half the gateway's measured saturation, and `--streams` concurrent SSE streams held
+through the gateway with its resident memory (RSS) before and while holding them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+import aiohttp
+import psutil
+
+SMALL_BODY = b"ok\n"
+STARTUP_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------------------------------
+# roles run in child processes (the bench re-executes itself)
+# --------------------------------------------------------------------------------------------------
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"port": port, "pid": os.getpid()}))
+    tmp.replace(path)
+
+
+async def _serve_forever(runner: "object", port_file: Path) -> None:
+    from aiohttp import web
+
+    assert isinstance(runner, web.AppRunner)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    _write_port_file(port_file, runner.addresses[0][1])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def role_backend(port_file: Path, sse_interval: float) -> None:
+    """Small answers on /small, SSE on /sse?n=N (one event every `sse_interval` seconds)."""
+    from aiohttp import web
+
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(body=SMALL_BODY, content_type="text/plain")
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        n = int(request.query.get("n", "10"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        for i in range(n):
+            await response.write(b"data: {\"token\": %d}\n\n" % i)
+            await asyncio.sleep(sse_interval)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/small", small)
+    app.router.add_get("/sse", sse)
+    _install_uvloop()
+    asyncio.run(_serve_forever(web.AppRunner(app, access_log=None, handler_cancellation=True), port_file))
+
+
+def role_floor(port_file: Path, small_url: str) -> None:
+    """The floor under the gateway: an aiohttp server relaying through one pooled ClientSession, nothing else
+    (no routing, auth, balancing, metrics or header rewriting). The gap to the gateway row is this project's cost."""
+    from aiohttp import web
+
+    session: aiohttp.ClientSession | None = None
+
+    async def relay(request: web.Request) -> web.Response:
+        assert session is not None
+        async with session.get(small_url + "/small") as upstream:
+            body = await upstream.read()
+        return web.Response(body=body, status=upstream.status)
+
+    async def pool(app: web.Application) -> AsyncIterator[None]:
+        nonlocal session
+        session = aiohttp.ClientSession()
+        yield
+        await session.close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(pool)
+    app.router.add_get("/{tail:.*}", relay)
+    _install_uvloop()
+    asyncio.run(_serve_forever(web.AppRunner(app, access_log=None), port_file))
+
+
+def role_gateway(port_file: Path, token_file: Path, small_url: str, sse_url: str) -> None:
+    from gpustack_iac.runtime.auth import new_token, read_token_file
+    from gpustack_iac.runtime.gateway.metrics import Metrics
+    from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
+    from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
+    from gpustack_iac.runtime.gateway.settings import GatewaySettings
+
+    token = read_token_file(token_file)
+    table = RoutingTable()
+    table.set_service(ServiceRoute("bench", auth=True, model="bench-model", upstreams=(Upstream("small-0", "base", small_url),)))
+    table.set_service(ServiceRoute("sse", auth=True, model=None, upstreams=(Upstream("sse-0", "base", sse_url),)))
+    app = create_gateway_app(table, Metrics(), token, new_token(), None, GatewaySettings())
+    _install_uvloop()
+    asyncio.run(_serve_forever(make_runner(app), port_file))
+
+
+# --------------------------------------------------------------------------------------------------
+# process management
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+class Children:
+    """Every process the bench started, stopped by pid at the end (also on error or Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.terminate()
+        for child in reversed(self.children):
+            try:
+                child.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(timeout=10)
+        self.children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited early with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on port {port} within {STARTUP_TIMEOUT_S:.0f}s")
+
+
+def start_python_role(children: Children, name: str, cores: Sequence[int], workdir: Path, role_args: list[str]) -> Child:
+    port_file = workdir / f"{name}.port"
+    cmd = [*taskset(cores), sys.executable, str(Path(__file__).resolve()), "--role", *role_args, "--port-file", str(port_file)]
+    log = open(workdir / f"{name}.log", "wb")
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited early; see {workdir / (name + '.log')}:\n{(workdir / (name + '.log')).read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"{name} did not start within {STARTUP_TIMEOUT_S:.0f}s")
+        time.sleep(0.05)
+    child = Child(name, process, int(json.loads(port_file.read_text())["port"]))
+    children.children.append(child)
+    return child
+
+
+NGINX_STATIC = """
+worker_processes {workers};
+daemon off;
+pid {dir}/{name}.pid;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
+  fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
+  keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} backlog=4096; location /small {{ default_type text/plain; return 200 "ok\\n"; }} }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1;
+daemon off;
+pid {dir}/{name}.pid;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
+  fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
+  keepalive_requests 1000000;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
+  }}
+}}
+"""
+
+
+def start_nginx(children: Children, name: str, cores: Sequence[int], workdir: Path, template: str, **values: object) -> Child:
+    port = free_port()
+    conf = workdir / f"{name}.conf"
+    conf.write_text(template.format(dir=workdir, name=name, port=port, **values))
+    log = open(workdir / f"{name}.log", "wb")
+    cmd = [*taskset(cores), "nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / f"{name}-error.log")]
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    child = Child(name, process, port)
+    children.children.append(child)
+    wait_for_port(port, process, name)
+    return child
+
+
+def taskset(cores: Sequence[int]) -> list[str]:
+    if not cores or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", ",".join(str(c) for c in cores)]
+
+
+# --------------------------------------------------------------------------------------------------
+# load generation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    tool: str
+    requests: int = 0
+    cpu_us_per_request: float = float("nan")  # user+sys CPU of the measured server, whatever else shares its core
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+sys CPU of a process and its children (nginx workers), so a busy shared machine does not skew it."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def run_wrk(url: str, token: str | None, connections: int, duration: float, workdir: Path, cores: Sequence[int]) -> LoadResult:
+    script = workdir / "auth.lua"
+    # The token goes into a 0600 script file, not wrk's argv (argv is public in `ps`).
+    fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        if token:
+            f.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+    cmd = [*taskset(cores), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        return float(m.group(1)) * _WRK_UNITS[m.group(2)] if m else float("nan")
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return LoadResult(rps, percentile("50"), percentile("99"), errors, "wrk", requests)
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    if not latencies:
+        return float("nan"), float("nan")
+    ordered = sorted(latencies)
+    return ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+async def closed_loop(url: str, token: str | None, connections: int, duration: float) -> LoadResult:
+    """Fallback when wrk is missing: `connections` workers, each sending its next request when the last answered."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while loop.time() < end:
+                t = time.perf_counter()
+                try:
+                    async with session.get(url, headers=headers) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append(time.perf_counter() - t)
+
+        start = loop.time()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = loop.time() - start
+    p50, p99 = _percentiles(latencies)
+    return LoadResult(len(latencies) / elapsed, p50, p99, errors, "python closed-loop", len(latencies))
+
+
+async def paced(url: str, token: str | None, rate: float, duration: float) -> LoadResult:
+    """Open-loop load at a fixed rate (requests are sent on schedule whether or not earlier ones answered)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * duration)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loop = asyncio.get_running_loop()
+
+        async def one() -> None:
+            nonlocal errors
+            # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
+            t = time.perf_counter()
+            try:
+                async with session.get(url, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            latencies.append(time.perf_counter() - t)
+
+        # Warm the pool so connection setup is not measured.
+        await asyncio.gather(*(one() for _ in range(32)))
+        latencies.clear()
+        start = loop.time()
+        tasks: list[asyncio.Task[None]] = []
+        for i in range(total):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+    p50, p99 = _percentiles(latencies)
+    return LoadResult(len(latencies) / elapsed, p50, p99, errors, "python open-loop", len(latencies))
+
+
+async def hold_streams(url: str, token: str, streams: int, hold: float, gateway_pid: int) -> dict[str, float]:
+    """Open `streams` SSE streams through the gateway, keep them all live for `hold` seconds, report RSS."""
+    proc = psutil.Process(gateway_pid)
+    rss_idle = proc.memory_info().rss
+    headers = {"Authorization": f"Bearer {token}"}
+    first_event = 0
+    events = [0] * streams
+    opened = asyncio.Event()
+    stop = asyncio.Event()
+    connect_gate = asyncio.Semaphore(200)  # open in waves: a 2,000-SYN burst only measures the backlog
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        loop = asyncio.get_running_loop()
+
+        async def stream(i: int) -> None:
+            nonlocal first_event
+            async with connect_gate:
+                response = await session.get(url, headers=headers)
+                line = await response.content.readline()
+                while line and not line.startswith(b"data:"):
+                    line = await response.content.readline()
+            try:
+                events[i] += 1
+                first_event += 1
+                if first_event == streams:
+                    opened.set()
+                while not stop.is_set():
+                    line = await response.content.readline()
+                    if not line:
+                        break
+                    if line.startswith(b"data:"):
+                        events[i] += 1
+            finally:
+                response.close()
+
+        start = loop.time()
+        tasks = [asyncio.ensure_future(stream(i)) for i in range(streams)]
+        try:
+            await asyncio.wait_for(opened.wait(), 120)
+            open_s = loop.time() - start
+            before = list(events)
+            peak = proc.memory_info().rss
+            t_end = loop.time() + hold
+            while loop.time() < t_end:
+                await asyncio.sleep(0.5)
+                peak = max(peak, proc.memory_info().rss)
+            live = sum(1 for a, b in zip(before, events) if b > a)
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return {"open_s": open_s, "live": live, "rss_idle": rss_idle, "rss_peak": peak}
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+
+def core_layout() -> tuple[list[int], list[int], list[int]]:
+    cpus = sorted(os.sched_getaffinity(0))
+    proxy = cpus[:1]
+    if len(cpus) >= 4:
+        return proxy, cpus[1 : 1 + (len(cpus) - 1) // 2], cpus[1 + (len(cpus) - 1) // 2 :]
+    if len(cpus) >= 2:
+        return proxy, cpus[1:], cpus[1:]
+    return proxy, proxy, proxy
+
+
+def fmt(r: LoadResult) -> str:
+    err = f"  ({r.errors} errors)" if r.errors else ""
+    cpu = f" {r.cpu_us_per_request:>9.1f} {1e6 / r.cpu_us_per_request:>11.0f}" if r.cpu_us_per_request == r.cpu_us_per_request else ""
+    return f"{r.rps:>10.0f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f}{cpu}{err}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput run (bounded: at most 60)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=2000, help="concurrent SSE streams to hold (0 to skip)")
+    parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold the streams")
+    parser.add_argument("--paced-seconds", type=float, default=5.0)
+    parser.add_argument("--role", choices=["backend", "gateway", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--small-url", help=argparse.SUPPRESS)
+    parser.add_argument("--sse-url", help=argparse.SUPPRESS)
+    parser.add_argument("--sse-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "backend":
+        role_backend(args.port_file, args.sse_interval)
+        return 0
+    if args.role == "floor":
+        role_floor(args.port_file, args.small_url)
+        return 0
+    if args.role == "gateway":
+        role_gateway(args.port_file, args.token_file, args.small_url, args.sse_url)
+        return 0
+    duration = min(max(args.duration, 1.0), 60.0)
+
+    from gpustack_iac.runtime.auth import new_token, write_token_file
+
+    # 2,000 streams cost a few thousand descriptors across the processes; children inherit this.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+    have_nginx = shutil.which("nginx") is not None
+    have_wrk = shutil.which("wrk") is not None
+    proxy_cores, backend_cores, load_cores = core_layout()
+    print("gpustack-iac gateway benchmark (loopback only)")
+    print(f"  cores: proxy (gateway / nginx proxy) {proxy_cores}, backend {backend_cores}, load generator {load_cores}")
+    if set(proxy_cores) & set(load_cores) or set(backend_cores) & set(load_cores):
+        print("  note: too few cores to separate every role; shared cores lower every row alike")
+    print(f"  nginx: {'found, used as the static backend and the proxy_pass peer' if have_nginx else 'not on PATH (apt-get install nginx) - no nginx row; Python backend'}")
+    print(f"  wrk:   {'found' if have_wrk else 'not on PATH (apt-get install wrk) - Python load generator, a lower bound'}")
+    print(f"  loop:  {'uvloop' if _has_uvloop() else 'asyncio (uvloop not installed)'}")
+
+    children = Children()
+    workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    try:
+        token = new_token()
+        token_file = workdir / "token"
+        write_token_file(token_file, token)
+        py_backend = start_python_role(children, "py-backend", backend_cores, workdir, ["backend"])
+        if have_nginx:
+            static = start_nginx(children, "static", backend_cores, workdir, NGINX_STATIC, workers=len(backend_cores))
+            backend_port = static.port
+        else:
+            backend_port = py_backend.port
+        small_url = f"http://127.0.0.1:{backend_port}"
+        gw = start_python_role(
+            children, "gateway", proxy_cores, workdir,
+            ["gateway", "--token-file", str(token_file), "--small-url", small_url, "--sse-url", f"http://127.0.0.1:{py_backend.port}"],
+        )
+        backend_pid = static.process.pid if have_nginx else py_backend.process.pid
+        targets: list[tuple[str, str, str | None, int]] = [("direct backend", f"{small_url}/small", None, backend_pid)]
+        if have_nginx:
+            proxy = start_nginx(children, "proxy", proxy_cores, workdir, NGINX_PROXY, backend=backend_port)
+            targets.append(("nginx proxy_pass, 1 worker", f"http://127.0.0.1:{proxy.port}/small", None, proxy.process.pid))
+        floor = start_python_role(children, "floor", proxy_cores, workdir, ["floor", "--small-url", small_url])
+        targets.append(("aiohttp floor, 1 core", f"http://127.0.0.1:{floor.port}/small", None, floor.process.pid))
+        targets.append(("gateway, 1 core", f"http://127.0.0.1:{gw.port}/services/bench/small", token, gw.process.pid))
+
+        os.sched_setaffinity(0, load_cores)
+        _install_uvloop()  # the Python load generators below need all the speed they can get
+        results: dict[str, LoadResult] = {}
+        print(f"\nsmall requests, {args.connections} connections, {duration:g} s each")
+        print("  (CPU us/req: user+sys CPU the server spent per request; req/s per core = 1e6 / that, the figure a")
+        print("   dedicated core would reach - robust when other work shares the machine. Proxy rows count only the proxy.)")
+        print(f"  {'target':<30} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>9} {'req/s/core':>11}")
+        for label, url, tok, pid in targets:
+            if have_wrk:
+                run_wrk(url, tok, args.connections, 1, workdir, load_cores)  # warm-up: pools, caches
+                cpu0 = cpu_seconds(pid)
+                r = run_wrk(url, tok, args.connections, duration, workdir, load_cores)
+            else:
+                asyncio.run(closed_loop(url, tok, args.connections, 1))
+                cpu0 = cpu_seconds(pid)
+                r = asyncio.run(closed_loop(url, tok, args.connections, duration))
+            if r.requests:
+                r.cpu_us_per_request = (cpu_seconds(pid) - cpu0) / r.requests * 1e6
+            results[label] = r
+            print(f"  {label:<30} {fmt(r)}")
+        gw_r = results["gateway, 1 core"]
+        if have_nginx:
+            ng_r = results["nginx proxy_pass, 1 worker"]
+            print(f"  gateway / nginx throughput, measured: {gw_r.rps / ng_r.rps:.2f}x; per dedicated core (CPU-time based): "
+                  f"{ng_r.cpu_us_per_request / gw_r.cpu_us_per_request:.2f}x (target >= 0.25x)")
+
+        rate = max(50.0, gw_r.rps / 2)
+        print(f"\nlatency at half the gateway's saturation: {rate:.0f} req/s paced, {args.paced_seconds:g} s, Python open-loop client")
+        d = asyncio.run(paced(f"{small_url}/small", None, rate, args.paced_seconds))
+        g = asyncio.run(paced(f"http://127.0.0.1:{gw.port}/services/bench/small", token, rate, args.paced_seconds))
+        print(f"  {'direct backend':<30} {fmt(d)}")
+        print(f"  {'gateway':<30} {fmt(g)}")
+        print(f"  p50 overhead: {g.p50_ms - d.p50_ms:.3f} ms (target < 1 ms); achieved rates {d.rps:.0f} / {g.rps:.0f} req/s")
+        light = 100.0
+        print(f"latency at a light {light:.0f} req/s (the gateway's own cost per request, without queueing):")
+        d = asyncio.run(paced(f"{small_url}/small", None, light, args.paced_seconds))
+        g = asyncio.run(paced(f"http://127.0.0.1:{gw.port}/services/bench/small", token, light, args.paced_seconds))
+        print(f"  {'direct backend':<30} {fmt(d)}")
+        print(f"  {'gateway':<30} {fmt(g)}")
+        print(f"  p50 overhead: {g.p50_ms - d.p50_ms:.3f} ms")
+
+        if args.streams > 0:
+            n_events = int(args.hold + 120)
+            print(f"\n{args.streams} concurrent SSE streams through the gateway (one event per second each), held {args.hold:g} s")
+            s = asyncio.run(
+                hold_streams(f"http://127.0.0.1:{gw.port}/services/sse/sse?n={n_events}", token, args.streams, args.hold, gw.process.pid)
+            )
+            per_stream_kb = (s["rss_peak"] - s["rss_idle"]) / 1024 / args.streams
+            print(f"  all {args.streams} open after {s['open_s']:.1f} s; streams still receiving while held: {int(s['live'])}")
+            print(f"  gateway RSS: {s['rss_idle'] / 2**20:.1f} MB before, {s['rss_peak'] / 2**20:.1f} MB holding ({per_stream_kb:.1f} KB per stream)")
+    finally:
+        children.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

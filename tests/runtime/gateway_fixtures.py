@@ -1,0 +1,174 @@
+"""Real loopback servers for the gateway tests: tiny aiohttp upstreams and the gateway itself.
+
+Every server binds 127.0.0.1 port 0 and is stopped by its context manager, also when a test fails.
+Tests are plain functions that call `run(coro)`: one event loop per test, bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from gpustack_iac.runtime.auth import new_token
+from gpustack_iac.runtime.gateway.metrics import Metrics
+from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
+from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
+from gpustack_iac.runtime.gateway.settings import GatewaySettings
+
+T = TypeVar("T")
+TEST_DEADLINE_S = 60.0  # generous: the machine is shared
+
+
+def run(coro: Awaitable[T], deadline: float = TEST_DEADLINE_S) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, deadline)
+
+    return asyncio.run(bounded())
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound then released; the kernel will not hand it out again soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class EchoStats:
+    """What one echo upstream saw."""
+
+    name: str
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    seen: list[dict[str, object]] = field(default_factory=list)
+
+
+def echo_app(stats: EchoStats, delay: float = 0.0, status: int = 200) -> web.Application:
+    """Answers every request with JSON naming itself, the path, the headers and the body it received."""
+
+    async def handle(request: web.Request) -> web.Response:
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            body = await request.read()
+            if delay:
+                await asyncio.sleep(delay)
+            record = {
+                "replica": stats.name,
+                "method": request.method,
+                "path": request.rel_url.raw_path_qs,
+                "headers": {k: v for k, v in request.headers.items()},
+                "body": body.decode(errors="replace"),
+            }
+            stats.seen.append(record)
+            return web.json_response(record, status=status)
+        finally:
+            stats.in_flight -= 1
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@dataclass
+class SseStats:
+    emitted_at: list[float] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def sse_app(stats: SseStats, tokens: int, interval: float = 0.05) -> web.Application:
+    """Emits `tokens` SSE events, one every `interval` seconds; notes when its client goes away."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            for i in range(tokens):
+                await response.write(f"data: {json.dumps({'token': i})}\n\n".encode())
+                stats.emitted_at.append(loop.time())
+                await asyncio.sleep(interval)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            stats.finished.set()
+        except (asyncio.CancelledError, ConnectionResetError):
+            stats.cancelled.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@dataclass
+class GatewayHandle:
+    url: str
+    table: RoutingTable
+    metrics: Metrics
+    token: str
+    admin_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@asynccontextmanager
+async def gateway(
+    table: RoutingTable | None = None, *, domain: str | None = None, settings: GatewaySettings | None = None
+) -> AsyncIterator[GatewayHandle]:
+    table = table if table is not None else RoutingTable()
+    metrics = Metrics()
+    token, admin = new_token(), new_token()
+    app = create_gateway_app(table, metrics, token, admin, domain, settings or GatewaySettings())
+    runner = make_runner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield GatewayHandle(f"http://127.0.0.1:{runner.addresses[0][1]}", table, metrics, token, admin)
+    finally:
+        await runner.cleanup()
+
+
+def upstream(replica_id: str, group: str, url: str) -> Upstream:
+    return Upstream(replica_id=replica_id, group=group, url=url)
+
+
+async def poll_until(predicate: Callable[[], bool], timeout: float = 20.0, step: float = 0.02) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(step)
+
+
+@asynccontextmanager
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
