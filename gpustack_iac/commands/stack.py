@@ -90,6 +90,10 @@ def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     space = prepared.workspace
     plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
+    for step in plan.steps:
+        if not step.custom:
+            # A component's `spec` repeats its children's inputs; the configuration summary says it once.
+            step.diffs = []
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
     plan.config_changes = summarize(old, _new_specs(prepared))

@@ -66,30 +66,35 @@ def _service_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str,
         changes.append(ConfigChange("group", f"{name}/{group}", f"group {group} removed → {_replicas(old_groups[group])} replicas stop",
                                     disruptive=True))
     for group in sorted(old_groups.keys() & new_groups.keys(), key=list(new_groups).index):
-        changes += _group_changes(f"{name}/{group}", old_groups[group], new_groups[group], service_restart)
+        inherited = old_groups[group].get("scaling") == old.get("scaling") and new_groups[group].get("scaling") == new.get("scaling")
+        changes += _group_changes(f"{name}/{group}", old_groups[group], new_groups[group], service_restart, inherited)
     return changes
 
 
-def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], service_restart: list[str]) -> list[ConfigChange]:
+def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], service_restart: list[str],
+                   scaling_inherited: bool) -> list[ConfigChange]:
     changes = []
     if old.get("replicas") != new.get("replicas"):
         changes.append(ConfigChange("group", label, f"replicas {_replicas(old)} → {_replicas(new)} (in place)"))
-    if old.get("scaling") != new.get("scaling"):
+    fixed = _replicas(new).isdigit()
+    # A group that inherits the service's scaling, or has a fixed count, adds nothing to the service's line.
+    if old.get("scaling") != new.get("scaling") and not scaling_inherited and not fixed:
         changes.append(ConfigChange("group", label, f"scaling {_scaling(old.get('scaling'))} → {_scaling(new.get('scaling'))} (in place)"))
     if old.get("placement") != new.get("placement"):
         changes.append(ConfigChange("group", label, "placement changed → new replicas go to the matching hosts"))
     restarting = service_restart + [k for k in _RESTARTING if old.get(k) != new.get(k)]
     if restarting:
         what = " and ".join(restarting) if len(restarting) <= 2 else ", ".join(restarting[:-1]) + f" and {restarting[-1]}"
-        verb = "changed" if len(restarting) == 1 else "changed"
-        changes.append(ConfigChange("group", label, f"{what} {verb} → rolling update, {_replicas(old)} replicas", disruptive=True))
+        count = _replicas(old)
+        noun = "replica" if count == "1" else "replicas"
+        changes.append(ConfigChange("group", label, f"{what} changed → rolling update, {count} {noun}", disruptive=True))
     return changes
 
 
 def _scaling(scaling: Mapping[str, Any] | None) -> str:
     if not scaling:
         return "none"
-    return f"{scaling.get('metric', 'rps')} target {scaling.get('target')}"
+    return f"{scaling.get('metric', 'rps')} target {scaling.get('target'):g}"
 
 
 def _short(value: Any) -> str:
