@@ -50,6 +50,23 @@ class _Group(click.Group):
             command = getattr(importlib.import_module(module), attr)
         return command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Exit codes: 0 ok, 1 any error (usage errors too), 2 only for `plan --detailed-exitcode` changes.
+
+        click gives usage errors 2 by default, which a CI job would read as "the plan has changes".
+        """
+        if kwargs.pop("standalone_mode", True) is False:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -60,7 +77,7 @@ class _Group(click.Group):
                 for diag in exc.diagnostics:
                     console.print(str(diag), markup=False, soft_wrap=True)
                 console.print(f"[red]{count} error{'s' if count != 1 else ''}[/red]")
-            else:
+            elif str(exc):
                 console.print(f"error: {exc}", markup=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
 

@@ -54,7 +54,7 @@ def default_state_dir() -> Path:
 def _state_url(spec: Spec | None, state_dir: Path | None) -> str:
     if state_dir is not None:
         return f"file://{state_dir.expanduser().resolve()}"
-    if spec is not None and spec.project is not None and "state" in spec.project.model_fields_set:
+    if spec is not None and spec.project is not None and spec.project.state:
         url = spec.project.state
         if url.startswith("file://"):
             return f"file://{Path(url[len('file://'):]).expanduser().resolve()}"
@@ -84,8 +84,10 @@ def existing(project: str | None, stack: str | None, state_dir: Path | None, eng
     stacks_dir = Path(url[len("file://"):]) / ".pulumi" / "stacks" if url.startswith("file://") else None
     found: list[tuple[str, str]] = []
     if stacks_dir is not None and stacks_dir.is_dir():
-        for file in sorted(stacks_dir.glob("*/*.json")):
-            candidate = (file.parent.name, file.stem)
+        # A first `up` killed before its first compaction leaves only the journal.
+        names = {(f.parent.name, f.name.split(".")[0]) for pattern in ("*/*.json", "*/*.journal.jsonl")
+                 for f in stacks_dir.glob(pattern)}
+        for candidate in sorted(names):
             if (project in (None, candidate[0])) and (stack in (None, candidate[1])):
                 found.append(candidate)
     if len(found) == 1:

@@ -28,6 +28,7 @@ from gpustack_iac.spec.loader import Spec, load_paths
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 from gpustack_iac import workspace as ws
 
@@ -36,12 +37,6 @@ FORMATS = ("terminal", "markdown", "json")
 
 class Aborted(GpustackError):
     """The user declined, or confirmation was needed where nobody can give it."""
-
-
-class ChangesPending(GpustackError):
-    """`plan --detailed-exitcode` found changes: not an error, exit code 2 by terraform's convention."""
-
-    exit_code = 2
 
 
 def stack_options(f: Any) -> Any:
@@ -84,16 +79,14 @@ def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
         specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
     for name, definition in prepared.compiled.definitions.items():
         specs[("service", name)] = Service.spec_of(definition)
+    for router in prepared.spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
     return specs
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     space = prepared.workspace
     plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
-    for step in plan.steps:
-        if not step.custom:
-            # A component's `spec` repeats its children's inputs; the configuration summary says it once.
-            step.diffs = []
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
     plan.config_changes = summarize(old, _new_specs(prepared))
@@ -139,7 +132,8 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
         planfile.save_plan(result, out)
         console.print(f"Plan saved to {out}; apply exactly it with: gpustack-iac up {out}")
     if detailed_exitcode and result.has_changes:
-        raise ChangesPending("")
+        # Not an error: terraform's convention for "the plan has changes".
+        click.get_current_context().exit(2)
 
 
 class _nullcontext:
@@ -382,4 +376,7 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     store: StateStore = space.store()
     owner = store.unlock(force=force)
-    click.echo(f"Cleared the lock held by {owner}." if owner else "The stack was not locked.")
+    if owner is None:
+        click.echo("The stack was not locked.")
+        return
+    click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")

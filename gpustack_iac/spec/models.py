@@ -821,17 +821,18 @@ class ProjectConfig(Document):
 
     type: Literal["project"] = Field(description="`project`.")
     name: Name | None = Field(None, description="The project's name (names the Pulumi project and stack); defaults to the file name.")
-    state: str = Field(
-        "file://~/.gpustack-iac/state",
-        description="Where state is kept: `file://PATH` (default), `s3://`, `gs://` or `azblob://`.",
+    state: str | None = Field(
+        None,
+        description="Where state is kept: `file://PATH`, `s3://`, `gs://` or `azblob://`. Defaults to `./.gpustack/state` "
+        "(or `$GPUSTACK_STATE_DIR`).",
     )
     secrets_provider: str = Field("passphrase", description="`passphrase` (default) or a KMS URL (`awskms://`, `gcpkms://`, ...).")
     backends: list[BackendCredentials] = Field(default_factory=list, description="Where each backend's credentials come from.")
 
     @field_validator("state")
     @classmethod
-    def _state(cls, v: str) -> str:
-        if not v.startswith(_STATE_SCHEMES):
+    def _state(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(_STATE_SCHEMES):
             raise ValueError(f"expected a state URL starting with {', '.join(_STATE_SCHEMES)}, got {v!r}")
         return v
 

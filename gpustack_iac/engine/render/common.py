@@ -126,6 +126,12 @@ def step_heading(step: Step) -> str:
     return f"{step.op.symbol} {OP_LABELS[step.op]}  {step.type}  {step.name}{tail}"
 
 
+def shown_diffs(step: Step) -> list[PropertyDiff]:
+    """The diffs a reader sees: none for a component, whose `spec` input repeats its children's
+    inputs (the configuration summary says the change once). The JSON plan keeps them all."""
+    return step.diffs if step.custom else []
+
+
 def visible_steps(steps: Iterable[Step]) -> list[Step]:
     """Steps a reviewer needs to see: everything but `same`."""
     return [s for s in steps if s.op is not StepOp.SAME]

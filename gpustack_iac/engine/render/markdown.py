@@ -49,7 +49,7 @@ def _summary_html(step: Step) -> str:
 
 
 def _step_block(step: Step, with_diffs: bool) -> str:
-    lines = [common.diff_line(d) for d in step.diffs]
+    lines = [common.diff_line(d) for d in common.shown_diffs(step)]
     if step.detail:
         lines.append(f"# {step.detail}")
     if not with_diffs or not lines:

@@ -34,7 +34,7 @@ def _step(console: Console, step: Step) -> None:
     text = Text("  ")
     text.append(common.step_heading(step), style=OP_STYLES[step.op])
     _line(console, text)
-    for diff in step.diffs:
+    for diff in common.shown_diffs(step):
         line = Text("      ")
         line.append(common.diff_line(diff), style="bold red" if diff.forces_replace else DIFF_STYLES[diff.kind])
         _line(console, line)
