@@ -20,6 +20,7 @@ from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, Servi
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
 # Backends with components in stacks/. Others plan nothing and are rejected with their name.
@@ -96,6 +97,10 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
+    return _default_gateway(gateways)
+
+
+def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     defaults = [g for g in gateways.values() if g.default]
     if defaults:
         return defaults[0]
@@ -115,8 +120,18 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                                                       "configuration (type: gateway, default: true)"))
         else:
             service_gateway[str(service.name)] = str(gateway.name)
+    router_gateway: dict[str, str] = {}
     for router in spec.routers:
-        problems.append(_diag(router, "type", f"router {router.name}: routers are validated but not deployable yet"))
+        chosen = gateways.get(router.gateway) if router.gateway else _default_gateway(gateways)
+        if chosen is None:
+            problems.append(_diag(router, "gateway", f"router {router.name}: no gateway to serve the alias {router.model} on"))
+            continue
+        router_gateway[str(router.name)] = str(chosen.name)
+        for i, member in enumerate(router.members):
+            if service_gateway.get(member.service) not in (None, str(chosen.name)):
+                problems.append(_diag(router, f"members[{i}].service", f"router {router.name}: member {member.service} runs "
+                                      f"behind gateway {service_gateway[member.service]}, the router behind {chosen.name}; "
+                                      "a router routes within one gateway"))
     if spec.services and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
@@ -133,10 +148,14 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}
+        services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            service = Service(definition, deployed[gw_name], registrations[gw_name])
-            endpoints[name] = service.endpoint
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
+            endpoints[name] = services[name].endpoint
+        for router in spec.routers:
+            members = [services[m.service] for m in router.members if m.service in services]
+            Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)

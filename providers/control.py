@@ -9,6 +9,7 @@ instead of being trusted.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Any
 
 import pulumi
@@ -126,3 +127,46 @@ class ServiceRegistration(Resource, module="control", name="ServiceRegistration"
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(ServiceRegistrationProvider(), name, {"endpoint": None, **props}, opts)
+
+
+class RouterRegistrationProvider(ResourceProvider):
+    """A model alias served by several services, registered with the gateway's controller."""
+
+    serialize_as_secret_always = False
+
+    @staticmethod
+    def _path(props: dict[str, Any]) -> str:
+        return f"/control/routers/{urllib.parse.quote(props['definition']['name'], safe='')}"
+
+    def _put(self, props: dict[str, Any]) -> dict[str, Any]:
+        http.call("PUT", props["control_url"], self._path(props), props["admin_token"], props["definition"])
+        return props
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=str(props["definition"]["name"]), outs=self._put(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            http.call("GET", props["control_url"], self._path(props), props["admin_token"])
+        except RuntimeApiError:
+            return ReadResult(id_=None, outs={})
+        return ReadResult(id_=id_, outs=props)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if olds["definition"]["name"] != news["definition"]["name"] or olds.get("control_url") != news.get("control_url"):
+            return DiffResult(changes=True, replaces=["definition.name", "control_url"], delete_before_replace=True)
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in ("definition", "admin_token")))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._put(news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        try:
+            http.call("DELETE", props["control_url"], self._path(props), props["admin_token"])
+        except http.NotFound:
+            pass
+
+
+class RouterRegistration(Resource, module="control", name="RouterRegistration"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(RouterRegistrationProvider(), name, props, opts)
