@@ -1,0 +1,140 @@
+"""Run a Pulumi program in this process under the real SDK, against our monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import gc
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from pulumi.runtime import resource as pulumi_resource
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import source_pb2
+from pulumi.runtime.stack import run_in_stack
+
+from gpustack_iac.engine.base import Program
+from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
+
+# The SDK sends each registration from an executor thread; this bounds provider calls in flight.
+DEFAULT_PARALLEL = 8
+
+T = TypeVar("T")
+
+
+class InlineExecutor(ThreadPoolExecutor):
+    """Runs each submitted call at once, in the caller's thread.
+
+    In a preview our monitor answers from memory (plus the providers' local check and diff), so
+    handing every registration to a thread and back only costs GIL hand-offs. (A ThreadPoolExecutor
+    only because asyncio accepts no other default executor; it never starts a thread.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, as a thread would
+            future.set_exception(exc)
+        return future
+
+
+def run_program(
+    program: Program,
+    monitor: EmbeddedMonitor,
+    log_engine: LogEngine,
+    *,
+    project: str,
+    stack: str,
+    dry_run: bool,
+    parallel: int = DEFAULT_PARALLEL,
+) -> None:
+    """Runs `program` inside a fresh root Stack; raises whatever the program (or a step) raised."""
+
+    def run() -> None:
+        # A copied context keeps the SDK's context-variable settings of one run away from the next.
+        pulumi_settings.ROOT.set(None)
+        pulumi_settings.configure(
+            pulumi_settings.Settings(
+                project=project,
+                stack=stack,
+                monitor=monitor,
+                engine=log_engine,
+                dry_run=dry_run,
+                organization="organization",
+                parallel=parallel,
+            )
+        )
+        loop = _new_loop()
+        executor: Executor = (
+            InlineExecutor() if dry_run else ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="gpustack-step")
+        )
+        loop.set_default_executor(executor)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(run_in_stack(program))
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(task)
+            loop.close()
+            executor.shutdown(wait=True)
+            asyncio.set_event_loop(None)
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    with _without_source_positions(), _collector_paused():
+        contextvars.copy_context().run(run)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when available: the SDK schedules several tasks and callbacks per resource."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the program runs.
+
+    The SDK allocates futures, tasks and closures per resource; with thousands of resources the
+    collector re-scans them over and over and more than doubles a preview's time. A run is bounded,
+    so the cycles it leaves wait for the first automatic collection after it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _empty_stack_trace() -> source_pb2.StackTrace:
+    return source_pb2.StackTrace()
+
+
+@contextlib.contextmanager
+def _without_source_positions() -> Iterator[None]:
+    """Skip the SDK's per-resource walk of the Python stack while our monitor runs the program.
+
+    The SDK captures every resource's stack trace for the Pulumi CLI's diagnostics; our monitor never
+    reads them, and capturing them is about a third of a preview's time with many resources.
+    """
+    original = pulumi_resource._get_stack_trace
+    pulumi_resource._get_stack_trace = _empty_stack_trace
+    try:
+        yield
+    finally:
+        pulumi_resource._get_stack_trace = original
