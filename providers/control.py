@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -123,7 +123,8 @@ class ServiceRegistrationProvider(ResourceProvider):
 
 
 class ServiceRegistration(Resource, module="control", name="ServiceRegistration"):
-    endpoint: pulumi.Output[str]
+    if TYPE_CHECKING:
+        endpoint: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(ServiceRegistrationProvider(), name, {"endpoint": None, **props}, opts)

@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -111,8 +111,11 @@ class AgentProvider(ResourceProvider):
 
 
 class Agent(Resource, module="local", name="Agent"):
-    url: pulumi.Output[str]
-    token: pulumi.Output[str]
+    # Output annotations only for type checkers: at run time the SDK inspects class annotations per
+    # resource, which costs time in large stacks.
+    if TYPE_CHECKING:
+        url: pulumi.Output[str]
+        token: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         secret = pulumi.ResourceOptions(additional_secret_outputs=["token"])
@@ -159,10 +162,11 @@ class GatewayProvider(ResourceProvider):
 
 
 class Gateway(Resource, module="local", name="Gateway"):
-    url: pulumi.Output[str]
-    control_url: pulumi.Output[str]
-    token: pulumi.Output[str]
-    admin_token: pulumi.Output[str]
+    if TYPE_CHECKING:
+        url: pulumi.Output[str]
+        control_url: pulumi.Output[str]
+        token: pulumi.Output[str]
+        admin_token: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         secret = pulumi.ResourceOptions(additional_secret_outputs=["token", "admin_token"])
