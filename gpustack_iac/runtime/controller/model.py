@@ -1,0 +1,224 @@
+"""The service definition the stack registers with the controller, as plain dataclasses.
+
+The JSON shape is the contract in docs/runtime-api.md ("Service definition"). Pydantic's
+TypeAdapter validates it straight into these stdlib dataclasses, so the rest of the controller
+works with plain, hashable values and never with raw dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from gpustack_iac.errors import RuntimeApiError
+
+
+SCALING_METRICS = ("rps", "in_flight")
+
+
+class ServiceDefinitionError(RuntimeApiError):
+    """A service definition sent to the control API does not match the contract."""
+
+
+@dataclass(frozen=True)
+class Range:
+    min: float = 0
+    max: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return value >= self.min and (self.max is None or value <= self.max)
+
+
+@dataclass(frozen=True)
+class ReplicaRange:
+    min: int
+    max: int
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+
+@dataclass(frozen=True)
+class GpuRequirement:
+    vendor: str | None = None
+    names: tuple[str, ...] = ()
+    count: Range = field(default_factory=lambda: Range(1, None))
+    memory_bytes: Range = field(default_factory=Range)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: Range = field(default_factory=Range)
+    memory_bytes: Range = field(default_factory=Range)
+    disk_bytes: Range = field(default_factory=Range)
+    gpu: GpuRequirement | None = None
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    backends: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
+    spot_policy: str | None = None  # "spot" | "on-demand" | "auto" | None
+    max_price: float | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    url: str = "/"
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    timeout: float = 5.0
+    interval: float = 2.0
+
+    def __hash__(self) -> int:
+        return hash((self.url, self.method, tuple(sorted(self.headers.items())), self.body, self.timeout, self.interval))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    metric: str = "rps"
+    target: float = 10.0
+    scale_up_delay: float = 300.0
+    scale_down_delay: float = 600.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    format: str = "openai"
+    prefix: str = "/v1"
+
+
+@dataclass(frozen=True)
+class GroupDef:
+    name: str
+    generation: str
+    replicas: ReplicaRange
+    commands: tuple[str, ...] = ()
+    scaling: Scaling | None = None
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.generation))
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    generation: str
+    groups: tuple[GroupDef, ...]
+    port: int | None = None
+    auth: bool = True
+    model: ModelInfo | None = None
+    probe: Probe | None = None
+    scaling: Scaling | None = None
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.generation))
+
+    def group(self, name: str) -> GroupDef | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ADAPTER: TypeAdapter[ServiceDef] = TypeAdapter(ServiceDef)
+
+
+def parse_service(data: Any) -> ServiceDef:
+    """Validate a service definition (a decoded JSON object) or raise ServiceDefinitionError."""
+    try:
+        service = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ServiceDefinitionError(f"invalid service definition: {problems}") from exc
+    _check(service)
+    return service
+
+
+def _check(service: ServiceDef) -> None:
+    problems: list[str] = []
+    if not service.name or "/" in service.name:
+        problems.append("name must be a non-empty string without '/'")
+    for where, sc in [("scaling", service.scaling)] + [(f"groups[{i}].scaling", g.scaling) for i, g in enumerate(service.groups)]:
+        if sc is not None and (sc.target <= 0 or sc.scale_up_delay < 0 or sc.scale_down_delay < 0):
+            problems.append(f"{where}: expected target > 0 and delays >= 0")
+        if sc is not None and sc.metric not in SCALING_METRICS:
+            problems.append(f"{where}.metric: expected one of {list(SCALING_METRICS)}, got {sc.metric!r}")
+    if not service.groups:
+        problems.append("groups must list at least one replica group")
+    seen: set[str] = set()
+    for i, g in enumerate(service.groups):
+        where = f"groups[{i}]"
+        if g.name in seen:
+            problems.append(f"{where}.name: duplicate group name {g.name!r}")
+        seen.add(g.name)
+        if g.replicas.min < 0 or g.replicas.max < g.replicas.min:
+            problems.append(f"{where}.replicas: expected 0 <= min <= max, got {g.replicas.min}..{g.replicas.max}")
+        if not g.replicas.fixed and g.scaling is None and service.scaling is None:
+            problems.append(f"{where}.replicas: a range needs scaling (on the group or the service)")
+        if not g.commands and g.image is None:
+            problems.append(f"{where}: needs commands or an image")
+    if problems:
+        raise ServiceDefinitionError("invalid service definition: " + "; ".join(problems))
+
+
+def effective_scaling(service: ServiceDef, group: GroupDef) -> Scaling | None:
+    """A group's own scaling overrides the service's (issue 5 item 2)."""
+    return group.scaling if group.scaling is not None else service.scaling
+
+
+@dataclass(frozen=True)
+class RouterMemberDef:
+    service: str
+    weight: float = 1.0
+    priority: int = 0
+    cost: float | None = None
+    max_in_flight_per_replica: int | None = None
+
+
+@dataclass(frozen=True)
+class RouterDef:
+    """A `type: router` registration: one model alias (`name`) served by several services."""
+
+    name: str
+    members: tuple[RouterMemberDef, ...]
+    strategy: str = "priority"
+    auth: bool = True
+    fallbacks: tuple[str, ...] = ()
+    retries: int = 2
+    cooldown_failures: int = 3
+    cooldown_seconds: float = 60.0
+    ewma_alpha: float = 0.3
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ROUTER_ADAPTER: TypeAdapter[RouterDef] = TypeAdapter(RouterDef)
+
+
+def parse_router(data: Any) -> RouterDef:
+    """Validate a router registration or raise ServiceDefinitionError."""
+    try:
+        router = _ROUTER_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ServiceDefinitionError(f"invalid router definition: {problems}") from exc
+    if not router.members:
+        raise ServiceDefinitionError("invalid router definition: members must list at least one service")
+    return router

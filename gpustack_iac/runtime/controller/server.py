@@ -1,0 +1,164 @@
+"""The controller's control API (docs/runtime-api.md, "Controller control API"), bearer = admin token."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gpustack_iac.errors import GpustackError, ScalingConfigError
+from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error
+from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_router, parse_service
+from gpustack_iac.runtime.controller.reconcile import Controller, UnknownAgentError, UnknownRouterError, UnknownServiceError
+from gpustack_iac.runtime.controller.status import agents_json, router_json, routers_json, service_json, services_json
+
+CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("controller", Controller)
+MAX_TAIL = 100_000
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except UnknownServiceError as exc:
+        return json_error(404, "unknown_service", str(exc))
+    except UnknownAgentError as exc:
+        return json_error(404, "unknown_agent", str(exc))
+    except UnknownRouterError as exc:
+        return json_error(404, "unknown_router", str(exc))
+    except (ServiceDefinitionError, ScalingConfigError) as exc:
+        return json_error(422, "invalid_definition", str(exc))
+    except GpustackError as exc:
+        return json_error(502, "runtime_error", str(exc))
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise ServiceDefinitionError(f"the body must be JSON: {exc}") from exc
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"ok": True})
+
+
+async def put_agent(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str) or not isinstance(body.get("token"), str):
+        raise ServiceDefinitionError('agent registration needs {"url": str, "token": str, "labels": {...}}')
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise ServiceDefinitionError("labels: expected an object")
+    await request.app[CONTROLLER_KEY].put_agent(name, body["url"], body["token"], labels)
+    return _json({"name": name})
+
+
+async def delete_agent(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[CONTROLLER_KEY].delete_agent(name)
+    return _json({"name": name})
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    return _json(agents_json(request.app[CONTROLLER_KEY]))
+
+
+async def put_service(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await _body(request)
+    if isinstance(body, dict):
+        body.setdefault("name", name)
+    definition = parse_service(body)
+    if definition.name != name:
+        raise ServiceDefinitionError(f"the body names service {definition.name!r} but the path {name!r}")
+    endpoint = await request.app[CONTROLLER_KEY].put_service(definition)
+    return _json({"name": name, "endpoint": endpoint})
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[CONTROLLER_KEY].delete_service(name)
+    return _json({"name": name})
+
+
+async def list_services(request: web.Request) -> web.Response:
+    return _json(services_json(request.app[CONTROLLER_KEY]))
+
+
+async def get_service(request: web.Request) -> web.Response:
+    return _json(service_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
+
+
+async def service_logs(request: web.Request) -> web.Response:
+    try:
+        tail = min(max(int(request.query.get("tail", "200")), 0), MAX_TAIL)
+    except ValueError:
+        return json_error(400, "bad_request", "tail must be an integer")
+    controller = request.app[CONTROLLER_KEY]
+    name, group, replica = request.match_info["name"], request.query.get("group"), request.query.get("replica")
+    if request.query.get("follow") not in ("1", "true"):
+        return web.Response(text=await controller.logs(name, group, replica, tail), content_type="text/plain")
+    controller.log_sources(name, group, replica)  # 404 before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        async for chunk in controller.follow_logs(name, group, replica, tail):
+            await response.write(chunk)
+    except ConnectionResetError:
+        return response  # the reader went away
+    await response.write_eof()
+    return response
+
+
+async def put_router(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await _body(request)
+    if isinstance(body, dict):
+        body.setdefault("name", name)
+    router = parse_router(body)
+    if router.name != name:
+        raise ServiceDefinitionError(f"the body names router {router.name!r} but the path {name!r}")
+    await request.app[CONTROLLER_KEY].put_router(router)
+    return _json({"name": name, "endpoint": f"{request.app[CONTROLLER_KEY].public_url}/v1"})
+
+
+async def delete_router(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[CONTROLLER_KEY].delete_router(name)
+    return _json({"name": name})
+
+
+async def list_routers(request: web.Request) -> web.Response:
+    return _json(routers_json(request.app[CONTROLLER_KEY]))
+
+
+async def get_router(request: web.Request) -> web.Response:
+    return _json(router_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
+
+
+def create_control_app(controller: Controller, admin_token: str) -> web.Application:
+    """The control API app; the caller owns the controller's lifecycle (start/close)."""
+    app = web.Application(middlewares=[bearer_auth_middleware(lambda _r: admin_token), _errors])
+    app[CONTROLLER_KEY] = controller
+    app.router.add_get("/control/health", health)
+    app.router.add_put("/control/agents/{name}", put_agent)
+    app.router.add_delete("/control/agents/{name}", delete_agent)
+    app.router.add_get("/control/agents", list_agents)
+    app.router.add_put("/control/services/{name}", put_service)
+    app.router.add_delete("/control/services/{name}", delete_service)
+    app.router.add_get("/control/services", list_services)
+    app.router.add_get("/control/services/{name}", get_service)
+    app.router.add_get("/control/services/{name}/logs", service_logs)
+    # Routers (issue 5): an extension of docs/runtime-api.md, same auth and error shapes.
+    app.router.add_put("/control/routers/{name}", put_router)
+    app.router.add_delete("/control/routers/{name}", delete_router)
+    app.router.add_get("/control/routers", list_routers)
+    app.router.add_get("/control/routers/{name}", get_router)
+    return app
