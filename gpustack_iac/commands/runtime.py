@@ -47,6 +47,7 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
     try:
         agents = http.call("GET", url, "/control/agents", token)
         services = http.call("GET", url, "/control/services", token)
+        routers = http.call("GET", url, "/control/routers", token)
     except GpustackError as exc:
         raise GpustackError(f"the gateway's controller does not answer ({exc}); run `gpustack-iac plan` to see what must be re-created") from exc
     hosts = Table(title="Hosts", title_justify="left")
@@ -77,6 +78,23 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
             line += f"  rollout {rollout.get('state')}: {rollout.get('message', '')}"
         table.caption = ((table.caption + "\n") if table.caption else "") + line
     console.print(table)
+    if routers:
+        console.print(_routers_table(routers))
+
+
+def _routers_table(routers: list[dict[str, Any]]) -> Table:
+    table = Table(title="Routers", title_justify="left")
+    for col in ("model", "strategy", "member", "ready", "requests", "errors", "in flight", "ttfb", "state"):
+        table.add_column(col)
+    for router in routers:
+        for i, member in enumerate(router.get("members", [])):
+            ttfb = member.get("ttfb_ewma_seconds")
+            table.add_row(router["name"] if i == 0 else "", router.get("strategy", "") if i == 0 else "",
+                          member["service"], str(member.get("ready", 0)), str(member.get("requests", 0)),
+                          str(member.get("errors", 0)), str(member.get("in_flight", 0)),
+                          f"{ttfb * 1000:.0f}ms" if ttfb is not None else "-",
+                          "[yellow]cooling down[/]" if member.get("cooling_down") else "ok")
+    return table
 
 
 @click.command()

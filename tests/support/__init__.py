@@ -1,0 +1,1 @@
+"""Shared test utilities (load generation, process reaping)."""
