@@ -11,11 +11,13 @@ Rows, measured in the same run:
   direct backend     the backend itself (nginx `return 200`, or aiohttp when nginx is missing)
   nginx proxy_pass   one nginx worker pinned to the proxy core, keep-alive to the backend
   aiohttp floor      a bare aiohttp server relaying through one pooled ClientSession on the same
-                     core: what the libraries cost before any gateway feature
+                     core: what an aiohttp-based proxy costs before any feature (the gateway's
+                     design before it got its own HTTP/1.1 server and upstream client)
   gateway            this project's gateway pinned to the same core (uvloop when installed),
                      bearer auth on, metrics on: what production runs
-Then the p50 overhead of the gateway over the direct backend with a paced (open-loop) Python
-load at half the gateway's measured saturation, and `--streams` concurrent SSE streams held
+Then the p50 overhead of the gateway over the direct backend at half the gateway's measured
+saturation and at a light 100 req/s (wrk with a fixed pause per connection, which paces the load;
+a Python open-loop client when wrk is missing), and `--streams` concurrent SSE streams held
 through the gateway with its resident memory (RSS) before and while holding them.
 """
 
@@ -68,7 +70,7 @@ def _write_port_file(path: Path, port: int) -> None:
 async def _serve_forever(runner: "object", port_file: Path) -> None:
     from aiohttp import web
 
-    assert isinstance(runner, web.AppRunner)
+    assert isinstance(runner, web.BaseRunner)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
@@ -302,13 +304,19 @@ def cpu_seconds(pid: int) -> float:
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def run_wrk(url: str, token: str | None, connections: int, duration: float, workdir: Path, cores: Sequence[int]) -> LoadResult:
+def run_wrk(
+    url: str, token: str | None, connections: int, duration: float, workdir: Path, cores: Sequence[int], rate: float | None = None
+) -> LoadResult:
+    """wrk closed-loop; with `rate`, each connection waits connections/rate seconds between its requests, which
+    paces the load at about `rate` (a little under: the answer's own latency adds to each connection's cycle)."""
     script = workdir / "auth.lua"
     # The token goes into a 0600 script file, not wrk's argv (argv is public in `ps`).
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         if token:
             f.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+        if rate:
+            f.write(f"function delay() return {connections * 1000.0 / rate:.3f} end\n")
     cmd = [*taskset(cores), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -575,16 +583,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ng_r.cpu_us_per_request / gw_r.cpu_us_per_request:.2f}x (target >= 0.25x)")
 
         rate = max(50.0, gw_r.rps / 2)
-        print(f"\nlatency at half the gateway's saturation: {rate:.0f} req/s paced, {args.paced_seconds:g} s, Python open-loop client")
-        d = asyncio.run(paced(f"{small_url}/small", None, rate, args.paced_seconds))
-        g = asyncio.run(paced(f"http://127.0.0.1:{gw.port}/services/bench/small", token, rate, args.paced_seconds))
+        paced_cx = 32
+
+        def paced_pair(target_rate: float) -> tuple[LoadResult, LoadResult]:
+            # wrk paces far beyond what a Python client can; the Python open-loop client is the fallback.
+            if have_wrk:
+                d = run_wrk(f"{small_url}/small", None, paced_cx, args.paced_seconds, workdir, load_cores, rate=target_rate)
+                g = run_wrk(f"http://127.0.0.1:{gw.port}/services/bench/small", token, paced_cx, args.paced_seconds, workdir, load_cores, rate=target_rate)
+                return d, g
+            d = asyncio.run(paced(f"{small_url}/small", None, target_rate, args.paced_seconds))
+            g = asyncio.run(paced(f"http://127.0.0.1:{gw.port}/services/bench/small", token, target_rate, args.paced_seconds))
+            return d, g
+
+        client_kind = f"wrk, {paced_cx} connections each pausing {paced_cx}/rate s between requests" if have_wrk else "Python open-loop client"
+        print(f"\nlatency at half the gateway's saturation: {rate:.0f} req/s paced, {args.paced_seconds:g} s, {client_kind}")
+        d, g = paced_pair(rate)
         print(f"  {'direct backend':<30} {fmt(d)}")
         print(f"  {'gateway':<30} {fmt(g)}")
         print(f"  p50 overhead: {g.p50_ms - d.p50_ms:.3f} ms (target < 1 ms); achieved rates {d.rps:.0f} / {g.rps:.0f} req/s")
         light = 100.0
         print(f"latency at a light {light:.0f} req/s (the gateway's own cost per request, without queueing):")
-        d = asyncio.run(paced(f"{small_url}/small", None, light, args.paced_seconds))
-        g = asyncio.run(paced(f"http://127.0.0.1:{gw.port}/services/bench/small", token, light, args.paced_seconds))
+        d, g = paced_pair(light)
         print(f"  {'direct backend':<30} {fmt(d)}")
         print(f"  {'gateway':<30} {fmt(g)}")
         print(f"  p50 overhead: {g.p50_ms - d.p50_ms:.3f} ms")
