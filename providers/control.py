@@ -25,18 +25,67 @@ class ServiceNotReady(RuntimeApiError):
     """A service did not get ready (or its rollout failed) while `up` waited."""
 
 
-class AgentRegistrationProvider(ResourceProvider):
-    serialize_as_secret_always = False
+class _Registration(ResourceProvider):
+    """One object PUT to the control API under a name; subclasses say where and what.
 
-    def _put(self, props: dict[str, Any]) -> dict[str, Any]:
-        body = {"url": props["agent_url"], "token": props["agent_token"], "labels": props.get("labels") or {}}
-        http.call("PUT", props["control_url"], f"/control/agents/{props['name']}", props["admin_token"], body)
+    Every input but the name and the controller's URL is updated in place (PUT again); those two
+    replace the registration, deleting the old one first since both would claim the same name.
+    """
+
+    serialize_as_secret_always = False
+    collection = ""  # "agents", "services", "routers"
+    updatable: tuple[str, ...] = ("admin_token",)
+
+    def name(self, props: dict[str, Any]) -> str:
+        raise TypeError(f"{type(self).__name__} must say which input names the registration")
+
+    def body(self, props: dict[str, Any]) -> dict[str, Any]:
+        raise TypeError(f"{type(self).__name__} must say what it registers")
+
+    def path(self, props: dict[str, Any]) -> str:
+        return f"/control/{self.collection}/{urllib.parse.quote(self.name(props), safe='')}"
+
+    def put(self, props: dict[str, Any]) -> dict[str, Any]:
+        http.call("PUT", props["control_url"], self.path(props), props["admin_token"], self.body(props))
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=str(props["name"]), outs=self._put(props))
+        return CreateResult(id_=self.name(props), outs=self.put(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            http.call("GET", props["control_url"], self.path(props), props["admin_token"])
+        except RuntimeApiError:
+            return ReadResult(id_=None, outs={})
+        return ReadResult(id_=id_, outs=props)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if self.name(olds) != self.name(news) or olds.get("control_url") != news.get("control_url"):
+            return DiffResult(changes=True, replaces=["name", "control_url"], delete_before_replace=True)
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in self.updatable))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.put(news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        try:
+            http.call("DELETE", props["control_url"], self.path(props), props["admin_token"])
+        except http.NotFound:
+            pass
+
+
+class AgentRegistrationProvider(_Registration):
+    collection = "agents"
+    updatable = ("agent_url", "agent_token", "labels", "admin_token")
+
+    def name(self, props: dict[str, Any]) -> str:
+        return str(props["name"])
+
+    def body(self, props: dict[str, Any]) -> dict[str, Any]:
+        return {"url": props["agent_url"], "token": props["agent_token"], "labels": props.get("labels") or {}}
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        # GET of one agent is not part of the API: the list is read and searched.
         try:
             agents = http.call("GET", props["control_url"], "/control/agents", props["admin_token"])
         except RuntimeApiError:
@@ -45,21 +94,6 @@ class AgentRegistrationProvider(ResourceProvider):
         if id_ not in known or known[id_].get("url") != props.get("agent_url"):
             return ReadResult(id_=None, outs={})
         return ReadResult(id_=id_, outs=props)
-
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if olds.get("name") != news.get("name") or olds.get("control_url") != news.get("control_url"):
-            return DiffResult(changes=True, replaces=["name", "control_url"], delete_before_replace=True)
-        keys = ("agent_url", "agent_token", "labels", "admin_token")
-        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys))
-
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._put(news))
-
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        try:
-            http.call("DELETE", props["control_url"], f"/control/agents/{id_}", props["admin_token"])
-        except http.NotFound:
-            pass
 
 
 class AgentRegistration(Resource, module="control", name="AgentRegistration"):
@@ -73,7 +107,7 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = http.call("GET", props["control_url"], f"/control/services/{name}", props["admin_token"])
+        status = http.call("GET", props["control_url"], f"/control/services/{urllib.parse.quote(name, safe='')}", props["admin_token"])
         rollout = status.get("rollout") or {}
         if rollout.get("state") == "failed":
             raise ServiceNotReady(f"service {name}: rollout failed: {rollout.get('message', 'new replicas did not get ready')}; "
@@ -86,40 +120,30 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
     raise ServiceNotReady(f"service {name} not ready after {timeout:.0f} s ({waiting or 'no status'}); see `gpustack-iac status` and `gpustack-iac logs {name}`")
 
 
-class ServiceRegistrationProvider(ResourceProvider):
-    serialize_as_secret_always = False
+class ServiceRegistrationProvider(_Registration):
+    """Registers a service and waits (by default) until its replicas are ready or its rollout failed."""
 
-    def _put(self, props: dict[str, Any]) -> dict[str, Any]:
-        definition = props["definition"]
-        answer = http.call("PUT", props["control_url"], f"/control/services/{definition['name']}", props["admin_token"], definition)
+    collection = "services"
+    updatable = ("definition", "admin_token", "wait", "ready_timeout")
+
+    def name(self, props: dict[str, Any]) -> str:
+        return str(props["definition"]["name"])
+
+    def body(self, props: dict[str, Any]) -> dict[str, Any]:
+        return dict(props["definition"])
+
+    def put(self, props: dict[str, Any]) -> dict[str, Any]:
+        answer = http.call("PUT", props["control_url"], self.path(props), props["admin_token"], self.body(props))
         if props.get("wait", True):
             _wait_ready(props, float(props.get("ready_timeout") or READY_TIMEOUT))
         return {**props, "endpoint": answer.get("endpoint", "")}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=str(props["definition"]["name"]), outs=self._put(props))
-
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
-            status = http.call("GET", props["control_url"], f"/control/services/{id_}", props["admin_token"])
+            status = http.call("GET", props["control_url"], self.path(props), props["admin_token"])
         except RuntimeApiError:
             return ReadResult(id_=None, outs={})
         return ReadResult(id_=id_, outs={**props, "endpoint": status.get("endpoint", props.get("endpoint", ""))})
-
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if olds["definition"]["name"] != news["definition"]["name"] or olds.get("control_url") != news.get("control_url"):
-            return DiffResult(changes=True, replaces=["definition.name", "control_url"], delete_before_replace=True)
-        keys = ("definition", "admin_token", "wait", "ready_timeout")
-        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys))
-
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._put(news))
-
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        try:
-            http.call("DELETE", props["control_url"], f"/control/services/{id_}", props["admin_token"])
-        except http.NotFound:
-            pass
 
 
 class ServiceRegistration(Resource, module="control", name="ServiceRegistration"):
@@ -130,42 +154,17 @@ class ServiceRegistration(Resource, module="control", name="ServiceRegistration"
         super().__init__(ServiceRegistrationProvider(), name, {"endpoint": None, **props}, opts)
 
 
-class RouterRegistrationProvider(ResourceProvider):
-    """A model alias served by several services, registered with the gateway's controller."""
+class RouterRegistrationProvider(_Registration):
+    """A model alias served by several services; the alias names the registration."""
 
-    serialize_as_secret_always = False
+    collection = "routers"
+    updatable = ("definition", "admin_token")
 
-    @staticmethod
-    def _path(props: dict[str, Any]) -> str:
-        return f"/control/routers/{urllib.parse.quote(props['definition']['name'], safe='')}"
+    def name(self, props: dict[str, Any]) -> str:
+        return str(props["definition"]["name"])
 
-    def _put(self, props: dict[str, Any]) -> dict[str, Any]:
-        http.call("PUT", props["control_url"], self._path(props), props["admin_token"], props["definition"])
-        return props
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=str(props["definition"]["name"]), outs=self._put(props))
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        try:
-            http.call("GET", props["control_url"], self._path(props), props["admin_token"])
-        except RuntimeApiError:
-            return ReadResult(id_=None, outs={})
-        return ReadResult(id_=id_, outs=props)
-
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if olds["definition"]["name"] != news["definition"]["name"] or olds.get("control_url") != news.get("control_url"):
-            return DiffResult(changes=True, replaces=["definition.name", "control_url"], delete_before_replace=True)
-        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in ("definition", "admin_token")))
-
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._put(news))
-
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        try:
-            http.call("DELETE", props["control_url"], self._path(props), props["admin_token"])
-        except http.NotFound:
-            pass
+    def body(self, props: dict[str, Any]) -> dict[str, Any]:
+        return dict(props["definition"])
 
 
 class RouterRegistration(Resource, module="control", name="RouterRegistration"):

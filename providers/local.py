@@ -61,10 +61,19 @@ def _replace_if_changed(olds: dict[str, Any], news: dict[str, Any], keys: tuple[
     return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
 
 
-class AgentProvider(ResourceProvider):
-    """One host of a local fleet: an agent process with its own token, state dir and log file."""
+class _ProcessProvider(ResourceProvider):
+    """A process on this machine, identified by pid and create_time (pids are reused)."""
 
     serialize_as_secret_always = False
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        if not _alive(props):
+            return ReadResult(id_=None, outs={})
+        return ReadResult(id_=id_, outs=props)
+
+
+class AgentProvider(_ProcessProvider):
+    """One host of a local fleet: an agent process with its own token, state dir and log file."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         root = Path(props["state_dir"])
@@ -85,11 +94,6 @@ class AgentProvider(ResourceProvider):
         outs = {**props, "url": f"http://127.0.0.1:{port}", "port": port, "pid": info.pid,
                 "create_time": info.create_time, "token": token}
         return CreateResult(id_=str(props["name"]), outs=outs)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        if not _alive(props):
-            return ReadResult(id_=None, outs={})
-        return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A dead process is found by refresh (read reports it gone, and the engine plans a create that
@@ -123,10 +127,8 @@ class Agent(Resource, module="local", name="Agent"):
                          pulumi.ResourceOptions.merge(opts, secret))
 
 
-class GatewayProvider(ResourceProvider):
+class GatewayProvider(_ProcessProvider):
     """A local gateway: one process serving the data plane and the controller's control API."""
-
-    serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         root = Path(props["state_dir"])
@@ -147,11 +149,6 @@ class GatewayProvider(ResourceProvider):
         outs = {**props, "url": f"http://127.0.0.1:{port}", "control_url": f"http://127.0.0.1:{control_port}",
                 "pid": info.pid, "create_time": info.create_time, "token": token, "admin_token": admin_token}
         return CreateResult(id_=str(props["name"]), outs=outs)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        if not _alive(props):
-            return ReadResult(id_=None, outs={})
-        return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))

@@ -189,7 +189,8 @@ def _is_plan_file(paths: tuple[Path, ...]) -> bool:
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @stack_options
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True,
+              help="Output format of the result.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
 def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool) -> None:
     """Apply the configuration (or a plan saved with `plan -o FILE`).
@@ -277,7 +278,12 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
 @click.command()
 @existing_stack_options
 def refresh(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
-    """Read the real state of every resource back and report drift."""
+    """Read the real state of every resource back, record it, and report drift.
+
+    \b
+    Example:
+      gpustack-iac refresh      # after a reboot: shows the processes that are gone
+    """
     console = Console()
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     result = space.engine().refresh()
@@ -328,7 +334,14 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
 
 @click.group()
 def state() -> None:
-    """Inspect the stack's state, or clear a stale lock."""
+    """Inspect the stack's state, or clear a stale lock.
+
+    \b
+    Examples:
+      gpustack-iac state list
+      gpustack-iac state show hello
+      gpustack-iac state unlock
+    """
 
 
 @state.command("list")
@@ -372,7 +385,12 @@ def _without_provider(props: dict[str, Any]) -> dict[str, Any]:
 @existing_stack_options
 @click.option("--force", is_flag=True, help="Clear the lock even if its owner cannot be checked (another host).")
 def state_unlock(project: str | None, stack: str | None, state_dir: Path | None, engine: str, force: bool) -> None:
-    """Clear a stale lock, after checking its owner is gone."""
+    """Clear a stale lock, after checking its owner is gone.
+
+    \b
+    Example:
+      gpustack-iac state unlock --stack dev
+    """
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     store: StateStore = space.store()
     owner = store.unlock(force=force)

@@ -27,7 +27,7 @@ def _replica_pids(endpoint: str, token: str) -> set[int]:
 def test_up_serves_both_groups_then_update_and_destroy(local_project: Project) -> None:
     up = local_project.cli("up", "local", "--yes")
     assert "Endpoint:" in up.stdout and "curl" in up.stdout
-    assert "e2e" not in up.stdout  # nothing secret printed (the passphrase, tokens)
+    assert "e2e-test-passphrase" not in up.stdout + up.stderr  # nothing secret printed
     outputs = local_project.outputs()
     endpoint, token = outputs["endpoint"], outputs["token"]
     assert token not in up.stdout + up.stderr
