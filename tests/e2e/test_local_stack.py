@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from urllib.parse import urlparse
 
-import psutil
 
 from tests.e2e.conftest import Project, http, kill_all, port_in_use, processes_under, wait_until
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Project, http, kill_all, processes_under, wait_until
+from tests.e2e.conftest import Project, http, kill_all, processes_under
 from tests.support.loadgen import LoadGenerator
 
 ECHO = Path(__file__).resolve().parents[1] / "runtime" / "apps" / "echo.py"
