@@ -1,4 +1,4 @@
-"""Bearer-token authentication shared by the agent, the gateway and the controller.
+"""Bearer-token authentication and JSON answers shared by the agent, the gateway and the controller.
 
 Tokens live in files with mode 0600 and are passed to servers by path, never on the command
 line (argv is visible to every user through `ps`).
@@ -64,6 +64,23 @@ def token_matches(presented: str | None, expected: str) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+# Logs a server returns are capped: a client asking for more gets this many lines.
+MAX_LOG_TAIL = 100_000
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+def tail_query(request: web.Request, default: int = 200) -> int:
+    """The `tail` query parameter, clamped to 0..MAX_LOG_TAIL; ValueError when it is not a number."""
+    try:
+        value = int(float(request.query.get("tail", default)))
+    except ValueError:
+        raise ValueError("query parameter tail must be a number") from None
+    return min(max(value, 0), MAX_LOG_TAIL)
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:

@@ -15,18 +15,14 @@ from gpustack_iac.runtime.agent import logs
 from gpustack_iac.runtime.agent.hostinfo import StaticFacts, host_report
 from gpustack_iac.runtime.agent.spec import parse_replica_spec
 from gpustack_iac.runtime.agent.supervisor import Supervisor
-from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error
+from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
 
 SUPERVISOR_KEY: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FACTS_KEY: web.AppKey[StaticFacts] = web.AppKey("facts", StaticFacts)
 STATE_DIR_KEY: web.AppKey[Path] = web.AppKey("state_dir", Path)
 
-MAX_TAIL = 100_000
 FOLLOW_POLL = 0.25
 
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
 @web.middleware
@@ -51,12 +47,12 @@ def _float_query(request: web.Request, name: str, default: float, lo: float, hi:
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json({"ok": True, "version": __version__})
+    return json_response({"ok": True, "version": __version__})
 
 
 async def host(request: web.Request) -> web.Response:
     report = await asyncio.to_thread(host_report, request.app[FACTS_KEY], request.app[STATE_DIR_KEY])
-    return _json(report)
+    return json_response(report)
 
 
 async def create_replica(request: web.Request) -> web.Response:
@@ -66,27 +62,30 @@ async def create_replica(request: web.Request) -> web.Response:
         raise AgentApiError(f"the body is not valid JSON: {exc}", 400, "bad_request") from exc
     spec = parse_replica_spec(body)
     replica, created = await request.app[SUPERVISOR_KEY].create(spec)
-    return _json(replica, 201 if created else 200)
+    return json_response(replica, 201 if created else 200)
 
 
 async def list_replicas(request: web.Request) -> web.Response:
-    return _json(request.app[SUPERVISOR_KEY].list())
+    return json_response(request.app[SUPERVISOR_KEY].list())
 
 
 async def get_replica(request: web.Request) -> web.Response:
-    return _json(request.app[SUPERVISOR_KEY].get(request.match_info["id"]))
+    return json_response(request.app[SUPERVISOR_KEY].get(request.match_info["id"]))
 
 
 async def delete_replica(request: web.Request) -> web.Response:
     grace = _float_query(request, "grace", 10.0, 0.0, 600.0)
-    return _json(await request.app[SUPERVISOR_KEY].stop(request.match_info["id"], grace))
+    return json_response(await request.app[SUPERVISOR_KEY].stop(request.match_info["id"], grace))
 
 
 async def replica_logs(request: web.Request) -> web.StreamResponse:
     supervisor = request.app[SUPERVISOR_KEY]
     replica_id = request.match_info["id"]
     path = supervisor.log_path(replica_id)
-    tail = int(_float_query(request, "tail", 200, 0, MAX_TAIL))
+    try:
+        tail = tail_query(request)
+    except ValueError as exc:
+        raise AgentApiError(str(exc), 400, "bad_request") from exc
     data, offset = await asyncio.to_thread(logs.tail_bytes, path, tail)
     if request.query.get("follow") not in ("1", "true", "yes"):
         return web.Response(body=data, content_type="text/plain", charset="utf-8")

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from gpustack_iac.errors import GpustackError, ScalingConfigError
-from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error
+from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
 from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_router, parse_service
 from gpustack_iac.runtime.controller.reconcile import Controller, UnknownAgentError, UnknownRouterError, UnknownServiceError
 from gpustack_iac.runtime.controller.status import agents_json, router_json, routers_json, service_json, services_json
 
 CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("controller", Controller)
-MAX_TAIL = 100_000
 
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
 @web.middleware
@@ -45,7 +40,7 @@ async def _body(request: web.Request) -> Any:
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json({"ok": True})
+    return json_response({"ok": True})
 
 
 async def put_agent(request: web.Request) -> web.Response:
@@ -57,17 +52,17 @@ async def put_agent(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise ServiceDefinitionError("labels: expected an object")
     await request.app[CONTROLLER_KEY].put_agent(name, body["url"], body["token"], labels)
-    return _json({"name": name})
+    return json_response({"name": name})
 
 
 async def delete_agent(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await request.app[CONTROLLER_KEY].delete_agent(name)
-    return _json({"name": name})
+    return json_response({"name": name})
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    return _json(agents_json(request.app[CONTROLLER_KEY]))
+    return json_response(agents_json(request.app[CONTROLLER_KEY]))
 
 
 async def put_service(request: web.Request) -> web.Response:
@@ -79,28 +74,28 @@ async def put_service(request: web.Request) -> web.Response:
     if definition.name != name:
         raise ServiceDefinitionError(f"the body names service {definition.name!r} but the path {name!r}")
     endpoint = await request.app[CONTROLLER_KEY].put_service(definition)
-    return _json({"name": name, "endpoint": endpoint})
+    return json_response({"name": name, "endpoint": endpoint})
 
 
 async def delete_service(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await request.app[CONTROLLER_KEY].delete_service(name)
-    return _json({"name": name})
+    return json_response({"name": name})
 
 
 async def list_services(request: web.Request) -> web.Response:
-    return _json(services_json(request.app[CONTROLLER_KEY]))
+    return json_response(services_json(request.app[CONTROLLER_KEY]))
 
 
 async def get_service(request: web.Request) -> web.Response:
-    return _json(service_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
+    return json_response(service_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
 
 
 async def service_logs(request: web.Request) -> web.Response:
     try:
-        tail = min(max(int(request.query.get("tail", "200")), 0), MAX_TAIL)
-    except ValueError:
-        return json_error(400, "bad_request", "tail must be an integer")
+        tail = tail_query(request)
+    except ValueError as exc:
+        return json_error(400, "bad_request", str(exc))
     controller = request.app[CONTROLLER_KEY]
     name, group, replica = request.match_info["name"], request.query.get("group"), request.query.get("replica")
     if request.query.get("follow") not in ("1", "true"):
@@ -126,21 +121,21 @@ async def put_router(request: web.Request) -> web.Response:
     if router.name != name:
         raise ServiceDefinitionError(f"the body names router {router.name!r} but the path {name!r}")
     await request.app[CONTROLLER_KEY].put_router(router)
-    return _json({"name": name, "endpoint": f"{request.app[CONTROLLER_KEY].public_url}/v1"})
+    return json_response({"name": name, "endpoint": f"{request.app[CONTROLLER_KEY].public_url}/v1"})
 
 
 async def delete_router(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await request.app[CONTROLLER_KEY].delete_router(name)
-    return _json({"name": name})
+    return json_response({"name": name})
 
 
 async def list_routers(request: web.Request) -> web.Response:
-    return _json(routers_json(request.app[CONTROLLER_KEY]))
+    return json_response(routers_json(request.app[CONTROLLER_KEY]))
 
 
 async def get_router(request: web.Request) -> web.Response:
-    return _json(router_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
+    return json_response(router_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
 
 
 def create_control_app(controller: Controller, admin_token: str) -> web.Application:
