@@ -8,7 +8,7 @@ works with plain, hashable values and never with raw dicts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -135,15 +135,23 @@ class ServiceDef:
 _ADAPTER: TypeAdapter[ServiceDef] = TypeAdapter(ServiceDef)
 
 
-def parse_service(data: Any) -> ServiceDef:
-    """Validate a service definition (a decoded JSON object) or raise ServiceDefinitionError."""
+T = TypeVar("T")
+
+
+def _validated(adapter: TypeAdapter[T], data: Any, what: str) -> T:
+    """`data` as the adapter's type, or ServiceDefinitionError naming every problem by its path."""
     try:
-        service = _ADAPTER.validate_python(data)
+        return adapter.validate_python(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
-        raise ServiceDefinitionError(f"invalid service definition: {problems}") from exc
+        raise ServiceDefinitionError(f"invalid {what} definition: {problems}") from exc
+
+
+def parse_service(data: Any) -> ServiceDef:
+    """Validate a service definition (a decoded JSON object) or raise ServiceDefinitionError."""
+    service = _validated(_ADAPTER, data, "service")
     _check(service)
     return service
 
@@ -212,13 +220,7 @@ _ROUTER_ADAPTER: TypeAdapter[RouterDef] = TypeAdapter(RouterDef)
 
 def parse_router(data: Any) -> RouterDef:
     """Validate a router registration or raise ServiceDefinitionError."""
-    try:
-        router = _ROUTER_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ServiceDefinitionError(f"invalid router definition: {problems}") from exc
+    router = _validated(_ROUTER_ADAPTER, data, "router")
     if not router.members:
         raise ServiceDefinitionError("invalid router definition: members must list at least one service")
     return router
