@@ -7,7 +7,6 @@ before any engine runs, so `plan` fails exactly where `up` would.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from typing import Any, Callable
 import pulumi
 
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
@@ -71,12 +71,12 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
 
 def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
     problems = []
-    docker = shutil.which("docker") is not None
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
-        if group.image and not docker:
+        # The agent runs an image only where a Docker daemon answers; say so now rather than at up.
+        if group.image and not detect_docker():
             problems.append(_diag(service, f"{at}.image".lstrip("."), f"service {service.name}: image {group.image} needs Docker, "
-                                  "and the local backend found no docker on this machine; remove image and run commands directly"))
+                                  "and the local backend found no Docker daemon on this machine; remove image and run commands directly"))
         if group.backends and not set(group.backends) & set(IMPLEMENTED_BACKENDS):
             problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: backends "
                                   f"{', '.join(group.backends)} are not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
@@ -91,6 +91,14 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
                                                   "gateway; remove gateway: false"))
     if service.registry_auth:
         ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
+    for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
+                       ("home_dir", service.home_dir != "/root"), ("rate_limits", bool(service.rate_limits)),
+                       ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
+                                                  for g in service.groups))):
+        if set_:
+            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
+    if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
+        ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
 
 
@@ -165,6 +173,8 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
     for group in definition["groups"]:
+        # A replica's process is its own "instance" here: setup runs before the commands, every start.
+        group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
     return definition
