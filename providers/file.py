@@ -27,6 +27,7 @@ from pulumi.dynamic import (
 from pulumi.dynamic.dynamic import PROVIDER_KEY, serialize_provider
 
 DEFAULT_MODE = 0o644
+_READ_CHUNK = 1 << 20
 
 
 def _mode(value: Any) -> int:
@@ -34,11 +35,29 @@ def _mode(value: Any) -> int:
     return int(value) if value is not None else DEFAULT_MODE
 
 
+def _is_clean_absolute(path: str) -> bool:
+    """Is `path` already what pathlib makes of it (absolute, no empty or "." parts, no trailing slash)?"""
+    return (
+        os.sep == "/"
+        and path.startswith("/")
+        and "//" not in path
+        and "/./" not in path
+        and not path.endswith(("/", "/."))
+    )
+
+
+def _absolute(path: str) -> str:
+    # str(Path(path).absolute()), without building a Path in the common case: check, diff and read
+    # run for every file of every plan.
+    return path if _is_clean_absolute(path) else str(Path(path).absolute())
+
+
 def _write_atomically(path: Path, content: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # newline="": the bytes on disk are exactly `content`, as `read` reads them back.
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
@@ -49,10 +68,10 @@ def _write_atomically(path: Path, content: str, mode: int) -> None:
         raise
 
 
-def _outputs(path: Path, content: str, mode: int) -> dict[str, Any]:
+def _outputs(path: str, content: str, mode: int) -> dict[str, Any]:
     data = content.encode("utf-8")
     return {
-        "path": str(path),
+        "path": path,
         "content": content,
         "mode": mode,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -83,7 +102,7 @@ class FileProvider(ResourceProvider):
             mode = DEFAULT_MODE
         inputs = dict(news)
         if not failures:
-            inputs["path"] = str(Path(str(path)).absolute())
+            inputs["path"] = _absolute(str(path))
             inputs["content"] = content
             inputs["mode"] = mode
         return CheckResult(inputs, failures)
@@ -93,21 +112,30 @@ class FileProvider(ResourceProvider):
         content = str(props.get("content", ""))
         mode = _mode(props.get("mode"))
         _write_atomically(path, content, mode)
-        return CreateResult(str(path), _outputs(path, content, mode))
+        return CreateResult(str(path), _outputs(str(path), content, mode))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        path = Path(id_)
+        # One open, fstat and read per file: a refresh reads every managed file, so this is the
+        # per-resource cost of refreshing. The bytes are decoded as they are (no newline translation),
+        # so the content and its sha256 are those of the file on disk.
         try:
-            content = path.read_text(encoding="utf-8")
-            mode = stat.S_IMODE(path.stat().st_mode)
+            fd = os.open(id_, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             # The file vanished: an empty id tells the engine the resource is gone.
             return ReadResult(None, {})
-        return ReadResult(id_, _outputs(path, content, mode))
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            chunks: list[bytes] = []
+            while chunk := os.read(fd, _READ_CHUNK):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        content = b"".join(chunks).decode("utf-8")
+        return ReadResult(id_, _outputs(id_ if _is_clean_absolute(id_) else str(Path(id_)), content, mode))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # olds are the last known outputs (refreshed when the engine refreshed), so drift shows here.
-        replaces = ["path"] if str(olds.get("path")) != str(Path(str(news.get("path"))).absolute()) else []
+        replaces = ["path"] if str(olds.get("path")) != _absolute(str(news.get("path"))) else []
         changed = bool(replaces)
         if olds.get("content") != news.get("content", ""):
             changed = True
@@ -120,7 +148,7 @@ class FileProvider(ResourceProvider):
         content = str(news.get("content", ""))
         mode = _mode(news.get("mode"))
         _write_atomically(path, content, mode)
-        return UpdateResult(_outputs(path, content, mode))
+        return UpdateResult(_outputs(str(path), content, mode))
 
     def delete(self, id_: str, _props: dict[str, Any]) -> None:
         # Deleting a file that is already gone succeeds, so a retried delete after a crash is safe.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Iterator
 
 from gpustack_iac.errors import RuntimeApiError
 
@@ -40,3 +40,19 @@ def call(method: str, base_url: str, path: str, token: str, body: Any = None, ti
         return json.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
+
+
+def stream(base_url: str, path: str, token: str, timeout: float = 3600.0) -> Iterator[bytes]:
+    """GET `path` and yield the body as it arrives (a followed log), until the server ends it."""
+    request = urllib.request.Request(base_url.rstrip("/") + path, method="GET")
+    request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            while chunk := response.read1(65536):
+                yield chunk
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        error = NotFound if exc.code == 404 else RuntimeApiError
+        raise error(f"GET {path}: HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeApiError(f"GET {base_url}{path}: {getattr(exc, 'reason', exc)}") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +114,10 @@ def logs(service: str, project: str | None, stack: str | None, state_dir: Path |
     """
     url, token = _controller(project, stack, state_dir, engine)
     query = [f"tail={tail}"] + ([f"group={group}"] if group else []) + ([f"replica={replica}"] if replica is not None else [])
-    seen = ""
-    while True:
+    if not follow:
         text = http.call("GET", url, f"/control/services/{service}/logs?{'&'.join(query)}", token) or ""
-        text = text if isinstance(text, str) else str(text)
-        # Print only what was not printed before: the controller answers the last `tail` lines each time.
-        fresh = text[len(seen):] if text.startswith(seen) else text
-        if fresh:
-            click.echo(fresh, nl=not fresh.endswith("\n"))
-        seen = text
-        if not follow:
-            return
-        time.sleep(1.0)
+        click.echo(text if isinstance(text, str) else str(text), nl=False)
+        return
+    # The controller streams new lines of every matching replica as they are written.
+    for chunk in http.stream(url, f"/control/services/{service}/logs?{'&'.join(query + ['follow=1'])}", token):
+        click.echo(chunk.decode(errors="replace"), nl=False)

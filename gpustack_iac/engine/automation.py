@@ -612,10 +612,11 @@ class AutomationEngine:
         return translator.apply_result(self.stack_name, self.outputs())
 
     def refresh(self) -> Plan:
-        """Drift of the deployed resources, read from the providers; the state is not modified."""
+        """Drift of the deployed resources, read from the providers and recorded in the state, as the
+        embedded engine does (and `pulumi refresh`)."""
         stack = self._select()
         translator = EventTranslator()
-        self._run(translator, lambda: stack.preview_refresh(on_event=translator, color="never"))
+        self._run(translator, lambda: stack.refresh(on_event=translator, color="never"))
         return translator.plan(self.stack_name, state_serial=self._serial(), project=self.project)
 
     def outputs(self) -> dict[str, Any]:

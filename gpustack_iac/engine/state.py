@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -188,14 +189,68 @@ class _RawState:
     serial: int = 0
 
 
-def _live_index(resources: list[dict[str, Any]], urn: str) -> int | None:
-    for i, res in enumerate(resources):
-        if res.get("urn") == urn and not res.get("delete"):
+class _Slot:
+    """One resource entry during a journal replay, and the run of entries it sits in."""
+
+    __slots__ = ("bucket", "res")
+
+    def __init__(self, res: dict[str, Any], bucket: list[_Slot]) -> None:
+        self.res = res
+        self.bucket = bucket
+
+
+class _ReplayIndex:
+    """The resource list of a replay, indexed by URN, so each journal record costs O(1) rather than a scan.
+
+    The order is exactly that of the plain list the rules are written for: entries live in runs
+    ("buckets", one per entry to begin with) kept in list order; an entry inserted right after another
+    joins that entry's run. `by_urn` lists each URN's entries in list order, so "the first entry with
+    this URN such that ..." looks only at that URN's few entries.
+    """
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self.buckets: list[list[_Slot]] = []
+        self.by_urn: dict[str, list[_Slot]] = {}
+        for res in resources:
+            self.append(res)
+
+    def entries(self, urn: str) -> list[_Slot]:
+        return self.by_urn.get(urn, [])
+
+    def append(self, res: dict[str, Any]) -> None:
+        bucket: list[_Slot] = []
+        slot = _Slot(res, bucket)
+        bucket.append(slot)
+        self.buckets.append(bucket)
+        self.by_urn.setdefault(str(res.get("urn")), []).append(slot)
+
+    def insert_after(self, slot: _Slot, res: dict[str, Any]) -> None:
+        new = _Slot(res, slot.bucket)
+        slot.bucket.insert(_position(slot.bucket, slot) + 1, new)
+        same_urn = self.by_urn[str(slot.res.get("urn"))]
+        same_urn.insert(_position(same_urn, slot) + 1, new)
+
+    def remove(self, slot: _Slot) -> None:
+        del slot.bucket[_position(slot.bucket, slot)]
+        urn = str(slot.res.get("urn"))
+        same_urn = self.by_urn[urn]
+        del same_urn[_position(same_urn, slot)]
+        if not same_urn:
+            del self.by_urn[urn]
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [slot.res for bucket in self.buckets for slot in bucket]
+
+
+def _position(slots: list[_Slot], slot: _Slot) -> int:
+    # By identity: two entries may hold equal dicts.
+    for i, candidate in enumerate(slots):
+        if candidate is slot:
             return i
-    return None
+    raise ValueError("internal error: a replayed resource entry is missing from its index")
 
 
-def _apply_end(raw: _RawState, urn: str, new: dict[str, Any] | None) -> None:
+def _apply_end(raw: _RawState, index: _ReplayIndex, urn: str, new: dict[str, Any] | None) -> None:
     """Apply one finished operation; see StateStore.end for the rules."""
     pending: dict[str, Any] | None = None
     for i in range(len(raw.pending) - 1, -1, -1):
@@ -205,47 +260,43 @@ def _apply_end(raw: _RawState, urn: str, new: dict[str, Any] | None) -> None:
     op_type = pending.get("type") if pending else None
     op_res: dict[str, Any] = pending.get("resource", {}) if pending else {}
     op_id = op_res.get("id")
-    resources = raw.resources
+    entries = index.entries(urn)
     if new is None:
-        target: int | None = None
+        target: _Slot | None = None
         if op_id:
             # Delete exactly the instance the operation was about: after a create-before-delete
             # replacement the URN also names the new, live instance.
-            for i, res in enumerate(resources):
-                if res.get("urn") == urn and res.get("id") == op_id:
-                    target = i
-                    break
+            target = next((e for e in entries if e.res.get("id") == op_id), None)
         else:
-            candidates = [i for i, r in enumerate(resources) if r.get("urn") == urn]
-            doomed = [i for i in candidates if resources[i].get("delete")]
-            target = (doomed or candidates or [None])[0]
+            doomed = [e for e in entries if e.res.get("delete")]
+            target = (doomed or entries or [None])[0]
         if target is not None:
-            resources.pop(target)
+            index.remove(target)
         return
     if op_id and op_type != "creating" and new.get("id") == op_id:
         # An update, read or failed delete of a known instance: put the result exactly where that
         # instance is, keeping a pending-delete mark (a failed delete of a replaced instance stays doomed).
-        for i, res in enumerate(resources):
-            if res.get("urn") == urn and res.get("id") == op_id:
-                resources[i] = {**new, "delete": True} if res.get("delete") else new
+        for entry in entries:
+            if entry.res.get("id") == op_id:
+                entry.res = {**new, "delete": True} if entry.res.get("delete") else new
                 return
-    live = _live_index(resources, urn)
+    live = next((e for e in entries if not e.res.get("delete")), None)
     if live is None:
-        resources.append(new)
+        index.append(new)
         return
-    old = resources[live]
+    old = live.res
     replacing = (
         op_type == "creating" and bool(old.get("custom")) and bool(old.get("id")) and old.get("id") != new.get("id")
     )
     if replacing:
         # Keep the old instance, marked for deletion, until its own delete step ends.
-        resources[live] = {**old, "delete": True}
-        resources.insert(live + 1, new)
+        live.res = {**old, "delete": True}
+        index.insert_after(live, new)
     else:
-        resources[live] = new
+        live.res = new
 
 
-def _apply_record(raw: _RawState, record: dict[str, Any]) -> None:
+def _apply_record(raw: _RawState, index: _ReplayIndex, record: dict[str, Any]) -> None:
     kind = record.get("kind")
     if kind == "begin":
         op = record["op"]
@@ -255,7 +306,7 @@ def _apply_record(raw: _RawState, record: dict[str, Any]) -> None:
         raw.pending = [p for p in raw.pending if p.get("resource", {}).get("urn") != urn]
         raw.pending.append(op)
     elif kind == "end":
-        _apply_end(raw, str(record["urn"]), record.get("resource"))
+        _apply_end(raw, index, str(record["urn"]), record.get("resource"))
     elif kind == "outputs":
         raw.outputs = record.get("outputs") or {}
     elif kind == "secrets":
@@ -375,6 +426,11 @@ class StateStore:
         self._salt_known = False
         self._crypter: Crypter | None = None
         self._crypter_salt: str | None = None
+        # Group commit of journal appends from parallel steps (see _append_unchecked).
+        self._write_lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -430,10 +486,14 @@ class StateStore:
     def begin(self, op: PendingOperation) -> None:
         if op.type not in OPERATION_TYPES:
             raise StateError(f"unknown operation type {op.type!r}: expected one of {', '.join(OPERATION_TYPES)}")
-        records: list[dict[str, Any]] = []
-        encode = self._encoder(records, [op.resource.inputs, op.resource.outputs])
-        records.append({"kind": "begin", "op": {"resource": resource_to_json(op.resource, encode), "type": op.type}})
-        self._append(records)
+
+        def build(records: list[dict[str, Any]]) -> None:
+            encode = self._encoder(records, [op.resource.inputs, op.resource.outputs])
+            records.append(
+                {"kind": "begin", "op": {"resource": resource_to_json(op.resource, encode), "type": op.type}}
+            )
+
+        self._append(build)
 
     def end(self, urn: str, new: ResourceState | None) -> None:
         """Record that the operation begun on `urn` finished.
@@ -448,17 +508,20 @@ class StateStore:
           deleting operation ends;
         - otherwise the live instance with that URN is replaced in place, or `new` is appended.
         """
-        records: list[dict[str, Any]] = []
-        trees = [new.inputs, new.outputs] if new is not None else []
-        encode = self._encoder(records, trees)
-        records.append({"kind": "end", "urn": urn, "resource": resource_to_json(new, encode) if new else None})
-        self._append(records)
+
+        def build(records: list[dict[str, Any]]) -> None:
+            trees = [new.inputs, new.outputs] if new is not None else []
+            encode = self._encoder(records, trees)
+            records.append({"kind": "end", "urn": urn, "resource": resource_to_json(new, encode) if new else None})
+
+        self._append(build)
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
-        records: list[dict[str, Any]] = []
-        encode = self._encoder(records, [outputs])
-        records.append({"kind": "outputs", "outputs": encode(outputs)})
-        self._append(records)
+        def build(records: list[dict[str, Any]]) -> None:
+            encode = self._encoder(records, [outputs])
+            records.append({"kind": "outputs", "outputs": encode(outputs)})
+
+        self._append(build)
 
     def compact(self) -> Checkpoint:
         """Fold the journal into the checkpoint file atomically and bump the serial."""
@@ -542,11 +605,16 @@ class StateStore:
     def _read_raw(self) -> _RawState:
         raw = _RawState()
         self._read_checkpoint(raw)
+        index: _ReplayIndex | None = None
         for record in self._journal_records(raw.serial):
+            if index is None:
+                index = _ReplayIndex(raw.resources)
             try:
-                _apply_record(raw, record)
+                _apply_record(raw, index, record)
             except (KeyError, TypeError, AttributeError) as exc:
                 raise StateError(f"the journal {self.journal_path} has a malformed record: {exc!r}") from exc
+        if index is not None:
+            raw.resources = index.resources()
         self._salt = raw.salt
         self._secrets_type = raw.secrets_type
         self._salt_known = True
@@ -619,33 +687,65 @@ class StateStore:
         self._read_checkpoint(raw)
         return raw.serial
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
+    def _append(self, build: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Journal the records `build` makes (under the write lock: it may create the stack's salt)."""
         try:
-            self._append_unchecked(records)
+            self._append_unchecked(build)
         except OSError as exc:
             raise StateError(f"cannot append to the state journal {self.journal_path}: {exc.strerror}") from exc
 
-    def _append_unchecked(self, records: list[dict[str, Any]]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        payload = b"".join(json.dumps(r, separators=(",", ":")).encode("utf-8") + b"\n" for r in records)
-        fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    def _append_unchecked(self, build: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Write the records `build` makes as one append; return once they are durable.
+
+        Several steps run at once (one per provider call in flight). Each append is written under a
+        lock, which keeps lines whole and in order, and then waits for an fsync that started after
+        its write: whichever waiting thread gets to fsync first makes every append written so far
+        durable, so the others return without one of their own (group commit). No caller returns
+        before its record is on disk, as with one fsync per append, but a batch of parallel steps
+        shares one flush instead of queueing for one each.
+        """
+        with self._write_lock:
+            records: list[dict[str, Any]] = []
+            build(records)
+            payload = b"".join(json.dumps(r, separators=(",", ":")).encode("utf-8") + b"\n" for r in records)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                prefix = b""
+                if size == 0:
+                    header = {"kind": "header", "version": JOURNAL_VERSION, "serial": self._stored_serial()}
+                    prefix = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n"
+                elif os.pread(fd, 1, size - 1) != b"\n":
+                    # A crash tore the previous line: end it so it stays one (skipped) line of its own.
+                    prefix = b"\n"
+                view = memoryview(prefix + payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if size == 0:
+                    # A new journal: its name must be durable too, before anything is appended after it.
+                    os.fsync(fd)
+                    _fsync_dir(self.dir)
+                self._written += 1
+                ticket = self._written
+            except BaseException:
+                os.close(fd)
+                raise
         try:
-            size = os.fstat(fd).st_size
-            prefix = b""
-            if size == 0:
-                header = {"kind": "header", "version": JOURNAL_VERSION, "serial": self._stored_serial()}
-                prefix = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n"
-            elif os.pread(fd, 1, size - 1) != b"\n":
-                # A crash tore the previous line: end it so it stays one (skipped) line of its own.
-                prefix = b"\n"
-            view = memoryview(prefix + payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            self._sync(fd, ticket)
         finally:
             os.close(fd)
-        if size == 0:
-            _fsync_dir(self.dir)
+
+    def _sync(self, fd: int, ticket: int) -> None:
+        """Make the append numbered `ticket` durable (fsync covers every write to the file before it)."""
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            # Every append numbered up to `covered` was written before this fsync starts.
+            with self._write_lock:
+                covered = self._written
+            os.fsync(fd)
+            self._synced = covered
 
     def _ensure_meta(self) -> None:
         meta = self.root / ".pulumi" / "meta.yaml"

@@ -60,7 +60,11 @@ class _Decision:
 
 
 class Deployment:
-    """The registration handler of one program run (a preview when `store` is None)."""
+    """The registration handler of one program run (a preview when `store` is None).
+
+    `_lock` guards this object's own lists and maps. Journal writes happen outside it: the store
+    orders and group-commits them itself, so one step's fsync does not stall the others.
+    """
 
     def __init__(
         self,
@@ -99,19 +103,23 @@ class Deployment:
         return self._dynamic(reg)
 
     def register_outputs(self, urn: str, outputs: dict[str, Any]) -> None:
+        # The journal is written outside the lock: an fsync must not hold up the other steps.
+        updated: ResourceState | None = None
         with self._lock:
             current = self.registered.get(urn)
             if current is None:
                 return
-            if current.type == STACK_TYPE and not current.parent:
+            is_root = current.type == STACK_TYPE and not current.parent
+            if is_root:
                 self.stack_outputs = outputs
-                if self.store is not None:
-                    self.store.set_outputs(outputs)
             if outputs != current.outputs:
                 updated = replace(current, outputs=outputs)
                 self.registered[urn] = updated
-                if self.store is not None:
-                    self.store.end(urn, updated)
+        if self.store is not None:
+            if is_root:
+                self.store.set_outputs(outputs)
+            if updated is not None:
+                self.store.end(urn, updated)
 
     # ----- kinds of resources -------------------------------------------------------------------
 
@@ -156,8 +164,8 @@ class Deployment:
         with self._lock:
             self.steps.append(self._step(reg, op, diffs))
             self.registered[reg.urn] = new
-            if self.store is not None and new != old:
-                self.store.end(reg.urn, new)
+        if self.store is not None and new != old:
+            self.store.end(reg.urn, new)
         return "", {}
 
     def _plugin(self, reg: Registration) -> tuple[str, dict[str, Any]]:
@@ -190,8 +198,8 @@ class Deployment:
         new = self._state(reg, news, old.id if old else "", old.outputs if old else {})
         with self._lock:
             self.registered[reg.urn] = new
-            if self.store is not None and old is not None and new != old:
-                self.store.end(reg.urn, new)
+        if self.store is not None and old is not None and new != old:
+            self.store.end(reg.urn, new)
         if old is None:
             return "", {}
         if op is StepOp.SAME:
@@ -327,8 +335,7 @@ class Deployment:
             assert old is not None
             new = self._state(reg, d.inputs, old.id, old.outputs)
             if new != old:
-                with self._lock:
-                    store.end(reg.urn, new)
+                store.end(reg.urn, new)
             return new
         started = time.monotonic()
         self._started(step)
@@ -338,17 +345,14 @@ class Deployment:
                 new = self._create(store, reg, d, pending, provider)
             elif step.op is StepOp.UPDATE:
                 assert old is not None
-                with self._lock:
-                    store.begin(PendingOperation(old, "updating"))
+                store.begin(PendingOperation(old, "updating"))
                 try:
                     result = provider.update(old.id, unwrap(old.outputs), unwrap(d.inputs))
                 except BaseException:
-                    with self._lock:
-                        store.end(reg.urn, old)
+                    store.end(reg.urn, old)
                     raise
                 new = self._state(reg, d.inputs, old.id, self._outputs(result.outs, d))
-                with self._lock:
-                    store.end(reg.urn, new)
+                store.end(reg.urn, new)
             else:
                 assert old is not None
                 new = self._replace(store, reg, d, pending, old, provider)
@@ -371,25 +375,21 @@ class Deployment:
         restore: ResourceState | None = None,
     ) -> ResourceState:
         """Create; on failure the state goes back to `restore` (what the URN held before, if anything)."""
-        with self._lock:
-            store.begin(PendingOperation(pending, "creating"))
+        store.begin(PendingOperation(pending, "creating"))
         try:
             result = provider.create(unwrap(d.inputs))
             if not result.id:
                 raise EngineError(f"{reg.urn}: the provider's create returned no id")
         except BaseException:
-            with self._lock:
-                store.end(reg.urn, restore)
+            store.end(reg.urn, restore)
             raise
         new = self._state(reg, d.inputs, str(result.id), self._outputs(result.outs, d))
-        with self._lock:
-            store.end(reg.urn, new)
+        store.end(reg.urn, new)
         return new
 
     def _delete_one(self, store: StateStore, old: ResourceState) -> None:
         """Delete (or, with retain_on_delete, forget) one resource, journaled around the provider call."""
-        with self._lock:
-            store.begin(PendingOperation(old, "deleting"))
+        store.begin(PendingOperation(old, "deleting"))
         if old.custom and not old.retain_on_delete:
             if not is_dynamic(old.type):
                 raise plugin_refusal({old.type})
@@ -399,11 +399,9 @@ class Deployment:
             except BaseException:
                 # Pulumi's rule: a failed delete leaves the resource in place.
                 if not old.delete:
-                    with self._lock:
-                        store.end(old.urn, old)
+                    store.end(old.urn, old)
                 raise
-        with self._lock:
-            store.end(old.urn, None)
+        store.end(old.urn, None)
 
     def _replace(
         self,

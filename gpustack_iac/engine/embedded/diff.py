@@ -44,30 +44,45 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+# These helpers run on every property of every resource of a plan: containers are rare, so the
+# checks below look at a value's exact type first and only recurse into dicts and lists.
+
+
 def contains_secret(value: Any) -> bool:
-    if is_secret(value):
-        return True
     if isinstance(value, dict):
-        return any(contains_secret(v) for v in value.values())
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return True
+        for v in value.values():
+            if isinstance(v, (dict, list)) and contains_secret(v):
+                return True
+        return False
     if isinstance(value, list):
-        return any(contains_secret(v) for v in value)
+        for v in value:
+            if isinstance(v, (dict, list)) and contains_secret(v):
+                return True
     return False
 
 
 def contains_unknown(value: Any) -> bool:
-    if value == UNKNOWN:
-        return True
+    if isinstance(value, str):
+        return value == UNKNOWN
     if isinstance(value, dict):
-        return any(contains_unknown(v) for v in value.values())
+        for v in value.values():
+            if contains_unknown(v):
+                return True
+        return False
     if isinstance(value, list):
-        return any(contains_unknown(v) for v in value)
-    return False
+        for v in value:
+            if contains_unknown(v):
+                return True
+        return False
+    return bool(value == UNKNOWN)
 
 
 def normalize_numbers(value: Any) -> Any:
     """Protobuf Structs carry every number as a float: give whole numbers back their int form."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
     if isinstance(value, dict):
         return {k: normalize_numbers(v) for k, v in value.items()}
     if isinstance(value, list):

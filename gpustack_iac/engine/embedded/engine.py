@@ -258,6 +258,8 @@ class EmbeddedEngine:
                     self.store.end(res.urn, None)
                 continue
             refreshed = self._refreshed_state(res, result.id, result.outs, result.inputs)
+            if refreshed is res:
+                continue  # the common case: the live resource is as recorded
             diffs = (
                 []
                 if refreshed.outputs == res.outputs
@@ -302,7 +304,10 @@ class EmbeddedEngine:
 
         outputs = rewrap(outs or {}, res.outputs)
         new_inputs = res.inputs if inputs is None else rewrap(inputs, res.inputs)
-        return replace(res, id=str(id_), outputs=outputs, inputs=new_inputs)
+        new_id = str(id_)
+        if new_id == res.id and outputs == res.outputs and new_inputs == res.inputs:
+            return res  # unchanged: no new object to build and compare field by field
+        return replace(res, id=new_id, outputs=outputs, inputs=new_inputs)
 
     def _clear_pending(self, loaded: _Loaded) -> None:
         """Close operations a crash left open; the current run re-does whatever they were doing."""

@@ -8,13 +8,14 @@ which decides the step, applies it when this is not a dry run, and returns the i
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import engine_pb2, resource_pb2
 
-from gpustack_iac.engine.embedded.diff import contains_unknown, normalize_numbers
+from gpustack_iac.engine.embedded.diff import contains_unknown
 from gpustack_iac.engine.embedded.urn import make_urn
 
 log = logging.getLogger("gpustack_iac.engine.embedded")
@@ -50,10 +51,35 @@ class RegistrationHandler(Protocol):
     def register_outputs(self, urn: str, outputs: dict[str, Any]) -> None: ...
 
 
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer():
+            return int(number)
+        if math.isinf(number) or math.isnan(number):
+            # As protobuf's own JSON conversion: such a number has no JSON form for the state.
+            raise ValueError(f"a property value is {number}, which has no JSON representation")
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _from_value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_from_value(v) for v in value.list_value.values]
+    return None  # null_value, or a Value with nothing set
+
+
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """The wire form as plain JSON values: secrets stay wrapped, unknowns stay the unknown sentinel."""
-    value = json_format.MessageToDict(struct)
-    return normalize_numbers(value) if isinstance(value, dict) else {}
+    """The wire form as plain JSON values: secrets stay wrapped, unknowns stay the unknown sentinel.
+
+    Whole numbers come back as ints (a Struct carries every number as a float). One walk over the
+    message, rather than protobuf's generic JSON conversion followed by a second pass for numbers:
+    the SDK sends one Struct per resource.
+    """
+    return {k: _from_value(v) for k, v in struct.fields.items()}
 
 
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:

@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_in_stack
 
 from gpustack_iac.engine.base import Program
+from gpustack_iac.engine.embedded import shortcuts
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
+from gpustack_iac.engine.embedded.monitor import log as monitor_log
 
 # The SDK sends each registration from an executor thread; this bounds provider calls in flight.
 DEFAULT_PARALLEL = 8
@@ -78,7 +79,8 @@ def run_program(
         loop.set_default_executor(executor)
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(run_in_stack(program))
+            with shortcuts.active(monitor_log):
+                loop.run_until_complete(run_in_stack(_settled(program)))
         finally:
             pending = asyncio.all_tasks(loop)
             for task in pending:
@@ -90,8 +92,38 @@ def run_program(
             asyncio.set_event_loop(None)
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    with _without_source_positions(), _collector_paused():
+    with _collector_paused():
         contextvars.copy_context().run(run)
+
+
+def _settled(program: Program) -> Callable[[], Awaitable[None]]:
+    """`program`, then a wait until the registrations it started have all returned (or one failed).
+
+    After the program the SDK waits for every output of every resource with `asyncio.wait(...,
+    FIRST_COMPLETED)` over all of them, again and again: while steps are still being applied (each
+    takes milliseconds in a thread), that is one pass over thousands of pending outputs per finished
+    step, and it made `up` quadratic in the number of resources. Waiting here for the registrations
+    themselves, all at once, leaves the SDK's loop only outputs that are already resolved. A failure
+    ends the wait early: the SDK's own wait then reports it and stops, as before.
+    """
+
+    async def run() -> None:
+        result: Any = program()
+        if inspect.isawaitable(result):
+            await result
+        # The SDK's own list of registrations in flight (a private helper of a pinned SDK version).
+        rpcs = pulumi_settings._get_rpc_manager().rpcs
+        while True:
+            # One turn of the loop lets every registration scheduled so far start and join `rpcs`.
+            await asyncio.sleep(0)
+            pending = [rpc for rpc in rpcs if not rpc.done()]
+            if not pending:
+                return
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            if any(not rpc.cancelled() and rpc.exception() is not None for rpc in done):
+                return
+
+    return run
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -119,22 +151,3 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _empty_stack_trace() -> source_pb2.StackTrace:
-    return source_pb2.StackTrace()
-
-
-@contextlib.contextmanager
-def _without_source_positions() -> Iterator[None]:
-    """Skip the SDK's per-resource walk of the Python stack while our monitor runs the program.
-
-    The SDK captures every resource's stack trace for the Pulumi CLI's diagnostics; our monitor never
-    reads them, and capturing them is about a third of a preview's time with many resources.
-    """
-    original = pulumi_resource._get_stack_trace
-    pulumi_resource._get_stack_trace = _empty_stack_trace
-    try:
-        yield
-    finally:
-        pulumi_resource._get_stack_trace = original
