@@ -607,9 +607,9 @@ class StateStore:
         self._read_checkpoint(raw)
         index: _ReplayIndex | None = None
         for record in self._journal_records(raw.serial):
-            if index is None:
-                index = _ReplayIndex(raw.resources)
             try:
+                if index is None:
+                    index = _ReplayIndex(raw.resources)
                 _apply_record(raw, index, record)
             except (KeyError, TypeError, AttributeError) as exc:
                 raise StateError(f"the journal {self.journal_path} has a malformed record: {exc!r}") from exc
