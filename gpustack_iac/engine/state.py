@@ -495,6 +495,27 @@ class StateStore:
 
         self._append(build)
 
+    def finished(self, op: PendingOperation, new: ResourceState | None) -> None:
+        """Journal an operation that has already happened, `begin(op)` then `end(urn, new)`, in one append.
+
+        For reads (refresh): nothing was changed by the read itself, so there is no provider call for
+        the begin record to precede, and both records can share one write and one fsync.
+        """
+        if op.type not in OPERATION_TYPES:
+            raise StateError(f"unknown operation type {op.type!r}: expected one of {', '.join(OPERATION_TYPES)}")
+
+        def build(records: list[dict[str, Any]]) -> None:
+            trees = [op.resource.inputs, op.resource.outputs] + ([new.inputs, new.outputs] if new is not None else [])
+            encode = self._encoder(records, trees)
+            records.append(
+                {"kind": "begin", "op": {"resource": resource_to_json(op.resource, encode), "type": op.type}}
+            )
+            records.append(
+                {"kind": "end", "urn": op.resource.urn, "resource": resource_to_json(new, encode) if new else None}
+            )
+
+        self._append(build)
+
     def end(self, urn: str, new: ResourceState | None) -> None:
         """Record that the operation begun on `urn` finished.
 

@@ -254,8 +254,7 @@ class EmbeddedEngine:
                 )
                 del loaded.old[res.urn]
                 if persist:
-                    self.store.begin(PendingOperation(res, "reading"))
-                    self.store.end(res.urn, None)
+                    self.store.finished(PendingOperation(res, "reading"), None)
                 continue
             refreshed = self._refreshed_state(res, result.id, result.outs, result.inputs)
             if refreshed is res:
@@ -285,8 +284,7 @@ class EmbeddedEngine:
             if refreshed != res:
                 loaded.old[res.urn] = refreshed
                 if persist:
-                    self.store.begin(PendingOperation(res, "reading"))
-                    self.store.end(res.urn, refreshed)
+                    self.store.finished(PendingOperation(res, "reading"), refreshed)
         return steps
 
     @staticmethod
