@@ -360,3 +360,22 @@ def test_refresh_plan_shows_reads_and_drift() -> None:
     assert '~ content: "a" → "b"' in text
     assert "Plan: 0 to create, 0 to update, 0 to replace, 0 to delete, 2 drifted" in text
     assert json.loads(render_json(plan))["summary"]["drift"] == 2
+
+
+def test_an_added_object_is_shown_one_leaf_per_line_and_scalar_lists_stay_whole() -> None:
+    from gpustack_iac.engine.model import DiffKind, PropertyDiff, Step, StepOp
+    from gpustack_iac.engine.render.common import diff_line, shown_diffs
+
+    step = Step(urn="urn:x", type="t", name="n", op=StepOp.CREATE, diffs=[
+        PropertyDiff("definition", DiffKind.ADD, new={"port": 8000, "groups": [{"name": "base", "gpus": [0, 1]}]}),
+        PropertyDiff("token", DiffKind.ADD, new={"a": 1}, secret=True),
+    ])
+    assert [diff_line(d) for d in shown_diffs(step)] == [
+        '+ definition.groups[0].gpus: [0, 1]',
+        '+ definition.groups[0].name: "base"',
+        "+ definition.port: 8000",
+        "+ token: [secret]",
+    ]
+    component = Step(urn="urn:c", type="gpustack:index:Service", name="c", op=StepOp.CREATE, custom=False,
+                     diffs=step.diffs)
+    assert shown_diffs(component) == []

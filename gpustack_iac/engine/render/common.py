@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpustack_iac.engine.model import ApplyResult, DiffKind, Plan, PropertyDiff, Step, StepOp, StepResult
@@ -128,8 +128,29 @@ def step_heading(step: Step) -> str:
 
 def shown_diffs(step: Step) -> list[PropertyDiff]:
     """The diffs a reader sees: none for a component, whose `spec` input repeats its children's
-    inputs (the configuration summary says the change once). The JSON plan keeps them all."""
-    return step.diffs if step.custom else []
+    inputs (the configuration summary says the change once); an added or removed object one line per
+    leaf, as terraform shows a nested block. The JSON plan keeps them as the engine gave them."""
+    if not step.custom:
+        return []
+    return [leaf for diff in step.diffs for leaf in _leaves(diff)]
+
+
+def _leaves(diff: PropertyDiff) -> list[PropertyDiff]:
+    if diff.secret or diff.unknown or diff.kind is DiffKind.UPDATE:
+        return [diff]
+    value = diff.new if diff.kind is DiffKind.ADD else diff.old
+    if is_secret_value(value) or not isinstance(value, (Mapping, list, tuple)) or not value:
+        return [diff]
+    if not isinstance(value, Mapping) and not any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        return [diff]  # a list of scalars reads best on one line: gpus: [0, 1]
+    items = sorted(value.items()) if isinstance(value, Mapping) else enumerate(value)
+    out: list[PropertyDiff] = []
+    for key, child in items:
+        path = f"{diff.path}[{key}]" if isinstance(key, int) else f"{diff.path}.{key}"
+        leaf = replace(diff, path=path, new=child if diff.kind is DiffKind.ADD else None,
+                       old=child if diff.kind is DiffKind.DELETE else None)
+        out += _leaves(leaf)
+    return out
 
 
 def visible_steps(steps: Iterable[Step]) -> list[Step]:
