@@ -7,6 +7,7 @@ before any engine runs, so `plan` fails exactly where `up` would.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,9 +40,13 @@ class CompiledStack:
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
+    """A problem at the property `path` ("replica_groups[1].image", "backends") of `doc`."""
     source = doc.source
-    return Diagnostic(file=source.file if source else "<config>", line=source.line if source else 0, column=1 if source else 0,
-                      path=path, message=message)
+    if source is None:
+        return Diagnostic(file="<config>", line=0, column=0, path=path, message=message)
+    loc = [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", path) if p]
+    line, column = source.locate(loc)
+    return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
 def _fleet_backend(fleet: FleetConfig) -> str:

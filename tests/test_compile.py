@@ -38,14 +38,16 @@ def test_image_without_docker_fails_at_plan_naming_property_and_backend(tmp_path
         _compile("type: service\nname: web\nport: 80\nimage: nginx\n", tmp_path)
     [diag] = caught.value.diagnostics
     assert diag.path == "image" and "local backend" in diag.message and "Docker" in diag.message
-    assert diag.file.endswith("stack.gpustack.yml") and diag.line > 1
+    image_line = (BASE + "type: service").count("\n") + 4  # the line of `image:` in the file
+    assert diag.file.endswith("stack.gpustack.yml") and (diag.line, diag.column) == (image_line, 1)
 
 
 def test_unimplemented_backend_is_named(tmp_path: Path) -> None:
     text = "type: fleet\nname: cloud\nbackends: [aws]\nregions: [us-east-1]\nnodes: 1\n"
     with pytest.raises(ConfigError) as caught:
         _compile(text, tmp_path)
-    assert any("backend aws is not implemented yet" in d.message for d in caught.value.diagnostics)
+    [diag] = [d for d in caught.value.diagnostics if "backend aws is not implemented yet" in d.message]
+    assert diag.line == (BASE + text).splitlines().index("backends: [aws]") + 1
 
 
 def test_ignored_properties_are_warnings(tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ def _load_document(
         unnamed[kind] = count + 1
         doc.name = _default_name(file, kind, index, count)  # type: ignore[attr-defined]
         assert NAME_RE.match(doc.name)  # type: ignore[attr-defined]
-    doc.attach_source(Source(file, line, index))
+    doc.attach_source(Source(file, line, index, node))
     return doc, []
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Union
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 from pydantic import (
     BaseModel,
@@ -45,11 +45,22 @@ class Strict(BaseModel):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a document came from."""
+    """Where a document came from, and where in it each property is."""
 
     file: str
     line: int  # 1-based line of the document's first property
     index: int  # position of the document in its file (multi-document YAML)
+    node: Any = field(default=None, compare=False, repr=False)  # the document's YAML node, with marks
+
+    def locate(self, loc: Sequence[str | int]) -> tuple[int, int]:
+        """1-based line and column of the property at `loc` (its name), or of the nearest parent
+        the file has; the document's first line when nothing is known."""
+        if self.node is None:
+            return self.line, 1
+        from gpustack_iac.spec.yamlsource import find_node
+
+        point, _, _ = find_node(self.node, loc)
+        return point.start_mark.line + 1, point.start_mark.column + 1
 
 
 def _env_json_schema() -> dict[str, Any]:
