@@ -15,17 +15,12 @@ import pytest
 from pulumi.automation import EngineEvent, OpType
 from rich.console import Console
 
-from gpustack_iac.engine.automation import (
-    INSTALL_HINT,
-    MISSING_CLI_MESSAGE,
-    AutomationEngine,
-    EventTranslator,
-    check_plan_current,
-    map_op,
-    parse_property_path,
-    require_cli,
-)
+from gpustack_iac.engine.automation import AutomationEngine
 from gpustack_iac.engine.model import DiffKind, Plan, Step, StepOp, StepResult
+from gpustack_iac.engine.pulumi_cli import INSTALL_HINT, MISSING_CLI_MESSAGE, require_cli
+from gpustack_iac.engine.pulumi_diffs import parse_property_path
+from gpustack_iac.engine.pulumi_events import EventTranslator, map_op
+from gpustack_iac.engine.pulumi_plan_check import check_plan_current
 from gpustack_iac.engine.render import render_json, render_markdown, render_terminal
 from gpustack_iac.engine.render.common import UNKNOWN_VALUE
 from gpustack_iac.errors import EngineError, PlanStaleError
