@@ -9,7 +9,8 @@ from aiohttp import web
 from gpustack_iac.errors import GpustackError, ScalingConfigError
 from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
 from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_router, parse_service
-from gpustack_iac.runtime.controller.reconcile import Controller, UnknownAgentError, UnknownRouterError, UnknownServiceError
+from gpustack_iac.runtime.controller.errors import UnknownAgentError, UnknownRouterError, UnknownServiceError
+from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.status import agents_json, router_json, routers_json, service_json, services_json
 
 CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("controller", Controller)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpustack_iac.runtime.controller.reconcile import Controller, UnknownRouterError, UnknownServiceError
+from gpustack_iac.runtime.controller.errors import UnknownRouterError, UnknownServiceError
+from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.state import ReplicaState
 
 

@@ -24,8 +24,9 @@ from aiohttp import web
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.auth import read_token_file
-from gpustack_iac.runtime.controller.reconcile import Controller, ControllerSettings
+from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.server import create_control_app
+from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner

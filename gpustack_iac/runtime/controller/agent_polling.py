@@ -1,0 +1,102 @@
+"""Agent polling: open a client per agent, ask each what runs, and fold the listings into replica state.
+
+An agent that does not answer is marked unhealthy and its replicas are left to the probes (they
+may well keep serving); a replica its agent no longer lists, or lists as crashed, is marked
+failed so the tick replaces it; a replica of ours that an agent runs but the store does not know
+is stopped as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from gpustack_iac.errors import GpustackError, RuntimeApiError
+from gpustack_iac.runtime.client import AgentClient
+from gpustack_iac.runtime.controller.core import ControllerCore
+from gpustack_iac.runtime.controller.placement import HostFacts
+from gpustack_iac.runtime.controller.replica_stop import stop_orphan
+from gpustack_iac.runtime.controller.state import CRASHED_STATES, AgentState
+from gpustack_iac.runtime.controller.store import AgentRecord
+
+
+async def open_agent(core: ControllerCore, rec: AgentRecord) -> None:
+    # The pooled session is the controller's: every agent call shares its connections.
+    core.clients[rec.name] = AgentClient(rec.url, rec.token, session=core.session, timeout=core.settings.agent_timeout)
+    prev = core.agents.get(rec.name)
+    core.agents[rec.name] = AgentState(record=rec, host=prev.host if prev else None)
+
+
+async def refresh_agent(core: ControllerCore, agent: AgentState, force_host: bool = False) -> None:
+    client = core.clients.get(agent.record.name)
+    if client is None:
+        return
+    now = core.clock()
+    try:
+        if force_host or agent.host is None or now - agent.host_checked_at > core.settings.host_refresh:
+            agent.host = HostFacts.from_json(as_dict(await client.host()))
+            agent.host_checked_at = now
+        listing = [as_dict(r) for r in await client.list()]
+        agent.listing = {str(r["id"]): r for r in listing}
+        agent.healthy = True
+        agent.error = ""
+    except GpustackError as exc:
+        agent.healthy = False
+        agent.listing = None
+        agent.error = str(exc) or type(exc).__name__
+
+
+def sync_replicas(core: ControllerCore, now: float) -> None:
+    for r in list(core.replicas.values()):
+        agent = core.agents.get(r.record.agent)
+        if agent is None:
+            core.forget(r)
+            continue
+        if agent.listing is None:
+            continue  # agent unreachable: the replica may well keep serving; probes decide
+        info = agent.listing.get(r.id)
+        if info is None:
+            if r.agent_state != "pending" or now - r.created_mono > core.settings.startup_deadline:
+                # The agent no longer knows it (its state was lost): place a new one.
+                r.failed = True
+                r.ready = False
+                r.detail = "unknown to its agent"
+            continue
+        r.url = info.get("url") or (f"http://127.0.0.1:{info['port']}" if info.get("port") else r.url)
+        r.pid = info.get("pid")
+        restarts = int(info.get("restarts") or 0)
+        # The agent may restart a crashed process between two listings; a higher restart
+        # count is the same crash seen late. (Unknown before the first listing of this process.)
+        restarted = r.agent_state != "adopting" and r.agent_state != "pending" and restarts > r.restarts
+        r.agent_state = str(info.get("state", "unknown"))
+        r.restarts = restarts
+        r.exit_code = info.get("exit_code")
+        if (r.agent_state in CRASHED_STATES or restarted) and not r.stopping:
+            r.ready = False
+            r.failed = True
+            r.detail = f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})"
+    # Replicas of our services that an agent runs but the store does not know (a crash between
+    # the agent's start and our bookkeeping) would be duplicates: stop them.
+    known = set(core.replicas)
+    for agent in core.agents.values():
+        for rid, info in (agent.listing or {}).items():
+            labels = info.get("labels") or {}
+            if (
+                rid not in known
+                and labels.get("gpustack.service") in core.services
+                and info.get("state") != "stopped"
+                and rid not in core.stop_tasks
+            ):
+                core.stop_tasks[rid] = asyncio.create_task(stop_orphan(core, agent.record.name, rid))
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """Agent answers as plain dicts, whether the client returns dicts or dataclasses."""
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "to_json"):
+        return dict(value.to_json())
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise RuntimeApiError(f"unexpected agent answer: {type(value).__name__}")

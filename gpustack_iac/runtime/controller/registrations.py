@@ -1,0 +1,127 @@
+"""Registration changes from the control API: put or delete an agent, a service or a router.
+
+Each change takes the controller's lock (never in the middle of a tick), is written to the store
+first, and wakes the loop so the next tick acts on it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.controller.agent_polling import open_agent, refresh_agent
+from gpustack_iac.runtime.controller.core import ControllerCore
+from gpustack_iac.runtime.controller.errors import (
+    UnknownAgentError,
+    UnknownRouterError,
+    UnknownServiceError,
+)
+from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
+from gpustack_iac.runtime.controller.replica_stop import stop_orphan, stop_replica
+from gpustack_iac.runtime.controller.rollout import RolloutReport
+from gpustack_iac.runtime.controller.routes import publish_routes, router_route
+from gpustack_iac.runtime.controller.state import ServiceState
+from gpustack_iac.runtime.controller.store import AgentRecord
+
+
+async def put_agent(core: ControllerCore, name: str, url: str, token: str, labels: dict[str, Any]) -> None:
+    async with core.lock:
+        rec = AgentRecord(name=name, url=url.rstrip("/"), token=token, labels=dict(labels))
+        core.store.put_agent(rec)
+        await open_agent(core, rec)
+        await refresh_agent(core, core.agents[name], force_host=True)
+    core.wake()
+
+
+async def delete_agent(core: ControllerCore, name: str) -> None:
+    async with core.lock:
+        if name not in core.agents:
+            raise UnknownAgentError(f"agent {name!r} is not registered")
+        core.store.delete_agent(name)
+        core.agents.pop(name)
+        client = core.clients.pop(name, None)
+        # Its replicas can no longer be managed: stop them while the agent may still answer
+        # (best effort, the host is probably going away), then place them elsewhere.
+        for r in [r for r in core.replicas.values() if r.record.agent == name]:
+            if client is not None:
+                with contextlib.suppress(GpustackError):
+                    await client.stop(r.id, min(core.settings.stop_grace, 2.0))
+            core.forget(r)
+    core.wake()
+
+
+async def put_service(core: ControllerCore, definition: ServiceDef) -> str:
+    async with core.lock:
+        st = core.services.get(definition.name)
+        if st is None:
+            st = ServiceState(definition=definition)
+            core.services[definition.name] = st
+        elif st.definition.generation != definition.generation or st.definition != definition:
+            old = st.definition
+            for g in definition.groups:
+                prev = old.group(g.name)
+                if prev is not None and prev.generation != g.generation:
+                    # A new version of the group: the running one becomes the fallback.
+                    st.previous = old
+                    st.new_failures.pop(g.name, None)
+                    st.crash_streak.pop(g.name, None)
+                    st.backoff_until.pop(g.name, None)
+                    if st.failed_generation.get(g.name) not in (None, g.generation):
+                        st.failed_generation.pop(g.name, None)
+                    if st.failed_generation.get(g.name) != g.generation and any(
+                        r.record.service == definition.name and r.record.group == g.name for r in core.replicas.values()
+                    ):
+                        # Shown at once, so a caller polling status right after the PUT does
+                        # not mistake the old version's ready replicas for the new one's.
+                        st.rollouts[g.name] = RolloutReport(
+                            g.name, prev.generation, g.generation, "running", 0,
+                            st.desired.get(g.name, g.replicas.min), f"rolling out {g.generation[:8]}",
+                        )
+            st.definition = definition
+        core.save_service(st)
+        # Known to the gateway at once (requests are held or get "no ready replica", not 404).
+        publish_routes(core)
+    core.wake()
+    return core.endpoint(definition.name)
+
+
+async def delete_service(core: ControllerCore, name: str) -> None:
+    async with core.lock:
+        st = core.services.pop(name, None)
+        if st is None:
+            raise UnknownServiceError(f"service {name!r} is not registered")
+        core.table.remove_service(name)
+        core.published.pop(name, None)
+        victims = [r for r in core.replicas.values() if r.record.service == name]
+        for r in victims:
+            r.stopping = True
+        await asyncio.gather(*(stop_replica(core, r, drain=False) for r in victims), return_exceptions=True)
+        for r in victims:
+            if r.id in core.replicas:
+                # Its agent did not answer: nothing tracks the replica once the service is
+                # gone, so a background task keeps trying to stop it (bounded).
+                core.replicas.pop(r.id, None)
+                if r.id not in core.stop_tasks:
+                    core.stop_tasks[r.id] = asyncio.create_task(
+                        stop_orphan(core, r.record.agent, r.id, attempts=core.settings.orphan_retries)
+                    )
+        core.store.delete_service(name)
+        core.metrics.forget_service(name)
+
+
+async def put_router(core: ControllerCore, router: RouterDef) -> None:
+    route = router_route(router)  # validates the strategy and the numbers before anything is stored
+    async with core.lock:
+        core.store.put_router(router)
+        core.routers[router.name] = router
+        core.table.set_router(route)
+
+
+async def delete_router(core: ControllerCore, name: str) -> None:
+    async with core.lock:
+        if core.routers.pop(name, None) is None:
+            raise UnknownRouterError(f"router {name!r} is not registered")
+        core.store.delete_router(name)
+        core.table.remove_router(name)

@@ -1,0 +1,73 @@
+"""Starting replicas: place each on an agent with room for it, record the placement, ask the agent to start it.
+
+The placement is written to the store before the agent hears of it, so a crash in between leaves
+a placement to re-adopt (or to find missing), never an unknown process. When no agent has room
+the group is marked "no capacity" with the reason, which the autoscaler and status read.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.controller.agent_polling import as_dict
+from gpustack_iac.runtime.controller.core import ControllerCore
+from gpustack_iac.runtime.controller.model import GroupDef
+from gpustack_iac.runtime.controller.placement import AgentView, Assignment, place
+from gpustack_iac.runtime.controller.state import ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.store import PlacementRecord
+
+
+async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, count: int, now: float) -> None:
+    d = st.definition
+    views = [
+        AgentView(name=a.record.name, host=a.host, labels=a.record.labels, healthy=a.healthy)
+        for a in core.agents.values()
+    ]
+    for _ in range(count):
+        taken = core.taken()
+        spread: dict[str, int] = {}
+        for r in core.replicas.values():
+            if r.record.service == d.name and r.record.group == g.name and not r.stopping:
+                spread[r.record.agent] = spread.get(r.record.agent, 0) + 1
+        got = place(g, views, taken, spread)
+        if not isinstance(got, Assignment):
+            st.no_capacity.add(g.name)
+            st.messages[g.name] = f"no capacity: {got.message()}"
+            return
+        st.no_capacity.discard(g.name)
+        st.messages.pop(g.name, None)
+        await _start_one(core, st, g, got, now)
+
+
+async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Assignment, now: float) -> None:
+    d = st.definition
+    prefix = f"{d.name}-{g.name}-{g.generation[:8]}"
+    rid = f"{prefix}-{core.store.next_index(prefix)}"
+    rec = PlacementRecord(rid, d.name, g.name, g.generation, a.agent, a.reservation.gpus, time.time())
+    # Recorded before the agent hears of it: a crash in between leaves a placement to re-adopt
+    # (or to find missing), never an unknown process.
+    core.store.put_placement(rec)
+    r = ReplicaState(record=rec, created_mono=now)
+    core.replicas[rid] = r
+    spec = {
+        "id": rid,
+        "service": d.name,
+        "group": g.name,
+        "commands": list(g.commands),
+        "env": dict(g.env),
+        "working_dir": g.working_dir,
+        "image": g.image,
+        "gpus": list(a.reservation.gpus),
+        "labels": {"gpustack.service": d.name, "gpustack.group": g.name, "gpustack.generation": g.generation},
+    }
+    try:
+        info = as_dict(await core.clients[a.agent].start(spec))
+    except GpustackError as exc:
+        r.failed = True
+        r.detail = f"start failed: {exc}"
+        st.messages[g.name] = f"start on {a.agent} failed: {exc}"
+        return
+    r.url = info.get("url") or r.url
+    r.pid = info.get("pid")
+    r.agent_state = str(info.get("state", "starting"))
