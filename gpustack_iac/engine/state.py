@@ -14,26 +14,40 @@ checkpoint and deleting the journal never applies the journal twice.
 
 Secret values are encrypted before anything touches the disk (see secrets.py); the in-memory
 form is {SECRET_SIG_KEY: SECRET_SIG, "value": plain}.
+
+This module holds the typed state (ResourceState, PendingOperation, Checkpoint), its mapping to
+ResourceV3 JSON, and the StateStore that ties the pieces together; the checkpoint document is
+checkpoint.py's, the journal journal.py's, and crash-safe file writes atomic.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
 import re
-import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from gpustack_iac.engine import lock as lockfile
+from gpustack_iac.engine.atomic import atomic_write, fsync_dir
+from gpustack_iac.engine.checkpoint import (
+    CHECKPOINT_VERSION,
+    RawState,
+    checkpoint_document,
+    deployment,
+    read_checkpoint,
+    stack_outputs,
+)
+from gpustack_iac.engine.journal import (
+    JournalWriter,
+    begin_record,
+    end_record,
+    outputs_record,
+    replay_journal,
+    secrets_record,
+)
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.secrets import (
     SECRETS_PROVIDER_TYPE,
@@ -49,17 +63,8 @@ from gpustack_iac.engine.secrets import (
 )
 from gpustack_iac.errors import StateError
 
-log = logging.getLogger(__name__)
-
-CHECKPOINT_VERSION = 3
-JOURNAL_VERSION = 1
 OPERATION_TYPES = ("creating", "updating", "deleting", "reading")
-ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 DEFAULT_STATE_URL = "file://.gpustack/state"
-# Our own bookkeeping inside the versioned checkpoint. Pulumi ignores unknown keys when it reads
-# the file, and drops this one when it rewrites it (we then fall back to serial 0 and the root
-# stack resource's outputs).
-_EXTENSION_KEY = "gpustack"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REMOTE_SCHEMES = ("s3", "gs", "azblob")
 
@@ -177,231 +182,6 @@ def resource_from_json(data: dict[str, Any], decode: Transform) -> ResourceState
         raise StateError(f"a resource in the state is malformed: {exc!r}") from exc
 
 
-@dataclass
-class _RawState:
-    """The state as stored (secrets still encrypted): checkpoint plus replayed journal."""
-
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    outputs: dict[str, Any] | None = None  # None: never set by us
-    salt: str | None = None
-    secrets_type: str | None = None
-    serial: int = 0
-
-
-class _Slot:
-    """One resource entry during a journal replay, and the run of entries it sits in."""
-
-    __slots__ = ("bucket", "res")
-
-    def __init__(self, res: dict[str, Any], bucket: list[_Slot]) -> None:
-        self.res = res
-        self.bucket = bucket
-
-
-class _ReplayIndex:
-    """The resource list of a replay, indexed by URN, so each journal record costs O(1) rather than a scan.
-
-    The order is exactly that of the plain list the rules are written for: entries live in runs
-    ("buckets", one per entry to begin with) kept in list order; an entry inserted right after another
-    joins that entry's run. `by_urn` lists each URN's entries in list order, so "the first entry with
-    this URN such that ..." looks only at that URN's few entries.
-    """
-
-    def __init__(self, resources: list[dict[str, Any]]) -> None:
-        self.buckets: list[list[_Slot]] = []
-        self.by_urn: dict[str, list[_Slot]] = {}
-        for res in resources:
-            self.append(res)
-
-    def entries(self, urn: str) -> list[_Slot]:
-        return self.by_urn.get(urn, [])
-
-    def append(self, res: dict[str, Any]) -> None:
-        bucket: list[_Slot] = []
-        slot = _Slot(res, bucket)
-        bucket.append(slot)
-        self.buckets.append(bucket)
-        self.by_urn.setdefault(str(res.get("urn")), []).append(slot)
-
-    def insert_after(self, slot: _Slot, res: dict[str, Any]) -> None:
-        new = _Slot(res, slot.bucket)
-        slot.bucket.insert(_position(slot.bucket, slot) + 1, new)
-        same_urn = self.by_urn[str(slot.res.get("urn"))]
-        same_urn.insert(_position(same_urn, slot) + 1, new)
-
-    def remove(self, slot: _Slot) -> None:
-        del slot.bucket[_position(slot.bucket, slot)]
-        urn = str(slot.res.get("urn"))
-        same_urn = self.by_urn[urn]
-        del same_urn[_position(same_urn, slot)]
-        if not same_urn:
-            del self.by_urn[urn]
-
-    def resources(self) -> list[dict[str, Any]]:
-        return [slot.res for bucket in self.buckets for slot in bucket]
-
-
-def _position(slots: list[_Slot], slot: _Slot) -> int:
-    # By identity: two entries may hold equal dicts.
-    for i, candidate in enumerate(slots):
-        if candidate is slot:
-            return i
-    raise ValueError("internal error: a replayed resource entry is missing from its index")
-
-
-def _apply_end(raw: _RawState, index: _ReplayIndex, urn: str, new: dict[str, Any] | None) -> None:
-    """Apply one finished operation; see StateStore.end for the rules."""
-    pending: dict[str, Any] | None = None
-    for i in range(len(raw.pending) - 1, -1, -1):
-        if raw.pending[i].get("resource", {}).get("urn") == urn:
-            pending = raw.pending.pop(i)
-            break
-    op_type = pending.get("type") if pending else None
-    op_res: dict[str, Any] = pending.get("resource", {}) if pending else {}
-    op_id = op_res.get("id")
-    entries = index.entries(urn)
-    if new is None:
-        target: _Slot | None = None
-        if op_id:
-            # Delete exactly the instance the operation was about: after a create-before-delete
-            # replacement the URN also names the new, live instance.
-            target = next((e for e in entries if e.res.get("id") == op_id), None)
-        else:
-            doomed = [e for e in entries if e.res.get("delete")]
-            target = (doomed or entries or [None])[0]
-        if target is not None:
-            index.remove(target)
-        return
-    if op_id and op_type != "creating" and new.get("id") == op_id:
-        # An update, read or failed delete of a known instance: put the result exactly where that
-        # instance is, keeping a pending-delete mark (a failed delete of a replaced instance stays doomed).
-        for entry in entries:
-            if entry.res.get("id") == op_id:
-                entry.res = {**new, "delete": True} if entry.res.get("delete") else new
-                return
-    live = next((e for e in entries if not e.res.get("delete")), None)
-    if live is None:
-        index.append(new)
-        return
-    old = live.res
-    replacing = (
-        op_type == "creating" and bool(old.get("custom")) and bool(old.get("id")) and old.get("id") != new.get("id")
-    )
-    if replacing:
-        # Keep the old instance, marked for deletion, until its own delete step ends.
-        live.res = {**old, "delete": True}
-        index.insert_after(live, new)
-    else:
-        live.res = new
-
-
-def _apply_record(raw: _RawState, index: _ReplayIndex, record: dict[str, Any]) -> None:
-    kind = record.get("kind")
-    if kind == "begin":
-        op = record["op"]
-        urn = op["resource"]["urn"]
-        # A new operation on a URN supersedes one a crashed run left in flight on it (Pulumi also drops
-        # those at the next update, after warning about them); otherwise its end would never clear it.
-        raw.pending = [p for p in raw.pending if p.get("resource", {}).get("urn") != urn]
-        raw.pending.append(op)
-    elif kind == "end":
-        _apply_end(raw, index, str(record["urn"]), record.get("resource"))
-    elif kind == "outputs":
-        raw.outputs = record.get("outputs") or {}
-    elif kind == "secrets":
-        raw.salt = record["state"]["salt"]
-        raw.secrets_type = SECRETS_PROVIDER_TYPE
-
-
-def _provider_urn(ref: str) -> str:
-    # A provider reference is "<provider urn>::<provider id>"; URNs themselves contain "::".
-    return ref.rsplit("::", 1)[0] if "::" in ref else ref
-
-
-def _dependency_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stable order in which every resource follows its parent, provider and dependencies.
-
-    Pulumi rejects a snapshot where a resource precedes what it refers to; a delete-before-replace
-    re-creation appends at the end, so dependents recorded earlier may need to move after it.
-    """
-    by_urn: dict[str, list[int]] = {}
-    for i, res in enumerate(resources):
-        by_urn.setdefault(str(res.get("urn")), []).append(i)
-    placed = [False] * len(resources)
-    visiting = [False] * len(resources)
-    order: list[dict[str, Any]] = []
-
-    def refs(res: dict[str, Any]) -> Iterator[str]:
-        if res.get("parent"):
-            yield str(res["parent"])
-        if res.get("provider"):
-            yield _provider_urn(str(res["provider"]))
-        yield from (str(u) for u in res.get("dependencies") or [])
-        for urns in (res.get("propertyDependencies") or {}).values():
-            yield from (str(u) for u in urns)
-
-    def visit(start: int) -> None:
-        # Iterative depth-first walk: deep parent chains must not hit Python's recursion limit.
-        stack: list[tuple[int, Iterator[str]]] = [(start, refs(resources[start]))]
-        visiting[start] = True
-        while stack:
-            idx, it = stack[-1]
-            pushed = False
-            for urn in it:
-                for j in by_urn.get(urn, []):
-                    if not placed[j] and not visiting[j]:
-                        visiting[j] = True
-                        stack.append((j, refs(resources[j])))
-                        pushed = True
-                        break
-                if pushed:
-                    break
-            if not pushed:
-                stack.pop()
-                placed[idx] = True
-                order.append(resources[idx])
-
-    for i in range(len(resources)):
-        if not placed[i]:
-            visit(i)
-    return order
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Readers see the old file or the new one, never a partial one, even across a crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _engine_version() -> str:
-    try:
-        return "v" + metadata.version("pulumi")
-    except metadata.PackageNotFoundError:
-        return "v3.0.0"
-
-
 def _check_name(kind: str, name: str) -> None:
     if not name or not _NAME_RE.match(name) or name in (".", ".."):
         raise StateError(f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' and '.'")
@@ -426,11 +206,7 @@ class StateStore:
         self._salt_known = False
         self._crypter: Crypter | None = None
         self._crypter_salt: str | None = None
-        # Group commit of journal appends from parallel steps (see _append_unchecked).
-        self._write_lock = threading.RLock()
-        self._sync_lock = threading.Lock()
-        self._written = 0
-        self._synced = 0
+        self._journal = JournalWriter(self.journal_path)
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -462,7 +238,7 @@ class StateStore:
         pending: list[PendingOperation] = []
         for op in raw.pending:
             pending.append(PendingOperation(resource_from_json(op.get("resource", {}), decode), str(op.get("type"))))
-        outputs = self._outputs_of(raw)
+        outputs = stack_outputs(raw)
         return Checkpoint(
             stack=self.stack,
             project=self.project,
@@ -489,9 +265,7 @@ class StateStore:
 
         def build(records: list[dict[str, Any]]) -> None:
             encode = self._encoder(records, [op.resource.inputs, op.resource.outputs])
-            records.append(
-                {"kind": "begin", "op": {"resource": resource_to_json(op.resource, encode), "type": op.type}}
-            )
+            records.append(begin_record(resource_to_json(op.resource, encode), op.type))
 
         self._append(build)
 
@@ -507,12 +281,8 @@ class StateStore:
         def build(records: list[dict[str, Any]]) -> None:
             trees = [op.resource.inputs, op.resource.outputs] + ([new.inputs, new.outputs] if new is not None else [])
             encode = self._encoder(records, trees)
-            records.append(
-                {"kind": "begin", "op": {"resource": resource_to_json(op.resource, encode), "type": op.type}}
-            )
-            records.append(
-                {"kind": "end", "urn": op.resource.urn, "resource": resource_to_json(new, encode) if new else None}
-            )
+            records.append(begin_record(resource_to_json(op.resource, encode), op.type))
+            records.append(end_record(op.resource.urn, resource_to_json(new, encode) if new else None))
 
         self._append(build)
 
@@ -533,14 +303,14 @@ class StateStore:
         def build(records: list[dict[str, Any]]) -> None:
             trees = [new.inputs, new.outputs] if new is not None else []
             encode = self._encoder(records, trees)
-            records.append({"kind": "end", "urn": urn, "resource": resource_to_json(new, encode) if new else None})
+            records.append(end_record(urn, resource_to_json(new, encode) if new else None))
 
         self._append(build)
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
         def build(records: list[dict[str, Any]]) -> None:
             encode = self._encoder(records, [outputs])
-            records.append({"kind": "outputs", "outputs": encode(outputs)})
+            records.append(outputs_record(encode(outputs)))
 
         self._append(build)
 
@@ -548,106 +318,31 @@ class StateStore:
         """Fold the journal into the checkpoint file atomically and bump the serial."""
         raw = self._read_raw()
         raw.serial += 1
-        document = {
-            "version": CHECKPOINT_VERSION,
-            "checkpoint": {"stack": self._qualified_name(), "latest": self._deployment(raw)},
-            _EXTENSION_KEY: {"serial": raw.serial, "outputs": raw.outputs if raw.outputs is not None else {}},
-        }
+        document = checkpoint_document(self._qualified_name(), raw)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._ensure_meta()
             atomic_write(self.path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
             # After the checkpoint is durable, the journal is stale (its header names the old serial).
             self.journal_path.unlink(missing_ok=True)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             raise StateError(f"cannot write the state file {self.path}: {exc.strerror}") from exc
         return self.load()
 
     def export(self) -> dict[str, Any]:
         """Pulumi's untyped deployment (`pulumi stack export` shape), secrets encrypted."""
-        return {"version": CHECKPOINT_VERSION, "deployment": self._deployment(self._read_raw())}
+        return {"version": CHECKPOINT_VERSION, "deployment": deployment(self._read_raw())}
 
     # ----- reading -----------------------------------------------------------------------------
 
-    def _read_checkpoint(self, raw: _RawState) -> None:
-        try:
-            text = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StateError(f"cannot read the state file {self.path}: {exc.strerror}") from exc
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"the state file {self.path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-        if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
-            version = doc.get("version") if isinstance(doc, dict) else None
-            raise StateError(
-                f"the state file {self.path} has checkpoint version {version!r}; this tool reads version 3"
-            )
-        latest = (doc.get("checkpoint") or {}).get("latest") or {}
-        raw.resources = list(latest.get("resources") or [])
-        raw.pending = list(latest.get("pending_operations") or [])
-        provider = latest.get("secrets_providers") or {}
-        if provider:
-            raw.secrets_type = str(provider.get("type"))
-            state = provider.get("state") or {}
-            raw.salt = state.get("salt") if isinstance(state, dict) else None
-        ext = doc.get(_EXTENSION_KEY) or {}
-        raw.serial = int(ext.get("serial", 0))
-        if "outputs" in ext:
-            raw.outputs = ext.get("outputs") or {}
-
-    def _journal_records(self, serial: int) -> Iterator[dict[str, Any]]:
-        try:
-            data = self.journal_path.read_bytes()
-        except FileNotFoundError:
-            return
-        header_seen = False
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # A line torn by a crash: its operation was never acknowledged, so skipping it is right.
-                log.warning("ignoring a torn line %d in %s", number, self.journal_path)
-                continue
-            if not header_seen:
-                if record.get("kind") != "header":
-                    raise StateError(f"the journal {self.journal_path} has no header; it cannot be replayed safely")
-                if int(record.get("serial", -1)) != serial:
-                    return  # already folded into the checkpoint by a compaction that crashed before deleting it
-                header_seen = True
-                continue
-            yield record
-
-    def _read_raw(self) -> _RawState:
-        raw = _RawState()
-        self._read_checkpoint(raw)
-        index: _ReplayIndex | None = None
-        for record in self._journal_records(raw.serial):
-            try:
-                if index is None:
-                    index = _ReplayIndex(raw.resources)
-                _apply_record(raw, index, record)
-            except (KeyError, TypeError, AttributeError) as exc:
-                raise StateError(f"the journal {self.journal_path} has a malformed record: {exc!r}") from exc
-        if index is not None:
-            raw.resources = index.resources()
+    def _read_raw(self) -> RawState:
+        raw = read_checkpoint(self.path)
+        replay_journal(self.journal_path, raw)
         self._salt = raw.salt
         self._secrets_type = raw.secrets_type
         self._salt_known = True
         return raw
-
-    def _outputs_of(self, raw: _RawState) -> dict[str, Any]:
-        if raw.outputs is not None:
-            return raw.outputs
-        for res in raw.resources:
-            if res.get("type") == ROOT_STACK_TYPE and not res.get("parent"):
-                return dict(res.get("outputs") or {})
-        return {}
 
     # ----- secrets -----------------------------------------------------------------------------
 
@@ -669,7 +364,7 @@ class StateStore:
         self._crypter_salt = salt
         return self._crypter
 
-    def _decoder(self, raw: _RawState) -> Transform:
+    def _decoder(self, raw: RawState) -> Transform:
         def decode(tree: Any) -> Any:
             if not has_encrypted_secrets(tree):
                 return tree
@@ -690,7 +385,7 @@ class StateStore:
             found = create_passphrase_file(self.root, self.stack)
         salt, crypter = new_salt_state(found.value)
         # Journaled ahead of the record that needs it, in the same fsync'd write.
-        records.append({"kind": "secrets", "state": {"salt": salt}})
+        records.append(secrets_record(salt))
         self._salt, self._crypter, self._crypter_salt = salt, crypter, salt
         self._secrets_type = SECRETS_PROVIDER_TYPE
         return crypter
@@ -704,69 +399,11 @@ class StateStore:
     # ----- writing -----------------------------------------------------------------------------
 
     def _stored_serial(self) -> int:
-        raw = _RawState()
-        self._read_checkpoint(raw)
-        return raw.serial
+        return read_checkpoint(self.path).serial
 
     def _append(self, build: Callable[[list[dict[str, Any]]], None]) -> None:
-        """Journal the records `build` makes (under the write lock: it may create the stack's salt)."""
-        try:
-            self._append_unchecked(build)
-        except OSError as exc:
-            raise StateError(f"cannot append to the state journal {self.journal_path}: {exc.strerror}") from exc
-
-    def _append_unchecked(self, build: Callable[[list[dict[str, Any]]], None]) -> None:
-        """Write the records `build` makes as one append; return once they are durable.
-
-        Several steps run at once (one per provider call in flight). Each append is written under a
-        lock, which keeps lines whole and in order, and then waits for an fsync that started after
-        its write: whichever waiting thread gets to fsync first makes every append written so far
-        durable, so the others return without one of their own (group commit). No caller returns
-        before its record is on disk, as with one fsync per append, but a batch of parallel steps
-        shares one flush instead of queueing for one each.
-        """
-        with self._write_lock:
-            records: list[dict[str, Any]] = []
-            build(records)
-            payload = b"".join(json.dumps(r, separators=(",", ":")).encode("utf-8") + b"\n" for r in records)
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                prefix = b""
-                if size == 0:
-                    header = {"kind": "header", "version": JOURNAL_VERSION, "serial": self._stored_serial()}
-                    prefix = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n"
-                elif os.pread(fd, 1, size - 1) != b"\n":
-                    # A crash tore the previous line: end it so it stays one (skipped) line of its own.
-                    prefix = b"\n"
-                view = memoryview(prefix + payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if size == 0:
-                    # A new journal: its name must be durable too, before anything is appended after it.
-                    os.fsync(fd)
-                    _fsync_dir(self.dir)
-                self._written += 1
-                ticket = self._written
-            except BaseException:
-                os.close(fd)
-                raise
-        try:
-            self._sync(fd, ticket)
-        finally:
-            os.close(fd)
-
-    def _sync(self, fd: int, ticket: int) -> None:
-        """Make the append numbered `ticket` durable (fsync covers every write to the file before it)."""
-        with self._sync_lock:
-            if self._synced >= ticket:
-                return
-            # Every append numbered up to `covered` was written before this fsync starts.
-            with self._write_lock:
-                covered = self._written
-            os.fsync(fd)
-            self._synced = covered
+        # `build` runs under the journal's write lock: it may create the stack's salt, which must be made once.
+        self._journal.append(build, self._stored_serial)
 
     def _ensure_meta(self) -> None:
         meta = self.root / ".pulumi" / "meta.yaml"
@@ -775,24 +412,3 @@ class StateStore:
 
     def _qualified_name(self) -> str:
         return f"organization/{self.project}/{self.stack}"
-
-    def _deployment(self, raw: _RawState) -> dict[str, Any]:
-        version = _engine_version()
-        resources = _dependency_order(raw.resources)
-        if raw.outputs is not None:
-            # Pulumi reads stack outputs from the root stack resource: mirror ours there.
-            for i, res in enumerate(resources):
-                if res.get("type") == ROOT_STACK_TYPE and not res.get("parent"):
-                    resources[i] = {**res, "outputs": raw.outputs}
-        deployment: dict[str, Any] = {
-            "manifest": {
-                "time": datetime.now(timezone.utc).isoformat(),
-                "magic": hashlib.sha256(version.encode("utf-8")).hexdigest(),
-                "version": version,
-            },
-        }
-        if raw.salt is not None:
-            deployment["secrets_providers"] = {"type": SECRETS_PROVIDER_TYPE, "state": {"salt": raw.salt}}
-        deployment["resources"] = resources
-        deployment["pending_operations"] = raw.pending
-        return deployment
