@@ -187,7 +187,7 @@ def _load_document(
     try:
         doc = model.model_validate(data, context={"env": env})
     except ValidationError as exc:
-        return None, from_validation_error(exc, model, file, node)
+        return None, _all_problems(exc, model, data, file, node, env)
     if getattr(doc, "name", None) is None:
         count = unnamed.get(kind, 0)
         unnamed[kind] = count + 1
@@ -195,6 +195,28 @@ def _load_document(
         assert NAME_RE.match(doc.name)  # type: ignore[attr-defined]
     doc.attach_source(Source(file, line, index, node))
     return doc, []
+
+
+def _all_problems(
+    exc: ValidationError, model: type[Document], data: dict[str, Any], file: str, node: Any, env: Mapping[str, str]
+) -> list[Diagnostic]:
+    """Every problem of a document in one run: pydantic skips a model's own rules (replicas vs
+    replica_groups, commands or image, ...) once a field fails, so the document is validated again
+    without the failing properties and what that finds beyond them is added."""
+    problems = from_validation_error(exc, model, file, node)
+    failed = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    pruned = {k: v for k, v in data.items() if k not in failed}
+    if not failed or len(pruned) == len(data):
+        return problems
+    try:
+        model.model_validate(pruned, context={"env": env})
+    except ValidationError as again:
+        seen = {(p.line, p.column, p.message) for p in problems}
+        for problem in from_validation_error(again, model, file, node):
+            head = problem.path.split(".")[0].split("[")[0]
+            if head not in failed and (problem.line, problem.column, problem.message) not in seen:
+                problems.append(problem)
+    return problems
 
 
 def load_text(text: str, file: str = "<string>", env: Mapping[str, str] | None = None) -> Spec:
