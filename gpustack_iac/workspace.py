@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from gpustack_iac.engine.base import Engine, EngineKind, select_engine
@@ -40,10 +41,21 @@ class Workspace:
         return default_state_dir().parent
 
     def engine(self) -> Engine:
-        return select_engine(self.engine_kind, project=self.project, stack=self.stack, state_url=self.state_url)
+        return self._engine
 
     def store(self) -> StateStore:
+        return self._store
+
+    # One store and one engine per command: each StateStore derives the passphrase key (PBKDF2, about
+    # 0.3 s) the first time it touches a secret, so a plan that also reads the state must not open a second.
+    @cached_property
+    def _store(self) -> StateStore:
         return StateStore.from_url(self.state_url, self.project, self.stack, None)
+
+    @cached_property
+    def _engine(self) -> Engine:
+        store = self._store if self.state_url.startswith("file://") else None
+        return select_engine(self.engine_kind, project=self.project, stack=self.stack, state_url=self.state_url, store=store)
 
 
 def default_state_dir() -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
     """
     console = Console(stderr=fmt != "terminal")
     prepared = prepare(paths, stack, state_dir, engine)
-    with console.status("planning…") if sys.stderr.isatty() else _nullcontext():
+    with console.status("planning…") if sys.stderr.isatty() else nullcontext():
         result = make_plan(prepared, refresh)
     _emit_plan(result, fmt, console)
     if out is not None:
@@ -134,14 +135,6 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
     if detailed_exitcode and result.has_changes:
         # Not an error: terraform's convention for "the plan has changes".
         click.get_current_context().exit(2)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _confirm(question: str, yes: bool) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
 from gpustack_iac.errors import EngineError
+
+if TYPE_CHECKING:
+    from gpustack_iac.engine.state import StateStore
 
 # A Pulumi program: a function that declares resources (run inside the root Stack).
 Program = Callable[[], None]
@@ -57,10 +60,13 @@ def select_engine(
     state_url: str | None = None,
     passphrase: str | None = None,
     work_dir: Path | None = None,
+    store: StateStore | None = None,
 ) -> Engine:
     """Pick an engine: `auto` means the Pulumi CLI when it is on PATH, else the embedded one.
 
     `state_url` is the state location (`file://DIR`; None means `.gpustack/state` under `work_dir`).
+    `store`, when given, is the embedded engine's store: a caller that also reads the state shares
+    one store, and so derives the passphrase key (deliberately slow) once.
     """
     base = work_dir if work_dir is not None else Path.cwd()
     url = state_url if state_url else f"file://{base / '.gpustack' / 'state'}"
@@ -70,7 +76,7 @@ def select_engine(
         from gpustack_iac.engine.embedded.engine import EmbeddedEngine
         from gpustack_iac.engine.state import StateStore
 
-        store = StateStore.from_url(url, project, stack, passphrase)
+        store = store if store is not None else StateStore.from_url(url, project, stack, passphrase)
         return EmbeddedEngine(project=project, stack=stack, store=store)
     if kind == "pulumi":
         if not pulumi_cli_available():
