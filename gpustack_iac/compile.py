@@ -52,7 +52,7 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
 def _fleet_backend(fleet: FleetConfig) -> str:
     if fleet.is_ssh:
         return "ssh"
-    return (fleet.backends or ["<any>"])[0] if fleet.backends and len(fleet.backends) == 1 else ",".join(fleet.backends or ["<any>"])
+    return ",".join(fleet.backends) if fleet.backends else "<any>"
 
 
 def _check_backends(spec: Spec) -> list[Diagnostic]:

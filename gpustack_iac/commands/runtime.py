@@ -11,6 +11,7 @@ from rich.table import Table
 
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands.stack import existing_stack_options
+from gpustack_iac.engine.render.common import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers import http
 
@@ -18,11 +19,7 @@ from gpustack_iac.providers import http
 def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> tuple[str, str]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     outputs = space.engine().outputs()
-    control_url, admin = outputs.get("control_url"), outputs.get("admin_token")
-    if isinstance(admin, dict):
-        admin = admin.get("value")
-    if isinstance(control_url, dict):
-        control_url = control_url.get("value")
+    control_url, admin = unwrap_secret(outputs.get("control_url")), unwrap_secret(outputs.get("admin_token"))
     if not control_url or not admin:
         raise GpustackError(f"stack {space.project}/{space.stack} has no gateway; nothing runs to report on")
     return str(control_url), str(admin)

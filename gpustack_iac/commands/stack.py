@@ -19,6 +19,7 @@ from rich.console import Console
 from gpustack_iac.compile import CompiledStack, compile_spec
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
+from gpustack_iac.engine.render.common import unwrap_secret
 from gpustack_iac.engine.render.json import render_apply_json, render_json
 from gpustack_iac.engine.render.markdown import render_apply_markdown, render_markdown
 from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
@@ -224,16 +225,8 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
         _print_endpoint_hint(result.outputs, console)
 
 
-def _plain(value: Any) -> Any:
-    from gpustack_iac.engine.render.common import is_secret_value
-
-    if is_secret_value(value):
-        return value.get("value")
-    return value
-
-
 def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
-    endpoint = _plain(outputs.get("endpoint"))
+    endpoint = unwrap_secret(outputs.get("endpoint"))
     if not endpoint:
         return
     console.print(f"\nEndpoint: [bold]{endpoint}[/]")
@@ -304,7 +297,7 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
 
     def shown(value: Any) -> Any:
         if is_secret_value(value):
-            return value.get("value") if show_secrets else "[secret]"
+            return unwrap_secret(value) if show_secrets else "[secret]"
         if isinstance(value, dict):
             return {k: shown(v) for k, v in value.items()}
         if isinstance(value, list):

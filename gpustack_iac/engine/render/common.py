@@ -52,6 +52,11 @@ def is_secret_value(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE
 
 
+def unwrap_secret(value: Any) -> Any:
+    """The plain value inside Pulumi's secret signature; any other value as it is."""
+    return value.get("value") if is_secret_value(value) else value
+
+
 def mask_value(value: Any) -> Any:
     """The value with every secret replaced by "[secret]" (for documents that are published)."""
     if is_secret_value(value):
