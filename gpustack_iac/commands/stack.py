@@ -101,9 +101,9 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
 
 def _emit_plan(plan: Plan, fmt: str, console: Console) -> None:
     if fmt == "json":
-        click.echo(render_json(plan))
+        click.echo(render_json(plan), nl=False)  # the renderers end their text with a newline
     elif fmt == "markdown":
-        click.echo(render_markdown(plan))
+        click.echo(render_markdown(plan), nl=False)
     else:
         render_terminal(plan, console)
 
@@ -168,9 +168,9 @@ class _Progress:
 
 def _emit_apply(result: ApplyResult, fmt: str, console: Console) -> None:
     if fmt == "json":
-        click.echo(render_apply_json(result))
+        click.echo(render_apply_json(result), nl=False)
     elif fmt == "markdown":
-        click.echo(render_apply_markdown(result))
+        click.echo(render_apply_markdown(result), nl=False)
     else:
         render_apply_terminal(result, console)
 
