@@ -24,7 +24,6 @@ STATE_DIR_KEY: web.AppKey[Path] = web.AppKey("state_dir", Path)
 FOLLOW_POLL = 0.25
 
 
-
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
