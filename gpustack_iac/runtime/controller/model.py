@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from gpustack_iac.errors import RuntimeApiError
 
 
-SCALING_METRICS = ("rps", "in_flight")
+SCALING_METRICS = ("rps", "concurrency", "latency", "queue", "in_flight")
 
 
 class ServiceDefinitionError(RuntimeApiError):
@@ -80,11 +80,24 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ScheduleItem:
+    cron: str
+    min: int
+
+
+@dataclass(frozen=True)
 class Scaling:
     metric: str = "rps"
     target: float = 10.0
     scale_up_delay: float = 300.0
     scale_down_delay: float = 600.0
+    window: float | None = None
+    burst_window: float | None = None
+    burst_sigmas: float | None = 3.0
+    burst_release: float | None = None
+    headroom_z: float = 1.0
+    headroom_budget: float = 0.2
+    schedule: tuple[ScheduleItem, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.model import effective_scaling
 from gpustack_iac.runtime.controller.state import ServiceState
-from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
+from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig, ScheduleEntry
 
 
 def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, int]:
@@ -29,6 +29,7 @@ def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, 
             requests_total=load.requests_total if load else 0,
             in_flight=load.in_flight if load else 0,
             waiting=load.waiting if load else 0,
+            ttfb_buckets=load.ttfb_buckets if load else (),
         )
     )
     ready = {g.name: 0 for g in groups}
@@ -66,4 +67,16 @@ def _autoscaler(core: ControllerCore, st: ServiceState) -> ServiceAutoscaler:
 def _scaling(s: Any) -> ScalingConfig | None:
     if s is None:
         return None
-    return ScalingConfig(metric=s.metric, target=s.target, scale_up_delay=s.scale_up_delay, scale_down_delay=s.scale_down_delay)
+    return ScalingConfig(
+        metric=s.metric,
+        target=s.target,
+        scale_up_delay=s.scale_up_delay,
+        scale_down_delay=s.scale_down_delay,
+        window=s.window,
+        burst_window=s.burst_window,
+        burst_sigmas=s.burst_sigmas,
+        burst_release=s.burst_release,
+        headroom_z=s.headroom_z,
+        headroom_budget=s.headroom_budget,
+        schedule=tuple(ScheduleEntry(e.cron, e.min) for e in s.schedule),
+    )

@@ -216,6 +216,7 @@ class Gateway:
             except _UpstreamFailed as exc:
                 status = _error(out, exc.status, exc.code, str(exc))
                 return
+            metrics.first_byte(route.name, opened.ttfb)
             status = await self._relay(req, out, opened)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED  # the client left; not the service's error
