@@ -152,6 +152,10 @@ class ServiceAutoscaler:
         elif in_panic:
             target = {g.name: max(aim[g.name], (burst or aim)[g.name], current[g.name]) for g in self._groups}
             new = self._gate(current, target, now, panic=True)
+        elif self._window.span() < self.window / 2:
+            # A rate over a few seconds of history is noise, not a trend: only the burst path and
+            # the scale-up from zero act until the window is half full (e.g. after a restart).
+            new = dict(current)
         else:
             # Hysteresis: up as soon as the aim exceeds the allocation, down only to what carries
             # the load with `tolerance` to spare, so noise around a boundary does not flap.
@@ -216,7 +220,11 @@ class ServiceAutoscaler:
         expected = capacity(alloc, self._groups, rps) * w
         if expected <= 0 or count <= expected + main.burst_sigmas * math.sqrt(expected):
             return None
-        return spread({"rps": count / w}, self._groups, [rps])
+        # Sized on the newest third of the window too: a step up is detected before it fills the
+        # window, and sizing on the whole window would start the replicas in several launches.
+        recent, span = self._window.arrivals(w / 3, now)
+        rate = max(count / w, recent / span if span > 0 else 0.0)
+        return spread({"rps": rate}, self._groups, [rps])
 
     def _one_replica(self) -> dict[str, int]:
         out = {g.name: 0 for g in self._groups}

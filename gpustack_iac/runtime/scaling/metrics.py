@@ -54,8 +54,9 @@ class RpsMetric:
 class ConcurrencyMetric:
     """Requests in flight on the replicas (`metric: concurrency`), held requests left out.
 
-    Under `metric: rps` it is the safety net for slow requests piling up while the rate looks
-    fine, with `in_flight_target` (default: `target`) per replica.
+    Under `metric: rps` it is an opt-in safety net for slow requests piling up while the rate
+    looks fine, with `in_flight_target` per replica. It is off by default there: requests that
+    queue on replicas still starting would read as demand for yet more of them.
     """
 
     name = "concurrency"
@@ -68,7 +69,7 @@ class ConcurrencyMetric:
         if scaling.kind == "concurrency":
             return scaling.target
         if scaling.kind == "rps":
-            return scaling.in_flight_target if scaling.in_flight_target is not None else scaling.target
+            return scaling.in_flight_target
         return None
 
 

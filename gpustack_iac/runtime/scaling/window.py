@@ -44,6 +44,10 @@ class LoadWindow:
         while len(self._samples) >= 2 and self._samples[1].at <= cutoff:
             self._samples.popleft()
 
+    def span(self) -> float:
+        """Seconds of history the window holds."""
+        return self._samples[-1].at - self._samples[0].at if len(self._samples) >= 2 else 0.0
+
     @property
     def latest(self) -> LoadSample | None:
         return self._samples[-1] if self._samples else None
