@@ -322,7 +322,7 @@ def test_in_flight_ignored_while_replicas_start() -> None:
     sim = make([GroupConfig("g", 1, 10, None)], scaling)
     sim.manual_ready = True
     sim.ready = {"g": 1}
-    first = sim.run(1, rps=2, in_flight=30)
+    first = sim.run(31, rps=2, in_flight=30)  # the stable path acts once half a window is seen
     assert first["g"] > 1
     # The queue waiting for those replicas is not new demand: no further growth while they start.
     assert sim.run(60, rps=2, in_flight=60) == first
@@ -349,7 +349,8 @@ def test_a_further_metric_is_one_class() -> None:
 
 def test_default_metrics_are_rps_and_in_flight() -> None:
     assert RpsMetric().per_replica(RPS10) == 10
-    assert InFlightMetric().per_replica(RPS10) == 10  # target read as concurrency by default
+    assert InFlightMetric().per_replica(RPS10) is None  # the in-flight safety net of rps is opt-in
+    assert InFlightMetric().per_replica(ScalingConfig("concurrency", 6)) == 6
     assert InFlightMetric().per_replica(ScalingConfig("rps", 10, in_flight_target=3)) == 3
 
 
