@@ -280,9 +280,10 @@ def main() -> int:
             passed = over_ok and cost_ok
             ok &= passed
             share = f"{ours_over / best_over:.0%}" if best_over else ("0/0" if ours_over == 0 else "inf")
+            ratio = f"{ours_cost / cheap_cost:.2f}x" if cheap_cost else ("0/0" if ours_cost == 0 else "inf")
             verdicts.append(
                 f"{'PASS' if passed else 'FAIL'}  {case.name:12} {mode:11} overload {share:>5} of the better reference "
-                f"(<= 70%: {'yes' if over_ok else 'no'}), cost {ours_cost / cheap_cost:.2f}x the cheaper "
+                f"(<= 70%: {'yes' if over_ok else 'no'}), cost {ratio} the cheaper "
                 f"(<= 1.2x: {'yes' if cost_ok else 'no'})"
             )
     print()
