@@ -6,13 +6,12 @@ place when the ranges or scaling rules change, so the load history survives a re
 
 from __future__ import annotations
 
-from typing import Any
 
 from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.model import effective_scaling
+from gpustack_iac.runtime.controller.model import Scaling, effective_scaling, scaling_config
 from gpustack_iac.runtime.controller.state import ServiceState
-from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig, ScheduleEntry
+from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
 
 
 def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, int]:
@@ -64,19 +63,5 @@ def _autoscaler(core: ControllerCore, st: ServiceState) -> ServiceAutoscaler:
     return st.autoscaler
 
 
-def _scaling(s: Any) -> ScalingConfig | None:
-    if s is None:
-        return None
-    return ScalingConfig(
-        metric=s.metric,
-        target=s.target,
-        scale_up_delay=s.scale_up_delay,
-        scale_down_delay=s.scale_down_delay,
-        window=s.window,
-        burst_window=s.burst_window,
-        burst_sigmas=s.burst_sigmas,
-        burst_release=s.burst_release,
-        headroom_z=s.headroom_z,
-        headroom_budget=s.headroom_budget,
-        schedule=tuple(ScheduleEntry(e.cron, e.min) for e in s.schedule),
-    )
+def _scaling(s: Scaling | None) -> ScalingConfig | None:
+    return scaling_config(s) if s is not None else None
