@@ -166,6 +166,8 @@ class ServiceAutoscaler:
                 target[g.name] = aim[g.name] if aim[g.name] > cur else min(cur, relaxed[g.name])
             new = self._gate(current, target, now, panic=False)
 
+        # The floor goes first: holding it is no scaling event, only a change of count is.
+        new = self._floor(new)
         for name, n in new.items():
             if n != current[name]:
                 self._last_event[name] = now
@@ -173,7 +175,6 @@ class ServiceAutoscaler:
                     self._burst.setdefault(name, current[name])
                 elif n <= self._burst.get(name, -1):
                     del self._burst[name]
-        new = self._floor(new, now)
         self._alloc = new
         return self._spill(new, ready, no_capacity)
 
@@ -279,12 +280,12 @@ class ServiceAutoscaler:
                 out[g.name] = want
         return out
 
-    def _floor(self, alloc: dict[str, int], now: float) -> dict[str, int]:
+    def _floor(self, alloc: dict[str, int]) -> dict[str, int]:
         """Raise the allocation to the minimums of the schedules that match this minute.
 
         The service's schedule is a floor on its total, filled in group order; a group's own
-        schedule is a floor on that group. A floor is not a scaling event: it does not delay
-        the next scale-up.
+        schedule is a floor on that group. Holding a floor is not a scaling event: it does not
+        delay the next scale-up.
         """
         wall = self._wall_clock()
         out = dict(alloc)

@@ -113,16 +113,24 @@ def test_schedule_sets_a_minimum_during_matching_minutes() -> None:
     clock = [0.0]
     start = datetime(2026, 11, 30, 7, 58, tzinfo=timezone.utc)  # a Monday
     wall = [start]
-    scaling = ScalingConfig("rps", 10, 60, 120, schedule=(ScheduleEntry("* 8-9 * * 1-5", 4),))
+    scaling = ScalingConfig("rps", 10, 300, 120, burst_sigmas=None, headroom_z=0, schedule=(ScheduleEntry("* 8-9 * * 1-5", 4),))
     scaler = ServiceAutoscaler([GroupConfig("g", 0, 10, None)], scaling, clock=lambda: clock[0], wall_clock=lambda: wall[0])
-    seen = {}
-    for minute in range(0, 200):
-        clock[0] = minute * 60.0
-        wall[0] = start + timedelta(minutes=minute)
-        scaler.observe(LoadSample(clock[0], 0, 0, 0))
-        seen[(wall[0].hour, wall[0].minute)] = scaler.decide({"g": 0}, set())["g"]
+    seen: dict[tuple[int, int], int] = {}
+    total, n = 0, 0
+    for second in range(0, 200 * 60, 10):
+        clock[0] = float(second)
+        wall[0] = start + timedelta(seconds=second)
+        busy = datetime(2026, 11, 30, 8, 30, tzinfo=timezone.utc) <= wall[0] < datetime(2026, 11, 30, 8, 40, tzinfo=timezone.utc)
+        total += 550 if busy else 0
+        scaler.observe(LoadSample(clock[0], total, 0, 0))
+        n = scaler.decide({"g": n}, set())["g"]
+        seen[(wall[0].hour, wall[0].minute)] = n
     assert seen[(7, 59)] == 0
-    assert seen[(8, 0)] == 4 and seen[(9, 59)] == 4
+    assert seen[(8, 0)] == 4 and seen[(8, 29)] == 4
+    # 55 rps at 8:30: the floor was no scaling event, so scale_up_delay (300 s) does not hold it.
+    assert seen[(8, 31)] >= 5
+    assert seen[(8, 39)] == 6
+    assert seen[(9, 59)] == 4
     assert seen[(10, 10)] == 0, "back to zero after scale_down_delay without traffic"
 
 
