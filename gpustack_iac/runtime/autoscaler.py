@@ -84,6 +84,8 @@ class ServiceAutoscaler:
         self._history: deque[tuple[float, dict[str, int]]] = deque()
         self._groups: tuple[ResolvedGroup, ...] = ()
         self._service_scaling: ScalingConfig | None = None
+        self._schedule_minute: datetime | None = None
+        self._schedule_cache: dict[tuple[ScheduleEntry, ...], int] = {}
         self.reconfigure(groups, scaling)
 
     # --- inputs ----------------------------------------------------------------------------------
@@ -287,15 +289,24 @@ class ServiceAutoscaler:
         schedule is a floor on that group. Holding a floor is not a scaling event: it does not
         delay the next scale-up.
         """
-        wall = self._wall_clock()
+        minute = self._wall_clock().astimezone(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
+        if self._schedule_minute != minute:
+            # A cron match costs about a millisecond and the answer holds for the whole minute.
+            self._schedule_minute, self._schedule_cache = minute, {}
+
+        def scheduled(schedule: tuple[ScheduleEntry, ...]) -> int:
+            if schedule not in self._schedule_cache:
+                self._schedule_cache[schedule] = max((e.min for e in schedule if croniter.match(e.cron, minute)), default=0)
+            return self._schedule_cache[schedule]
+
         out = dict(alloc)
         for g in self._groups:
             own = g.config.scaling
             if own is not None and own.schedule:
-                out[g.name] = clamp(max(out[g.name], _scheduled_min(own.schedule, wall)), g.config)
+                out[g.name] = clamp(max(out[g.name], scheduled(own.schedule)), g.config)
         service = self._service_scaling
         if service is not None and service.schedule:
-            missing = _scheduled_min(service.schedule, wall) - sum(out.values())
+            missing = scheduled(service.schedule) - sum(out.values())
             for g in self._groups:
                 if missing <= 0:
                     break
@@ -327,7 +338,3 @@ class ServiceAutoscaler:
         }
         return spill(desired, ready, set(self._recovering), self._groups, self._metrics)
 
-
-def _scheduled_min(schedule: Sequence[ScheduleEntry], wall: datetime) -> int:
-    minute = wall.astimezone(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
-    return max((e.min for e in schedule if croniter.match(e.cron, minute)), default=0)

@@ -358,6 +358,7 @@ class Gateway:
             _error(out, chosen.status, chosen.code, chosen.message)
             return
         opened, member_of, service_started = chosen
+        self.metrics.first_byte(opened.route.name, opened.ttfb)
         status = 500
         try:
             status = await self._relay(req, out, opened)
