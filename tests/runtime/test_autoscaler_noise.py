@@ -147,3 +147,25 @@ def test_latency_metric_reads_p90_from_the_gateway_histogram() -> None:
     # Two replicas at p90 ~50 ms against a 25 ms target: (at least) four replicas' worth of load.
     load = LatencyMetric().load(w, 60, 10.0, replicas=2)
     assert 4 <= load / 25 <= 4.5
+
+
+def test_gateway_counts_time_to_first_byte_and_held_requests_for_the_autoscaler() -> None:
+    from gpustack_iac.runtime.gateway.metrics import Metrics
+
+    m = Metrics()
+    for seconds in (0.01, 0.02, 0.3):
+        m.request_started("s")
+        m.first_byte("s", seconds)
+        m.request_finished("s", seconds, False)
+    m.request_started("s")
+    m.waiting_changed("s", 1)  # one request held while the service has no ready replica
+    load = m.snapshot()["s"]
+    assert (load.requests_total, load.in_flight, load.waiting) == (4, 1, 1)
+    assert len(load.ttfb_buckets) == len(TTFB_BUCKETS) + 1 and sum(load.ttfb_buckets) == 3
+    w = LoadWindow(60)
+    w.observe(LoadSample(0.0, 0, 0, 0, (0,) * len(load.ttfb_buckets)))
+    w.observe(LoadSample(1.0, load.requests_total, load.in_flight, load.waiting, load.ttfb_buckets))
+    assert w.mean_running(0.5, 1.0) == 0, "a held request is not load on a replica"
+    assert w.mean_waiting(0.5, 1.0) == 1
+    p90 = w.quantile(0.9, TTFB_BUCKETS, 60, 1.0)
+    assert p90 is not None and 0.27 < p90 <= 0.32  # within the 12% bucket around 0.3 s
