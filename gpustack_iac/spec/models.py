@@ -245,9 +245,12 @@ class ScalingSpec(Strict):
         description="Seconds since the last scaling event before scaling up. A burst (see `burst`) and a scale-up from zero do not wait for it.",
     )
     scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds since the last scaling event before scaling down.")
-    burst: BurstSpec | Literal[False] = Field(
-        default_factory=BurstSpec,
-        description="The burst path of `metric: rps`: a significant burst scales up at once, overriding `scale_up_delay`; `false` turns it off.",
+    burst: BurstSpec | Literal[False] | None = Field(
+        None,
+        description=(
+            "The burst path of `metric: rps`: a significant burst scales up at once, overriding `scale_up_delay`; `false` turns it "
+            "off. Defaults to a `6s` window, 3 sigmas and a `1m` release."
+        ),
     )
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec, description="Headroom for the noise of `metric: rps` arrivals.")
     schedule: list[ScheduleSpec] = Field(
@@ -255,7 +258,7 @@ class ScalingSpec(Strict):
     )
 
     def to_runtime(self) -> dict[str, Any]:
-        burst = self.burst if isinstance(self.burst, BurstSpec) else None
+        burst = self.burst if isinstance(self.burst, BurstSpec) else BurstSpec() if self.burst is None else None
         return {
             "metric": self.metric,
             "target": self.target,
