@@ -140,6 +140,10 @@ class Dstack:
 
     def step(self, now: float, sample: LoadSample, ready: int) -> int:
         c = self._c
+        if self._current == 0 and sample.waiting > 0:
+            # From zero at once: the held request itself triggers it, not the next decision.
+            self._current, self._last_event = 1, now
+            return self._current
         if int(now) % 15 == 0:
             self._pulled = sample
             self._window.observe(sample)
@@ -175,6 +179,9 @@ class SkyServe:
     def step(self, now: float, sample: LoadSample, ready: int) -> int:
         c = self._c
         self._window.observe(sample)
+        if self._current == 0 and sample.waiting > 0:
+            self._current, self._ups, self._downs = 1, 0, 0  # from zero at once, on the held request
+            return self._current
         if int(now) % int(self.INTERVAL) != 0:
             return self._current
         count, elapsed = self._window.arrivals(WINDOW, now)
