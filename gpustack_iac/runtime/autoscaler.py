@@ -84,6 +84,7 @@ class ServiceAutoscaler:
         self._history: deque[tuple[float, dict[str, int]]] = deque()
         self._groups: tuple[ResolvedGroup, ...] = ()
         self._service_scaling: ScalingConfig | None = None
+        self._main: ScalingConfig | None = None
         self._schedule_minute: datetime | None = None
         self._schedule_cache: dict[tuple[ScheduleEntry, ...], int] = {}
         self.reconfigure(groups, scaling)

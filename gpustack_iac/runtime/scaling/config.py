@@ -124,7 +124,6 @@ class Tuning:
     busiest metric stays between `1 - tolerance` of the next smaller allocation and the current
     one: a scale-down needs the load to fit comfortably in fewer replicas, so noise around a
     boundary does not flap. `panic_scale_up_delay` spaces successive burst steps (0: at once).
-    `startup_estimate` is the start-up time assumed until the autoscaler has measured one.
     """
 
     stable_window: float = 60.0
@@ -132,7 +131,6 @@ class Tuning:
     panic_scale_up_delay: float = 0.0
     tolerance: float = 0.1
     burst_release_delay: float | None = 60.0
-    startup_estimate: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 < self.panic_window <= self.stable_window:
@@ -143,5 +141,3 @@ class Tuning:
             raise ScalingConfigError("Tuning: burst_release_delay must be >= 0")
         if self.panic_scale_up_delay < 0:
             raise ScalingConfigError("Tuning: panic_scale_up_delay must be >= 0")
-        if self.startup_estimate < 0:
-            raise ScalingConfigError("Tuning: startup_estimate must be >= 0")
