@@ -320,13 +320,14 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
 
 @click.group()
 def state() -> None:
-    """Inspect the stack's state, or clear a stale lock.
+    """Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint.
 
     \b
     Examples:
       gpustack-iac state list
       gpustack-iac state show hello
       gpustack-iac state unlock
+      gpustack-iac state restore
     """
 
 
@@ -384,3 +385,24 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
         click.echo("The stack was not locked.")
         return
     click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")
+
+
+@state.command("restore")
+@existing_stack_options
+def state_restore(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """Put back the copy of the checkpoint written at the last compaction.
+
+    For a checkpoint that is damaged, missing, or lost resources outside this tool (the commands
+    that read it say so). The replaced file is kept beside it as `<stack>.json.damaged-<time>`;
+    the journal of operations since the compaction still applies on top.
+
+    \b
+    Example:
+      gpustack-iac state restore --stack dev
+    """
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    store: StateStore = space.store()
+    with store.lock("restore"):
+        copy, aside = store.restore_backup()
+    kept = f"; the replaced file is kept as {aside}" if aside else ""
+    click.echo(f"Restored {store.path} from {copy}{kept}. Run `gpustack-iac plan` to check it against the configuration.")
