@@ -164,7 +164,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
             endpoints[name] = services[name].endpoint
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]

@@ -61,26 +61,29 @@ class Prepared:
     spec: Spec
     compiled: CompiledStack
     paths: list[Path]
+    ctx: StackContext
 
 
 def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    ctx = StackContext(project=space.project, stack=space.stack, state_root=space.state_root)
+    ctx = StackContext(
+        project=space.project, stack=space.stack, state_root=space.state_root, fingerprint_key=space.fingerprint_key
+    )
     compiled = compile_spec(spec, ctx)
-    return Prepared(space, spec, compiled, path_list)
+    return Prepared(space, spec, compiled, path_list, ctx)
 
 
 def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
     """The component specs `up` would record, keyed like summary.specs_from_resources."""
     specs: dict[tuple[str, str], dict[str, Any]] = {}
     for fleet in prepared.spec.fleets:
-        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, prepared.ctx)
     for gateway in prepared.spec.gateways:
         specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
     for name, definition in prepared.compiled.definitions.items():
-        specs[("service", name)] = Service.spec_of(definition)
+        specs[("service", name)] = Service.spec_of(definition, prepared.ctx)
     for router in prepared.spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
     return specs

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ NONCE_BYTES = 12
 SALT_BYTES = 8
 KNOWN_PLAINTEXT = "pulumi"
 PASSPHRASE_ENV_VARS = ("GPUSTACK_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")
+FINGERPRINT_PURPOSE = "gpustack-iac/fingerprint/v1"
 
 
 class Crypter:
@@ -54,6 +56,11 @@ class Crypter:
         if len(key) != KEY_BYTES:
             raise StateError("internal error: the secrets key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A separate key for `purpose` (HMAC-SHA256 of the label under the secrets key): never the AES key itself."""
+        return hmac.new(self._key, purpose.encode("utf-8"), hashlib.sha256).digest()
 
     @classmethod
     def from_passphrase(cls, passphrase: str, salt: bytes) -> Crypter:

@@ -25,6 +25,7 @@ checkpoint.py's, the journal journal.py's, and crash-safe file writes atomic.py'
 from __future__ import annotations
 
 import re
+import secrets as pysecrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from gpustack_iac.engine.journal import (
 )
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.secrets import (
+    FINGERPRINT_PURPOSE,
     SECRETS_PROVIDER_TYPE,
     Crypter,
     create_passphrase_file,
@@ -214,6 +216,8 @@ class StateStore:
         self._crypter: Crypter | None = None
         self._crypter_salt: str | None = None
         self._journal = JournalWriter(self.journal_path)
+        self._operation: str | None = None  # the operation this store holds the stack's lock for
+        self._ephemeral_key = pysecrets.token_bytes(32)
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -258,7 +262,26 @@ class StateStore:
     @contextmanager
     def lock(self, operation: str) -> Iterator[None]:
         with lockfile.hold(self.lock_path, self.stack, operation):
-            yield
+            self._operation = operation
+            try:
+                yield
+            finally:
+                self._operation = None
+
+    def fingerprint_key(self) -> bytes:
+        """The stack's key for fingerprints of values kept out of the plaintext state (see StackContext).
+
+        Derived from the stack's secrets key. A stack without one yet gets it here only while this
+        store holds the lock for a change (an `up`'s program); a plan of a new stack, with nothing
+        stored to compare against, uses a random key that is never written.
+        """
+        if not self._salt_known:
+            self._read_raw()
+        if self._salt is None and self._secrets_type in (None, SECRETS_PROVIDER_TYPE):
+            if self._operation in (None, "preview"):
+                return self._ephemeral_key
+            self._append(lambda records: self._write_crypter(records) and None)
+        return self._read_crypter(self._salt or "", self._secrets_type).derive_key(FINGERPRINT_PURPOSE)
 
     def lock_owner(self) -> LockOwner | None:
         return lockfile.read_owner(self.lock_path)
