@@ -67,7 +67,7 @@ def live_pid(path: Path) -> tuple[int, float] | None:
 
 
 def backoff_delay(failures: int, max_backoff: float) -> float:
-    """Delay before restart number `failures` + 1 of a crash loop: 0, then 0.5 s doubling up to the cap."""
+    """Delay after a crash preceded by `failures` quick crashes in a row: 0, then 0.5 s doubling up to the cap."""
     if failures <= 0:
         return 0.0
     return min(max_backoff, 0.5 * 2 ** (failures - 1))
@@ -179,8 +179,9 @@ class Watchdog:
                 self._stop_child(child)
                 break
             uptime = time.monotonic() - started
-            failures = 0 if uptime >= self.args.stable_after else failures + 1
-            delay = backoff_delay(failures, self.args.max_backoff)
+            # Crashes in a row: a child that ran `stable_after` seconds starts a new count at one.
+            failures = 1 if uptime >= self.args.stable_after else failures + 1
+            delay = backoff_delay(failures - 1, self.args.max_backoff)
             print(f"watchdog: child {child.pid} exited with {child.returncode} after {uptime:.1f}s; "
                   f"restarting in {delay:.1f}s", file=sys.stderr, flush=True)
             self.restarts += 1

@@ -71,6 +71,7 @@ def test_killed_child_is_back_at_once_on_the_same_socket(daemon, tmp_path: Path)
     # The first restart is immediate: the new child exists well within 2 s of the kill.
     assert restarted[1] - killed_at < 2.0, restarted[1] - killed_at
     assert json.loads(paths.child_pid_file.read_text())["restarts"] == 1
+    assert "restarting in 0.0s" in paths.log_file.read_text()
 
 
 def test_child_environment_is_allow_listed(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
