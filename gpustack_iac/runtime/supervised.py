@@ -79,6 +79,8 @@ def wait_ready(paths: Paths, watchdog: tuple[int, float], timeout: float, fresh:
     deadline = time.monotonic() + timeout
     while True:
         child = read_pid_file(paths.child_pid_file) or {}
+        if child.get("watchdog") != watchdog[0]:
+            child = {}  # left by an earlier watchdog that was killed: not this one's child
         ports = procs.read_port_file(paths.port_file)
         child_pid = int(child.get("pid") or 0)
         if ports is not None and child_pid and ports.get("pid") == child_pid and procs.is_alive(child_pid, child.get("create_time")):
@@ -97,6 +99,7 @@ def start(argv: Sequence[str], paths: Paths, *, listen: Mapping[str, tuple[str, 
           timeout: float = 60.0, stop_grace: float = 10.0) -> Supervised:
     """Start `argv` under a new watchdog (detached, own session) and wait until it is ready."""
     paths.port_file.unlink(missing_ok=True)
+    paths.child_pid_file.unlink(missing_ok=True)
     watchdog_argv = [sys.executable, "-m", "gpustack_iac.runtime.watchdog", "--pid-file", str(paths.pid_file),
                      "--child-pid-file", str(paths.child_pid_file), "--stop-grace", str(stop_grace)]
     for name, (host, port) in listen.items():

@@ -10,7 +10,8 @@ For hosts where systemd is not PID 1 (containers, SSH hosts, this project's loca
   `--stable-after` seconds (default 10) of the last start doubles the delay (0.5 s, 1 s, 2 s, ...
   up to `--max-backoff`); a child that ran that long is considered healthy and the back-off resets.
 - **Pid files.** `--pid-file` holds `{"pid", "create_time", "argv"}` of the watchdog,
-  `--child-pid-file` holds `{"pid", "create_time", "restarts", "started_at"}` of the current child.
+  `--child-pid-file` holds `{"pid", "create_time", "restarts", "started_at", "watchdog"}` of the
+  current child (`watchdog`: the pid of the watchdog that started it).
   A pid alone is no identity (pids are reused): a reader checks `create_time` too
   (`gpustack_iac.runtime.procs.is_alive`). `W.json.lock` is flock()ed for the watchdog's life, so a
   second watchdog for the same pid file exits with status 3 instead of starting a second child.
@@ -144,7 +145,7 @@ class Watchdog:
         )
         procs.write_port_file(self.args.child_pid_file, {
             "pid": child.pid, "create_time": procs.create_time(child.pid), "restarts": self.restarts,
-            "started_at": time.time(),
+            "started_at": time.time(), "watchdog": os.getpid(),
         })
         return child
 
