@@ -169,3 +169,21 @@ def test_gateway_counts_time_to_first_byte_and_held_requests_for_the_autoscaler(
     assert w.mean_waiting(0.5, 1.0) == 1
     p90 = w.quantile(0.9, TTFB_BUCKETS, 60, 1.0)
     assert p90 is not None and 0.27 < p90 <= 0.32  # within the 12% bucket around 0.3 s
+
+
+def test_queue_and_concurrency_metrics_size_on_their_own_gauges() -> None:
+    def settle(scaling: ScalingConfig, in_flight: int, waiting: int) -> int:
+        clock = [0.0]
+        scaler = ServiceAutoscaler([GroupConfig("g", 1, 10, None)], scaling, clock=lambda: clock[0])
+        n = 1
+        for t in range(120):
+            clock[0] = float(t)
+            scaler.observe(LoadSample(clock[0], t, in_flight, waiting))
+            n = scaler.decide({"g": n}, set())["g"]  # replicas are ready at once
+        return n
+
+    # 23 held requests at 5 per replica; 12 running (23 in flight of which 11 held) at 3 per replica.
+    assert settle(ScalingConfig("queue", 5, 0, 60), in_flight=23, waiting=23) == 5
+    assert settle(ScalingConfig("concurrency", 3, 0, 60), in_flight=23, waiting=11) == 4
+    # The rate (1 rps) alone would need one replica: neither metric applies to an rps service.
+    assert settle(ScalingConfig("rps", 10, 0, 60), in_flight=23, waiting=11) == 1
