@@ -32,9 +32,9 @@ class ScalingConfig:
 
     `target` is the per-replica value of `metric` the autoscaler aims for: "rps" requests per
     second, "concurrency" requests in flight, "latency" the p90 time to first byte in
-    milliseconds, "queue" requests held at the gateway. `in_flight_target` is the safety net of
-    the rps metric (concurrent requests one replica should carry; None reads `target` as that
-    number too). Fields left None take the controller's `Tuning` defaults.
+    milliseconds, "queue" requests held at the gateway. `in_flight_target` is the opt-in safety net
+    of the rps metric (concurrent requests one replica should carry; None: no safety net).
+    Fields left None take the controller's `Tuning` defaults.
 
     Headroom: the stable path provisions for `mean + headroom_z x sigma` of the per-second
     arrivals, but never more than `headroom_budget` x the replicas the mean needs (rounded
