@@ -10,16 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
+from gpustack_iac.stacks.fleet import Fleet, local_host_names
 from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
@@ -107,6 +108,18 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
+    return problems
+
+
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
@@ -120,8 +133,12 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
     return next(iter(gateways.values())) if len(gateways) == 1 else None
 
 
-def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
-    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem.
+
+    `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
+    them; by default the local fleets' hosts, measured on this machine.
+    """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
@@ -151,6 +168,11 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         raise ConfigError(problems)
 
     definitions = {str(s.name): _definition(s) for s in spec.services}
+    if hosts is None:
+        hosts = local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+    problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    if problems:
+        raise ConfigError(problems)
 
     def program() -> None:
         fleets = [Fleet(f, ctx) for f in spec.fleets]
@@ -182,6 +204,12 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
     return definition
 
 
