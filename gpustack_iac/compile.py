@@ -187,7 +187,9 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
             services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
-            endpoints[name] = services[name].endpoint
+            # From the gateway, not the registration: the outputs are then recorded as soon as the
+            # gateway runs, even when a service fails to get ready (status, logs and output need them).
+            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)

@@ -21,6 +21,13 @@ def _controller(project: str | None, stack: str | None, state_dir: Path | None, 
     outputs = space.engine().outputs()
     control_url, admin = unwrap_secret(outputs.get("control_url")), unwrap_secret(outputs.get("admin_token"))
     if not control_url or not admin:
+        # No stack outputs (an up stopped before recording them): a gateway in state still answers.
+        store = space.store()
+        for res in store.load().resources if store.exists() else []:
+            if res.custom and res.type.endswith(":Gateway") and res.outputs.get("control_url"):
+                control_url, admin = unwrap_secret(res.outputs["control_url"]), unwrap_secret(res.outputs.get("admin_token"))
+                break
+    if not control_url or not admin:
         raise GpustackError(f"stack {space.project}/{space.stack} has no gateway; nothing runs to report on")
     return str(control_url), str(admin)
 

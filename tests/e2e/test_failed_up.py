@@ -13,7 +13,7 @@ name: hello
 port: 8000
 auth: true
 commands:
-  - python3 -c "import sys; print('boom: model file missing', flush=True); sys.exit(3)"
+  - 'python3 -c "import sys; print(\\"boom: model file missing\\", flush=True); sys.exit(3)"'
 replicas: 1
 resources:
   cpu: 1..

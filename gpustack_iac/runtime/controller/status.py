@@ -92,6 +92,9 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
                 "desired": st.desired.get(g.name, g.replicas.min),
                 "ready": sum(1 for r in mine if r.routable),
                 "message": st.messages.get(g.name),
+                # Read by `up`'s readiness wait, which stops at once on either instead of timing out.
+                "no_capacity": g.name in st.no_capacity,
+                "crash_streak": st.crash_streak.get(g.name, 0),
                 "replicas": [_replica_json(r) for r in mine],
             }
         )
