@@ -25,6 +25,7 @@ from gpustack_iac.engine.embedded.diff import (
     diff_values,
     normalize_numbers,
     path_matches,
+    rewrap_like,
     top_key,
     unwrap,
     wrap_secret,
@@ -269,7 +270,7 @@ class Deployment:
             checked = normalize_numbers(dict(result.inputs))
             checked[PROVIDER_KEY] = news[PROVIDER_KEY]
             for key in secret_keys & set(checked):
-                checked[key] = wrap_secret(checked[key])
+                checked[key] = rewrap_like(news[key], checked[key]) if key in news else wrap_secret(checked[key])
         detail = ""
         reasons: list[str] = []
         dbr_from_provider = False
@@ -324,7 +325,7 @@ class Deployment:
         result = normalize_numbers(dict(outs or {}))
         result[PROVIDER_KEY] = d.inputs[PROVIDER_KEY]
         for key in d.secret_keys & set(result):
-            result[key] = wrap_secret(result[key])
+            result[key] = rewrap_like(d.inputs[key], result[key]) if key in d.inputs else wrap_secret(result[key])
         return result
 
     def _apply(self, reg: Registration, d: _Decision, old: ResourceState | None) -> ResourceState:

@@ -24,6 +24,19 @@ def wrap_secret(value: Any) -> dict[str, Any]:
     return value if is_secret(value) else {SIG_KEY: SECRET_SIG, "value": value}
 
 
+def rewrap_like(like: Any, value: Any) -> Any:
+    """`value` with secret wrappers where `like` (the same property before a provider's check or
+    read) has them, nested as they were: one secret env value hides only itself, not the whole
+    definition. Where the shapes no longer match, the whole subtree is wrapped."""
+    if is_secret(like):
+        return wrap_secret(rewrap_like(like["value"], value))
+    if isinstance(like, dict) and isinstance(value, dict):
+        return {k: rewrap_like(like[k], v) if k in like else v for k, v in value.items()}
+    if isinstance(like, list) and isinstance(value, list) and len(like) == len(value):
+        return [rewrap_like(a, b) for a, b in zip(like, value)]
+    return wrap_secret(value) if contains_secret(like) else value
+
+
 def unwrap(value: Any) -> Any:
     """Every secret wrapper removed, deeply: what a provider that does not accept secrets sees.
 
