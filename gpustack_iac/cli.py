@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from gpustack_iac import __version__
+from gpustack_iac.console import console as make_console
 from gpustack_iac.errors import ConfigError, GpustackError
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True, highlight=False)
 
 
 # Commands that live in their own modules (gpustack_iac/commands/), loaded on first use so that
@@ -122,10 +122,7 @@ def validate(paths: tuple[Path, ...]) -> None:
     for doc in spec.documents():
         row = summarize(doc)
         table.add_row(row.kind, row.name, "\n".join(row.details), row.file)
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=160)  # piped into a file or CI log: do not wrap at 80
-    console.print(table)
+    make_console(highlight=False).print(table)
 
 
 @main.command()

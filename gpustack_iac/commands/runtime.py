@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+
+from gpustack_iac.console import console as make_console
 from rich.table import Table
 
 from gpustack_iac import workspace as ws
@@ -38,21 +41,27 @@ def _gib(value: Any) -> str:
 
 @click.command()
 @existing_stack_options
-def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: the controller's answers (hosts, services, routers) for scripts.")
+def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str, fmt: str) -> None:
     """Show hosts, services, replica groups and their replicas.
 
     \b
-    Example:
+    Examples:
       gpustack-iac status
+      gpustack-iac status --format json | jq '.services[].groups[].ready'
     """
     url, token = _controller(project, stack, state_dir, engine)
-    console = Console()
+    console = make_console()
     try:
         agents = http.call("GET", url, "/control/agents", token)
         services = http.call("GET", url, "/control/services", token)
         routers = http.call("GET", url, "/control/routers", token)
     except GpustackError as exc:
         raise GpustackError(f"the gateway's controller does not answer ({exc}); run `gpustack-iac plan` to see what must be re-created") from exc
+    if fmt == "json":
+        click.echo(json.dumps({"hosts": agents, "services": services, "routers": routers}, indent=2))
+        return
     hosts = Table(title="Hosts", title_justify="left")
     for col in ("host", "healthy", "cpus", "memory", "gpus", "labels"):
         hosts.add_column(col)

@@ -16,6 +16,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpustack_iac.console import console as make_console
+
 from gpustack_iac.compile import CompiledStack, compile_spec
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
@@ -125,7 +127,7 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
       gpustack-iac plan . --format markdown > plan.md
       gpustack-iac plan . -o plan.json --detailed-exitcode
     """
-    console = Console(stderr=fmt != "terminal")
+    console = make_console(stderr=fmt != "terminal")
     prepared = prepare(paths, stack, state_dir, engine)
     with console.status("planning…") if sys.stderr.isatty() else nullcontext():
         result = make_plan(prepared, refresh)
@@ -194,7 +196,7 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
       gpustack-iac up examples/local --yes
       gpustack-iac up plan.json
     """
-    console = Console(stderr=fmt != "terminal")
+    console = make_console(stderr=fmt != "terminal")
     saved: Plan | None = None
     if _is_plan_file(paths):
         saved = planfile.load_plan(paths[0])
@@ -244,7 +246,7 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
     Example:
       gpustack-iac destroy --yes
     """
-    console = Console()
+    console = make_console()
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     resources = [r for r in space.store().load().resources if r.custom]
     if not resources:
@@ -270,7 +272,7 @@ def refresh(project: str | None, stack: str | None, state_dir: Path | None, engi
     Example:
       gpustack-iac refresh      # after a reboot: shows the processes that are gone
     """
-    console = Console()
+    console = make_console()
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     result = space.engine().refresh()
     render_terminal(result, console)

@@ -40,6 +40,14 @@ def test_up_serves_both_groups_then_update_and_destroy(local_project: Project) -
     status = local_project.cli("status").stdout
     assert "hello" in status and "base" in status and "burst" in status
     assert "2/2" in status and "1/1" in status
+    # Piped (as here), nothing wraps: the curl hint is one line, every replica id and URL whole.
+    curl = [line for line in up.stdout.splitlines() if "curl " in line]
+    assert len(curl) == 1 and curl[0].rstrip().endswith(f"{endpoint}/"), up.stdout
+    assert "Bearer $(gpustack-iac output token --show-secrets)" in curl[0]
+    services = json.loads(local_project.cli("status", "--format", "json").stdout)["services"]
+    ids = [r["id"] for g in services[0]["groups"] for r in g["replicas"]]
+    assert len(ids) == 3 and all(rid in status for rid in ids), status
+    assert f"hello: {services[0]['endpoint']}" in status
     every = local_project.cli("logs", "hello").stdout  # a header per replica when several match
     assert every.count("==> hello-base-") == 2 and every.count("==> hello-burst-") == 1, every
     assert "hello-base-" not in local_project.cli("logs", "hello", "--group", "burst").stdout
