@@ -101,8 +101,9 @@ def validate(paths: tuple[Path, ...]) -> None:
 
     PATHS are files or directories; directories are searched recursively for
     *.gpustack.yml, *.dstack.yml, .gpustack.yml and .dstack.yml (also .yaml).
-    Exits 0 and prints a summary table, or prints every error (file:line:column,
-    property path, what was expected) and exits 1.
+    Exits 0 and prints a summary table, marking each document deployable by this
+    version or not and why, or prints every error (file:line:column, property path,
+    what was expected) and exits 1.
 
     \b
     Examples:
@@ -110,7 +111,9 @@ def validate(paths: tuple[Path, ...]) -> None:
       gpustack-iac validate service.gpustack.yml fleet.gpustack.yml
       HF_TOKEN=... gpustack-iac validate llm.dstack.yml
     """
+    from gpustack_iac.backends import not_deployable
     from gpustack_iac.spec.loader import load_paths
+    from gpustack_iac.spec.models import ProjectConfig
     from gpustack_iac.spec.summary import summarize
 
     spec = load_paths(list(paths), os.environ)
@@ -119,9 +122,12 @@ def validate(paths: tuple[Path, ...]) -> None:
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("groups / details")
     table.add_column("file", style="dim")
+    table.add_column(f"deployable by {__version__}")
     for doc in spec.documents():
         row = summarize(doc)
-        table.add_row(row.kind, row.name, "\n".join(row.details), row.file)
+        why = not_deployable(doc)
+        deployable = "-" if isinstance(doc, ProjectConfig) else "yes" if why is None else f"[yellow]no[/]: {why}"
+        table.add_row(row.kind, row.name, "\n".join(row.details), row.file, deployable)
     make_console(highlight=False).print(table)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import pulumi
 
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
@@ -25,8 +26,6 @@ from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
-# Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local",)
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -50,16 +49,10 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
     return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    if fleet.is_ssh:
-        return "ssh"
-    return ",".join(fleet.backends) if fleet.backends else "<any>"
-
-
 def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
+        backend = fleet_backend(fleet)
         if backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "

@@ -83,3 +83,19 @@ def test_version_and_help_with_examples() -> None:
     for command in ("validate", "schema"):
         result = _cli(command, "--help")
         assert result.returncode == 0 and "Examples:" in result.stdout and f"gpustack-iac {command}" in result.stdout
+
+
+def test_validate_marks_each_document_deployable_or_not_and_why() -> None:
+    result = _cli("validate", "examples/")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 6}
+    assert rows["hello"].rstrip(" │").endswith("yes"), rows["hello"]
+    assert "no: backend aws is not implemented yet (implemented: local)" in rows["aws-gateway"]
+    assert "no: backend ssh is not implemented yet" in rows["on-prem"]
+
+
+def test_an_empty_configuration_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.gpustack.yml").write_text("# nothing here yet\n")
+    result = _cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "empty.gpustack.yml:1:1: the file declares nothing" in result.stderr, result.stderr
