@@ -63,7 +63,9 @@ class _Group(click.Group):
             exc.show()
             sys.exit(1)
         except click.exceptions.Abort:
-            click.echo("Aborted.", err=True)
+            # Ctrl-C outside an apply (up and destroy say what they applied themselves).
+            click.echo("Interrupted. The state is consistent: every step that finished is recorded in it; "
+                       "run `gpustack-iac plan` to see where things stand.", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ def logs(service: str, project: str | None, stack: str | None, state_dir: Path |
       gpustack-iac logs hello --group burst -f
     """
     url, token = _controller(project, stack, state_dir, engine)
+    _check_log_selection(url, token, service, group, replica)
     query = [f"tail={tail}"] + ([f"group={group}"] if group else []) + ([f"replica={replica}"] if replica is not None else [])
     if not follow:
         text = http.call("GET", url, f"/control/services/{service}/logs?{'&'.join(query)}", token) or ""
@@ -134,3 +136,22 @@ def logs(service: str, project: str | None, stack: str | None, state_dir: Path |
     # The controller streams new lines of every matching replica as they are written.
     for chunk in http.stream(url, f"/control/services/{service}/logs?{'&'.join(query + ['follow=1'])}", token):
         click.echo(chunk.decode(errors="replace"), nl=False)
+
+
+def _check_log_selection(url: str, token: str, service: str, group: str | None, replica: int | None) -> None:
+    """An unknown service, group or replica number is an error naming the valid ones, not empty output."""
+    try:
+        info = http.call("GET", url, f"/control/services/{urllib.parse.quote(service, safe='')}", token)
+    except http.NotFound:
+        names = [s["name"] for s in http.call("GET", url, "/control/services", token)]
+        raise GpustackError(f"no service {service!r}; the stack runs: {', '.join(names) or 'no services'}") from None
+    groups = {g["name"]: g for g in info.get("groups", [])}
+    if group is not None and group not in groups:
+        raise GpustackError(f"service {service} has no group {group!r}; its groups: {', '.join(groups)}")
+    if replica is not None:
+        chosen = [groups[group]] if group is not None else list(groups.values())
+        numbers = sorted({int(r["id"].rsplit("-", 1)[-1]) for g in chosen for r in g.get("replicas", [])
+                          if r["id"].rsplit("-", 1)[-1].isdigit()})
+        if replica not in numbers:
+            where = f"group {group}" if group else f"service {service}"
+            raise GpustackError(f"{where} has no replica {replica}; its replicas: {', '.join(map(str, numbers)) or 'none running'}")

@@ -43,6 +43,12 @@ class Aborted(GpustackError):
     """The user declined, or confirmation was needed where nobody can give it."""
 
 
+class Interrupted(GpustackError):
+    """Ctrl-C while applying."""
+
+    exit_code = 130
+
+
 def stack_options(f: Any) -> Any:
     f = click.option("--stack", "-s", default=None, help=f"Stack name (default: {ws.DEFAULT_STACK}).")(f)
     f = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
@@ -154,15 +160,25 @@ class _Progress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.finished: list[str] = []
 
     def start(self, step: Step) -> None:
         if step.custom and step.changes:
             self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
 
+    def interrupted(self, what: str) -> GpustackError:
+        """Ctrl-C: say what was applied; every finished step is journaled, so the state is consistent."""
+        done = ", ".join(self.finished) or "nothing"
+        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}. The state is consistent "
+                           "(a step cut short is recorded as pending and re-checked next time): run `gpustack-iac plan` "
+                           "to see what remains")
+
     def done(self, result: StepResult) -> None:
         step = result.step
         if not (step.custom and step.changes):
             return
+        if result.ok:
+            self.finished.append(f"{step.op.value} {step.name}")
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
         tail = f" ({result.seconds:.1f}s)" if result.ok else f": {result.error}"
         self.console.print(f"  {mark} {step.op.symbol} {step.type} {step.name}{tail}", highlight=False)
@@ -216,8 +232,11 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
     else:
         _confirm("Apply these changes?", yes or saved is not None)
     progress = _Progress(console)
-    result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
-                                            refresh=refresh and saved is None, on_start=progress.start)
+    try:
+        result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
+                                                refresh=refresh and saved is None, on_start=progress.start)
+    except KeyboardInterrupt:
+        raise progress.interrupted("up") from None
     _emit_apply(result, fmt, console)
     if not result.ok:
         failed = next(r for r in result.results if not r.ok)
@@ -247,7 +266,12 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
       gpustack-iac destroy --yes
     """
     console = make_console()
-    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    # One rule for "nothing to destroy", whether no stack was ever made or it was emptied: exit 0.
+    try:
+        space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    except ws.NoStackError as exc:
+        console.print(f"Nothing to destroy: {exc}", highlight=False)
+        return
     resources = [r for r in space.store().load().resources if r.custom]
     if not resources:
         console.print(f"Stack {space.project}/{space.stack} has nothing deployed.")
@@ -257,7 +281,10 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
         console.print(f"  - {res.type} {res.urn.rsplit('::', 1)[-1]}", highlight=False)
     _confirm("Destroy them?", yes)
     progress = _Progress(console)
-    result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+    try:
+        result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+    except KeyboardInterrupt:
+        raise progress.interrupted("destroy") from None
     render_apply_terminal(result, console)
     if not result.ok:
         raise GpustackError("destroy did not finish; the state lists what still exists — run destroy again")
@@ -381,8 +408,10 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
     """
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     store: StateStore = space.store()
+    had_file = store.lock_path.exists()
     owner = store.unlock(force=force)
     if owner is None:
-        click.echo("The stack was not locked.")
+        # --force removes a lock file that cannot be read (empty, truncated) without an owner to name.
+        click.echo(f"Removed an unreadable lock file ({store.lock_path})." if had_file else "The stack was not locked.")
         return
     click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")

@@ -51,6 +51,15 @@ def test_up_serves_both_groups_then_update_and_destroy(local_project: Project) -
     every = local_project.cli("logs", "hello").stdout  # a header per replica when several match
     assert every.count("==> hello-base-") == 2 and every.count("==> hello-burst-") == 1, every
     assert "hello-base-" not in local_project.cli("logs", "hello", "--group", "burst").stdout
+    assert "listening on 127.0.0.1:" in every  # the example app says what it does
+    for args, expected in ((("--group", "nosuch"), "service hello has no group 'nosuch'; its groups: base, burst"),
+                           (("-r", "9"), "service hello has no replica 9; its replicas: "),
+                           (("--group", "burst", "-r", "9"), "group burst has no replica 9; its replicas: ")):
+        wrong = local_project.cli("logs", "hello", *args, check=False)
+        assert wrong.returncode == 1 and expected in wrong.stderr, wrong.stderr
+    unknown = local_project.cli("logs", "nosuch", check=False)
+    assert unknown.returncode == 1 and "no service 'nosuch'; the stack runs: hello" in unknown.stderr, unknown.stderr
+    assert "HTTP 404" not in unknown.stderr
 
     # A no-op plan after up: nothing to change.
     plan = local_project.cli("plan", "local", "--detailed-exitcode", check=False)

@@ -99,12 +99,14 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
             }
         )
     rollout = None
-    if st.rollouts:
-        reports = [r.to_json() for r in st.rollouts.values()]
-        states = {r.state for r in st.rollouts.values()}
+    # A group removed from the definition keeps no rollout line.
+    current = [r for g, r in st.rollouts.items() if d.group(g) is not None]
+    if current:
+        reports = [r.to_json() for r in current]
+        states = {r.state for r in current}
         overall = "failed" if "failed" in states else "running" if "running" in states else "done"
         # One line for `up` and `status`: the failed groups' messages first.
-        ordered = sorted(st.rollouts.values(), key=lambda r: r.state != "failed")
+        ordered = sorted(current, key=lambda r: r.state != "failed")
         message = "; ".join(f"{r.group}: {r.message}" for r in ordered)
         rollout = {"state": overall, "message": message, "groups": reports}
     return {
