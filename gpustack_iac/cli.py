@@ -26,16 +26,18 @@ def _stderr() -> Console:
 
 
 # Commands that live in their own modules (gpustack_iac/commands/), loaded on first use so that
-# `validate` and `schema` never import Pulumi. Add a command here, or with `@main.command()` below.
-_LAZY_COMMANDS: dict[str, str] = {
-    "plan": "gpustack_iac.commands.stack:plan",
-    "up": "gpustack_iac.commands.stack:up",
-    "destroy": "gpustack_iac.commands.stack:destroy",
-    "refresh": "gpustack_iac.commands.stack:refresh",
-    "output": "gpustack_iac.commands.stack:output",
-    "state": "gpustack_iac.commands.stack:state",
-    "status": "gpustack_iac.commands.runtime:status",
-    "logs": "gpustack_iac.commands.runtime:logs",
+# `validate`, `schema` and `--help` never import Pulumi or aiohttp. Each entry carries the first line
+# of the command's docstring for the `--help` listing (tests/test_cli_light.py keeps them equal).
+# Add a command here, or with `@main.command()` below.
+_LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("gpustack_iac.commands.stack:plan", "Show what `up` would change."),
+    "up": ("gpustack_iac.commands.stack:up", "Apply the configuration (or a plan saved with `plan -o FILE`)."),
+    "destroy": ("gpustack_iac.commands.stack:destroy", "Remove everything the stack deployed (shows what first)."),
+    "refresh": ("gpustack_iac.commands.stack:refresh", "Read the real state of every resource back, record it, and report drift."),
+    "output": ("gpustack_iac.commands.stack:output", "Print the stack's outputs (or one of them)."),
+    "state": ("gpustack_iac.commands.stack:state", "Inspect the stack's state, or clear a stale lock."),
+    "status": ("gpustack_iac.commands.runtime:status", "Show hosts, services, replica groups and their replicas."),
+    "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs."),
 }
 
 
@@ -46,9 +48,23 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in _LAZY_COMMANDS:
-            module, _, attr = _LAZY_COMMANDS[cmd_name].partition(":")
+            module, _, attr = _LAZY_COMMANDS[cmd_name][0].partition(":")
             command = getattr(importlib.import_module(module), attr)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the short help strings above, without importing the commands."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is not None:
+                if not command.hidden:
+                    rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+            else:
+                rows.append((name, _LAZY_COMMANDS[name][1]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Exit codes: 0 ok, 1 any error (usage errors too), 2 only for `plan --detailed-exitcode` changes.
@@ -87,7 +103,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="gpustack-iac")
 def main() -> None:
-    """Declarative GPU services across clouds: dstack-style YAML compiled to Pulumi stacks.
+    """Declarative GPU services: dstack-style YAML compiled to Pulumi stacks (README lists what deploys).
 
     \b
     Examples:
