@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from gpustack_iac.engine.base import Engine, EngineKind, select_engine
+from gpustack_iac.engine.base import Engine, EngineKind
+from gpustack_iac.engine.factory import select_engine
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.spec.loader import Spec

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands.stack import existing_stack_options
-from gpustack_iac.engine.render.common import unwrap_secret
+from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers import http
 

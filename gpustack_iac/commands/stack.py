@@ -21,7 +21,7 @@ from gpustack_iac.console import console as make_console
 from gpustack_iac.compile import CompiledStack, compile_spec
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
-from gpustack_iac.engine.render.common import unwrap_secret
+from gpustack_iac.engine.wire import is_secret, unwrap_secret
 from gpustack_iac.engine.render.json import render_apply_json, render_json
 from gpustack_iac.engine.render.markdown import render_apply_markdown, render_markdown
 from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
@@ -319,13 +319,11 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
       gpustack-iac output endpoint
       gpustack-iac output token --show-secrets
     """
-    from gpustack_iac.engine.render.common import is_secret_value
-
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     outputs = space.engine().outputs()
 
     def shown(value: Any) -> Any:
-        if is_secret_value(value):
+        if is_secret(value):
             return unwrap_secret(value) if show_secrets else "[secret]"
         if isinstance(value, dict):
             return {k: shown(v) for k, v in value.items()}

@@ -19,8 +19,6 @@ from gpustack_iac.engine.base import StartCallback, StepCallback
 from gpustack_iac.engine.embedded.diff import (
     PROVIDER_KEY,
     apply_ignore_changes,
-    contains_secret,
-    contains_unknown,
     diff_inputs,
     diff_values,
     normalize_numbers,
@@ -28,7 +26,6 @@ from gpustack_iac.engine.embedded.diff import (
     rewrap_like,
     top_key,
     unwrap,
-    wrap_secret,
 )
 from gpustack_iac.engine.embedded.graph import deletion_order
 from gpustack_iac.engine.embedded.monitor import Registration
@@ -36,6 +33,7 @@ from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.urn import STACK_TYPE
 from gpustack_iac.engine.model import PropertyDiff, Step, StepOp, StepResult
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
+from gpustack_iac.engine.wire import contains_secret, contains_unknown, wrap_secret
 from gpustack_iac.errors import EngineError
 
 PLUGIN_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/) and use --engine pulumi"

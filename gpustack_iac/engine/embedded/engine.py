@@ -7,20 +7,13 @@ from typing import Any
 
 from gpustack_iac.engine.base import Program, StartCallback, StepCallback
 from gpustack_iac.engine.embedded.deployment import Deployment, StepFailed, plugin_refusal
-from gpustack_iac.engine.embedded.diff import (
-    PROVIDER_KEY,
-    UNKNOWN,
-    diff_values,
-    is_secret,
-    normalize_numbers,
-    unwrap,
-    wrap_secret,
-)
+from gpustack_iac.engine.embedded.diff import PROVIDER_KEY, diff_values, normalize_numbers, unwrap
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
 from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.runner import DEFAULT_PARALLEL, run_program
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepOp
 from gpustack_iac.engine.state import Checkpoint, PendingOperation, ResourceState, StateStore
+from gpustack_iac.engine.wire import UNKNOWN, is_secret, wrap_secret
 from gpustack_iac.errors import EngineError, GpustackError, PlanStaleError
 
 SECRET_MASK = "[secret]"
