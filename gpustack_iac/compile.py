@@ -37,6 +37,8 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    # (kind, name) → the spec each component records in state; the plan summary compares them.
+    component_specs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -188,7 +190,27 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
+                         component_specs=_component_specs(spec, definitions))
+
+
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names and where local processes keep their files."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root))
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
+    for gateway in spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in definitions.items():
+        specs[("service", name)] = Service.spec_of(definition)
+    for router in spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
+    return specs
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 
 READY_TIMEOUT = 300.0
 # Replacements in a row after which a group is in a crash loop and waiting longer is pointless.

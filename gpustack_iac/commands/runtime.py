@@ -17,7 +17,7 @@ from gpustack_iac import workspace as ws
 from gpustack_iac.commands.stack import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 
 
 def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> tuple[str, str]:

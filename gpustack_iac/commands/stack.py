@@ -18,7 +18,7 @@ from rich.console import Console
 
 from gpustack_iac.console import console as make_console
 
-from gpustack_iac.compile import CompiledStack, compile_spec
+from gpustack_iac.compile import CompiledStack, compile_stack
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
 from gpustack_iac.engine.wire import is_secret, unwrap_secret
@@ -29,11 +29,6 @@ from gpustack_iac.engine.state import StateStore
 from gpustack_iac.engine.summary import specs_from_resources, summarize
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.spec.loader import Spec, load_paths
-from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
-from gpustack_iac.stacks.gateway import Gateway
-from gpustack_iac.stacks.router import Router
-from gpustack_iac.stacks.service import Service
 from gpustack_iac import workspace as ws
 
 FORMATS = ("terminal", "markdown", "json")
@@ -75,23 +70,8 @@ def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, 
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    ctx = StackContext(project=space.project, stack=space.stack, state_root=space.state_root)
-    compiled = compile_spec(spec, ctx)
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root)
     return Prepared(space, spec, compiled, path_list)
-
-
-def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
-    """The component specs `up` would record, keyed like summary.specs_from_resources."""
-    specs: dict[tuple[str, str], dict[str, Any]] = {}
-    for fleet in prepared.spec.fleets:
-        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
-    for gateway in prepared.spec.gateways:
-        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
-    for name, definition in prepared.compiled.definitions.items():
-        specs[("service", name)] = Service.spec_of(definition)
-    for router in prepared.spec.routers:
-        specs[("router", str(router.name))] = Router.definition_of(router)
-    return specs
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:
@@ -99,7 +79,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
-    plan.config_changes = summarize(old, _new_specs(prepared))
+    plan.config_changes = summarize(old, prepared.compiled.component_specs)
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
