@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from gpustack_iac.engine.state import StateStore
 from tests.e2e.conftest import Project
 
 _CRASHING = """\
@@ -53,3 +54,9 @@ def test_crashing_service_fails_up_fast_then_status_logs_output_work(local_proje
     assert "hello" in status.stdout and "0/1" in status.stdout, status.stdout
     logs = local_project.cli("logs", "hello")
     assert "boom: model file missing" in logs.stdout, logs.stdout
+
+    # Even with no stack outputs at all (an up stopped before recording them), a running gateway answers.
+    store = StateStore(local_project.root / ".gpustack" / "state", "local", "dev", passphrase="e2e-test-passphrase")
+    store.set_outputs({})
+    assert "gateway_url" not in local_project.outputs()
+    assert "hello" in local_project.cli("status").stdout
