@@ -238,7 +238,7 @@ def test_store_persists_registrations_and_is_private(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- routers
 def test_router_definitions_are_validated_into_gateway_routes() -> None:
     from gpustack_iac.runtime.controller.model import parse_router
-    from gpustack_iac.runtime.controller.routes import router_route
+    from gpustack_iac.runtime.controller.publish import router_route
 
     router = parse_router({"name": "llm", "strategy": "cost", "members": [{"service": "a", "cost": 2.0}, {"service": "b"}]})
     route = router_route(router)

@@ -11,7 +11,7 @@ from typing import Any
 from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.model import effective_scaling
-from gpustack_iac.runtime.controller.state import ServiceState
+from gpustack_iac.runtime.controller.live import ServiceState
 from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
 
 

@@ -16,7 +16,7 @@ from gpustack_iac.runtime.controller.replica_counts import desired_counts
 from gpustack_iac.runtime.controller.replica_start import start_replicas
 from gpustack_iac.runtime.controller.replica_stop import begin_stop
 from gpustack_iac.runtime.controller.rollout import ReplicaView, plan_group
-from gpustack_iac.runtime.controller.state import ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 
 
 async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) -> None:

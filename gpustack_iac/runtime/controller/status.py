@@ -9,7 +9,7 @@ from typing import Any
 
 from gpustack_iac.runtime.controller.errors import UnknownRouterError, UnknownServiceError
 from gpustack_iac.runtime.controller.reconcile import Controller
-from gpustack_iac.runtime.controller.state import ReplicaState
+from gpustack_iac.runtime.controller.live import ReplicaState
 
 
 def agents_json(c: Controller) -> list[dict[str, Any]]:

@@ -1,4 +1,7 @@
-"""The controller's in-memory view of agents, services and replicas, rebuilt from the store on start."""
+"""Live records: what the controller knows right now of each agent, service and replica.
+
+Rebuilt from the store (store.py) and the agents' listings on start; `core.py` holds them.
+"""
 
 from __future__ import annotations
 
