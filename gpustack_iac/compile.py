@@ -103,6 +103,14 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
+    """Local fleets' hosts, measured here. With any other fleet the facts of some hosts are not
+    known here, and a group only they could run must not be refused: no check (empty list)."""
+    if any(fleet_backend(f) != "local" for f in spec.fleets):
+        return []
+    return local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+
+
 def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
     """A group no host can take one replica of would wait for capacity forever: refuse it now."""
     problems = []
@@ -164,7 +172,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
 
     definitions = {str(s.name): _definition(s) for s in spec.services}
     if hosts is None:
-        hosts = local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+        hosts = _default_hosts(spec, ctx)
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
     if problems:
         raise ConfigError(problems)
