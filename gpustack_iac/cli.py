@@ -11,18 +11,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from gpustack_iac import __version__
-from gpustack_iac.console import console as make_console
 from gpustack_iac.errors import ConfigError, GpustackError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _stderr() -> Console:
-    return make_console(stderr=True, highlight=False)
+    from gpustack_iac.console import console  # rich, loaded only when there is something to print
+
+    return console(stderr=True, highlight=False)
 
 
 # Commands that live in their own modules (gpustack_iac/commands/), loaded on first use so that
@@ -129,7 +132,10 @@ def validate(paths: tuple[Path, ...]) -> None:
       gpustack-iac validate service.gpustack.yml fleet.gpustack.yml
       HF_TOKEN=... gpustack-iac validate llm.dstack.yml
     """
+    from rich.table import Table
+
     from gpustack_iac.backends import not_deployable
+    from gpustack_iac.console import console
     from gpustack_iac.spec.loader import load_paths
     from gpustack_iac.spec.models import ProjectConfig
     from gpustack_iac.spec.summary import summarize
@@ -146,7 +152,7 @@ def validate(paths: tuple[Path, ...]) -> None:
         why = not_deployable(doc)
         deployable = "-" if isinstance(doc, ProjectConfig) else "yes" if why is None else f"[yellow]no[/]: {why}"
         table.add_row(row.kind, row.name, "\n".join(row.details), row.file, deployable)
-    make_console(highlight=False).print(table)
+    console(highlight=False).print(table)
 
 
 @main.command()
