@@ -21,6 +21,8 @@ from gpustack_iac.runtime import sync_client as http
 READY_TIMEOUT = 300.0
 # Replacements in a row after which a group is in a crash loop and waiting longer is pointless.
 CRASH_LOOP = 2
+# Placement reasons (runtime/controller/placement.py) that may clear up by themselves.
+TRANSIENT_NO_CAPACITY = ("host facts unknown", "agent unreachable", "no agent registered")
 
 
 class ServiceNotReady(RuntimeApiError):
@@ -126,7 +128,9 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
 def _fail_fast(name: str, groups: list[dict[str, Any]]) -> None:
     """Stop waiting, with the controller's reason, when a group cannot get ready by waiting."""
     for g in groups:
-        if g.get("no_capacity"):
+        message = str(g.get("message") or "")
+        # An agent not reached yet (just registered) or briefly unreachable is no verdict on capacity.
+        if g.get("no_capacity") and not any(w in message for w in TRANSIENT_NO_CAPACITY):
             raise ServiceNotReady(f"service {name} group {g['name']}: {g.get('message') or 'no capacity'}")
         if int(g.get("crash_streak") or 0) >= CRASH_LOOP:
             raise ServiceNotReady(f"service {name} group {g['name']}: crash loop: {g.get('message') or 'replicas keep exiting'}; "
