@@ -44,3 +44,15 @@ def test_literal_env_changes_show_values_and_the_secret_stays_hidden(tmp_path: P
     for p in (tmp_path / "state").rglob("*"):
         if p.is_file():
             assert b"tok-1" not in p.read_bytes()
+
+
+def test_a_nested_secret_stays_encrypted_after_a_refresh(tmp_path: Path) -> None:
+    engine = open_engine(tmp_path / "state")
+    assert engine.up(_program("spiky", "tok-refresh", 1)).ok
+    engine.refresh()
+    [svc] = [r for r in engine.store.load().resources if r.urn.endswith("::svc")]
+    assert svc.outputs["definition"]["env"]["HF_TOKEN"]["value"] == "tok-refresh"  # wrapped, in memory
+    assert svc.outputs["definition"]["env"]["ROLE"] == "spiky"
+    for p in (tmp_path / "state").rglob("*"):
+        if p.is_file():
+            assert b"tok-refresh" not in p.read_bytes()
