@@ -38,7 +38,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "destroy": ("gpustack_iac.commands.stack:destroy", "Remove everything the stack deployed (shows what first)."),
     "refresh": ("gpustack_iac.commands.stack:refresh", "Read the real state of every resource back, record it, and report drift."),
     "output": ("gpustack_iac.commands.stack:output", "Print the stack's outputs (or one of them)."),
-    "state": ("gpustack_iac.commands.stack:state", "Inspect the stack's state, or clear a stale lock."),
+    "state": ("gpustack_iac.commands.stack:state", "Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint."),
     "status": ("gpustack_iac.commands.runtime:status", "Show hosts, services, replica groups and their replicas."),
     "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs."),
 }

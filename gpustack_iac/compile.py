@@ -27,6 +27,10 @@ from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
 
+# The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
+# (never silently downgraded) until it serves TLS.
+LOCAL_GATEWAY_SERVES_TLS = False
+
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
                   "idle_duration", "creation_policy", "termination_policy", "termination_idle_time")
@@ -38,7 +42,8 @@ class CompiledStack:
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
     # (kind, name) → the spec each component records in state; the plan summary compares them.
-    component_specs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
+    component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -63,11 +68,40 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        else:
+            problems += _check_local_gateway(gateway)
     for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
         for doc in docs:
             problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
                                                "but not deployable yet; remove it from the paths given to plan/up"))
     return problems
+
+
+def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
+    """What a local gateway cannot honour: refused at plan rather than silently served otherwise."""
+    problems = []
+    if gateway.replicas > 1:
+        problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
+                                                   "runs one gateway process per gateway; set replicas: 1"))
+    if not LOCAL_GATEWAY_SERVES_TLS and gateway.certificate is not None:
+        # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        if gateway.domain or "certificate" in gateway.model_fields_set:
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} would "
+                                  "be served as plain HTTP: the local gateway does not serve TLS yet; set certificate: null "
+                                  "to serve plain HTTP on 127.0.0.1"))
+    return problems
+
+
+def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
+    """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
+    if LOCAL_GATEWAY_SERVES_TLS or gateway.backend != "local" or not service.https:
+        return []
+    # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
+    if not gateway.domain and "https" not in service.model_fields_set:
+        return []
+    why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
+    return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
+                                    "gateway does not serve TLS yet; set https: false")]
 
 
 def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
@@ -153,6 +187,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                                                       "configuration (type: gateway, default: true)"))
         else:
             service_gateway[str(service.name)] = str(gateway.name)
+            problems += _check_https(service, gateway)
     router_gateway: dict[str, str] = {}
     for router in spec.routers:
         chosen = gateways.get(router.gateway) if router.gateway else _default_gateway(gateways)
@@ -189,7 +224,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
             # From the gateway, not the registration: the outputs are then recorded as soon as the
             # gateway runs, even when a service fails to get ready (status, logs and output need them).
             endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
@@ -199,23 +234,24 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         _export(deployed, endpoints, gateways)
 
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
-                         component_specs=_component_specs(spec, definitions))
+                         component_specs=lambda: _component_specs(spec, definitions, ctx))
 
 
-def compile_stack(spec: Spec, project: str, stack: str, state_root: Path) -> CompiledStack:
-    """`compile_spec` for a command: the stack's names and where local processes keep their files."""
-    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root))
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names, where local processes keep their files, and
+    the key env fingerprints are made with (see StackContext)."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
 
 
-def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
     """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
     specs: dict[tuple[str, str], dict[str, Any]] = {}
     for fleet in spec.fleets:
-        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, ctx)
     for gateway in spec.gateways:
         specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
     for name, definition in definitions.items():
-        specs[("service", name)] = Service.spec_of(definition)
+        specs[("service", name)] = Service.spec_of(definition, ctx)
     for router in spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
     return specs

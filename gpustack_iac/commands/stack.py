@@ -70,7 +70,7 @@ def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, 
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    compiled = compile_stack(spec, space.project, space.stack, space.state_root)
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
     return Prepared(space, spec, compiled, path_list)
 
 
@@ -79,7 +79,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
-    plan.config_changes = summarize(old, prepared.compiled.component_specs)
+    plan.config_changes = summarize(old, prepared.compiled.component_specs())
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
@@ -327,13 +327,14 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
 
 @click.group()
 def state() -> None:
-    """Inspect the stack's state, or clear a stale lock.
+    """Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint.
 
     \b
     Examples:
       gpustack-iac state list
       gpustack-iac state show hello
       gpustack-iac state unlock
+      gpustack-iac state restore
     """
 
 
@@ -393,3 +394,24 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
         click.echo(f"Removed an unreadable lock file ({store.lock_path})." if had_file else "The stack was not locked.")
         return
     click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")
+
+
+@state.command("restore")
+@existing_stack_options
+def state_restore(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """Put back the copy of the checkpoint written at the last compaction.
+
+    For a checkpoint that is damaged, missing, or lost resources outside this tool (the commands
+    that read it say so). The replaced file is kept beside it as `<stack>.json.damaged-<time>`;
+    the journal of operations since the compaction still applies on top.
+
+    \b
+    Example:
+      gpustack-iac state restore --stack dev
+    """
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    store: StateStore = space.store()
+    with store.lock("restore"):
+        copy, aside = store.restore_backup()
+    kept = f"; the replaced file is kept as {aside}" if aside else ""
+    click.echo(f"Restored {store.path} from {copy}{kept}. Run `gpustack-iac plan` to check it against the configuration.")
