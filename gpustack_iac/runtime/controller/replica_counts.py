@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
+from gpustack_iac.runtime.controller.live import ServiceState
 from gpustack_iac.runtime.controller.model import Scaling, effective_scaling, scaling_config
-from gpustack_iac.runtime.controller.state import ServiceState
 from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
 
 
