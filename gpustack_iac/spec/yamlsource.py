@@ -10,8 +10,8 @@ YAML 1.1 booleans and base-60 numbers), and any property path maps back to a nod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import yaml
@@ -132,6 +132,7 @@ else:
             _Limits.__init__(self)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
+
 
 # When a property path names a key the YAML spells differently (an accepted alias), try these.
 KEY_ALIASES: dict[str, tuple[str, ...]] = {"replica_groups": ("groups", "replicas")}
