@@ -113,3 +113,15 @@ def test_validate_refuses_a_billion_laughs_file_quickly_with_one_line(tmp_path: 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[1:] == ["1 error"], result.stderr
     assert "laughs.gpustack.yml:11:" in lines[0] and "aliases in this file expand to more than" in lines[0], result.stderr
+
+
+def test_plan_refuses_a_50_mb_file_with_one_located_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.gpustack.yml"
+    with big.open("w") as f:
+        f.write("type: service\nname: s\nport: 8000\ncommands: [x]\n")
+        f.truncate(50 * 1024 * 1024)  # sparse: the loader must refuse it without reading it all
+    result = _cli("plan", str(big), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[1:] == ["1 error"], result.stderr
+    assert "big.gpustack.yml:" in lines[0] and "larger than 1024 KiB" in lines[0], result.stderr

@@ -225,6 +225,11 @@ def find_passphrase(explicit: str | None, root: Path, stack: str) -> Passphrase 
         return None
     except OSError as exc:
         raise StateError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise StateError(
+            f"the passphrase file {path} is damaged (not UTF-8 text): restore it from your backup, or set "
+            "GPUSTACK_PASSPHRASE to the stack's passphrase"
+        ) from None
     return Passphrase(text, str(path)) if text else None
 
 

@@ -218,3 +218,16 @@ def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> 
         load_paths([big], {})
     (diag,) = info.value.diagnostics
     assert "larger than 1024 KiB" in diag.message and diag.line >= 1
+
+
+def test_reading_runs_on_libyaml_when_pyyaml_has_it() -> None:
+    # Our counting composer sits on libyaml's parser; the pure-Python one is several times slower.
+    import yaml
+
+    from gpustack_iac.spec import yamlsource
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    from yaml.cyaml import CParser
+
+    assert issubclass(yamlsource._Loader, CParser)
