@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway_fixtures import EchoStats, client, echo_app, gateway, poll_until, run, serving, upstream
 from gpustack_iac.runtime.gateway.routing import ServiceRoute
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
-from gpustack_iac.runtime.gateway.wire import ChunkedDecoder, HttpProtocolError, split_head
+from gpustack_iac.runtime.gateway.wire import HttpProtocolError, check_target, check_value, is_chunked
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -359,32 +359,30 @@ def test_serves_under_uvloop() -> None:
         runner.run(asyncio.wait_for(scenario(), 60))
 
 
-def test_chunked_decoder_and_head_parser_units() -> None:
-    decoder = ChunkedDecoder()
-    data = b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nT: 1\r\n\r\nNEXT"
-    out: list[bytes] = []
-    tail = b""
-    for i in range(len(data)):  # one byte at a time: every state boundary is crossed
-        chunks, tail = decoder.feed(data[i : i + 1])
-        out += chunks
-        if decoder.done:
-            tail += data[i + 1 :]
-            break
-    assert b"".join(out) == b"Wikipedia" and tail == b"NEXT"
-    for bad in (b"0x4\r\nWiki\r\n", b"+4\r\nWiki\r\n", b"1_0\r\n", b"4\r\nWikiXX"):
+def test_checks_beyond_llhttp_units() -> None:
+    """What the gateway refuses on top of llhttp: control bytes in values and targets, undelimitable codings."""
+    check_value(b"X", b"a b\tc")
+    check_target(b"/a/b?c=%20d")
+    assert is_chunked(["gzip, chunked"])
+    for name, value in ((b"X", b"a\x0bb"), (b"X", b"a\x00"), (b"X", b"\x7f"), (b"X", b"a\nb")):
         try:
-            ChunkedDecoder().feed(bad)
+            check_value(name, value)
         except HttpProtocolError:
             continue
-        raise AssertionError(f"accepted {bad!r}")
-    start, headers = split_head(b"HTTP/1.1 200 OK\r\nA:b\r\nC:  d \t")
-    assert start == "HTTP/1.1 200 OK" and headers == [("A", "b"), ("C", "d")]
-    for bad in (b"GET / HTTP/1.1\r\nA b", b"GET / HTTP/1.1\r\nA\x00: b", b"GET / HTTP/1.1\r\n\tcont"):
+        raise AssertionError(f"accepted {value!r}")
+    for target in (b"/a\x01", b"/a b", b"/\x7f", b"/\xe9", b""):
         try:
-            split_head(bad)
+            check_target(target)
         except HttpProtocolError:
             continue
-        raise AssertionError(f"accepted {bad!r}")
+        raise AssertionError(f"accepted {target!r}")
+    for codings in (["gzip"], ["chunked, gzip"], ["chunked", "chunked"]):
+        try:
+            is_chunked(codings)
+        except HttpProtocolError as exc:
+            assert exc.status == 501
+            continue
+        raise AssertionError(f"accepted {codings!r}")
 
 
 def test_head_no_content_and_interim_answers() -> None:

@@ -29,7 +29,7 @@ from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
+from gpustack_iac.runtime.gateway.proxy import create_gateway_app, data_plane_site, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
 from gpustack_iac.runtime.procs import write_port_file
@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
     p.add_argument("--hold-queue", type=int, default=GatewaySettings.hold_queue)
     p.add_argument("--hold-timeout", type=float, default=GatewaySettings.hold_timeout)
+    p.add_argument("--max-client-connections", type=int, default=GatewaySettings.max_client_connections,
+                   help="client connections held at once; past it a new one gets 503")
+    p.add_argument("--listen-backlog", type=int, default=GatewaySettings.listen_backlog,
+                   help="connections the kernel queues before accept (capped by net.core.somaxconn)")
+    p.add_argument("--header-timeout", type=float, default=GatewaySettings.header_timeout,
+                   help="seconds a client has to send a whole request head")
     p.add_argument("--reconcile-interval", type=float, default=ControllerSettings.interval)
     p.add_argument("--probe-failures", type=int, default=ControllerSettings.probe_failures)
     p.add_argument("--startup-deadline", type=float, default=ControllerSettings.startup_deadline)
@@ -96,7 +102,10 @@ async def serve(args: argparse.Namespace) -> None:
     controller = Controller(store, table, metrics, settings)
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
-        GatewaySettings(hold_queue=args.hold_queue, hold_timeout=args.hold_timeout),
+        GatewaySettings(
+            hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
+            listen_backlog=args.listen_backlog, header_timeout=args.header_timeout,
+        ),
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
@@ -108,7 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await controller.start()
         await data_runner.setup()
-        await web.TCPSite(data_runner, args.host, args.port).start()
+        await data_plane_site(data_runner, gateway_app, args.host, args.port).start()
         await control_runner.setup()
         await web.TCPSite(control_runner, args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
