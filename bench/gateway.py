@@ -1,6 +1,6 @@
 """Gateway data-plane benchmark: small requests and held SSE streams, next to nginx and the bare backend.
 
-    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5]
+    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5] [--baseline-src DIR]
 
 Everything runs on 127.0.0.1 and stops when the run ends. Installs nothing: it uses Debian's
 `nginx` (the static backend, and `proxy_pass` with one worker as the peer) and `wrk` (load) when
@@ -15,6 +15,9 @@ Rows, measured in the same run:
                      design before it got its own HTTP/1.1 server and upstream client)
   gateway            this project's gateway pinned to the same core (uvloop when installed),
                      bearer auth on, metrics on: what production runs
+  gateway, baseline  with --baseline-src DIR: the same gateway role importing `gpustack_iac` from
+                     DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), so a
+                     change's effect on CPU per request is measured in the same run as nginx
 Then the p50 overhead of the gateway over the direct backend at half the gateway's measured
 saturation and at a light 100 req/s (wrk with a fixed pause per connection, which paces the load;
 a Python open-loop client when wrk is missing), and `--streams` concurrent SSE streams held
@@ -141,6 +144,9 @@ def role_gateway(port_file: Path, token_file: Path, small_url: str, sse_url: str
     from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
     from gpustack_iac.runtime.gateway.settings import GatewaySettings
 
+    import gpustack_iac
+
+    print(f"gateway code from {Path(gpustack_iac.__file__).parent}", flush=True)
     token = read_token_file(token_file)
     table = RoutingTable()
     table.set_service(ServiceRoute("bench", auth=True, model="bench-model", upstreams=(Upstream("small-0", "base", small_url),)))
@@ -200,11 +206,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
     raise SystemExit(f"{what} did not listen on port {port} within {STARTUP_TIMEOUT_S:.0f}s")
 
 
-def start_python_role(children: Children, name: str, cores: Sequence[int], workdir: Path, role_args: list[str]) -> Child:
+def start_python_role(
+    children: Children, name: str, cores: Sequence[int], workdir: Path, role_args: list[str], source: Path | None = None
+) -> Child:
     port_file = workdir / f"{name}.port"
     cmd = [*taskset(cores), sys.executable, str(Path(__file__).resolve()), "--role", *role_args, "--port-file", str(port_file)]
     log = open(workdir / f"{name}.log", "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = None
+    if source is not None:
+        # PYTHONPATH is searched before the installed (editable) package: the role runs that checkout's code.
+        env = {**os.environ, "PYTHONPATH": str(source.resolve())}
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     log.close()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not port_file.exists():
@@ -494,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=2000, help="concurrent SSE streams to hold (0 to skip)")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold the streams")
     parser.add_argument("--paced-seconds", type=float, default=5.0)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="a checkout of another revision: its gateway gets a row of its own in the same run")
     parser.add_argument("--role", choices=["backend", "gateway", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
@@ -555,6 +569,16 @@ def main(argv: list[str] | None = None) -> int:
         floor = start_python_role(children, "floor", proxy_cores, workdir, ["floor", "--small-url", small_url])
         targets.append(("aiohttp floor, 1 core", f"http://127.0.0.1:{floor.port}/small", None, floor.process.pid))
         targets.append(("gateway, 1 core", f"http://127.0.0.1:{gw.port}/services/bench/small", token, gw.process.pid))
+        if args.baseline_src is not None:
+            if not (args.baseline_src / "gpustack_iac" / "runtime" / "gateway" / "proxy.py").exists():
+                raise SystemExit(f"--baseline-src {args.baseline_src}: no gpustack_iac/runtime/gateway/proxy.py there")
+            base = start_python_role(
+                children, "gateway-baseline", proxy_cores, workdir,
+                ["gateway", "--token-file", str(token_file), "--small-url", small_url, "--sse-url", f"http://127.0.0.1:{py_backend.port}"],
+                source=args.baseline_src,
+            )
+            print(f"  baseline: {(workdir / 'gateway-baseline.log').read_text().strip()}")
+            targets.append(("gateway baseline, 1 core", f"http://127.0.0.1:{base.port}/services/bench/small", token, base.process.pid))
 
         os.sched_setaffinity(0, load_cores)
         _install_uvloop()  # the Python load generators below need all the speed they can get
@@ -581,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
             ng_r = results["nginx proxy_pass, 1 worker"]
             print(f"  gateway / nginx throughput, measured: {gw_r.rps / ng_r.rps:.2f}x; per dedicated core (CPU-time based): "
                   f"{ng_r.cpu_us_per_request / gw_r.cpu_us_per_request:.2f}x (target >= 0.25x)")
+        base_r = results.get("gateway baseline, 1 core")
+        if base_r is not None and base_r.cpu_us_per_request and gw_r.cpu_us_per_request:
+            print(f"  gateway CPU per request: {gw_r.cpu_us_per_request:.1f} us against the baseline's "
+                  f"{base_r.cpu_us_per_request:.1f} us ({gw_r.cpu_us_per_request / base_r.cpu_us_per_request:.2f}x)")
 
         rate = max(50.0, gw_r.rps / 2)
         paced_cx = 32

@@ -526,7 +526,10 @@ class Gateway:
         return None
 
     def _authorized(self, req: Request) -> bool:
-        return _token_matches(req, self._token)
+        verdict = req.authorized
+        if verdict is None:
+            verdict = req.authorized = _token_matches(req, self._token)
+        return verdict
 
     def _unauthorized(self, out: ServerConnection) -> None:
         self.metrics.rejected("unauthorized")

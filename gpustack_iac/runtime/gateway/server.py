@@ -35,7 +35,6 @@ from gpustack_iac.runtime.gateway.wire import (
     MAX_HEAD_BYTES,
     HttpProtocolError,
     check_target,
-    check_value,
     encode_chunk,
     is_chunked,
 )
@@ -54,6 +53,7 @@ _MAX_QUEUED = 8
 _MAX_BUFFERED = 256 * 1024
 _LINGER = 2.0  # seconds a refused client may keep sending (discarded) before the connection closes
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REQUEST_DROP = frozenset(name.encode() for name in REQUEST_DROP)
 
 
 class Answer:
@@ -77,7 +77,7 @@ class Request:
 
     __slots__ = (
         "method", "path", "query", "version", "host", "authorization", "connection", "body", "peer", "keep_alive",
-        "forward", "forwarded_for", "content_length", "chunked", "refusal", "close_after",
+        "forward", "forwarded_for", "content_length", "chunked", "refusal", "close_after", "authorized",
     )
 
     def __init__(self, method: str, path: str, query: str, version: str, peer: str | None) -> None:
@@ -99,6 +99,7 @@ class Request:
         self.chunked = False
         self.refusal: Answer | None = None  # answered instead of calling the handler
         self.close_after = False  # the connection closes after this answer
+        self.authorized: bool | None = None  # the handler's verdict on the token, kept between the gate and the handler
 
     @property
     def has_body(self) -> bool:
@@ -152,7 +153,12 @@ class ServerConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._url = b""
         self._cur: Request | None = None
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._headers_done = False
+        self._nfields = 0
+        self._length = b""
+        self._codings: list[str] = []
+        self._expect = False
+        self._seen_host = self._seen_auth = False
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._queued_bytes = 0
@@ -244,20 +250,53 @@ class ServerConnection(asyncio.Protocol):
         if self.head_since is None:
             self.head_since = self._loop.time()
         self._url = b""
-        self._fields = []
-        self._cur = None
+        self._cur = Request("", "", "", "HTTP/1.1", self._peer)
+        self._headers_done = False
+        self._nfields = 0
+        self._length = b""
+        self._codings = []
+        self._expect = False
+        self._seen_host = self._seen_auth = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._cur is not None:
+        # llhttp refused control bytes, bare CR/LF, obs-folds and invalid names already; what is left is
+        # sorting: what the gateway acts on, and the lines it forwards unchanged.
+        if self._headers_done:
             return  # a trailer field (llhttp checked its syntax); trailers are not forwarded
-        check_value(name, value)
-        fields = self._fields
-        fields.append((name, value))
-        if len(fields) > self._server.max_header_count:
+        self._nfields += 1
+        if self._nfields > self._server.max_header_count:
             raise HttpProtocolError(f"more than {self._server.max_header_count} header fields")
+        request = self._cur
+        assert request is not None
+        lower = name.lower()
+        value = value.rstrip(b" \t")  # llhttp drops leading whitespace only
+        if lower in _REQUEST_DROP:
+            if lower == b"host":
+                if self._seen_host:
+                    raise HttpProtocolError("more than one Host header")
+                self._seen_host = True
+                request.host = value.decode("latin-1")
+            elif lower == b"content-length":
+                self._length = value  # llhttp refused a second one and anything but digits
+            elif lower == b"transfer-encoding":
+                self._codings.append(value.decode("latin-1"))
+            elif lower == b"connection":
+                request.connection = value.decode("latin-1").lower()
+            elif lower == b"expect":
+                self._expect = value.lower() == b"100-continue"
+            elif lower == b"x-forwarded-for":
+                text = value.decode("latin-1")
+                request.forwarded_for = text if request.forwarded_for is None else f"{request.forwarded_for}, {text}"
+        elif lower == b"authorization":
+            if self._seen_auth:
+                raise HttpProtocolError("more than one Authorization header")
+            self._seen_auth = True
+            request.authorization = value.decode("latin-1")
+        elif not lower.startswith(b"x-forwarded-"):  # X-Forwarded-Port and friends: only the gateway may claim them
+            request.forward.append((name + b": " + value + b"\r\n").decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         server = self._server
@@ -265,6 +304,7 @@ class ServerConnection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         self.head_since = None
+        self._headers_done = True
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HttpProtocolError(f"unsupported version HTTP/{version}", 505 if version[:1] >= "1" else 400)
@@ -276,50 +316,18 @@ class ServerConnection(asyncio.Protocol):
                 raise HttpProtocolError("invalid request target")
             slash = rest.find(b"/")
             target = rest[slash:] if slash >= 0 else b"/"
-        path, _, query = target.decode("ascii").partition("?")
-        request = Request(parser.get_method().decode("ascii"), path, query, "HTTP/" + version, self._peer)
-        forward = request.forward
-        codings: list[str] = []
-        length = ""
-        expect = False
-        seen_auth = seen_host = False
-        # One pass sorts every header: what the gateway acts on, and the lines it forwards unchanged.
-        for raw_name, raw_value in self._fields:
-            name = raw_name.decode("latin-1")
-            value = raw_value.decode("latin-1").strip(" \t")
-            lower = name.lower()
-            if lower in REQUEST_DROP:
-                if lower == "host":
-                    if seen_host:
-                        raise HttpProtocolError("more than one Host header")
-                    seen_host = True
-                    request.host = value
-                elif lower == "content-length":
-                    length = value  # llhttp refused a second one and anything but digits
-                elif lower == "transfer-encoding":
-                    codings.append(value)
-                elif lower == "connection":
-                    request.connection = value.lower()
-                elif lower == "expect":
-                    expect = value.lower() == "100-continue"
-                elif lower == "x-forwarded-for":
-                    request.forwarded_for = value if request.forwarded_for is None else f"{request.forwarded_for}, {value}"
-            elif lower == "authorization":
-                if seen_auth:
-                    raise HttpProtocolError("more than one Authorization header")
-                seen_auth = True
-                request.authorization = value
-            elif not lower.startswith("x-forwarded-"):  # X-Forwarded-Port and friends: only the gateway may claim them
-                forward.append(name + ": " + value + "\r\n")
-        self._fields = []
+        request = self._cur
+        assert request is not None
+        request.path, _, request.query = target.decode("ascii").partition("?")
+        request.method = parser.get_method().decode("ascii")
+        request.version = "HTTP/" + version
         request.keep_alive = parser.should_keep_alive() and not server.shutting_down
-        if codings:
+        if self._codings:
             if version == "1.0":
                 raise HttpProtocolError("Transfer-Encoding on HTTP/1.0")
-            request.chunked = is_chunked(codings)
-        elif length:
-            request.content_length = int(length)
-        self._cur = request
+            request.chunked = is_chunked(self._codings)
+        elif self._length:
+            request.content_length = int(self._length)
         self._body_parts = []
         self._body_size = 0
         if request.content_length > server.max_body:
@@ -337,9 +345,10 @@ class ServerConnection(asyncio.Protocol):
                 # Refused before its body: answer without reading it (the body is discarded unread).
                 request.close_after = True
                 self._enqueue(request)
+                self._cur = None
                 self._discarding = True
                 raise _Stop()
-        elif expect and request.has_body:
+        elif self._expect and request.has_body:
             if self._task is None and not self._queue:
                 self._write_raw(_CONTINUE)
             else:
@@ -375,7 +384,7 @@ class ServerConnection(asyncio.Protocol):
         if self._discarding:
             return
         self._discarding = True
-        request = self._cur or Request("GET", "", "", "HTTP/1.1", self._peer)
+        request = self._cur if self._cur is not None and self._headers_done else Request("GET", "", "", "HTTP/1.1", self._peer)
         self._cur = None
         request.refusal = error_answer(status, "bad_request" if status < 500 else "not_supported", message)
         request.close_after = True

@@ -32,6 +32,7 @@ from gpustack_iac.runtime.gateway.wire import (
     is_chunked,
 )
 
+_RESPONSE_DROP = frozenset(name.encode() for name in RESPONSE_DROP)
 # Body bytes queued for a slow client before the replica's socket stops being read.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -114,7 +115,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head_bytes = 0
         self._reason = b""
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._passthrough: list[str] = []
+        self._listed: set[str] | None = None
+        self._codings: list[str] = []
+        self._length = -1
         self._interim = False
         self._chunks: deque[bytes] = deque()
         self._queued = 0
@@ -267,14 +271,36 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
             raise _Stop()
         self._reason = b""
-        self._fields = []
+        self._passthrough: list[str] = []
+        self._listed: set[str] | None = None
+        self._codings: list[str] = []
+        self._length = -1
+        self.content_type = ""
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._phase == _HEAD:
-            self._fields.append((name, value))  # in the body phase: a trailer, not relayed
+        # The client's copy of the headers is built here, from the fields as received: hop-by-hop
+        # fields and framing stay on this hop (the server frames the response itself).
+        if self._phase != _HEAD:
+            return  # a trailer, not relayed
+        lower = name.lower()
+        value = value.rstrip(b" \t")  # llhttp drops leading whitespace only
+        if lower in _RESPONSE_DROP:
+            if lower == b"content-length":
+                self._length = int(value)  # llhttp refused duplicates and anything but digits
+            elif lower == b"transfer-encoding":
+                self._codings.append(value.decode("latin-1"))
+            elif lower == b"connection":
+                tokens = value.decode("latin-1").lower()
+                if tokens != "keep-alive" and tokens != "close":
+                    self._listed = (self._listed or set()) | {t.strip() for t in tokens.split(",") if t.strip()}
+            return
+        line = (name + b": " + value).decode("latin-1")
+        if lower == b"content-type":
+            self.content_type = line[len(name) + 2 :]
+        self._passthrough.append(line)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -288,36 +314,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self.status = status
         self.reason = self._reason.decode("latin-1")
-        codings: list[str] = []
-        length = -1
-        content_type = ""
-        # The client's copy of the headers is built in the same pass, from the fields as received:
-        # hop-by-hop fields and framing stay on this hop (the server frames the response itself).
-        passthrough: list[str] = []
-        listed: set[str] | None = None
-        for raw_name, raw_value in self._fields:
-            name = raw_name.decode("latin-1")
-            value = raw_value.decode("latin-1").strip(" \t")
-            lower = name.lower()
-            if lower in RESPONSE_DROP:
-                if lower == "content-length":
-                    length = int(value)  # llhttp refused duplicates and anything but digits
-                elif lower == "transfer-encoding":
-                    codings.append(value)
-                elif lower == "connection":
-                    tokens = value.lower()
-                    if tokens != "keep-alive" and tokens != "close":
-                        listed = (listed or set()) | {t.strip() for t in tokens.split(",") if t.strip()}
-                continue
-            if lower == "content-type":
-                content_type = value
-            passthrough.append(name + ": " + value)
-        self._fields = []
+        passthrough = self._passthrough
+        listed = self._listed
         if listed:
             passthrough = [line for line in passthrough if line.partition(":")[0].lower() not in listed]
         self.client_headers = passthrough
-        self.content_type = content_type
-        self.content_length = length
+        length = self.content_length = self._length
         if not parser.should_keep_alive():
             self._reusable = False
         self._phase = _BODY
@@ -329,8 +331,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._finish_body()
                 self._resolve_head()
                 raise _Stop()
-        elif codings:
-            is_chunked(codings)  # another final coding cannot be delimited: refused
+        elif self._codings:
+            is_chunked(self._codings)  # another final coding cannot be delimited: refused
             self._kind = CHUNKED
         elif length >= 0:
             self._kind = LENGTH
