@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway_fixtures import EchoStats, client, echo_app, gateway, poll_until, run, serving, upstream
 from gpustack_iac.runtime.gateway.routing import ServiceRoute
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
-from gpustack_iac.runtime.gateway.wire import HttpProtocolError, check_target, check_value, is_chunked
+from gpustack_iac.runtime.gateway.wire import HttpProtocolError, check_target, is_chunked
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -360,16 +360,9 @@ def test_serves_under_uvloop() -> None:
 
 
 def test_checks_beyond_llhttp_units() -> None:
-    """What the gateway refuses on top of llhttp: control bytes in values and targets, undelimitable codings."""
-    check_value(b"X", b"a b\tc")
+    """What the gateway refuses on top of llhttp: bytes outside visible ASCII in targets, undelimitable codings."""
     check_target(b"/a/b?c=%20d")
     assert is_chunked(["gzip, chunked"])
-    for name, value in ((b"X", b"a\x0bb"), (b"X", b"a\x00"), (b"X", b"\x7f"), (b"X", b"a\nb")):
-        try:
-            check_value(name, value)
-        except HttpProtocolError:
-            continue
-        raise AssertionError(f"accepted {value!r}")
     for target in (b"/a\x01", b"/a b", b"/\x7f", b"/\xe9", b""):
         try:
             check_target(target)

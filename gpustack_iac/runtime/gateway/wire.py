@@ -1,9 +1,11 @@
 """HTTP/1.1 rules shared by the data-plane server and the upstream client, on top of llhttp.
 
-llhttp (through httptools, in strict mode) does the framing: request and status lines, header
-syntax, Content-Length and chunked bodies, trailers. What a proxy must refuse beyond a parser's
-job is checked here: control bytes that a more lenient next hop might act on, and fields that
-must appear once (two Authorization or Host headers would let the last one win somewhere).
+llhttp (through httptools, in its default strict mode) does the framing: request and status
+lines, header syntax (it refuses control bytes in values, bare CR or LF, obs-folds, whitespace
+before a colon), Content-Length and chunked bodies, trailers. What a proxy must refuse beyond a
+parser's job is here or in the server: a request target that is not visible ASCII (llhttp allows
+some bytes a next hop might read differently), codings that cannot be delimited, and fields that
+must appear once (`server.py`: two Authorization or Host headers would let one of them win somewhere).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ LENGTH = 1
 CHUNKED = 2
 UNTIL_CLOSE = 3
 
-# Anything below 0x20 except HTAB, and DEL: never legitimate in a field value (RFC 9110 5.5).
-_CTL_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A request target is visible ASCII only (RFC 9112 3.2; RFC 3986 characters are a subset).
 _BAD_IN_TARGET = re.compile(rb"[^\x21-\x7e]")
 
@@ -30,11 +30,6 @@ class HttpProtocolError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-def check_value(name: bytes, value: bytes) -> None:
-    if _CTL_IN_VALUE.search(value) is not None:
-        raise HttpProtocolError(f"control character in the {name[:40].decode('latin-1')!r} header")
 
 
 def check_target(target: bytes) -> None:
