@@ -18,6 +18,8 @@ Rows, measured in the same run:
   gateway, baseline  with --baseline-src DIR: the same gateway role importing `gpustack_iac` from
                      DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), so a
                      change's effect on CPU per request is measured in the same run as nginx
+First, parsing alone: CPU per request head and per small response through the gateway's own
+protocol objects (this checkout's and the baseline's), with h11 as a reference when installed.
 Then the p50 overhead of the gateway over the direct backend at half the gateway's measured
 saturation and at a light 100 req/s (wrk with a fixed pause per connection, which paces the load;
 a Python open-loop client when wrk is missing), and `--streams` concurrent SSE streams held
@@ -84,6 +86,60 @@ async def _serve_forever(runner: "object", port_file: Path) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     await runner.cleanup()
+
+
+REQUEST_HEAD = (
+    b"POST /services/bench/v1/chat/completions HTTP/1.1\r\nHost: gateway.example.com\r\n"
+    b"Authorization: Bearer 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ\r\nContent-Type: application/json\r\n"
+    b"Accept: text/event-stream\r\nUser-Agent: bench/1.0\r\nContent-Length: 0\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 19:34:01 GMT\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+)
+
+
+def _cpu_us(fn: "object", n: int = 20000) -> float:
+    """Best of five: CPU microseconds per call (process time, so other work on the machine counts less)."""
+    assert callable(fn)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - t0)
+    return best / n * 1e6
+
+
+def role_heads(port_file: Path) -> None:
+    """CPU per request head and per small response, parsed the way this checkout's gateway parses them."""
+    import gpustack_iac.runtime.gateway.server as server
+    import gpustack_iac.runtime.gateway.upstream as upstream
+    from gpustack_iac.runtime.gateway.settings import GatewaySettings
+
+    loop = asyncio.new_event_loop()
+    figures: dict[str, float] = {}
+    if hasattr(server, "parse_request_head"):  # the hand-written parser
+        parse = server.parse_request_head
+        head = REQUEST_HEAD[: REQUEST_HEAD.index(b"\r\n\r\n")]
+        figures["request head"] = _cpu_us(lambda: REQUEST_HEAD.find(b"\r\n\r\n") >= 0 and parse(head, "127.0.0.1"))
+    else:
+        data_plane = server.DataPlaneServer(None, loop, max_body=1 << 20)  # type: ignore[arg-type]
+        conn = server.ServerConnection(data_plane)
+        conn._enqueue = lambda request: None  # type: ignore[method-assign]
+        figures["request head"] = _cpu_us(lambda: conn._parser.feed_data(REQUEST_HEAD))
+    pool = upstream.UpstreamPool(GatewaySettings(read_timeout=None), loop)
+    uconn = upstream.UpstreamConnection(pool, "http://127.0.0.1:1")
+
+    def response() -> None:
+        uconn._phase = upstream._HEAD
+        uconn._chunks.clear()
+        uconn._queued = 0
+        uconn.data_received(RESPONSE)
+        assert uconn._phase == upstream._DONE and uconn.status == 200
+
+    figures["response"] = _cpu_us(response)
+    port_file.write_text(json.dumps(figures))
 
 
 def role_backend(port_file: Path, sse_interval: float) -> None:
@@ -508,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="a checkout of another revision: its gateway gets a row of its own in the same run")
-    parser.add_argument("--role", choices=["backend", "gateway", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["backend", "gateway", "floor", "heads"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--small-url", help=argparse.SUPPRESS)
@@ -523,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "gateway":
         role_gateway(args.port_file, args.token_file, args.small_url, args.sse_url)
+        return 0
+    if args.role == "heads":
+        role_heads(args.port_file)
         return 0
     duration = min(max(args.duration, 1.0), 60.0)
 
@@ -579,6 +638,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  baseline: {(workdir / 'gateway-baseline.log').read_text().strip()}")
             targets.append(("gateway baseline, 1 core", f"http://127.0.0.1:{base.port}/services/bench/small", token, base.process.pid))
+
+        print("\nparsing alone (CPU us, best of 5 x 20,000, on the proxy core): a 7-field request head; a 6-field")
+        print("response with a 3-byte body, through the upstream client's protocol object")
+        heads = [("this checkout", None)] + ([("baseline", args.baseline_src)] if args.baseline_src is not None else [])
+        for label, source in heads:
+            port_file = workdir / f"heads-{label.replace(' ', '-')}.json"
+            cmd = [*taskset(proxy_cores), sys.executable, str(Path(__file__).resolve()), "--role", "heads", "--port-file", str(port_file)]
+            env = {**os.environ, "PYTHONPATH": str(source.resolve())} if source is not None else None
+            subprocess.run(cmd, check=True, env=env, timeout=300)
+            figures = json.loads(port_file.read_text())
+            print(f"  {label:<30} request head {figures['request head']:6.2f} us   response {figures['response']:6.2f} us")
+        h11_us = _h11_request_head_us()
+        if h11_us is not None:
+            print(f"  {'h11 (reference, pure Python)':<30} request head {h11_us:6.2f} us")
 
         os.sched_setaffinity(0, load_cores)
         _install_uvloop()  # the Python load generators below need all the speed they can get
@@ -649,6 +722,20 @@ def main(argv: list[str] | None = None) -> int:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _h11_request_head_us() -> float | None:
+    try:
+        import h11
+    except ImportError:
+        return None
+
+    def parse() -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(REQUEST_HEAD)
+        conn.next_event()
+
+    return _cpu_us(parse, 5000)
 
 
 def _has_uvloop() -> bool:

@@ -52,6 +52,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _MAX_QUEUED = 8
 _MAX_BUFFERED = 256 * 1024
 _LINGER = 2.0  # seconds a refused client may keep sending (discarded) before the connection closes
+_LINGER_OVERFLOW = 0.5  # the same past the connection cap, where lingering sockets must not pile up
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_DROP = frozenset(name.encode() for name in REQUEST_DROP)
 
@@ -180,7 +181,7 @@ class ServerConnection(asyncio.Protocol):
             server.refused += 1
             self._keep_alive = False
             self._write_answer(error_answer(503, "too_many_connections", "the gateway is at its connection limit; retry later"))
-            self._linger()
+            self._linger(_LINGER_OVERFLOW)
             return
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) and peer else None
@@ -460,7 +461,7 @@ class ServerConnection(asyncio.Protocol):
             return
         self._next()
 
-    def _linger(self) -> None:
+    def _linger(self, seconds: float = _LINGER) -> None:
         """Half-close after the last answer and discard input for a while, so the client reads the answer, not a reset."""
         self._discarding = True
         transport = self.transport
@@ -475,7 +476,7 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
-        self._loop.call_later(_LINGER, transport.close)
+        self._loop.call_later(seconds, transport.close)
 
     def _write_answer(self, answer: Answer) -> None:
         self.respond(answer.status, answer.body, answer.content_type, answer.headers)
