@@ -193,6 +193,9 @@ def corpus(token: str) -> list[Case]:
              "h11 bounds the head's size only"),
         Case("two-authorization", b"GET /services/svc/echo HTTP/1.1\r\nHost: x\r\n" + auth + b"Authorization: Bearer other\r\n\r\n",
              False, "h11 leaves repeated fields to the application"),
+        # httptools has llhttp skip an upgrade request's body: it must not be parsed as a second request.
+        Case("upgrade-with-body", b"POST /services/svc/echo HTTP/1.1\r\n" + head + b"Connection: Upgrade\r\nUpgrade: x\r\n"
+             b"Content-Length: 39\r\n\r\nGET /services/svc/smuggled HTTP/1.1\r\n\r\n", False, "h11 reads the body first"),
         Case("two-host", b"GET /services/svc/echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n" + auth + b"\r\n", True),
     ]
 

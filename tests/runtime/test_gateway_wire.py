@@ -512,3 +512,26 @@ def test_slow_client_pauses_the_replica_instead_of_buffering() -> None:
                 writer.close()
 
     run(scenario())
+
+
+def test_upgrade_request_without_body_is_served_plain_and_the_next_request_still_parses() -> None:
+    async def scenario() -> None:
+        stats = EchoStats("r")
+        async with serving(echo_app(stats)) as u, gateway() as gw:
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("r", "g", u),)))
+            port = int(gw.url.rsplit(":", 1)[1])
+            auth = f"Authorization: Bearer {gw.token}\r\n"
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    f"GET /services/svc/ws HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
+                    + f"GET /services/svc/after HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+                )
+                first, second = await read_response(reader), await read_response(reader)
+                assert first[0] == 200 and json.loads(first[2])["path"] == "/ws"
+                assert "upgrade" not in {k.lower() for k in json.loads(first[2])["headers"]}
+                assert second[0] == 200 and json.loads(second[2])["path"] == "/after"
+            finally:
+                writer.close()
+
+    run(scenario())

@@ -329,6 +329,10 @@ class ServerConnection(asyncio.Protocol):
             request.chunked = is_chunked(self._codings)
         elif self._length:
             request.content_length = int(self._length)
+        if parser.should_upgrade() and request.has_body:
+            # httptools makes llhttp skip the body of an upgrade request, so the body would be parsed
+            # as the next request. Upgrades are not offered (Upgrade is hop-by-hop): refuse the pair.
+            raise HttpProtocolError("Upgrade on a request with a body")
         self._body_parts = []
         self._body_size = 0
         if request.content_length > server.max_body:
