@@ -390,3 +390,12 @@ def test_rate_limits_from_the_yaml_are_enforced_end_to_end(hostile: GatewayProce
     assert status == 429 and retry is not None
     assert get("/services/rl/keyed", headers={"X-Api-Key": "b"})[0] == 200
     assert get("/services/svc/not-limited")[0] == 200
+
+    # A changed `rate_limits` reaches the gateway without touching the replica.
+    definition = load_text(RATE_LIMITED_SERVICE.replace("rps: 0.5\n    burst: 2", "rps: 1000\n    burst: 100")).services[0].to_runtime()
+    definition["probe"] = {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.3}
+    before = {r["id"]: r["pid"] for g in gw.service("rl")["groups"] for r in g["replicas"]}
+    gw.put_service(definition)
+    wait_until(lambda: all(get("/services/rl/limited/y")[0] == 200 for _ in range(6)), timeout=20, interval=0.3,
+               what="the raised limit in the gateway")
+    assert {r["id"]: r["pid"] for g in gw.service("rl")["groups"] for r in g["replicas"]} == before
