@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
-from gpustack_iac.runtime import procs
+from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.agent import pgroup
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 from gpustack_iac.runtime.agent.store import ReplicaRecord, Store
@@ -235,7 +235,8 @@ class Supervisor:
             GPUSTACK_SERVICE=spec.service,
             GPUSTACK_GROUP=spec.group,
         )
-        env = dict(os.environ)
+        # Only the base set of the agent's own environment: the operator's secrets are not the workload's.
+        env = envpolicy.replica_env(os.environ)
         env.update(own)
         env[pgroup.AGENT_ENV] = self._state_key
         if spec.gpus and not record.container:
