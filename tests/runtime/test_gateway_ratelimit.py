@@ -7,7 +7,7 @@ import json
 
 from gateway_fixtures import EchoStats, client, echo_app, gateway, run, serving, upstream
 from gpustack_iac.runtime.gateway.ratelimit import RateLimiter, RateLimitRule, normalize_path, pick_rule, retry_after
-from gpustack_iac.runtime.gateway.routing import ServiceRoute
+from gpustack_iac.runtime.gateway.routing import RouterMember, RouterRoute, ServiceRoute
 
 
 class Clock:
@@ -100,5 +100,26 @@ def test_429_on_service_host_and_model_routes_and_in_order_on_a_pipelined_connec
                 assert statuses == [200, 200, 429, 429]
             finally:
                 writer.close()
+
+    run(scenario())
+
+
+def test_a_router_alias_skips_members_over_their_limit_and_answers_429_when_all_are() -> None:
+    async def scenario() -> None:
+        a, b = EchoStats("a"), EchoStats("b")
+        limit = (RateLimitRule("/v1", rps=0.01, burst=0),)
+        async with serving(echo_app(a)) as ua, serving(echo_app(b)) as ub, gateway() as gw:
+            gw.table.set_service(ServiceRoute("sa", auth=True, model="ma", upstreams=(upstream("ra", "g", ua),), rate_limits=limit))
+            gw.table.set_service(ServiceRoute("sb", auth=True, model="mb", upstreams=(upstream("rb", "g", ub),), rate_limits=limit))
+            gw.table.set_router(RouterRoute("alias", "priority", (RouterMember("sa", priority=0), RouterMember("sb", priority=1))))
+            async with client() as http:
+                served = []
+                for _ in range(3):
+                    async with http.post(f"{gw.url}/v1/chat/completions", json={"model": "alias"}, headers=gw.auth) as r:
+                        served.append(r.status)
+                        if r.status == 429:
+                            assert int(r.headers["Retry-After"]) >= 1
+                assert served == [200, 200, 429]
+            assert (a.requests, b.requests) == (1, 1)
 
     run(scenario())

@@ -403,7 +403,10 @@ class Gateway:
     async def _serve_router(
         self, req: Request, out: ServerConnection, router: RouterRoute, suffix: str, payload: dict[str, object], fwd: str
     ) -> None:
-        chosen = await self._open_router(router, req.method, suffix, req.query, payload, req.body, fwd, frozenset())
+        chosen = await self._open_router(req, router, suffix, payload, fwd, frozenset())
+        if isinstance(chosen, Answer):
+            out.respond(chosen.status, chosen.body, chosen.content_type, chosen.headers)
+            return
         if isinstance(chosen, _Refusal):
             self.metrics.rejected("router_unavailable")
             _error(out, chosen.status, chosen.code, chosen.message)
@@ -426,17 +429,19 @@ class Gateway:
 
     async def _open_router(
         self,
+        req: Request,
         router: RouterRoute,
-        method: str,
         suffix: str,
-        query: str,
         payload: dict[str, object],
-        body: bytes,
         fwd: str,
         visited: frozenset[str],
-    ) -> tuple[_Opened, RouterRoute | None, float] | _Refusal:
-        """Try members in strategy order (at most retries + 1), then fallback aliases; before the first byte only."""
+    ) -> tuple[_Opened, RouterRoute | None, float] | _Refusal | Answer:
+        """Try members in strategy order (at most retries + 1), then fallback aliases; before the first byte only.
+        A member over its own `rate_limits` for this client is skipped; when nothing else could serve,
+        its 429 is the answer (a router alias is no way around a service's limits)."""
+        method, query, body = req.method, req.query, req.body
         visited = visited | {router.name}
+        limited: Answer | None = None
         members = self.book.order(router)
         if not members:
             members = await self._wake_members(router)
@@ -446,6 +451,10 @@ class Gateway:
         for index, member in enumerate(members):
             route = self.table.service(member.service)
             if route is None or not route.upstreams:
+                continue
+            refusal = self._rate_limited(req, route, route.model_prefix.rstrip("/") + suffix)
+            if refusal is not None:
+                limited = refusal
                 continue
             is_last = index == len(members) - 1 and not fallbacks
             started = time.perf_counter()
@@ -474,10 +483,16 @@ class Gateway:
         for alias in fallbacks:
             target = self.table.by_model(alias)
             if isinstance(target, RouterRoute) and target.name not in visited:
-                chosen = await self._open_router(target, method, suffix, query, payload, body, fwd, visited)
-                if not isinstance(chosen, _Refusal):
+                chosen = await self._open_router(req, target, suffix, payload, fwd, visited)
+                if isinstance(chosen, tuple):
                     return chosen
+                if isinstance(chosen, Answer):
+                    limited = chosen
             elif isinstance(target, ServiceRoute) and target.upstreams:
+                refusal = self._rate_limited(req, target, target.model_prefix.rstrip("/") + suffix)
+                if refusal is not None:
+                    limited = refusal
+                    continue
                 started = time.perf_counter()
                 self.metrics.request_started(target.name)
                 path_qs = _with_query(target.model_prefix.rstrip("/") + suffix, query)
@@ -488,6 +503,8 @@ class Gateway:
                     self.metrics.request_finished(target.name, time.perf_counter() - started, True)
                     continue
                 return opened, None, started
+        if limited is not None:
+            return limited
         return _Refusal(503, "router_unavailable", f"router {router.name!r}: no member could serve the request ({last_failure})")
 
     async def _wake_members(self, router: RouterRoute) -> list[RouterMember]:
