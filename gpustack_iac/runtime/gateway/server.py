@@ -335,6 +335,9 @@ class ServerConnection(asyncio.Protocol):
             raise HttpProtocolError("Upgrade on a request with a body")
         self._body_parts = []
         self._body_size = 0
+        if request.has_body:
+            # The body must then arrive within the keep-alive timeout: a trickle cannot hold the connection forever.
+            self.idle_since = self._loop.time()
         if request.content_length > server.max_body:
             raise HttpProtocolError(f"request body over {server.max_body} bytes", 413)
         refusal: Answer | None = None
@@ -672,7 +675,7 @@ class DataPlaneServer:
                     continue
                 if conn.head_since is not None and now - conn.head_since > self.header_timeout and conn._task is None:
                     conn.head_timed_out()
-                elif conn.idle_since is not None and now - conn.idle_since > self.keepalive_timeout:
+                elif conn.idle_since is not None and now - conn.idle_since > self.keepalive_timeout and conn._task is None:
                     conn.transport.close()
 
 
