@@ -10,7 +10,7 @@ one after the other; pipelined ones are parsed ahead and queued (a bounded numbe
 Hostile clients: anything llhttp refuses gets 400 and the connection is closed; so do control
 bytes and duplicated Authorization/Host fields. Connections past `max_connections` get 503; a
 head must arrive within `header_timeout`. A refusal whose body is still on the wire is answered at
-once, then the connection is half-closed and what the client still sends is discarded unread
+once, then the connection is half-closed and what the client still sends is dropped as it arrives
 (for at most `_LINGER` seconds) so it receives the answer instead of a reset.
 
 `GatewayRunner` plugs the server into aiohttp's `web.TCPSite`, so the entry point and the tests
