@@ -261,6 +261,8 @@ def test_unauthenticated_uploads_are_refused_on_the_head_without_reading_the_bod
         b"POST /services/svc/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: %d\r\n\r\n" % size,
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size,
         b"PUT /services/svc/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size,
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size,
     ]
     results: list[Any] = [None] * len(heads)
 
@@ -290,7 +292,7 @@ def test_unauthenticated_uploads_are_refused_on_the_head_without_reading_the_bod
         sampling.set()
         sampler.join()
     assert [status_of(r) for r in results] == [401] * len(heads), results
-    # Four 60 MiB bodies read into memory would add hundreds of MB.
+    # Six 60 MiB bodies read into memory would add hundreds of MB.
     assert peak - baseline < 24 * MiB, (baseline, peak)
 
     # Expect: 100-continue: the refusal comes instead of the interim answer, and no body is sent at all.

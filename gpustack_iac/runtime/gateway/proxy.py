@@ -126,8 +126,12 @@ class Gateway:
             if self._authorized(req) or self.table.has_open_model():
                 return None
             return self._unauthorized_answer()
-        if (path == "/metrics" or path == "/v1/models") and req.method == "GET":
-            return None
+        if path == "/metrics" and req.method == "GET":
+            if _token_matches(req, self._admin_token) or self._authorized(req):
+                return None
+            return self._unauthorized_answer()
+        if path == "/v1/models" and req.method == "GET" and self.table.has_open_model():
+            return None  # anonymous clients see the open models
         return None if self._authorized(req) else self._unauthorized_answer()
 
     def _gate_service(self, req: Request, name: str, path: str) -> Answer | None:
