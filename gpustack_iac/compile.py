@@ -127,7 +127,7 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     if service.registry_auth:
         ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
     for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
-                       ("home_dir", service.home_dir != "/root"), ("rate_limits", bool(service.rate_limits)),
+                       ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
         if set_:

@@ -55,8 +55,18 @@ def test_ignored_properties_are_warnings(tmp_path: Path) -> None:
             "rate_limits: [{rps: 5}]\nresources: {cpu: 1.., memory: 64MB.., shm_size: 1GB}\n")
     warnings = _compile(text, tmp_path).warnings
     assert "service web group default: regions is ignored by the local backend" in warnings
-    assert "service web: rate_limits is ignored by the local backend" in warnings
+    assert not [w for w in warnings if "rate_limits" in w]  # enforced by the gateway
     assert "service web: resources.shm_size is ignored by the local backend" in warnings
+
+
+def test_rate_limits_reach_the_service_definition(tmp_path: Path) -> None:
+    text = ("type: service\nname: web\nport: 80\ncommands: [python3 app.py]\n"
+            "rate_limits:\n  - {prefix: /v1, rps: 2.5, burst: 4}\n  - {rps: 1, key: {type: header, header: X-Api-Key}}\n")
+    definition = _compile(text, tmp_path).definitions["web"]
+    assert definition["rate_limits"] == [
+        {"prefix": "/v1", "key": {"type": "ip_address", "header": None}, "rps": 2.5, "burst": 4},
+        {"prefix": "/", "key": {"type": "header", "header": "X-Api-Key"}, "rps": 1.0, "burst": 0},
+    ]
 
 
 def test_setup_runs_before_the_commands_and_working_dir_is_the_config_dir(tmp_path: Path) -> None:

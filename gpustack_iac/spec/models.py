@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
@@ -331,16 +332,40 @@ class ProbeSpec(Strict):
         }
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 class RateLimitKey(Strict):
     type: Literal["ip_address", "header"] = Field("ip_address", description="Count per client IP or per header value.")
-    header: str | None = Field(None, description="The header whose value is the key (for `type: header`).")
+    header: str | None = Field(
+        None, description="The header whose value is the key (for `type: header`); a request without it is counted by its IP."
+    )
+
+    @model_validator(mode="after")
+    def _header_for_header_type(self) -> "RateLimitKey":
+        if self.type == "header" and not self.header:
+            raise ValueError("key type header needs `header`: the name of the header whose value is the key")
+        if self.type == "ip_address" and self.header is not None:
+            raise ValueError("`header` is only used with key type header")
+        if self.header is not None and not _HEADER_NAME.fullmatch(self.header):
+            raise ValueError(f"expected an HTTP header name, got {self.header!r}")
+        return self
 
 
 class RateLimit(Strict):
-    prefix: str = Field("/", description="The path prefix the limit applies to.")
+    prefix: str = Field(
+        "/", description="The path prefix the limit applies to, as the service sees it; when several match, the longest wins."
+    )
     key: RateLimitKey = Field(default_factory=RateLimitKey, description="What requests are counted by.")
     rps: Number = Field(gt=0, description="Requests per second allowed per key.")
-    burst: Int = Field(0, ge=0, description="Requests allowed above the rate in a burst.")
+    burst: Int = Field(0, ge=0, description="Requests allowed above the rate in a burst (answered at once, not delayed).")
+
+    @field_validator("prefix")
+    @classmethod
+    def _absolute_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected a path starting with /, got {value!r}")
+        return value
 
 
 class OpenAIModel(Strict):
@@ -627,6 +652,7 @@ class ServiceConfig(RunParams, Document):
             "model": model,
             "probe": probe,
             "scaling": self.scaling.to_runtime() if self.scaling else None,
+            "rate_limits": [limit.model_dump(mode="json") for limit in self.rate_limits],
             "groups": groups,
         }
 

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
     p.add_argument("--hold-queue", type=int, default=GatewaySettings.hold_queue)
     p.add_argument("--hold-timeout", type=float, default=GatewaySettings.hold_timeout)
+    p.add_argument("--max-client-connections", type=int, default=GatewaySettings.max_client_connections,
+                   help="client connections held at once; past it a new one gets 503")
+    p.add_argument("--listen-backlog", type=int, default=GatewaySettings.listen_backlog,
+                   help="connections the kernel queues before accept (capped by net.core.somaxconn)")
+    p.add_argument("--header-timeout", type=float, default=GatewaySettings.header_timeout,
+                   help="seconds a client has to send a whole request head")
     p.add_argument("--reconcile-interval", type=float, default=ControllerSettings.interval)
     p.add_argument("--probe-failures", type=int, default=ControllerSettings.probe_failures)
     p.add_argument("--startup-deadline", type=float, default=ControllerSettings.startup_deadline)
@@ -74,10 +80,13 @@ def _bound_port(runner: web.BaseRunner) -> int:
     raise GpustackError("the server did not report a listening address")
 
 
-def _site(runner: web.BaseRunner, name: str, host: str, port: int) -> web.BaseSite:
+def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int = 128) -> web.BaseSite:
     # Under the watchdog the ports are already bound and handed down, so they stay open across restarts.
     sock = inherited_socket(name)
-    return web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+    if sock is None:
+        return web.TCPSite(runner, host, port, backlog=backlog)
+    sock.listen(backlog)  # Linux takes a second listen() on a bound socket as its new backlog
+    return web.SockSite(runner, sock)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -103,7 +112,10 @@ async def serve(args: argparse.Namespace) -> None:
     controller = Controller(store, table, metrics, settings)
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
-        GatewaySettings(hold_queue=args.hold_queue, hold_timeout=args.hold_timeout),
+        GatewaySettings(
+            hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
+            listen_backlog=args.listen_backlog, header_timeout=args.header_timeout,
+        ),
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
@@ -115,7 +127,7 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await controller.start()
         await data_runner.setup()
-        await _site(data_runner, "port", args.host, args.port).start()
+        await _site(data_runner, "port", args.host, args.port, backlog=args.listen_backlog).start()
         await control_runner.setup()
         await _site(control_runner, "control_port", args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
