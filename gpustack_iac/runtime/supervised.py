@@ -129,7 +129,12 @@ def adopt(paths: Paths, timeout: float = 60.0) -> Supervised | None:
     watchdog = find_watchdog(paths)
     if watchdog is None:
         return None
-    child_pid, ports = wait_ready(paths, watchdog, timeout, fresh=False)
+    try:
+        child_pid, ports = wait_ready(paths, watchdog, timeout, fresh=False)
+    except RuntimeApiError:
+        if not procs.is_alive(*watchdog):
+            return None  # it was dying as we found it (a kill -9 not yet complete): nothing to adopt
+        raise
     return Supervised(pid=watchdog[0], create_time=watchdog[1], child_pid=child_pid, ports=ports, adopted=True)
 
 
