@@ -18,7 +18,7 @@ import pytest
 
 from gpustack_iac.runtime import procs, supervised
 from gpustack_iac.runtime.watchdog import EXIT_ALREADY_RUNNING, backoff_delay, live_pid
-from tests.runtime.conftest import APPS_DIR, http_get, wait_until
+from conftest import APPS_DIR, http_get, wait_until
 
 SECRETS = {"GPUSTACK_PASSPHRASE": "pp", "PULUMI_CONFIG_PASSPHRASE": "pp2", "AWS_SECRET_ACCESS_KEY": "aws",
            "KUBECONFIG": "/kube", "GITHUB_TOKEN": "tok", "GOOGLE_APPLICATION_CREDENTIALS": "/g", "AZURE_CLIENT_SECRET": "az"}
