@@ -127,3 +127,14 @@ def test_kill_9_of_the_watchdog_takes_its_child_along(daemon) -> None:  # type: 
     # The stale pid files are recognised as such; a new start is a fresh watchdog, not an adoption.
     again = supervised.adopt_or_start(argv, paths, listen=listen, env=_env(), timeout=30)
     assert not again.adopted and again.pid != info.pid
+
+
+def test_a_daemon_whose_files_were_deleted_is_stopped_not_duplicated(daemon) -> None:  # type: ignore[no-untyped-def]
+    paths, argv, listen = daemon
+    info = supervised.start(argv, paths, listen=listen, env=_env(), timeout=30)
+    for path in (paths.pid_file, paths.child_pid_file, paths.port_file):
+        path.unlink()
+    again = supervised.adopt_or_start(argv, paths, listen=listen, env=_env(), timeout=30)
+    assert not again.adopted
+    assert not procs.is_alive(info.pid, info.create_time) and not procs.is_alive(info.child_pid, None)
+    assert set(supervised.strays(paths)) == {again.pid, again.child_pid}
