@@ -10,22 +10,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
+from gpustack_iac.stacks.fleet import Fleet, local_host_names
 from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
-# Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local",)
 
 # The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
 # (never silently downgraded) until it serves TLS.
@@ -41,6 +41,9 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    # (kind, name) → the spec each component records in state; the plan summary compares them.
+    # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
+    component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -53,16 +56,10 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
     return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    if fleet.is_ssh:
-        return "ssh"
-    return ",".join(fleet.backends) if fleet.backends else "<any>"
-
-
 def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
+        backend = fleet_backend(fleet)
         if backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
@@ -140,6 +137,26 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
+    """Local fleets' hosts, measured here. With any other fleet the facts of some hosts are not
+    known here, and a group only they could run must not be refused: no check (empty list)."""
+    if any(fleet_backend(f) != "local" for f in spec.fleets):
+        return []
+    return local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+
+
+def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
+    return problems
+
+
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
@@ -153,8 +170,12 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
     return next(iter(gateways.values())) if len(gateways) == 1 else None
 
 
-def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
-    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem.
+
+    `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
+    them; by default the local fleets' hosts, measured on this machine.
+    """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
@@ -185,6 +206,11 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         raise ConfigError(problems)
 
     definitions = {str(s.name): _definition(s) for s in spec.services}
+    if hosts is None:
+        hosts = _default_hosts(spec, ctx)
+    problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    if problems:
+        raise ConfigError(problems)
 
     def program() -> None:
         fleets = [Fleet(f, ctx) for f in spec.fleets]
@@ -199,13 +225,36 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
             services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
-            endpoints[name] = services[name].endpoint
+            # From the gateway, not the registration: the outputs are then recorded as soon as the
+            # gateway runs, even when a service fails to get ready (status, logs and output need them).
+            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
+                         component_specs=lambda: _component_specs(spec, definitions, ctx))
+
+
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names, where local processes keep their files, and
+    the key env fingerprints are made with (see StackContext)."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, ctx)
+    for gateway in spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in definitions.items():
+        specs[("service", name)] = Service.spec_of(definition, ctx)
+    for router in spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
+    return specs
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:
@@ -216,6 +265,12 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
     return definition
 
 

@@ -39,15 +39,20 @@ class Fleet(pulumi.ComponentResource):
         return spec
 
 
+def local_host_names(config: FleetConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The name and labels of each host a local fleet starts (also what `plan` checks placement against)."""
+    assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
+    labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    return [(f"{config.name}-{i}", dict(labels)) for i in range(max(config.nodes.min, 1))]
+
+
 def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
     assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
     count = max(config.nodes.min, 1)
     if not config.nodes.fixed:
         ctx.warn(f"fleet {config.name}: the local backend does not scale hosts; starting {count} of nodes {config.nodes}")
     hosts = []
-    for i in range(count):
-        host_name = f"{config.name}-{i}"
-        labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    for host_name, labels in local_host_names(config):
         agent = local.Agent(
             host_name,
             {"name": host_name, "state_dir": str(ctx.local_dir("hosts", host_name)), "labels": labels},

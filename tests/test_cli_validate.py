@@ -85,6 +85,22 @@ def test_version_and_help_with_examples() -> None:
         assert result.returncode == 0 and "Examples:" in result.stdout and f"gpustack-iac {command}" in result.stdout
 
 
+def test_validate_marks_each_document_deployable_or_not_and_why() -> None:
+    result = _cli("validate", "examples/")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 6}
+    assert rows["hello"].rstrip(" │").endswith("yes"), rows["hello"]
+    assert "no: backend aws is not implemented yet (implemented: local)" in rows["aws-gateway"]
+    assert "no: backend ssh is not implemented yet" in rows["on-prem"]
+
+
+def test_an_empty_configuration_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.gpustack.yml").write_text("# nothing here yet\n")
+    result = _cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "empty.gpustack.yml:1:1: the file declares nothing" in result.stderr, result.stderr
+
+
 def test_validate_refuses_a_billion_laughs_file_quickly_with_one_line(tmp_path: Path) -> None:
     laughs = "type: service\nname: s\nport: 8000\ncommands: [x]\nenv:\n  - &a0 [lol]\n" + "".join(
         f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -206,18 +207,84 @@ class VolumeMount(Strict):
 VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
 
 
+class BurstSpec(Strict):
+    window: Duration = Field(None, description="The short window whose request count is tested for a burst (e.g. `6s`). Defaults to `6s`.")
+    sigmas: Number = Field(
+        3.0,
+        gt=0,
+        description="A burst is a count more than this many standard deviations (Poisson noise) above what the current replicas serve in the window.",
+    )
+    release: Duration = Field(
+        None,
+        description="Capacity a burst added is released this long after the burst ends, instead of after `scale_down_delay`. Defaults to `1m`.",
+    )
+
+
+class HeadroomSpec(Strict):
+    z: Number = Field(
+        1.0, ge=0, description="Provision for the mean rate plus `z` standard deviations of the per-second arrivals (`0`: the mean only)."
+    )
+    budget: Number = Field(
+        0.2,
+        ge=0,
+        description="The most replicas headroom may add, as a fraction of the replicas the mean rate needs (rounded down): the cost budget.",
+    )
+
+
+class ScheduleSpec(Strict):
+    cron: str = Field(description="A 5-field cron expression in UTC; the minimum applies during every minute it matches (e.g. `* 8-18 * * 1-5`).")
+    min: Int = Field(ge=0, description="The minimum number of replicas while the expression matches.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {value!r}")
+        return value
+
+
 class ScalingSpec(Strict):
-    metric: Literal["rps"] = Field(description="The metric to track; `rps` (requests per second) is the only one.")
-    target: Number = Field(gt=0, description="The target value of the metric per replica.")
-    scale_up_delay: Duration = Field(300, validate_default=True, description="Seconds to wait before scaling up.")
-    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds to wait before scaling down.")
+    metric: Literal["rps", "concurrency", "latency", "queue"] = Field(
+        description=(
+            "The metric to track: `rps` (requests per second per replica), `concurrency` (requests in flight per replica), "
+            "`latency` (p90 time to first byte measured by the gateway, target in milliseconds) or `queue` (requests held at "
+            "the gateway per replica)."
+        )
+    )
+    target: Number = Field(gt=0, description="The target value of the metric per replica (milliseconds for `latency`).")
+    window: Duration = Field(None, description="The period the metric is averaged over (e.g. `30s`, `1m`, `5m`). Defaults to `1m`.")
+    scale_up_delay: Duration = Field(
+        300,
+        validate_default=True,
+        description="Seconds since the last scaling event before scaling up. A burst (see `burst`) and a scale-up from zero do not wait for it.",
+    )
+    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds since the last scaling event before scaling down.")
+    burst: BurstSpec | Literal[False] | None = Field(
+        None,
+        description=(
+            "The burst path of `metric: rps`: a significant burst scales up at once, overriding `scale_up_delay`; `false` turns it "
+            "off. Defaults to a `6s` window, 3 sigmas and a `1m` release."
+        ),
+    )
+    headroom: HeadroomSpec = Field(default_factory=HeadroomSpec, description="Headroom for the noise of `metric: rps` arrivals.")
+    schedule: list[ScheduleSpec] = Field(
+        default_factory=list, description="Minimum replicas for known busy hours, e.g. to pre-warm before them (the service's total, or the group's own)."
+    )
 
     def to_runtime(self) -> dict[str, Any]:
+        burst = self.burst if isinstance(self.burst, BurstSpec) else BurstSpec() if self.burst is None else None
         return {
             "metric": self.metric,
             "target": self.target,
             "scale_up_delay": self.scale_up_delay,
             "scale_down_delay": self.scale_down_delay,
+            "window": self.window,
+            "burst_window": burst.window if burst else None,
+            "burst_sigmas": burst.sigmas if burst else None,
+            "burst_release": burst.release if burst else None,
+            "headroom_z": self.headroom.z,
+            "headroom_budget": self.headroom.budget,
+            "schedule": [{"cron": e.cron, "min": e.min} for e in self.schedule],
         }
 
 
@@ -433,7 +500,7 @@ def _gateway(value: Any) -> Any:
 
 
 class ServiceConfig(RunParams, Document):
-    """A long-running application behind a gateway: one or more replica groups, auto-scaling on requests per second,
+    """A long-running application behind a gateway: one or more replica groups, auto-scaling on requests per second (or concurrency, latency, queue),
     an optional OpenAI-compatible model. A service without `replica_groups` is one group named `default`."""
 
     KIND: ClassVar[str] = "service"

@@ -155,6 +155,29 @@ def test_service_model_validates_directly() -> None:
     assert svc.env == {"UNSET_HERE": None}  # resolved only when the loader passes an environment
 
 
+def test_scaling_settings_reach_the_runtime_definition_and_the_summary() -> None:
+    from gpustack_iac.spec.summary import summarize
+
+    text = SERVICE.format(name="s") + (
+        "replicas: 0..4\nscaling:\n  metric: rps\n  target: 10\n  window: 30s\n  scale_up_delay: 60\n"
+        "  burst: {window: 6s, sigmas: 4}\n  headroom: {z: 1.5, budget: 0.25}\n"
+        "  schedule:\n    - cron: '* 8-18 * * 1-5'\n      min: 2\n"
+    )
+    svc = load_text(text).services[0]
+    scaling = svc.to_runtime()["scaling"]
+    assert scaling == {
+        "metric": "rps", "target": 10.0, "scale_up_delay": 60, "scale_down_delay": 600, "window": 30,
+        "burst_window": 6, "burst_sigmas": 4.0, "burst_release": None, "headroom_z": 1.5, "headroom_budget": 0.25,
+        "schedule": [{"cron": "* 8-18 * * 1-5", "min": 2}],
+    }
+    off = load_text(text.replace("burst: {window: 6s, sigmas: 4}", "burst: false")).services[0].to_runtime()["scaling"]
+    assert off["burst_sigmas"] is None
+    details = "\n".join(summarize(svc).details)
+    assert "up after 60s (a burst scales up at once, overriding it)" in details
+    for metric in ("concurrency", "latency", "queue"):
+        assert load_text(text.replace("metric: rps", f"metric: {metric}")).services[0].to_runtime()["scaling"]["metric"] == metric
+
+
 def test_merge_keys_are_overridden_by_the_mapping_own_keys() -> None:
     # YAML's merge key type: the mapping's own keys win; of several merged mappings, the first wins.
     text = (
