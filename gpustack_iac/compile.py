@@ -14,18 +14,21 @@ from typing import Any, Callable
 
 import pulumi
 
+from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
 # Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local",)
+IMPLEMENTED_BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -37,6 +40,7 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    cost: Cost = field(default_factory=Cost)
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -59,7 +63,10 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
         backend = _fleet_backend(fleet)
-        if backend not in IMPLEMENTED_BACKENDS:
+        if "," in backend and all(b in IMPLEMENTED_BACKENDS for b in backend.split(",")):
+            problems.append(_diag(fleet, "backends", f"fleet {fleet.name}: name one backend per fleet "
+                                                     f"(got {backend}); make one fleet per backend"))
+        elif backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
@@ -74,7 +81,9 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     return problems
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
+def _check_service(service: ServiceConfig, ctx: StackContext, backend: str) -> list[Diagnostic]:
+    if backend != "local":
+        return _check_remote_service(service, backend)
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
@@ -107,6 +116,26 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
+    problems = []
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        if backend == "kubernetes" and not group.image:
+            problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
+                                  f"{group.name}: a Kubernetes replica is a container; set image"))
+        if group.backends and backend == "kubernetes" and set(group.backends) - {"kubernetes"}:
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
+                                  f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
+    return problems
+
+
+def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> str:
+    for group in service.groups:
+        if group.backends:
+            return group.backends[0]
+    return gateway.backend if gateway is not None else "local"
+
+
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
@@ -125,9 +154,32 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
+    cost = Cost()
+    node_groups: dict[str, list[NodeGroup]] = {}
+    for fleet in spec.fleets:
+        backend = _fleet_backend(fleet)
+        try:
+            if backend in VM_BACKENDS:
+                node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
+            if backend in IMPLEMENTED_BACKENDS or backend == "ssh":
+                cost.items.append(fleet_cost(fleet))
+        except NoOffer as exc:
+            problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
+    instances: dict[str, GatewayInstance] = {}
+    for gateway_config in spec.gateways:
+        if gateway_config.backend in VM_BACKENDS:
+            instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
+        if gateway_config.backend in IMPLEMENTED_BACKENDS:
+            cost.items.append(gateway_cost(gateway_config))
+    fleet_backends = {_fleet_backend(f) for f in spec.fleets}
     for service in spec.services:
-        problems += _check_service(service, ctx)
         gateway = _pick_gateway(service, gateways)
+        backend = _service_backend(service, gateway)
+        problems += _check_service(service, ctx, backend)
+        try:
+            cost.items += group_costs(service, backend, fleet_backends)
+        except NoOffer as exc:
+            problems.append(_diag(service, "resources", str(exc)))
         if gateway is None:
             problems.append(_diag(service, "gateway", f"service {service.name}: no gateway to run behind; add a gateway "
                                                       "configuration (type: gateway, default: true)"))
@@ -152,12 +204,40 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
 
     definitions = {str(s.name): _definition(s) for s in spec.services}
 
+    from gpustack_iac.providers.kubernetes_names import deployment_names
+
+    scaled = {g: deployment_names([d for n, d in definitions.items() if service_gateway.get(n) == g])
+              for g in gateways}
+
     def program() -> None:
-        fleets = [Fleet(f, ctx) for f in spec.fleets]
+        providers: dict[tuple[str, str | None], pulumi.ProviderResource | None] = {}
+
+        def provider(backend: str, region: str | None) -> pulumi.ProviderResource | None:
+            from gpustack_iac.stacks.cloud import explicit_provider
+
+            if (backend, region) not in providers:
+                providers[(backend, region)] = explicit_provider(backend, region, spec.project)
+            return providers[(backend, region)]
+
+        fleets = []
+        for f in spec.fleets:
+            groups = node_groups.get(str(f.name))
+            opts = None
+            if groups:
+                p = provider(_fleet_backend(f), groups[0].region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+            fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from))))
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
-            gateway = Gateway(config, ctx)
+            opts, k8s = None, None
+            if config.backend in VM_BACKENDS:
+                p = provider(config.backend, config.region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+            elif config.backend == "kubernetes":
+                k8s = provider("kubernetes", None)
+            gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
+                              scaled=scaled[str(config.name)], k8s_provider=k8s)
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}
@@ -171,7 +251,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, cost=cost)
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:

@@ -43,11 +43,11 @@ def test_image_without_docker_fails_at_plan_naming_property_and_backend(tmp_path
 
 
 def test_unimplemented_backend_is_named(tmp_path: Path) -> None:
-    text = "type: fleet\nname: cloud\nbackends: [aws]\nregions: [us-east-1]\nnodes: 1\n"
+    text = "type: fleet\nname: cloud\nbackends: [vultr]\nregions: [ewr]\nnodes: 1\n"
     with pytest.raises(ConfigError) as caught:
         _compile(text, tmp_path)
-    [diag] = [d for d in caught.value.diagnostics if "backend aws is not implemented yet" in d.message]
-    assert diag.line == (BASE + text).splitlines().index("backends: [aws]") + 1
+    [diag] = [d for d in caught.value.diagnostics if "backend vultr is not implemented yet" in d.message]
+    assert diag.line == (BASE + text).splitlines().index("backends: [vultr]") + 1
 
 
 def test_ignored_properties_are_warnings(tmp_path: Path) -> None:

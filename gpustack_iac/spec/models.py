@@ -637,6 +637,8 @@ class FleetConfig(Document):
     reservation: str | None = Field(None, description="A capacity reservation to use.")
     env: EnvVars = Field(default_factory=dict, description="Environment variables for every node.")
     ssh_config: SSHConfig | None = Field(None, description="An SSH fleet: existing hosts reached over SSH.")
+    ssh_from: list[str] = Field(default_factory=list, description="CIDR ranges allowed to reach the nodes' SSH port on "
+                                "cloud backends (e.g. `[203.0.113.0/24]`); empty keeps SSH closed.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
 
@@ -697,6 +699,8 @@ class GatewayConfig(Document):
     public_ip: bool = Field(True, description="Give the gateway a public IP address.")
     instance_type: str | None = Field(None, description="The gateway's instance type.")
     replicas: int = Field(1, ge=1, le=16, description="How many gateway instances run.")
+    ssh_from: list[str] = Field(default_factory=list, description="CIDR ranges allowed to reach SSH and the control API "
+                                "on cloud backends; empty keeps both closed (the data plane is public).")
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
