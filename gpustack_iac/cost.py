@@ -84,8 +84,11 @@ def cost_line(cost: dict[str, Any]) -> str:
     change, total = cost["change"], cost["total"]
     text = f"{_money(change['min_hourly'], True)} at min, up to {_money(change['max_hourly'], True)}"
     text += f" (total {_money(total['min_hourly'])} at min, up to {_money(total['max_hourly'])})"
-    if all(i["counted"] and i["hourly"] == 0 and i["backend"] in FREE_BACKENDS for i in cost["items"]) and cost["items"]:
+    if any(i["backend"] in FREE_BACKENDS for i in cost["items"]):
         text += "; local and SSH capacity costs $0"
+    unpriced = sorted({i["backend"] for i in cost["items"] if not i["counted"] and not i["hourly"]})
+    if unpriced:
+        text += f"; {', '.join(unpriced)} capacity not priced"
     return text
 
 
@@ -151,3 +154,62 @@ def group_costs(service: ServiceConfig, backend: str, fleet_backends: set[str]) 
                             instance_type=offers[0].instance_type, region=offers[0].region, spot=policy,
                             counted=not on_fleet, note="on the fleet's nodes (counted there)" if on_fleet else ""))
     return out
+
+
+def _resources_from_runtime(res: dict[str, Any] | None) -> Any:
+    from gpustack_iac.spec.resources import ResourcesSpec
+
+    if not res:
+        return None
+
+    def rng(r: dict[str, Any], unit: str = "") -> str:
+        lo = "" if not r.get("min") else f"{r['min']}{unit}"
+        hi = "" if r.get("max") is None else f"{r['max']}{unit}"
+        return lo if lo and lo == hi else f"{lo or 0}..{hi}"
+
+    kwargs: dict[str, Any] = {"cpu": rng(res["cpu"]), "memory": rng(res["memory_bytes"], "B")}
+    gpu = res.get("gpu")
+    if gpu:
+        obj: dict[str, Any] = {"count": rng(gpu["count"])}
+        if gpu.get("vendor"):
+            obj["vendor"] = gpu["vendor"]
+        if gpu.get("names"):
+            obj["name"] = gpu["names"]
+        if gpu.get("memory_bytes", {}).get("min"):
+            obj["memory"] = rng(gpu["memory_bytes"], "B")
+        kwargs["gpu"] = obj
+    return ResourcesSpec(**kwargs)
+
+
+def deployed_cost(specs: dict[tuple[str, str], dict[str, Any]]) -> Cost | None:
+    """The cost of what the state records (the component specs a previous `up` wrote); None when
+    nothing is deployed or a recorded spec no longer reads (then the plan shows totals only)."""
+    if not specs:
+        return None
+    cost = Cost()
+    try:
+        fleets = [FleetConfig.model_validate(s) for (kind, _), s in specs.items() if kind == "fleet"]
+        fleet_backends = {_fleet_backend(f) for f in fleets}
+        cost.items += [fleet_cost(f) for f in fleets]
+        cost.items += [gateway_cost(GatewayConfig.model_validate(s)) for (kind, _), s in specs.items() if kind == "gateway"]
+        for (kind, name), definition in specs.items():
+            if kind != "service":
+                continue
+            for group in definition.get("groups", []):
+                placement = group.get("placement") or {}
+                backends = placement.get("backends") or ["local"]
+                lo, hi = group["replicas"]["min"] or 0, group["replicas"]["max"]
+                cloud = [b for b in backends if b in VM_BACKENDS]
+                if not cloud:
+                    cost.items.append(CostItem("group", f"{name}/{group['name']}", backends[0], lo, hi,
+                                               counted=backends[0] in FREE_BACKENDS))
+                    continue
+                offers = find_offers(_resources_from_runtime(group.get("resources")), backends=cloud,
+                                     regions=placement.get("regions"), instance_types=placement.get("instance_types"),
+                                     spot_policy=placement.get("spot_policy") or "on-demand", max_price=placement.get("max_price"))
+                price = offers[0].price if offers else 0.0
+                cost.items.append(CostItem("group", f"{name}/{group['name']}", cloud[0], lo, hi, hourly=price,
+                                           max_hourly_unit=price, counted=not (set(cloud) & fleet_backends)))
+    except (ValueError, NoOffer, KeyError, TypeError):
+        return None
+    return cost

@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpustack_iac.cost import deployed_cost
 from gpustack_iac.compile import CompiledStack, compile_spec
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
@@ -92,6 +93,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
     plan.config_changes = summarize(old, _new_specs(prepared))
+    plan.cost = prepared.compiled.cost.to_json(deployed_cost(old))
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
