@@ -41,6 +41,7 @@ class CompiledStack:
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
     cost: Cost = field(default_factory=Cost)
+    plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -251,7 +252,14 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, cost=cost)
+    plugin_backends = sorted({_fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
+                             | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
+    from gpustack_iac.stacks.cloud import backend_module
+
+    for backend in plugin_backends:
+        backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, cost=cost,
+                         plugin_backends=plugin_backends)
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:

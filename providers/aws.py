@@ -119,7 +119,9 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
                     "overrides": [{"instance_type": t} for t in group.instance_types],
                 },
             },
-            tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in sorted(group.labels.items())],
+            # gpustack-stack scopes the gateway's permission to set desired capacity to this stack's groups.
+            tags=[{"key": k, "value": v, "propagate_at_launch": True}
+                  for k, v in sorted({**group.labels, "gpustack-stack": f"{project}/{stack}"}.items())],
             # The controller sets the desired capacity between min and max; Pulumi must not reset it.
             opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["desiredCapacity"])))
     return out
@@ -167,11 +169,11 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
         record: dict[str, object] = {"zone_id": zone.zone_id, "type": "A", "opts": opts}
         if gw.certificate == "acm" and gw.acm_arn:
             for label in ("", "*."):
-                aws.route53.Record(f"{gw.name}-{label or 'apex'}".rstrip("."), name=f"{label}{gw.domain}", type="CNAME",
+                aws.route53.Record(f"{gw.name}-{'wildcard' if label else 'apex'}", name=f"{label}{gw.domain}", type="CNAME",
                                    zone_id=zone.zone_id, ttl=60, records=[host], opts=opts)
         else:
             for label in ("", "*."):
-                aws.route53.Record(f"{gw.name}-{label or 'apex'}".rstrip("."), name=f"{label}{gw.domain}", ttl=60,
+                aws.route53.Record(f"{gw.name}-{'wildcard' if label else 'apex'}", name=f"{label}{gw.domain}", ttl=60,
                                    records=[eip.public_ip], **record)  # type: ignore[arg-type]
         url = pulumi.Output.from_input(f"{scheme}://{gw.domain}")
     return AwsGateway(url=url, control_url=eip.public_ip.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),

@@ -129,7 +129,7 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
     if gw.domain:
         zone = gcp.dns.ManagedZone(gw.name, dns_name=f"{gw.domain}.", description=f"gpustack gateway {gw.name}", opts=opts)
         for label in ("", "*."):
-            gcp.dns.RecordSet(f"{gw.name}-{label or 'apex'}".rstrip("."), managed_zone=zone.name, name=f"{label}{gw.domain}.",
+            gcp.dns.RecordSet(f"{gw.name}-{'wildcard' if label else 'apex'}", managed_zone=zone.name, name=f"{label}{gw.domain}.",
                               type="A", ttl=60, rrdatas=[address.address], opts=opts)
         url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
     return GcpGateway(url=url, control_url=address.address.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
