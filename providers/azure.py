@@ -56,7 +56,8 @@ def _rule(name: str, priority: int, port: int, sources: list[str]) -> dict[str, 
 
 def _secret(name: str, secret_name: str, base: _Base, parent: pulumi.Resource) -> az.keyvault.Secret:
     return az.keyvault.Secret(name, resource_group_name=base.group.name, vault_name=base.vault.name, secret_name=secret_name,
-                              properties={"value": new_token()},
+                              # The whole properties object is secret, so the value is encrypted in state.
+                              properties=new_token().apply(lambda t: {"value": t}),
                               opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["properties.value"]))
 
 

@@ -61,6 +61,11 @@ class _Mocks(pulumi.runtime.Mocks):
         outs.setdefault("email", f"{args.name}@mock.iam.gserviceaccount.com")
         outs.setdefault("zoneId", "Z0MOCK")
         outs.setdefault("principalId", "00000000-0000-0000-0000-00000000beef")
+        if args.typ.startswith("azure-native:") and "identity" in outs:
+            # Azure answers userAssignedIdentities as a map (id → principal) for the list given.
+            ident = dict(outs["identity"])
+            ident["userAssignedIdentities"] = {str(i): {} for i in ident.get("userAssignedIdentities") or []}
+            outs["identity"] = ident
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -80,10 +85,10 @@ class _Monitor(MockMonitor):
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's wire marker of a secret value
 
 
-def secret_value(value: Any) -> str:
+def secret_value(value: Any) -> Any:
     """The plaintext of an input the program marked secret; fails when it was not marked."""
     assert isinstance(value, dict) and SECRET_SIG in value.values(), f"not a secret: {value!r}"
-    return str(value["value"])
+    return value["value"]
 
 
 def write(tmp: Path, files: dict[str, str]) -> Path:
