@@ -22,6 +22,7 @@ from gpustack_iac.runtime import procs
 from gpustack_iac.runtime.agent.offline import stop_all_replicas
 from gpustack_iac.runtime.auth import new_token, read_token_file, write_token_file
 
+ACME_START_TIMEOUT = 180.0  # issuance waits for the ACME server's validation
 START_TIMEOUT = 60.0
 
 
@@ -127,6 +128,20 @@ class Agent(Resource, module="local", name="Agent"):
                          pulumi.ResourceOptions.merge(opts, secret))
 
 
+def _tls_argv(tls: dict[str, Any], port: int | None) -> list[str]:
+    """The gateway's TLS options from the configuration's certificate (spec.models Certificate)."""
+    argv = ["--tls-port", str(_free_port(port)), "--certificate", str(tls["type"])]
+    if tls["type"] == "files":
+        argv += ["--cert-file", str(tls["cert_file"]), "--key-file", str(tls["key_file"])]
+    if tls["type"] == "lets-encrypt":
+        argv += ["--acme-directory", str(tls["directory"]), "--acme-http-port", str(tls.get("http_port") or 80)]
+        if tls.get("email"):
+            argv += ["--acme-email", str(tls["email"])]
+        if tls.get("ca_bundle"):
+            argv += ["--acme-ca-bundle", str(tls["ca_bundle"])]
+    return argv
+
+
 class GatewayProvider(_ProcessProvider):
     """A local gateway: one process serving the data plane and the controller's control API."""
 
@@ -144,14 +159,21 @@ class GatewayProvider(_ProcessProvider):
                 "--port-file", str(port_file)]
         if props.get("domain"):
             argv += ["--domain", str(props["domain"])]
-        info = procs.start_daemon(argv, port_file=port_file, log_file=root / "gateway.log", timeout=START_TIMEOUT)
+        tls = props.get("tls") or None
+        if tls:
+            argv += _tls_argv(tls, _remembered_port(port_file, "tls_port"))
+        info = procs.start_daemon(argv, port_file=port_file, log_file=root / "gateway.log",
+                                  timeout=ACME_START_TIMEOUT if tls and tls.get("type") == "lets-encrypt" else START_TIMEOUT)
         port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
-        outs = {**props, "url": f"http://127.0.0.1:{port}", "control_url": f"http://127.0.0.1:{control_port}",
+        url = f"http://127.0.0.1:{port}"
+        if tls:
+            url = f"https://127.0.0.1:{int(info.ports['tls_port'])}"
+        outs = {**props, "url": url, "control_url": f"http://127.0.0.1:{control_port}",
                 "pid": info.pid, "create_time": info.create_time, "token": token, "admin_token": admin_token}
         return CreateResult(id_=str(props["name"]), outs=outs)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))
+        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port", "tls"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=10.0)

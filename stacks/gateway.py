@@ -52,13 +52,14 @@ class Gateway(pulumi.ComponentResource):
         self.token, self.admin_token = pulumi.Output.secret(token), pulumi.Output.secret(admin_token)
 
     def _local(self, config: GatewayConfig, ctx: StackContext) -> None:
-        if config.domain:
+        tls = local_tls(config)
+        if config.domain and tls is None:
             ctx.warn(f"gateway {self.gateway_name}: the local backend serves http on 127.0.0.1; domain {config.domain} is matched by Host header only")
-        process = local.Gateway(
-            self.gateway_name,
-            {"name": self.gateway_name, "state_dir": str(ctx.local_dir("gateways", self.gateway_name)), "domain": config.domain},
-            pulumi.ResourceOptions(parent=self),
-        )
+        props: dict[str, Any] = {"name": self.gateway_name, "state_dir": str(ctx.local_dir("gateways", self.gateway_name)),
+                                 "domain": config.domain}
+        if tls is not None:
+            props["tls"] = tls
+        process = local.Gateway(self.gateway_name, props, pulumi.ResourceOptions(parent=self))
         self._process = process
         self.url, self.control_url = process.url, process.control_url
         self.token, self.admin_token = process.token, process.admin_token
@@ -74,3 +75,16 @@ class Gateway(pulumi.ComponentResource):
              "control_url": self.control_url, "admin_token": self.admin_token},
             pulumi.ResourceOptions(parent=self),
         )
+
+
+def local_tls(config: GatewayConfig) -> dict[str, Any] | None:
+    """The certificate a local (or SSH) gateway serves, or None for plain HTTP.
+
+    Only a certificate the configuration names counts: the model's default (lets-encrypt) would
+    send a laptop's gateway to the public Let's Encrypt, which cannot reach it."""
+    cert = config.certificate
+    if cert is None or "certificate" not in config.model_fields_set:
+        return None
+    if cert.type == "lets-encrypt" and not config.domain:
+        return None
+    return cert.model_dump(mode="json", exclude_none=True)
