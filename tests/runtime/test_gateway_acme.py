@@ -125,3 +125,36 @@ def test_local_gateway_serves_https_with_a_certificate_pebble_issued(tmp_path: P
     finally:
         down = _cli("destroy", "--yes", "--state-dir", str(state), "--engine", "embedded", cwd=tmp_path)
         assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_self_signed_and_files_certificates_serve_tls(tmp_path: Path) -> None:
+    """The same TLS path without an ACME server: a self-signed certificate, then the same pair as files."""
+    import asyncio
+
+    from aiohttp import web
+
+    from gpustack_iac.runtime.gateway.tls import TLSOptions, needs_renewal, obtain
+    from gpustack_iac.runtime.gateway.tls_site import start_tls_site
+
+    pair = obtain(TLSOptions(mode="self-signed", names=("gw.local.test", "127.0.0.1"), cert_dir=tmp_path))
+    assert not needs_renewal(pair.cert_file, ("gw.local.test",)) and needs_renewal(pair.cert_file, ("other.test",))
+    assert oct(pair.key_file.stat().st_mode & 0o777) == "0o600"
+    files = TLSOptions(mode="files", names=("gw.local.test",), cert_dir=tmp_path, cert_file=pair.cert_file, key_file=pair.key_file)
+
+    async def scenario() -> str:
+        app = web.Application()
+        app.router.add_get("/", lambda _: web.Response(text="over tls"))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            port = await start_tls_site(runner, "127.0.0.1", files, 0)
+            ctx = ssl.create_default_context(cafile=str(pair.cert_file))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="gw.local.test")
+            writer.write(b"GET / HTTP/1.1\r\nHost: gw.local.test\r\nConnection: close\r\n\r\n")
+            body = (await reader.read()).decode()
+            writer.close()
+            return body
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)).endswith("over tls")
