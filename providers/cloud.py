@@ -83,12 +83,15 @@ def agent_boot(fetch_agent_token: str, *, name_cmd: str = "hostname") -> str:
 
 def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInstance) -> str:
     """cloud-init user data for the gateway: both tokens come from the secret store, as for agents."""
-    args = ["--host", "0.0.0.0", "--port", "80", "--control-port", str(CONTROL_PORT),
+    acme = gateway.certificate == "lets-encrypt" and bool(gateway.domain)
+    # With ACME, port 80 answers HTTP-01 challenges; plain HTTP then stays on 8080, which the
+    # firewall does not open, and clients use 443.
+    args = ["--host", "0.0.0.0", "--port", "8080" if acme else "80", "--control-port", str(CONTROL_PORT),
             "--token-file", "/var/lib/gpustack/token", "--admin-token-file", "/var/lib/gpustack/admin.token",
             "--state-dir", "/var/lib/gpustack/gateway"]
     if gateway.domain:
         args += ["--domain", gateway.domain]
-    if gateway.certificate == "lets-encrypt" and gateway.domain:
+    if acme:
         args += ["--tls-port", "443", "--certificate", "lets-encrypt", "--cert-dir", "/var/lib/gpustack/tls"]
         if gateway.acme_directory:
             args += ["--acme-directory", gateway.acme_directory]
