@@ -725,6 +725,9 @@ class GatewayConfig(Document):
             raise config_error(f"region is required for a gateway on {self.backend}")
         if isinstance(self.certificate, ACMCertificate) and self.backend != "aws":
             raise config_error("an acm certificate needs backend aws", "certificate")
+        if isinstance(self.certificate, (FilesCertificate, SelfSignedCertificate)) and self.backend not in ("local", "ssh"):
+            raise config_error(f"a {self.certificate.type} certificate is for local and SSH gateways; on {self.backend} "
+                               "use lets-encrypt" + (" or acm" if self.backend == "aws" else ""), "certificate")
         if self.domain is not None and ("." not in self.domain or self.domain.startswith(("*", "."))):
             raise config_error(f"expected a domain like example.com, got {self.domain!r}", "domain")
         return self

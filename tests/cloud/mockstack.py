@@ -7,6 +7,8 @@ a cloud lookup, or the embedded engine could not plan it offline.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockMonitor
 
 from gpustack_iac.compile import CompiledStack, compile_spec
@@ -106,14 +109,27 @@ def run(path: Path, tmp: Path) -> Graph:
     compiled = compile_dir(path, tmp)
     mocks = _Mocks()
     monitor = _Monitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="proj", stack="dev", preview=False, monitor=monitor)
 
-    @pulumi.runtime.test
-    def _program() -> pulumi.Output[int]:
-        compiled.program()
-        return pulumi.Output.from_input(0)
+    def isolated() -> None:
+        # As the embedded engine does: the SDK's settings live in context variables, so a copied
+        # context and a fresh root and loop keep this run away from other tests' runs.
+        pulumi_settings.ROOT.set(None)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            pulumi.runtime.set_mocks(mocks, project="proj", stack="dev", preview=False, monitor=monitor)
 
-    _program()
+            @pulumi.runtime.test
+            def _program() -> pulumi.Output[int]:
+                compiled.program()
+                return pulumi.Output.from_input(0)
+
+            _program()
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+
+    contextvars.copy_context().run(isolated)
     graph = Graph(compiled=compiled)
     for args in mocks.seen:
         graph.resources.append(Registered(args.typ, args.name, dict(args.inputs), monitor.ignore.get((args.typ, args.name), [])))
