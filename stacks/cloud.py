@@ -46,7 +46,8 @@ def explicit_provider(backend: str, region: str | None, project: ProjectConfig |
         return aws.Provider(f"aws-{region}", region=region, profile=refs.get("profile"), opts=opts)
     if backend == "gcp":
         import pulumi_gcp as gcp
-        return gcp.Provider(f"gcp-{region}", region=region, credentials=None, opts=opts)
+        # A path to the credentials file (the provider reads it), never its content.
+        return gcp.Provider(f"gcp-{region}", region=region, credentials=refs.get("credentials_file"), opts=opts)
     if backend == "azure":
         import pulumi_azure_native as az
         return az.Provider(f"azure-{region}", location=region, opts=opts)

@@ -135,3 +135,14 @@ def test_example_plans_under_mocks_with_an_explicit_regional_provider(tmp_path: 
     provider = graph.one("pulumi:providers:aws")
     assert provider.inputs["region"] == "us-east-1"
     assert {g.name for g in graph.of_type("aws:autoscaling/group:Group")} == {"aws-a10g-spot", "aws-a10g-on-demand"}
+
+
+def test_credentials_are_references_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-in-the-graph")
+    write(tmp_path, {"f.gpustack.yml": FLEET.format(policy="spot", gpu="A10G:1"),
+                     "p.gpustack.yml": "type: project\nname: proj\nbackends:\n  - type: aws\n    profile: prod\n"
+                                       "    env: [AWS_SECRET_ACCESS_KEY]\n"})
+    graph = run(tmp_path, tmp_path)
+    provider = graph.one("pulumi:providers:aws")
+    assert provider.inputs["profile"] == "prod" and provider.inputs["region"] == "us-east-1"
+    assert "never-in-the-graph" not in json.dumps([r.inputs for r in graph.resources], default=str)
