@@ -220,25 +220,36 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                 providers[(backend, region)] = explicit_provider(backend, region, spec.project)
             return providers[(backend, region)]
 
+        networks: dict[tuple[str, str], Any] = {}
+
+        def shared(backend: str, region: str, opts: pulumi.ResourceOptions | None) -> Any:
+            from gpustack_iac.stacks.cloud import CloudNetwork
+
+            if (backend, region) not in networks:
+                networks[(backend, region)] = CloudNetwork(backend, region, opts).handle
+            return networks[(backend, region)]
+
         fleets = []
         for f in spec.fleets:
             groups = node_groups.get(str(f.name))
-            opts = None
+            opts, handle = None, None
             if groups:
                 p = provider(_fleet_backend(f), groups[0].region)
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
-            fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from))))
+                handle = shared(_fleet_backend(f), groups[0].region, opts)
+            fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
-            opts, k8s = None, None
+            opts, k8s, handle = None, None, None
             if config.backend in VM_BACKENDS:
                 p = provider(config.backend, config.region)
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+                handle = shared(config.backend, str(config.region), opts)
             elif config.backend == "kubernetes":
                 k8s = provider("kubernetes", None)
             gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
-                              scaled=scaled[str(config.name)], k8s_provider=k8s)
+                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle)
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}

@@ -77,10 +77,10 @@ def _fetch(path: str, region: str) -> str:
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str, stack: str,
-                parent: pulumi.Resource) -> list[aws.autoscaling.Group]:
+                parent: pulumi.Resource, shared: AwsNetwork | None = None) -> list[aws.autoscaling.Group]:
     region = groups[0].region
     opts = pulumi.ResourceOptions(parent=parent)
-    vpc = network(fleet, region, parent)
+    vpc = shared or network(fleet, region, parent)
     sg = aws.ec2.SecurityGroup(
         fleet, vpc_id=vpc.vpc.id, description=f"gpustack fleet {fleet}: agent port from the VPC only",
         ingress=[{"protocol": "tcp", "from_port": AGENT_PORT, "to_port": AGENT_PORT, "cidr_blocks": [VPC_CIDR],
@@ -135,9 +135,10 @@ class AwsGateway:
     admin_token: pulumi.Output[str]
 
 
-def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource) -> AwsGateway:
+def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: AwsNetwork | None = None) -> AwsGateway:
     opts = pulumi.ResourceOptions(parent=parent)
-    vpc = network(gw.name, gw.region, parent)
+    vpc = shared or network(gw.name, gw.region, parent)
     ingress = [{"protocol": "tcp", "from_port": p, "to_port": p, "cidr_blocks": ["0.0.0.0/0"], "description": "gateway"}
                for p in GATEWAY_PORTS]
     if net.admin_cidrs:

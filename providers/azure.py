@@ -25,27 +25,44 @@ SECRETS_USER_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/4633458b
 
 
 @dataclass
+class AzureNetwork:
+    group: az.resources.ResourceGroup
+    subnet: az.network.Subnet
+    region: str
+
+
+@dataclass
 class _Base:
     group: az.resources.ResourceGroup
     subnet: az.network.Subnet
+    nsg: az.network.NetworkSecurityGroup  # attached to the NICs, so fleets and the gateway share a subnet
     vault: az.keyvault.Vault
     identity: az.managedidentity.UserAssignedIdentity
 
 
-def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.Resource) -> _Base:
+def network(name: str, region: str, parent: pulumi.Resource) -> AzureNetwork:
     opts = pulumi.ResourceOptions(parent=parent)
     group = az.resources.ResourceGroup(name, location=region, opts=opts)
-    sg = az.network.NetworkSecurityGroup(name, resource_group_name=group.name, location=region, security_rules=nsg, opts=opts)
     vnet = az.network.VirtualNetwork(name, resource_group_name=group.name, location=region,
                                      address_space={"address_prefixes": [VPC_CIDR]}, opts=opts)
     subnet = az.network.Subnet(name, resource_group_name=group.name, virtual_network_name=vnet.name,
-                               address_prefix="10.60.0.0/20", network_security_group={"id": sg.id}, opts=opts)
+                               address_prefix="10.60.0.0/20", opts=opts)
+    return AzureNetwork(group=group, subnet=subnet, region=region)
+
+
+def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.Resource,
+          shared: AzureNetwork | None) -> _Base:
+    opts = pulumi.ResourceOptions(parent=parent)
+    net = shared or network(name, region, parent)
+    group = net.group
+    sg = az.network.NetworkSecurityGroup(name, resource_group_name=group.name, location=region, security_rules=nsg, opts=opts)
     identity = az.managedidentity.UserAssignedIdentity(name, resource_group_name=group.name, location=region, opts=opts)
     vault = az.keyvault.Vault(name, resource_group_name=group.name, location=region, properties={
-        "tenant_id": pulumi.Config("azure-native").get("tenantId") or "00000000-0000-0000-0000-000000000000", "sku": {"family": "A", "name": "standard"}, "enable_rbac_authorization": True}, opts=opts)
+        "tenant_id": pulumi.Config("azure-native").get("tenantId") or "00000000-0000-0000-0000-000000000000",
+        "sku": {"family": "A", "name": "standard"}, "enable_rbac_authorization": True}, opts=opts)
     az.authorization.RoleAssignment(name, scope=vault.id, role_definition_id=SECRETS_USER_ROLE,
                                     principal_id=identity.principal_id, principal_type="ServicePrincipal", opts=opts)
-    return _Base(group=group, subnet=subnet, vault=vault, identity=identity)
+    return _Base(group=group, subnet=net.subnet, nsg=sg, vault=vault, identity=identity)
 
 
 def _rule(name: str, priority: int, port: int, sources: list[str]) -> dict[str, object]:
@@ -68,12 +85,12 @@ def _fetch(vault: str, secret: str) -> str:
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
-                parent: pulumi.Resource) -> list[az.compute.VirtualMachineScaleSet]:
+                parent: pulumi.Resource, shared: AzureNetwork | None = None) -> list[az.compute.VirtualMachineScaleSet]:
     region = groups[0].region
     rules = [_rule("agent", 100, AGENT_PORT, [VPC_CIDR])]
     if ranges.admin_cidrs:
         rules.append(_rule("ssh", 110, 22, list(ranges.admin_cidrs)))
-    base = _base(fleet, region, rules, parent)
+    base = _base(fleet, region, rules, parent, shared)
     _secret(f"{fleet}-agent-token", "agent-token", base, parent)
     out = []
     for group in groups:
@@ -96,7 +113,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
                                                        "provision_vm_agent": True}},
                 "user_data": user_data,
                 "network_profile": {"network_interface_configurations": [{
-                    "name": group.name, "primary": True,
+                    "name": group.name, "primary": True, "network_security_group": {"id": base.nsg.id},
                     "ip_configurations": [{"name": group.name, "subnet": {"id": base.subnet.id},
                                            "public_ip_address_configuration": {"name": group.name}}]}]},
                 **spot,
@@ -115,17 +132,19 @@ class AzureGateway:
     admin_token: pulumi.Output[str]
 
 
-def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource) -> AzureGateway:
+def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: AzureNetwork | None = None) -> AzureGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     rules = [_rule(f"gateway-{p}", 100 + i, p, ["*"]) for i, p in enumerate(GATEWAY_PORTS)]
     if ranges.admin_cidrs:
         rules += [_rule("control", 120, CONTROL_PORT, list(ranges.admin_cidrs)), _rule("ssh", 130, 22, list(ranges.admin_cidrs))]
-    base = _base(gw.name, gw.region, rules, parent)
+    base = _base(gw.name, gw.region, rules, parent, shared)
     token = _secret(f"{gw.name}-token", "token", base, parent)
     admin = _secret(f"{gw.name}-admin-token", "admin-token", base, parent)
     ip = az.network.PublicIPAddress(gw.name, resource_group_name=base.group.name, location=gw.region,
                                     public_ip_allocation_method="Static", sku={"name": "Standard"}, opts=opts)
-    nic = az.network.NetworkInterface(gw.name, resource_group_name=base.group.name, location=gw.region, ip_configurations=[
+    nic = az.network.NetworkInterface(gw.name, resource_group_name=base.group.name, location=gw.region,
+                                      network_security_group={"id": base.nsg.id}, ip_configurations=[
         {"name": gw.name, "subnet": {"id": base.subnet.id}, "public_ip_address": {"id": ip.id}}], opts=opts)
     user_data = base.vault.name.apply(lambda v: base64.b64encode(
         gateway_boot(_fetch(v, "token"), _fetch(v, "admin-token"), gw).encode()).decode())

@@ -42,11 +42,17 @@ def _fetch(secret_id: str) -> str:
     return f"gcloud secrets versions access latest --secret={secret_id}"
 
 
-def _network(name: str, region: str, parent: pulumi.Resource) -> tuple[gcp.compute.Network, gcp.compute.Subnetwork]:
+@dataclass
+class GcpNetwork:
+    net: gcp.compute.Network
+    subnet: gcp.compute.Subnetwork
+
+
+def network(name: str, region: str, parent: pulumi.Resource) -> GcpNetwork:
     opts = pulumi.ResourceOptions(parent=parent)
     net = gcp.compute.Network(name, auto_create_subnetworks=False, opts=opts)
     subnet = gcp.compute.Subnetwork(f"{name}-{region}", network=net.id, region=region, ip_cidr_range="10.60.0.0/20", opts=opts)
-    return net, subnet
+    return GcpNetwork(net=net, subnet=subnet)
 
 
 def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], parent: pulumi.Resource) -> None:
@@ -56,10 +62,11 @@ def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], 
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
-                parent: pulumi.Resource) -> list[gcp.compute.RegionInstanceGroupManager]:
+                parent: pulumi.Resource, shared: GcpNetwork | None = None) -> list[gcp.compute.RegionInstanceGroupManager]:
     region = groups[0].region
     opts = pulumi.ResourceOptions(parent=parent)
-    net, subnet = _network(fleet, region, parent)
+    handle = shared or network(fleet, region, parent)
+    net, subnet = handle.net, handle.subnet
     tag = f"gpustack-{fleet}"
     gcp.compute.Firewall(f"{fleet}-agent", network=net.id, direction="INGRESS",
                          allows=[{"protocol": "tcp", "ports": [str(AGENT_PORT)]}], source_ranges=["10.60.0.0/16"],
@@ -103,9 +110,11 @@ class GcpGateway:
     admin_token: pulumi.Output[str]
 
 
-def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource) -> GcpGateway:
+def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: GcpNetwork | None = None) -> GcpGateway:
     opts = pulumi.ResourceOptions(parent=parent)
-    net, subnet = _network(gw.name, gw.region, parent)
+    handle = shared or network(gw.name, gw.region, parent)
+    net, subnet = handle.net, handle.subnet
     tag = f"gpustack-{gw.name}"
     gcp.compute.Firewall(f"{gw.name}-gateway", network=net.id, direction="INGRESS",
                          allows=[{"protocol": "tcp", "ports": [str(p) for p in GATEWAY_PORTS]}], source_ranges=["0.0.0.0/0"],

@@ -57,3 +57,15 @@ def explicit_provider(backend: str, region: str | None, project: ProjectConfig |
             return k8s.Provider("kubernetes", kubeconfig=refs.get("kubeconfig"), context=refs.get("context"), opts=opts)
         return None
     return None
+
+
+class CloudNetwork(pulumi.ComponentResource):
+    """One network per (cloud, region) in a stack, shared by its fleets and gateway: the controller
+    on the gateway reaches the agents on their private addresses, and the agent port stays closed to
+    everything outside the network."""
+
+    def __init__(self, backend: str, region: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        name = f"{backend}-{region}"
+        super().__init__("gpustack:index:Network", name, {"backend": backend, "region": region}, opts)
+        self.handle = backend_module(backend).network(f"gpustack-{region}", region, self)
+        self.register_outputs({})

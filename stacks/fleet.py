@@ -27,7 +27,8 @@ class Fleet(pulumi.ComponentResource):
     hosts: list[FleetHost]
 
     def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
-                 node_groups: list[NodeGroup] | None = None, network: Network | None = None) -> None:
+                 node_groups: list[NodeGroup] | None = None, network: Network | None = None,
+                 shared_network: Any = None) -> None:
         name = str(config.name)
         super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config)}, opts)
         backend = (config.backends or ["local"])[0]
@@ -39,7 +40,8 @@ class Fleet(pulumi.ComponentResource):
             if node_groups:
                 from gpustack_iac.stacks.cloud import backend_module
 
-                backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project, ctx.stack, self)
+                backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project, ctx.stack, self,
+                                                    shared=shared_network)
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod

@@ -24,7 +24,8 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
-                 scaled: list[str] | None = None, k8s_provider: pulumi.ProviderResource | None = None) -> None:
+                 scaled: list[str] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
+                 shared_network: Any = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = config.backend
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
@@ -43,7 +44,8 @@ class Gateway(pulumi.ComponentResource):
             from gpustack_iac.stacks.cloud import backend_module
 
             assert instance is not None
-            out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self)
+            out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
+                                                         shared=shared_network)
             self._set(out.url, out.control_url, out.token, out.admin_token)
         self.register_outputs({"url": self.url, "control_url": self.control_url})
 

@@ -146,3 +146,12 @@ def test_credentials_are_references_only(tmp_path: Path, monkeypatch: pytest.Mon
     provider = graph.one("pulumi:providers:aws")
     assert provider.inputs["profile"] == "prod" and provider.inputs["region"] == "us-east-1"
     assert "never-in-the-graph" not in json.dumps([r.inputs for r in graph.resources], default=str)
+
+
+def test_fleet_and_gateway_share_one_network_so_the_controller_reaches_agents(tmp_path: Path) -> None:
+    write(tmp_path, {"f.gpustack.yml": FLEET.format(policy="spot", gpu="A10G:1"), "g.gpustack.yml": GATEWAY})
+    graph = run(tmp_path, tmp_path)
+    [vpc] = graph.of_type("aws:ec2/vpc:Vpc")
+    groups = graph.of_type("aws:ec2/securityGroup:SecurityGroup")
+    assert {g.inputs["vpcId"] for g in groups} == {f"{vpc.name}-id"}
+    assert graph.one("gpustack:index:Network").name == "aws-us-east-1"
