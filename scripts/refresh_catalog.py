@@ -21,6 +21,7 @@ from pathlib import Path
 
 import gpuhunt
 from gpuhunt._internal import storage
+from gpuhunt.version import __version__ as gpuhunt_version
 
 DATA = Path(__file__).resolve().parents[1] / "gpustack_iac" / "catalog" / "data"
 PROVIDERS = ("aws", "gcp", "azure", "lambdalabs", "nebius")
@@ -136,7 +137,7 @@ def main() -> None:
     for provider, items in catalogs.items():
         storage.dump(sorted(items, key=lambda i: (i.location, i.spot, i.price)), str(DATA / f"{provider}.csv"))
     meta = {"taken": dt.date.today().isoformat(), "source": "gpuhunt" if args.live else "curated",
-            "gpuhunt": gpuhunt.version.__version__ if hasattr(gpuhunt, "version") else "",
+            "gpuhunt": gpuhunt_version,
             "providers": sorted(catalogs)}
     (DATA / "snapshot.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {sum(len(v) for v in catalogs.values())} offers to {DATA}")
