@@ -90,6 +90,7 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
                                message=e["msg"]) for e in exc.errors()]  # type: ignore[attr-defined]
         raise ConfigError(problems) from None
     requests = _requests(paths) if paths else [("request", base, {})]
+    requests_placement = {label: placement for label, _, placement in requests}
     snapshot = load()
     results = []
     for label, resources, placement in requests:
@@ -109,11 +110,14 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
                                             for label, r, found in results]}, indent=2))
         return
     console = Console(highlight=False)
-    console.print(f"catalog: {snapshot.source} snapshot taken {snapshot.taken} ({', '.join(snapshot.providers())})")
+    console.print(f"catalog: {snapshot.source} snapshot taken {snapshot.taken} ({', '.join(snapshot.providers())})", soft_wrap=True)
     for label, resources, found in results:
         if not found:
-            console.print(f"{label} ({resources.describe()}): no offer matches")
+            asked = set(backends) or set((dict(requests_placement.get(label) or {}).get("backends") or []))
+            outside = sorted(asked & {"local", "ssh", "kubernetes"})
+            why = f"{', '.join(outside)} capacity is not in the catalog" if outside else "no offer matches"
+            console.print(f"{label} ({resources.describe()}): {why}", soft_wrap=True)
             continue
-        console.print(f"{label}: {resources.describe()}")
+        console.print(f"{label}: {resources.describe()}", soft_wrap=True)
         for line in _lines(found, limit):
             console.print(line, soft_wrap=True)

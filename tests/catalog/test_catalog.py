@@ -118,3 +118,9 @@ def test_offers_command_bad_spec_is_one_message(args: list[str]) -> None:
     result = CliRunner().invoke(main, ["offers", *args])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "error" in result.output
+
+
+def test_offers_for_kubernetes_capacity_says_it_is_not_in_the_catalog() -> None:
+    result = CliRunner().invoke(main, ["offers", "examples/kubernetes"])
+    assert result.exit_code == 0, result.output
+    assert "fleet k8s-gpus (cpu=2.. mem=8GB.. disk=100GB.. nvidia:1..): kubernetes capacity is not in the catalog" in result.output
