@@ -10,25 +10,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 
-from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
+from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
-from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
-from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.fleet import Fleet, local_host_names
+from gpustack_iac.stacks.gateway import Gateway, local_tls
 from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
+from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
-
-# Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -40,8 +39,16 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    # (kind, name) → the spec each component records in state; the plan summary compares them.
+    # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
+    component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
     cost: Cost = field(default_factory=Cost)
     plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
+
+    def cost_of(self, deployed_specs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        """The plan's `cost` object: this configuration's cost and its change against the component
+        specs the state records (gpustack_iac/cost.py)."""
+        return self.cost.to_json(deployed_cost(deployed_specs))
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -54,16 +61,10 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
     return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    if fleet.is_ssh:
-        return "ssh"
-    return ",".join(fleet.backends) if fleet.backends else "<any>"
-
-
 def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
+        backend = fleet_backend(fleet)
         if "," in backend and all(b in IMPLEMENTED_BACKENDS for b in backend.split(",")):
             problems.append(_diag(fleet, "backends", f"fleet {fleet.name}: name one backend per fleet "
                                                      f"(got {backend}); make one fleet per backend"))
@@ -75,6 +76,8 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        elif gateway.backend == "local":
+            problems += _check_local_gateway(gateway)
     for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
         for doc in docs:
             problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
@@ -82,7 +85,39 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     return problems
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext, backend: str) -> list[Diagnostic]:
+def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
+    """What a local gateway cannot honour: refused at plan rather than silently served otherwise."""
+    problems = []
+    if gateway.replicas > 1:
+        problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
+                                                   "runs one gateway process per gateway; set replicas: 1"))
+    if gateway.certificate is not None and local_tls(gateway) is None:
+        # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        # The local gateway serves TLS for a certificate the configuration names (local_tls); the model's
+        # default lets-encrypt, or lets-encrypt without a domain, would still be plain HTTP.
+        if gateway.domain or "certificate" in gateway.model_fields_set:
+            need = ("needs a domain" if "certificate" in gateway.model_fields_set
+                    else "is only the default here: name it (certificate: lets-encrypt, or self-signed) to serve TLS")
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} "
+                                  f"{need}; without it the local gateway would serve plain HTTP. Set certificate: null "
+                                  "to serve plain HTTP on 127.0.0.1"))
+    return problems
+
+
+def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
+    """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
+    if gateway.backend != "local" or not service.https or local_tls(gateway) is not None:
+        return []
+    # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
+    if not gateway.domain and "https" not in service.model_fields_set:
+        return []
+    why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
+    return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
+                                    f"gateway serves TLS only for a certificate it names; set https: false, or give gateway "
+                                    f"{gateway.name} a certificate (lets-encrypt with its domain, self-signed or files)")]
+
+
+def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "local") -> list[Diagnostic]:
     if backend != "local":
         return _check_remote_service(service, backend)
     problems = []
@@ -137,6 +172,26 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
     return gateway.backend if gateway is not None else "local"
 
 
+def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
+    """Local fleets' hosts, measured here. With any other fleet the facts of some hosts are not
+    known here, and a group only they could run must not be refused: no check (empty list)."""
+    if any(fleet_backend(f) != "local" for f in spec.fleets):
+        return []
+    return local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+
+
+def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
+    return problems
+
+
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
@@ -150,15 +205,19 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
     return next(iter(gateways.values())) if len(gateways) == 1 else None
 
 
-def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
-    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem.
+
+    `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
+    them; by default the local fleets' hosts, measured on this machine.
+    """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
     cost = Cost()
     node_groups: dict[str, list[NodeGroup]] = {}
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
+        backend = fleet_backend(fleet)
         try:
             if backend in VM_BACKENDS:
                 node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
@@ -172,10 +231,11 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
         if gateway_config.backend in IMPLEMENTED_BACKENDS:
             cost.items.append(gateway_cost(gateway_config))
-    fleet_backends = {_fleet_backend(f) for f in spec.fleets}
+    fleet_backends = {fleet_backend(f) for f in spec.fleets}
+    service_backend: dict[str, str] = {}
     for service in spec.services:
         gateway = _pick_gateway(service, gateways)
-        backend = _service_backend(service, gateway)
+        backend = service_backend[str(service.name)] = _service_backend(service, gateway)
         problems += _check_service(service, ctx, backend)
         try:
             cost.items += group_costs(service, backend, fleet_backends)
@@ -186,6 +246,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                                                       "configuration (type: gateway, default: true)"))
         else:
             service_gateway[str(service.name)] = str(gateway.name)
+            problems += _check_https(service, gateway)
     router_gateway: dict[str, str] = {}
     for router in spec.routers:
         chosen = gateways.get(router.gateway) if router.gateway else _default_gateway(gateways)
@@ -203,7 +264,12 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
     if problems:
         raise ConfigError(problems)
 
-    definitions = {str(s.name): _definition(s) for s in spec.services}
+    definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
+    if hosts is None:
+        hosts = _default_hosts(spec, ctx)
+    problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    if problems:
+        raise ConfigError(problems)
 
     from gpustack_iac.providers.kubernetes_names import deployment_names
 
@@ -234,9 +300,9 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             groups = node_groups.get(str(f.name))
             opts, handle = None, None
             if groups:
-                p = provider(_fleet_backend(f), groups[0].region)
+                p = provider(fleet_backend(f), groups[0].region)
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
-                handle = shared(_fleet_backend(f), groups[0].region, opts)
+                handle = shared(fleet_backend(f), groups[0].region, opts)
             fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
@@ -256,24 +322,47 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
-            endpoints[name] = services[name].endpoint
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
+            # From the gateway, not the registration: the outputs are then recorded as soon as the
+            # gateway runs, even when a service fails to get ready (status, logs and output need them).
+            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    plugin_backends = sorted({_fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
+    plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
                              | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
     from gpustack_iac.stacks.cloud import backend_module
 
     for backend in plugin_backends:
         backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, cost=cost,
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
+                         component_specs=lambda: _component_specs(spec, definitions, ctx), cost=cost,
                          plugin_backends=plugin_backends)
 
 
-def _definition(service: ServiceConfig) -> dict[str, Any]:
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names, where local processes keep their files, and
+    the key env fingerprints are made with (see StackContext)."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, ctx)
+    for gateway in spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in definitions.items():
+        specs[("service", name)] = Service.spec_of(definition, ctx)
+    for router in spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
+    return specs
+
+
+def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
     for group in definition["groups"]:
@@ -281,6 +370,14 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        if not local:
+            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
     return definition
 
 

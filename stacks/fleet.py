@@ -10,7 +10,7 @@ import pulumi
 from gpustack_iac.providers import local
 from gpustack_iac.providers.cloud import Network, NodeGroup
 from gpustack_iac.spec.models import FleetConfig
-from gpustack_iac.stacks.context import StackContext, fingerprint_values
+from gpustack_iac.stacks.context import StackContext
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Fleet(pulumi.ComponentResource):
                  node_groups: list[NodeGroup] | None = None, network: Network | None = None,
                  shared_network: Any = None) -> None:
         name = str(config.name)
-        super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config)}, opts)
+        super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config, ctx)}, opts)
         backend = (config.backends or ["local"])[0]
         if backend == "local":
             self.hosts = _local_hosts(self, config, ctx)
@@ -45,11 +45,18 @@ class Fleet(pulumi.ComponentResource):
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod
-    def spec_of(config: FleetConfig) -> dict[str, Any]:
+    def spec_of(config: FleetConfig, ctx: StackContext) -> dict[str, Any]:
         """What the component records of its configuration (and the plan summary compares)."""
         spec = config.model_dump(mode="json", exclude_none=True)
-        spec["env"] = fingerprint_values(spec.get("env") or {})
+        spec["env"] = ctx.fingerprint_values(spec.get("env") or {})
         return spec
+
+
+def local_host_names(config: FleetConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The name and labels of each host a local fleet starts (also what `plan` checks placement against)."""
+    assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
+    labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    return [(f"{config.name}-{i}", dict(labels)) for i in range(max(config.nodes.min, 1))]
 
 
 def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
@@ -58,9 +65,7 @@ def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[
     if not config.nodes.fixed:
         ctx.warn(f"fleet {config.name}: the local backend does not scale hosts; starting {count} of nodes {config.nodes}")
     hosts = []
-    for i in range(count):
-        host_name = f"{config.name}-{i}"
-        labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    for host_name, labels in local_host_names(config):
         agent = local.Agent(
             host_name,
             {"name": host_name, "state_dir": str(ctx.local_dir("hosts", host_name)), "labels": labels},

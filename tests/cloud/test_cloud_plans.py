@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from gpustack_iac.cli import main
 from gpustack_iac.cost import deployed_cost
 from gpustack_iac.errors import ConfigError
+from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import compile_dir, write
@@ -81,7 +82,8 @@ def test_cost_change_against_the_deployed_specs(tmp_path: Path) -> None:
     from gpustack_iac.spec.loader import load_paths
 
     old_fleet = load_paths([old_dir], {}).fleets[0]
-    deployed = deployed_cost({("fleet", "pool"): Fleet.spec_of(old_fleet)})
+    ctx = StackContext(project="proj", stack="dev", state_root=tmp_path)
+    deployed = deployed_cost({("fleet", "pool"): Fleet.spec_of(old_fleet, ctx)})
     cost = compile_dir(new_dir, tmp_path).cost.to_json(deployed)
     # g5.xlarge on-demand $1.006/h: 1..2 nodes deployed, 2..6 planned.
     assert cost["deployed"] == {"min_hourly": 1.006, "max_hourly": 2.012}

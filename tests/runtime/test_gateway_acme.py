@@ -133,7 +133,8 @@ def test_self_signed_and_files_certificates_serve_tls(tmp_path: Path) -> None:
 
     from aiohttp import web
 
-    from gpustack_iac.runtime.gateway.tls import TLSOptions, needs_renewal, obtain
+    from gpustack_iac.runtime.gateway.certsource import obtain
+    from gpustack_iac.runtime.gateway.tls import TLSOptions, needs_renewal
     from gpustack_iac.runtime.gateway.tls_site import start_tls_site
 
     pair = obtain(TLSOptions(mode="self-signed", names=("gw.local.test", "127.0.0.1"), cert_dir=tmp_path))

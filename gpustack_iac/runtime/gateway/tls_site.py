@@ -8,7 +8,9 @@ import asyncio
 from aiohttp import web
 
 from gpustack_iac.errors import GpustackError
-from gpustack_iac.runtime.gateway.tls import TLSOptions, obtain, server_context
+from gpustack_iac.runtime.gateway.certsource import obtain
+from gpustack_iac.runtime.gateway.tls import TLSOptions, server_context
+from gpustack_iac.runtime.listenfds import inherited_socket
 
 
 def tls_options(args: argparse.Namespace) -> TLSOptions:
@@ -25,7 +27,11 @@ def tls_options(args: argparse.Namespace) -> TLSOptions:
 async def start_tls_site(runner: web.BaseRunner, host: str, options: TLSOptions, port: int | None = None) -> int:
     """Obtain the certificate (ACME issuance blocks on the network: in a thread) and listen with TLS."""
     pair = await asyncio.to_thread(obtain, options)
-    site = web.TCPSite(runner, host, port if port is not None else 0, ssl_context=server_context(pair))
+    context = server_context(pair)
+    # Under the watchdog the port is bound by it and handed down (as the plain ports are).
+    sock = inherited_socket("tls_port")
+    site: web.BaseSite = (web.SockSite(runner, sock, ssl_context=context) if sock is not None
+                          else web.TCPSite(runner, host, port if port is not None else 0, ssl_context=context))
     await site.start()
     server = site._server  # aiohttp keeps the asyncio server here; it is the only way to read a port-0 bind
     sockets = getattr(server, "sockets", None) or []
