@@ -14,7 +14,7 @@ from gpustack_iac.spec.models import (
 )
 
 # Backends with components in stacks/. Others validate, and plan refuses them with their name.
-IMPLEMENTED_BACKENDS = ("local",)
+IMPLEMENTED_BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
 
 
 def fleet_backend(fleet: FleetConfig) -> str:

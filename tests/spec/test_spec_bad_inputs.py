@@ -134,7 +134,8 @@ CASES: list[tuple[str, str, str, int]] = [
     ("gateway-no-backend", "type: gateway\nname: g\nregion: us-east-1\n", "missing required property 'backend'", 1),
     ("gateway-no-region", "type: gateway\nname: g\nbackend: aws\n", "region is required for a gateway on aws", 1),
     ("gateway-acm-gcp", "type: gateway\nname: g\nbackend: gcp\nregion: r\ncertificate:\n  type: acm\n  arn: x\n", "an acm certificate needs backend aws", 5),
-    ("gateway-cert-type", "type: gateway\nname: g\nbackend: local\ncertificate: self-signed\n", "does not match any of the expected tags", 4),
+    ("gateway-self-signed-aws", "type: gateway\nname: g\nbackend: aws\nregion: r\ncertificate: self-signed\n", "a self-signed certificate is for local and SSH gateways", 5),
+    ("gateway-cert-type", "type: gateway\nname: g\nbackend: local\ncertificate: homemade\n", "does not match any of the expected tags", 4),
     ("router-no-members", "type: router\nname: r\nmodel: m\nmembers: []\n", "List should have at least 1 item", 4),
     ("router-strategy", "type: router\nname: r\nmodel: m\nstrategy: fastest\nmembers:\n  - service: a\n", "expected 'priority', 'weighted'", 4),
     (

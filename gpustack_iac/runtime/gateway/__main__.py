@@ -28,6 +28,7 @@ from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
+from gpustack_iac.runtime.gateway.tls_site import start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable
@@ -69,6 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds of load that can trigger a fast scale-up on a burst")
     p.add_argument("--autoscale-burst-release", type=float, default=Tuning.burst_release_delay,
                    help="seconds after a burst ends before the capacity it added is released")
+    tls = p.add_argument_group("TLS (runtime/gateway/tls.py)")
+    tls.add_argument("--tls-port", type=int, default=None, help="also serve the data plane over TLS on this port (0: a free one)")
+    tls.add_argument("--certificate", choices=("files", "self-signed", "lets-encrypt"), default=None)
+    tls.add_argument("--cert-file", type=Path, default=None)
+    tls.add_argument("--key-file", type=Path, default=None)
+    tls.add_argument("--cert-dir", type=Path, default=None, help="issued and generated certificates (default STATE_DIR/tls)")
+    tls.add_argument("--tls-name", action="append", default=[], help="a name the certificate covers besides --domain")
+    tls.add_argument("--acme-directory", default="https://acme-v02.api.letsencrypt.org/directory")
+    tls.add_argument("--acme-email", default=None)
+    tls.add_argument("--acme-ca-bundle", default=None, help="CA bundle for a private ACME server's HTTPS")
+    tls.add_argument("--acme-http-port", type=int, default=80, help="where HTTP-01 challenges are answered")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -131,10 +143,13 @@ async def serve(args: argparse.Namespace) -> None:
         await control_runner.setup()
         await _site(control_runner, "control_port", args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
+        tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port)
+                    if args.tls_port is not None else None)
         url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         controller.public_url = (args.public_url or f"http://{url_host}:{port}").rstrip("/")
         if args.port_file is not None:
-            write_port_file(args.port_file, {"port": port, "control_port": control_port, "pid": os.getpid()})
+            ports = {"port": port, "control_port": control_port, "pid": os.getpid()}
+            write_port_file(args.port_file, {**ports, "tls_port": tls_port} if tls_port is not None else ports)
         log.info("gateway on %s:%d, control API on %s:%d", args.host, port, args.host, control_port)
         await stop.wait()
         log.info("shutting down; replicas keep running")
