@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpustack_iac.engine.secrets import secret
+from gpustack_iac.engine.wire import wrap_secret as secret
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
 from gpustack_iac.errors import StateError
 
