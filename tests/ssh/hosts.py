@@ -32,6 +32,7 @@ SSHD = "/usr/sbin/sshd"
 
 @dataclass
 class TestHost:
+    __test__ = False
     name: str  # h1, h2, ...
     address: str
     port: int
@@ -104,6 +105,7 @@ class TestHost:
 
 @dataclass
 class TestHosts:
+    __test__ = False
     root: Path
     client_key: Path
     known_hosts: Path
