@@ -25,7 +25,7 @@ from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
 # Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local",)
+IMPLEMENTED_BACKENDS = ("local", "ssh")
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -64,9 +64,10 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
-        if gateway.backend not in IMPLEMENTED_BACKENDS:
+        # The gateway runs on the machine running `up` (it reaches SSH hosts through its tunnels).
+        if gateway.backend != "local":
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
-                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+                                                      "for gateways (implemented: local, which also serves SSH fleets)"))
     for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
         for doc in docs:
             problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "

@@ -34,11 +34,16 @@ def _layout(props: dict[str, Any]) -> sshhost.HostLayout:
     return sshhost.HostLayout.of(str(props.get("install_dir") or "~/.gpustack"), str(props["name"]))
 
 
-def _tunnel(props: dict[str, Any], port: int) -> dict[str, Any]:
-    """What the controller needs to hold a port forward to the agent (no secrets: the key stays a path)."""
+def _tunnel(props: dict[str, Any], port: int, host_key_line: str) -> dict[str, Any]:
+    """What the controller needs to hold a port forward to the agent (no secrets: the key stays a path).
+    The host key is the one verified here, so the controller trusts exactly that key."""
     return {"hostname": props["hostname"], "port": int(props.get("port") or 22), "user": props.get("user"),
-            "identity_file": props.get("identity_file"), "known_hosts": props.get("known_hosts"),
-            "host_key": props.get("host_key"), "proxy_jump": props.get("proxy_jump"), "remote_port": port}
+            "identity_file": props.get("identity_file"), "host_key_line": host_key_line, "remote_port": port}
+
+
+def _host_key_line(conn: Connection) -> str:
+    key = conn.client.get_transport().get_remote_server_key()
+    return f"{key.get_name()} {key.get_base64()}"
 
 
 class HostProvider(ResourceProvider):
@@ -74,7 +79,7 @@ class HostProvider(ResourceProvider):
         facts["gpus"] = facts["gpus"] or pf.gpus
         return {**props, "install_path": pf.install_dir, "agent_port": port, "supervisor": how, "package": wheels.key,
                 "token": token, "facts": facts, "os": f"{pf.os} {pf.arch}", "python": pf.python_version,
-                "tunnel": _tunnel(props, port), "url": f"http://127.0.0.1:{port}", "alive": True}
+                "tunnel": _tunnel(props, port, _host_key_line(conn)), "url": f"http://127.0.0.1:{port}", "alive": True}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         target = SshTarget.from_props(props)
@@ -106,7 +111,7 @@ class HostProvider(ResourceProvider):
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         if olds.get("package_key") == news.get("package_key"):
             outs = {**olds, **{k: v for k, v in news.items() if k not in ("url", "token")}}
-            outs["tunnel"] = _tunnel(outs, int(olds["agent_port"]))
+            outs["tunnel"] = {**olds["tunnel"], **{k: outs.get(k) for k in ("identity_file", "user")}}
             return UpdateResult(outs=outs)
         target = SshTarget.from_props(news)
         with connect(target) as conn:

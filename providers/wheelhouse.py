@@ -53,6 +53,11 @@ def _source_digest() -> str:
     return h.hexdigest()[:12]
 
 
+def package_key() -> str:
+    """What a host's install is compared against: the package version and its sources."""
+    return f"{__version__}-{_source_digest()}"
+
+
 def build(cache_dir: Path, python: str, machine: str) -> Wheelhouse:
     """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing."""
     local_python, local_machine = local_platform()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
-from gpustack_iac.providers import local
+from gpustack_iac.providers import local, ssh, wheelhouse
 from gpustack_iac.spec.models import FleetConfig
 from gpustack_iac.stacks.context import StackContext, fingerprint_values
 
@@ -20,6 +21,7 @@ class FleetHost:
     url: pulumi.Output[str]
     token: pulumi.Output[str]
     labels: dict[str, Any]
+    tunnel: pulumi.Output[dict[str, Any]] | None = None  # SSH fleet hosts: how the controller reaches the agent
 
 
 class Fleet(pulumi.ComponentResource):
@@ -28,7 +30,7 @@ class Fleet(pulumi.ComponentResource):
     def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
         name = str(config.name)
         super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config)}, opts)
-        self.hosts = _local_hosts(self, config, ctx)
+        self.hosts = _ssh_hosts(self, config, ctx) if config.is_ssh else _local_hosts(self, config, ctx)
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod
@@ -54,4 +56,31 @@ def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[
             pulumi.ResourceOptions(parent=parent),
         )
         hosts.append(FleetHost(name=host_name, url=agent.url, token=agent.token, labels=labels))
+    return hosts
+
+
+def ssh_host_name(fleet: str, hostname: str) -> str:
+    """A host's resource name from its address, so removing one host renames no other."""
+    return f"{fleet}-{re.sub(r'[^A-Za-z0-9]+', '-', hostname).strip('-').lower()}"
+
+
+def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
+    ssh_config = config.ssh_config
+    assert ssh_config is not None
+    package_key = wheelhouse.package_key()
+    hosts = []
+    for h in ssh_config.hosts:
+        host_name = ssh_host_name(str(config.name), h.hostname)
+        jump = h.proxy_jump or ssh_config.proxy_jump
+        labels = {"backend": "ssh", "region": "ssh", "instance_type": "ssh", "fleet": str(config.name), "hostname": h.hostname}
+        props = {
+            "name": host_name, "hostname": h.hostname, "port": h.port or ssh_config.port or 22,
+            "user": h.user or ssh_config.user, "identity_file": h.identity_file or ssh_config.identity_file,
+            "proxy_jump": jump.model_dump(exclude_none=True) if jump else None,
+            "known_hosts": ssh_config.known_hosts, "host_key": h.host_key, "host_key_policy": ssh_config.host_key_policy,
+            "install_dir": ssh_config.install_dir, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"),
+            "package_key": package_key, "labels": labels,
+        }
+        host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
+        hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel))
     return hosts

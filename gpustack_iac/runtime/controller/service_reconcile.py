@@ -31,6 +31,8 @@ async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) 
             r
             for r in core.replicas.values()
             if r.record.service == d.name and r.record.group == g.name and not r.stopping
+            # A draining agent's replicas keep serving but no longer count: replacements start elsewhere.
+            and r.record.agent not in core.draining
         ]
         views = [ReplicaView(r.id, r.record.generation, r.ready, r.failed, r.created_mono) for r in mine]
         fallback = _fallback_generation(st, g, mine)

@@ -1,0 +1,163 @@
+"""End to end on three real sshd hosts: an SSH fleet, a gateway on this machine, a service in two replica groups.
+
+One test walks the whole life of a stack, because provisioning three hosts is the expensive part:
+up, traffic through the gateway, a host removed under load (no failed request), a host lost
+(agent, replicas and sshd killed: its replicas re-placed within 30 s), destroy (no process and no
+installed file left on any host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLES, http, wait_until
+from tests.ssh.hosts import TestHosts
+from tests.support.loadgen import LoadGenerator
+
+pytestmark = pytest.mark.slow
+
+
+def fleet_yaml(hosts: TestHosts, names: list[str]) -> str:
+    lines = ["type: fleet", "name: gpus", "ssh_config:", f"  identity_file: {hosts.client_key}",
+             f"  known_hosts: {hosts.known_hosts}", "  hosts:"]
+    for h in hosts.hosts:
+        if h.name in names:
+            lines += [f"    - hostname: {h.address}", f"      port: {h.port}", f"      user: {h.user}"]
+    return "\n".join(lines) + "\n"
+
+
+SERVICE = """type: service
+name: hello
+port: 8000
+auth: true
+commands:
+  - python3 app.py
+probes:
+  - url: /health
+    timeout: 5
+    interval: 1
+replica_groups:
+  - name: base
+    replicas: 2
+    resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+  - name: burst
+    replicas: 1
+    resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+"""
+
+GATEWAY = """type: gateway
+name: gw
+backend: local
+default: true
+certificate: null
+public_ip: false
+"""
+
+
+class Stack:
+    def __init__(self, root: Path, hosts: TestHosts) -> None:
+        self.root, self.hosts = root, hosts
+        self.config = root / "conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GPUSTACK_STATE_DIR"] = str(self.root / ".gpustack" / "state")
+        env["GPUSTACK_PASSPHRASE"] = "ssh-e2e-passphrase"
+        env.pop("PULUMI_CONFIG_PASSPHRASE", None)
+        return env
+
+    def write(self, names: list[str]) -> None:
+        (self.config / "fleet.gpustack.yml").write_text(fleet_yaml(self.hosts, names))
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "gpustack_iac", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"gpustack-iac {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.cli("output", "--json", "--show-secrets").stdout)
+
+    def status(self) -> dict[str, Any]:
+        out = self.outputs()
+        _, body = http("GET", out["control_url"] + "/control/services/hello", out["admin_token"])
+        return json.loads(body)
+
+
+def replicas_by_host(status: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for group in status.get("groups", []):
+        for r in group.get("replicas", []):
+            if r.get("ready"):
+                found.setdefault(r["agent"], []).append(r["id"])
+    return found
+
+
+def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
+    root = ssh_hosts.root / "project"
+    (root / "conf").mkdir(parents=True)
+    root.chmod(0o755)
+    (root / "conf").chmod(0o755)
+    shutil.copy(EXAMPLES / "local" / "app.py", root / "conf" / "app.py")
+    (root / "conf" / "gateway.gpustack.yml").write_text(GATEWAY)
+    (root / "conf" / "service.gpustack.yml").write_text(SERVICE)
+    stack = Stack(root, ssh_hosts)
+    stack.write(["h1", "h2", "h3"])
+    try:
+        plan = stack.cli("plan", "conf")
+        assert "gpus-198" in plan.stdout or "gpus-127" in plan.stdout
+        stack.cli("up", "conf", "--yes", timeout=600)
+        out = stack.outputs()
+        url, token = out["endpoint"], out["token"]
+        for _ in range(20):
+            status, body = http("GET", url + "/", token)
+            assert status == 200, body
+        placed = replicas_by_host(stack.status())
+        assert sum(len(v) for v in placed.values()) == 3 and len(placed) >= 2, placed
+
+        # Remove a host that runs replicas, under load: no request fails.
+        victim = next(h for h in ssh_hosts.hosts if any(h.address.replace(".", "-") in a for a in placed))
+        keep = [h.name for h in ssh_hosts.hosts if h is not victim]
+        stack.write(keep)
+        plan = stack.cli("plan", "conf")
+        assert "- " in plan.stdout and victim.address.replace(".", "-") in plan.stdout, plan.stdout
+        load = LoadGenerator(url + "/", token, rate=20, duration=600, max_requests=20000).start()
+        try:
+            stack.cli("up", "conf", "--yes", timeout=600)
+        finally:
+            load.stop()
+        assert load.result.outcomes and not load.result.failures, load.result.failures[:5]
+        assert victim.installed_files() == [] and victim.pids() == [victim.sshd.pid] if victim.sshd else True
+        placed = replicas_by_host(stack.status())
+        assert sum(len(v) for v in placed.values()) == 3 and not any(victim.address.replace(".", "-") in a for a in placed)
+
+        # Lose a host: its agent, replicas and sshd die. Its replicas are re-placed within 30 s.
+        lost = next(h for h in ssh_hosts.hosts if h is not victim and any(h.address.replace(".", "-") in a for a in placed))
+        lost.stop_sshd()
+        lost.kill_all()
+        t0 = time.monotonic()
+        wait_until(lambda: (lambda p: sum(len(v) for v in p.values()) == 3 and not any(lost.address.replace(".", "-") in a for a in p))(
+            replicas_by_host(stack.status())), 30, 0.5, "replicas re-placed off the lost host")
+        print(f"\nre-placed {time.monotonic() - t0:.1f} s after the host was lost")
+        status, _ = http("GET", url + "/", token)
+        assert status == 200
+        lost.start_sshd()  # the host comes back (empty): destroy must still clean it
+    finally:
+        stack.cli("destroy", "--yes", check=False, timeout=300)
+        for h in ssh_hosts.hosts:
+            if h.sshd is None or h.sshd.poll() is not None:
+                h.start_sshd()
+    for h in ssh_hosts.hosts:
+        assert h.installed_files() == [], (h.name, h.installed_files())
+        assert [p for p in h.pids() if p != h.sshd.pid] == [], (h.name, h.pids())
