@@ -147,8 +147,15 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
         lost.stop_sshd()
         lost.kill_all()
         t0 = time.monotonic()
-        wait_until(lambda: (lambda p: sum(len(v) for v in p.values()) == 3 and not any(lost.address.replace(".", "-") in a for a in p))(
-            replicas_by_host(stack.status())), 30, 0.5, "replicas re-placed off the lost host")
+        def replaced() -> bool:
+            p = replicas_by_host(stack.status())
+            return sum(len(v) for v in p.values()) == 3 and not any(lost.address.replace(".", "-") in a for a in p)
+
+        try:
+            wait_until(replaced, 30, 0.5, "replicas re-placed off the lost host")
+        except AssertionError:
+            _, agents = http("GET", out["control_url"] + "/control/agents", out["admin_token"])
+            raise AssertionError(f"{json.dumps(stack.status(), indent=1)}\n{agents.decode()}") from None
         print(f"\nre-placed {time.monotonic() - t0:.1f} s after the host was lost")
         status, _ = http("GET", url + "/", token)
         assert status == 200
