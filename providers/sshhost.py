@@ -84,7 +84,7 @@ echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
 PY=$(command -v python3 || true); echo "python=$PY"
 if [ -n "$PY" ]; then "$PY" -c 'import sys, venv, ensurepip; print("pyver=%d.%d" % sys.version_info[:2])' 2>/dev/null; fi
 D={d}; echo "dir=$D"; [ -e "$D" ] && echo existed=1
-p="$D"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done
+p="$D"; while [ ! -d "$p" ]; do p="${{p%/*}}"; [ -n "$p" ] || p=/; done
 echo "free_kb=$(df -Pk "$p" | awk 'NR==2{{print $4}}')"; [ -w "$p" ] && echo writable=1
 command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1 && echo sudo=1
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi

@@ -154,8 +154,9 @@ def _subnet_in_use(prefix: str) -> bool:
     return f" {prefix}." in out
 
 
-def create_hosts(count: int = 3, force_loopback: bool = False) -> TestHosts:
-    """Create `count` hosts; the caller must call `teardown()` (also after a failure here)."""
+def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str | None = None) -> TestHosts:
+    """Create `count` hosts; the caller must call `teardown()` (also after a failure here).
+    `login_path` replaces the PATH of login sessions (a host "without" some program)."""
     run_id = f"{os.getpid() % 10000:04d}{random.randint(0, 99):02d}"
     root = Path(tempfile.mkdtemp(prefix=f"gsiac-ssh-{run_id}-"))
     root.chmod(0o755)  # the test users must reach their homes below it
@@ -217,6 +218,7 @@ def create_hosts(count: int = 3, force_loopback: bool = False) -> TestHosts:
                 f"PubkeyAuthentication yes\nUsePAM no\nPermitRootLogin no\nAllowUsers {user}\nStrictModes no\n"
                 f"AllowTcpForwarding yes\nX11Forwarding no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
                 f"MaxStartups 100:30:200\nMaxSessions 50\n"
+                + (f"SetEnv PATH={login_path}\n" if login_path else "")
             )
             host = TestHost(name=name, address=address, port=port, user=user, home=home, netns=netns,
                             sshd_config=config, host_pubkey=host_key.with_suffix(".pub"))

@@ -9,10 +9,7 @@ installed file left on any host).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,78 +18,10 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLES, http, wait_until
 from tests.ssh.hosts import TestHosts
+from tests.ssh.stack import GATEWAY, SERVICE, Stack
 from tests.support.loadgen import LoadGenerator
 
 pytestmark = pytest.mark.slow
-
-
-def fleet_yaml(hosts: TestHosts, names: list[str]) -> str:
-    lines = ["type: fleet", "name: gpus", "ssh_config:", f"  identity_file: {hosts.client_key}",
-             f"  known_hosts: {hosts.known_hosts}", "  hosts:"]
-    for h in hosts.hosts:
-        if h.name in names:
-            lines += [f"    - hostname: {h.address}", f"      port: {h.port}", f"      user: {h.user}"]
-    return "\n".join(lines) + "\n"
-
-
-SERVICE = """type: service
-name: hello
-port: 8000
-auth: true
-commands:
-  - python3 app.py
-probes:
-  - url: /health
-    timeout: 5
-    interval: 1
-replica_groups:
-  - name: base
-    replicas: 2
-    resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
-  - name: burst
-    replicas: 1
-    resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
-"""
-
-GATEWAY = """type: gateway
-name: gw
-backend: local
-default: true
-certificate: null
-public_ip: false
-"""
-
-
-class Stack:
-    def __init__(self, root: Path, hosts: TestHosts) -> None:
-        self.root, self.hosts = root, hosts
-        self.config = root / "conf"
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["GPUSTACK_STATE_DIR"] = str(self.root / ".gpustack" / "state")
-        env["GPUSTACK_PASSPHRASE"] = "ssh-e2e-passphrase"
-        env.pop("PULUMI_CONFIG_PASSPHRASE", None)
-        return env
-
-    def write(self, names: list[str]) -> None:
-        (self.config / "fleet.gpustack.yml").write_text(fleet_yaml(self.hosts, names))
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "gpustack_iac", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"gpustack-iac {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.cli("output", "--json", "--show-secrets").stdout)
-
-    def status(self) -> dict[str, Any]:
-        out = self.outputs()
-        _, body = http("GET", out["control_url"] + "/control/services/hello", out["admin_token"])
-        return json.loads(body)
 
 
 def replicas_by_host(status: dict[str, Any]) -> dict[str, list[str]]:
