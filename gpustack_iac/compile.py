@@ -10,16 +10,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
+from gpustack_iac.providers.sshconn import SshTarget
+from gpustack_iac.providers.sshfacts import probe_hosts
+from gpustack_iac.runtime.controller.placement import HostFacts
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
+from gpustack_iac.stacks.fleet import Fleet, local_host_names, ssh_host_props
 from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
@@ -37,6 +41,7 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    hosts: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each, shown by plan
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -108,6 +113,27 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
+    return problems
+
+
+def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost], list[str]]:
+    """SSH fleet hosts probed over SSH (nothing installed): their facts for placement, and one line each for the plan."""
+    wanted = [(p["name"], SshTarget.from_props(p), p["labels"], p["install_dir"])
+              for f in spec.fleets if f.is_ssh for p in ssh_host_props(f)]
+    probed = probe_hosts(wanted)
+    planned = [PlannedHost(h.name, HostFacts.from_json(h.facts), h.labels) for h in probed if h.facts is not None]
+    return planned, [h.summary() for h in probed]
+
+
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
     if isinstance(service.gateway, str):
         return gateways.get(service.gateway)
@@ -121,8 +147,13 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
     return next(iter(gateways.values())) if len(gateways) == 1 else None
 
 
-def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
-    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem.
+
+    `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
+    them; by default the local fleets' hosts, measured on this machine, and the SSH fleets' hosts,
+    probed over SSH (an unreachable one is shown, and left out of the check).
+    """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
@@ -152,6 +183,15 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         raise ConfigError(problems)
 
     definitions = {str(s.name): _definition(s) for s in spec.services}
+    host_lines: list[str] = []
+    if hosts is None:
+        hosts = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
+        if any(f.is_ssh for f in spec.fleets):
+            ssh_planned, host_lines = _ssh_planned_hosts(spec)
+            hosts = [*hosts, *ssh_planned]
+    problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    if problems:
+        raise ConfigError(problems)
 
     def program() -> None:
         fleets = [Fleet(f, ctx) for f in spec.fleets]
@@ -172,7 +212,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, hosts=host_lines)
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:
@@ -183,6 +223,12 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
     return definition
 
 

@@ -62,6 +62,8 @@ class Preflight:
     systemd: bool
     root: bool
     gpus: list[dict[str, Any]]
+    cpus: int = 0
+    memory_mib: int = 0
 
 
 def run(conn: Connection, label: str, command: str, what: str, timeout: float = 120.0) -> str:
@@ -76,7 +78,8 @@ def run(conn: Connection, label: str, command: str, what: str, timeout: float = 
     return str(result.stdout)
 
 
-def preflight(conn: Connection, label: str, layout: HostLayout) -> Preflight:
+def preflight(conn: Connection, label: str, layout: HostLayout, check: bool = True) -> Preflight:
+    """What the host is and has; with `check`, a host the agent cannot be installed on is an error."""
     d = layout.root
     script = f"""
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "home=$HOME"; echo "uid=$(id -u)"
@@ -87,6 +90,7 @@ D={d}; echo "dir=$D"; [ -e "$D" ] && echo existed=1
 p="$D"; while [ ! -d "$p" ]; do p="${{p%/*}}"; [ -n "$p" ] || p=/; done
 echo "free_kb=$(df -Pk "$p" | awk 'NR==2{{print $4}}')"; [ -w "$p" ] && echo writable=1
 command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1 && echo sudo=1
+echo "cpus=$(nproc 2>/dev/null)"; echo "mem_kb=$(awk '/^MemTotal:/{{print $2}}' /proc/meminfo 2>/dev/null)"
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi
 true
 """
@@ -104,7 +108,14 @@ true
         python_version=facts.get("pyver", ""), install_dir=facts.get("dir", ""), existed="existed" in facts,
         free_mb=int(facts.get("free_kb") or 0) // 1024, writable="writable" in facts, sudo="sudo" in facts,
         systemd=facts.get("pid1") == "systemd", root=facts.get("uid") == "0", gpus=gpus,
+        cpus=int(facts.get("cpus") or 0), memory_mib=int(facts.get("mem_kb") or 0) // 1024,
     )
+    if check:
+        check_preflight(pf, label)
+    return pf
+
+
+def check_preflight(pf: Preflight, label: str) -> None:
     floor = ".".join(map(str, PYTHON_FLOOR))
     if pf.os != "Linux":
         raise SshHostError(f"host {label}: {pf.os or 'an unknown OS'} is not supported (fleet hosts run Linux)")
@@ -123,7 +134,6 @@ true
     if pf.free_mb < MIN_FREE_MB:
         raise SshHostError(f"host {label}: not enough disk: {pf.free_mb} MiB free under {pf.install_dir}, "
                            f"{MIN_FREE_MB} MiB needed")
-    return pf
 
 
 def upload_wheels(conn: Connection, label: str, layout: HostLayout, pf: Preflight, wheels: Wheelhouse) -> None:

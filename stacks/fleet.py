@@ -41,15 +41,20 @@ class Fleet(pulumi.ComponentResource):
         return spec
 
 
+def local_host_names(config: FleetConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The name and labels of each host a local fleet starts (also what `plan` checks placement against)."""
+    assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
+    labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    return [(f"{config.name}-{i}", dict(labels)) for i in range(max(config.nodes.min, 1))]
+
+
 def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
     assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
     count = max(config.nodes.min, 1)
     if not config.nodes.fixed:
         ctx.warn(f"fleet {config.name}: the local backend does not scale hosts; starting {count} of nodes {config.nodes}")
     hosts = []
-    for i in range(count):
-        host_name = f"{config.name}-{i}"
-        labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
+    for host_name, labels in local_host_names(config):
         agent = local.Agent(
             host_name,
             {"name": host_name, "state_dir": str(ctx.local_dir("hosts", host_name)), "labels": labels},
@@ -64,23 +69,30 @@ def ssh_host_name(fleet: str, hostname: str) -> str:
     return f"{fleet}-{re.sub(r'[^A-Za-z0-9]+', '-', hostname).strip('-').lower()}"
 
 
-def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
+def ssh_host_props(config: FleetConfig) -> list[dict[str, Any]]:
+    """Each host of an SSH fleet as the provider takes it: name, SSH endpoint and its overrides, labels."""
     ssh_config = config.ssh_config
     assert ssh_config is not None
-    package_key = wheelhouse.package_key()
     hosts = []
     for h in ssh_config.hosts:
-        host_name = ssh_host_name(str(config.name), h.hostname)
         jump = h.proxy_jump or ssh_config.proxy_jump
         labels = {"backend": "ssh", "region": "ssh", "instance_type": "ssh", "fleet": str(config.name), "hostname": h.hostname}
-        props = {
-            "name": host_name, "hostname": h.hostname, "port": h.port or ssh_config.port or 22,
+        hosts.append({
+            "name": ssh_host_name(str(config.name), h.hostname), "hostname": h.hostname, "port": h.port or ssh_config.port or 22,
             "user": h.user or ssh_config.user, "identity_file": h.identity_file or ssh_config.identity_file,
             "proxy_jump": jump.model_dump(exclude_none=True) if jump else None,
             "known_hosts": ssh_config.known_hosts, "host_key": h.host_key, "host_key_policy": ssh_config.host_key_policy,
-            "install_dir": ssh_config.install_dir, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"),
-            "package_key": package_key, "labels": labels,
-        }
+            "install_dir": ssh_config.install_dir, "labels": labels,
+        })
+    return hosts
+
+
+def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
+    package_key = wheelhouse.package_key()
+    hosts = []
+    for base in ssh_host_props(config):
+        host_name, labels = base["name"], base["labels"]
+        props = {**base, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"), "package_key": package_key}
         host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
         hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel))
     return hosts

@@ -93,6 +93,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     old = specs_from_resources(store.load().resources) if store.exists() else {}
     plan.config_changes = summarize(old, _new_specs(prepared))
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
+    plan.hosts = list(prepared.compiled.hosts)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
     plan.config_paths = [str(p.resolve()) for p in prepared.paths]
