@@ -43,22 +43,28 @@ async def refresh_agent(core: ControllerCore, agent: AgentState, force_host: boo
     if client is None:
         return
     now = core.clock()
-    try:
+
+    async def ask() -> None:
         tunnels = core.tunnels.get(agent.record.name)
         if tunnels is not None and not tunnels.agent_ready():
             raise RuntimeApiError(f"no SSH tunnel to {tunnels.spec.hostname}:{tunnels.spec.port}")
         if force_host or agent.host is None or now - agent.host_checked_at > core.settings.host_refresh:
             agent.host = HostFacts.from_json(as_dict(await client.host()))
             agent.host_checked_at = now
-        listing = [as_dict(r) for r in await client.list()]
-        agent.listing = {str(r["id"]): r for r in listing}
+        agent.listing = {str(r["id"]): r for r in (as_dict(r) for r in await client.list())}
+
+    # An agent already down gets a short answer window: a silent host must not slow every tick
+    # (and with it probes, placement and the re-placement of its own replicas).
+    budget = core.settings.agent_timeout if agent.down_since is None else min(1.0, core.settings.agent_timeout)
+    try:
+        await asyncio.wait_for(ask(), timeout=budget * 2)
         agent.healthy = True
         agent.error = ""
         agent.down_since = None
-    except GpustackError as exc:
+    except (GpustackError, asyncio.TimeoutError) as exc:
         agent.healthy = False
         agent.listing = None
-        agent.error = str(exc) or type(exc).__name__
+        agent.error = str(exc) or f"no answer within {budget * 2:g} s"
         if agent.down_since is None:
             agent.down_since = now
 
