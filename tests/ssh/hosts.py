@@ -120,6 +120,8 @@ class TestHosts:
         for h in self.hosts:
             h.stop_sshd()
             h.kill_all()
+        # Processes a test started on this machine for these hosts (a gateway, its tunnels) name the root.
+        _kill_under(self.root)
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if self.bridge:
@@ -127,6 +129,19 @@ class TestHosts:
         for user in self.users:
             subprocess.run(["userdel", user], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _kill_under(root: Path) -> None:
+    marker = str(root)
+    procs = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+                procs.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    psutil.wait_procs(procs, timeout=10)
 
 
 def _run(*argv: str) -> None:

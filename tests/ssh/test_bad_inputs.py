@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.e2e.conftest import processes_under
 from tests.ssh.hosts import TestHosts, create_hosts
 from tests.ssh.stack import GATEWAY, Stack
 
@@ -23,7 +24,11 @@ def stack(ssh_hosts: TestHosts) -> Iterator[Stack]:
     root = ssh_hosts.root / f"bad-{os.urandom(3).hex()}"
     (root / "conf").mkdir(parents=True)
     (root / "conf" / "gateway.gpustack.yml").write_text(GATEWAY)
-    yield Stack(root, ssh_hosts)
+    stack = Stack(root, ssh_hosts)
+    yield stack
+    # up failed at a host, but the gateway beside it was created: destroy it like a user would.
+    stack.cli("destroy", "--yes", check=False, timeout=120)
+    assert processes_under(root) == []
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -95,4 +100,8 @@ def test_missing_python(nopython_hosts: TestHosts) -> None:
     (root / "conf" / "gateway.gpustack.yml").write_text(GATEWAY)
     stack = Stack(root, nopython_hosts)
     stack.write(["h1"])
-    _fails_cleanly(stack, nopython_hosts, "no suitable Python")
+    try:
+        _fails_cleanly(stack, nopython_hosts, "no suitable Python")
+    finally:
+        stack.cli("destroy", "--yes", check=False, timeout=120)
+    assert processes_under(root) == []

@@ -90,10 +90,10 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
         assert status == 200
         lost.start_sshd()  # the host comes back (empty): destroy must still clean it
     finally:
-        stack.cli("destroy", "--yes", check=False, timeout=300)
-        for h in ssh_hosts.hosts:
+        for h in ssh_hosts.hosts:  # a host the test stopped comes back, so destroy can clean it
             if h.sshd is None or h.sshd.poll() is not None:
                 h.start_sshd()
+        stack.cli("destroy", "--yes", check=False, timeout=300)
     for h in ssh_hosts.hosts:
         assert h.installed_files() == [], (h.name, h.installed_files())
         assert [p for p in h.pids() if p != h.sshd.pid] == [], (h.name, h.pids())
