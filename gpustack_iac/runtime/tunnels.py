@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 import urllib.parse
@@ -45,6 +46,17 @@ class TunnelSpec:
         return cls(name=name, hostname=str(data["hostname"]), port=int(data.get("port") or 22), user=data.get("user") or None,
                    identity_file=data.get("identity_file") or None, host_key=str(data.get("host_key_line") or ""),
                    remote_port=int(data["remote_port"]))
+
+
+def _die_with_parent() -> None:
+    """In the forked child: ask Linux to SIGTERM it when the controller's process dies, however it dies,
+    so a killed gateway leaves no ssh behind."""
+    try:
+        import ctypes  # noqa: PLC0415 - only in the child, only on Linux
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
@@ -102,7 +114,7 @@ class Forward:
             self.opened_at = 0.0
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
             deadline = time.monotonic() + OPEN_TIMEOUT
             while time.monotonic() < deadline:
                 if self.proc.returncode is not None:

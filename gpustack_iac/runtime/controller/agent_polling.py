@@ -109,6 +109,11 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
             r.ready = False
             r.failed = True
             r.detail = f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})"
+    # Forwards to replica ports an SSH host no longer serves are closed.
+    for name, tunnels in core.tunnels.items():
+        listing = core.agents[name].listing if name in core.agents else None
+        if listing is not None:
+            tunnels.prune({_port(info) for info in listing.values()} - {0})
     # Replicas of our services that an agent runs but the store does not know (a crash between
     # the agent's start and our bookkeeping) would be duplicates: stop them.
     known = set(core.replicas)
@@ -122,6 +127,14 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
                 and rid not in core.stop_tasks
             ):
                 core.stop_tasks[rid] = asyncio.create_task(stop_orphan(core, agent.record.name, rid))
+
+
+def _port(info: dict[str, Any]) -> int:
+    if info.get("port"):
+        return int(info["port"])
+    url = str(info.get("url") or "")
+    tail = url.rsplit(":", 1)[-1].split("/", 1)[0]
+    return int(tail) if tail.isdigit() else 0
 
 
 def as_dict(value: Any) -> dict[str, Any]:
