@@ -21,6 +21,8 @@ from gpustack_iac.errors import GpustackError
 
 # What `python -m gpustack_iac.runtime.agent` imports beyond the standard library.
 RUNTIME_REQUIREMENTS = ("aiohttp>=3.9", "psutil>=5.9", "pydantic>=2.7,<3", "uvloop>=0.19")
+# What installs them on the host (pypa's wheel installer, run from its own wheel).
+INSTALL_TOOLS = ("installer>=0.7",)
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -75,7 +77,7 @@ def build(cache_dir: Path, python: str, machine: str) -> Wheelhouse:
             return Wheelhouse(target, key)
         target.mkdir(parents=True, exist_ok=True)
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
-        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + list(RUNTIME_REQUIREMENTS)):
+        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + list(RUNTIME_REQUIREMENTS) + list(INSTALL_TOOLS)):
             done = subprocess.run(argv, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
