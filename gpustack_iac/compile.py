@@ -16,8 +16,6 @@ import pulumi
 
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
-from gpustack_iac.providers.sshconn import SshTarget
-from gpustack_iac.providers.sshfacts import probe_hosts
 from gpustack_iac.runtime.controller.placement import HostFacts
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
@@ -127,6 +125,10 @@ def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: 
 
 def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost], list[str]]:
     """SSH fleet hosts probed over SSH (nothing installed): their facts for placement, and one line each for the plan."""
+    # fabric and paramiko load only for stacks with SSH fleets (about 0.3 s of every local plan otherwise).
+    from gpustack_iac.providers.sshconn import SshTarget  # noqa: PLC0415
+    from gpustack_iac.providers.sshfacts import probe_hosts  # noqa: PLC0415
+
     wanted = [(p["name"], SshTarget.from_props(p), p["labels"], p["install_dir"])
               for f in spec.fleets if f.is_ssh for p in ssh_host_props(f)]
     probed = probe_hosts(wanted)

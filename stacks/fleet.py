@@ -8,7 +8,7 @@ from typing import Any
 
 import pulumi
 
-from gpustack_iac.providers import local, ssh, wheelhouse
+from gpustack_iac.providers import local, wheelhouse
 from gpustack_iac.spec.models import FleetConfig
 from gpustack_iac.stacks.context import StackContext, fingerprint_values
 
@@ -88,6 +88,8 @@ def ssh_host_props(config: FleetConfig) -> list[dict[str, Any]]:
 
 
 def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
+    from gpustack_iac.providers import ssh  # noqa: PLC0415 - fabric loads only for stacks with SSH fleets
+
     package_key = wheelhouse.package_key()
     hosts = []
     for base in ssh_host_props(config):
