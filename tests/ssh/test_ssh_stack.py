@@ -73,6 +73,9 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
 
         # Lose a host: its agent, replicas and sshd die. Its replicas are re-placed within 30 s.
         lost = next(h for h in ssh_hosts.hosts if h is not victim and any(h.address.replace(".", "-") in a for a in placed))
+        load = LoadGenerator(url + "/", token, rate=20, duration=600, max_requests=20000).start()
+        time.sleep(1.0)  # some traffic before the loss
+        killed_at = load.elapsed()
         lost.stop_sshd()
         lost.kill_all()
         t0 = time.monotonic()
@@ -86,6 +89,12 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
             _, agents = http("GET", out["control_url"] + "/control/agents", out["admin_token"])
             raise AssertionError(f"{json.dumps(stack.status(), indent=1)}\n{agents.decode()}") from None
         print(f"\nre-placed {time.monotonic() - t0:.1f} s after the host was lost")
+        time.sleep(2.0)
+        result = load.stop()
+        # Only requests in flight on the killed replicas may fail: none started a few seconds after the loss.
+        late = result.failures_after(killed_at + 5.0)
+        print(f"during the loss: {len(result.outcomes)} requests, {len(result.failures)} failed, {len(late)} of them later than 5 s")
+        assert result.outcomes and not late, late[:5]
         status, _ = http("GET", url + "/", token)
         assert status == 200
         lost.start_sshd()  # the host comes back (empty): destroy must still clean it
