@@ -12,6 +12,8 @@ openssh-server; every host is removed at the end.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -33,18 +35,26 @@ def props(hosts: TestHosts, h: TestHost, cache: Path) -> dict[str, Any]:
             "install_dir": "~/.gpustack", "cache_dir": str(cache), "labels": {}}
 
 
-def provision(hosts: TestHosts, chosen: list[TestHost], cache: Path, parallel: bool) -> float:
+def _cpu() -> float:
+    """CPU seconds of this process (the machine running `up`) and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def provision(hosts: TestHosts, chosen: list[TestHost], cache: Path, parallel: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds on the `up` side) to provision `chosen`."""
     provider = HostProvider()
+    cpu0 = _cpu()
     started = time.perf_counter()
     if parallel:
         with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
             results = list(pool.map(lambda h: provider.create(props(hosts, h, cache)).outs, chosen))
     else:
         results = [provider.create(props(hosts, h, cache)).outs for h in chosen]
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu0
     with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
         list(pool.map(lambda o: provider.delete(o["name"], o), results))
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> int:
@@ -57,15 +67,18 @@ def main() -> int:
     try:
         py, machine = wheelhouse.local_platform()
         wheelhouse.build(cache, py, machine)
-        print(f"hosts: {hosts.mode}, {max(counts)} sshd instances; wheelhouse built before timing")
-        print(f"{'hosts':>5} {'parallel s':>11} {'one by one s':>13} {'parallel / one host':>20}")
+        provision(hosts, hosts.hosts[:1], cache, parallel=False)  # warm-up: page cache, first imports
+        print(f"hosts: {hosts.mode}, {max(counts)} sshd instances; wheelhouse built and one host provisioned before timing")
+        print(f"{'hosts':>5} {'parallel s':>11} {'one by one s':>13} {'parallel / one host':>20} {'up-side CPU s':>14}")
         one = None
         for n in counts:
             chosen = hosts.hosts[:n]
-            par = provision(hosts, chosen, cache, parallel=True)
-            seq = provision(hosts, chosen, cache, parallel=False)
+            par, cpu = provision(hosts, chosen, cache, parallel=True)
+            seq, _ = provision(hosts, chosen, cache, parallel=False)
             one = one if one is not None else par
-            print(f"{n:>5} {par:>11.1f} {seq:>13.1f} {par / one:>19.2f}x", flush=True)
+            print(f"{n:>5} {par:>11.1f} {seq:>13.1f} {par / one:>19.2f}x {cpu:>14.1f}", flush=True)
+        print(f"this machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; the test hosts share them, "
+              "so their install work (venv, unpacking, agent start) competes here as it would not on real hosts")
     finally:
         hosts.teardown()
         shutil.rmtree(cache, ignore_errors=True)
