@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import pulumi
 
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.controller.placement import HostFacts
@@ -26,8 +27,10 @@ from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 
-# Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local", "ssh")
+
+# The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
+# (never silently downgraded) until it serves TLS.
+LOCAL_GATEWAY_SERVES_TLS = False
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -39,6 +42,9 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    # (kind, name) → the spec each component records in state; the plan summary compares them.
+    # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
+    component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
     hosts: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each, shown by plan
 
 
@@ -52,16 +58,10 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
     return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    if fleet.is_ssh:
-        return "ssh"
-    return ",".join(fleet.backends) if fleet.backends else "<any>"
-
-
 def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
+        backend = fleet_backend(fleet)
         if backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
@@ -71,11 +71,40 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend != "local":
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       "for gateways (implemented: local, which also serves SSH fleets)"))
+        else:
+            problems += _check_local_gateway(gateway)
     for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
         for doc in docs:
             problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
                                                "but not deployable yet; remove it from the paths given to plan/up"))
     return problems
+
+
+def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
+    """What a local gateway cannot honour: refused at plan rather than silently served otherwise."""
+    problems = []
+    if gateway.replicas > 1:
+        problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
+                                                   "runs one gateway process per gateway; set replicas: 1"))
+    if not LOCAL_GATEWAY_SERVES_TLS and gateway.certificate is not None:
+        # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        if gateway.domain or "certificate" in gateway.model_fields_set:
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} would "
+                                  "be served as plain HTTP: the local gateway does not serve TLS yet; set certificate: null "
+                                  "to serve plain HTTP on 127.0.0.1"))
+    return problems
+
+
+def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
+    """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
+    if LOCAL_GATEWAY_SERVES_TLS or gateway.backend != "local" or not service.https:
+        return []
+    # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
+    if not gateway.domain and "https" not in service.model_fields_set:
+        return []
+    why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
+    return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
+                                    "gateway does not serve TLS yet; set https: false")]
 
 
 def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
@@ -111,6 +140,15 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     return problems
 
 
+def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
+    """Local fleets' hosts, measured here (SSH fleets' hosts are probed by the caller). With any other
+    fleet the facts of some hosts are not known here, and a group only they could run must not be
+    refused: no check (empty list)."""
+    if any(fleet_backend(f) not in ("local", "ssh") for f in spec.fleets):
+        return []
+    return local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
+
+
 def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
     """A group no host can take one replica of would wait for capacity forever: refuse it now."""
     problems = []
@@ -123,7 +161,7 @@ def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: 
     return problems
 
 
-def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost], list[str]]:
+def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost] | None, list[str]]:
     """SSH fleet hosts probed over SSH (nothing installed): their facts for placement, and one line each for the plan."""
     # fabric and paramiko load only for stacks with SSH fleets (about 0.3 s of every local plan otherwise).
     from gpustack_iac.providers.sshconn import SshTarget  # noqa: PLC0415
@@ -132,8 +170,10 @@ def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost], list[str]]:
     wanted = [(p["name"], SshTarget.from_props(p), p["labels"], p["install_dir"])
               for f in spec.fleets if f.is_ssh for p in ssh_host_props(f)]
     probed = probe_hosts(wanted)
-    planned = [PlannedHost(h.name, HostFacts.from_json(h.facts), h.labels) for h in probed if h.facts is not None]
-    return planned, [h.summary() for h in probed]
+    lines = [h.summary() for h in probed]
+    if any(h.facts is None for h in probed):
+        return None, lines  # a host not reached might be the one a group needs: no verdict
+    return [PlannedHost(h.name, HostFacts.from_json(h.facts or {}), h.labels) for h in probed], lines
 
 
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
@@ -167,6 +207,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                                                       "configuration (type: gateway, default: true)"))
         else:
             service_gateway[str(service.name)] = str(gateway.name)
+            problems += _check_https(service, gateway)
     router_gateway: dict[str, str] = {}
     for router in spec.routers:
         chosen = gateways.get(router.gateway) if router.gateway else _default_gateway(gateways)
@@ -187,10 +228,10 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     definitions = {str(s.name): _definition(s) for s in spec.services}
     host_lines: list[str] = []
     if hosts is None:
-        hosts = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
+        hosts = _default_hosts(spec, ctx)
         if any(f.is_ssh for f in spec.fleets):
             ssh_planned, host_lines = _ssh_planned_hosts(spec)
-            hosts = [*hosts, *ssh_planned]
+            hosts = [*hosts, *ssh_planned] if ssh_planned is not None else []
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
     if problems:
         raise ConfigError(problems)
@@ -207,14 +248,37 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
-            endpoints[name] = services[name].endpoint
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
+            # From the gateway, not the registration: the outputs are then recorded as soon as the
+            # gateway runs, even when a service fails to get ready (status, logs and output need them).
+            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, hosts=host_lines)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
+                         component_specs=lambda: _component_specs(spec, definitions, ctx), hosts=host_lines)
+
+
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names, where local processes keep their files, and
+    the key env fingerprints are made with (see StackContext)."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, ctx)
+    for gateway in spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in definitions.items():
+        specs[("service", name)] = Service.spec_of(definition, ctx)
+    for router in spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
+    return specs
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from gpustack_iac.engine.base import Engine, EngineKind, select_engine
+from gpustack_iac.engine.base import Engine, EngineKind
+from gpustack_iac.engine.factory import select_engine
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.spec.loader import Spec
@@ -24,6 +26,10 @@ STATE_DIR_ENV = "GPUSTACK_STATE_DIR"
 
 class WorkspaceError(GpustackError):
     """The stack to work on cannot be determined."""
+
+
+class NoStackError(WorkspaceError):
+    """The state directory holds no stack (nothing was ever deployed there, or it was removed)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,16 @@ class Workspace:
 
     def store(self) -> StateStore:
         return self._store
+
+    def fingerprint_key(self) -> bytes:
+        """The stack's fingerprint key (StateStore.fingerprint_key); a random one where the state is not a local directory."""
+        if self.state_url.startswith("file://"):
+            return self._store.fingerprint_key()
+        return self._ephemeral_key
+
+    @cached_property
+    def _ephemeral_key(self) -> bytes:
+        return secrets.token_bytes(32)
 
     # One store and one engine per command: each StateStore derives the passphrase key (PBKDF2, about
     # 0.3 s) the first time it touches a secret, so a plan that also reads the state must not open a second.
@@ -106,6 +122,6 @@ def existing(project: str | None, stack: str | None, state_dir: Path | None, eng
         return Workspace(found[0][0], found[0][1], url, engine)
     where = stacks_dir or url
     if not found:
-        raise WorkspaceError(f"no stack found in {where}; run `gpustack-iac up PATH` first, or pass --state-dir")
+        raise NoStackError(f"no stack found in {where}; run `gpustack-iac up PATH` first, or pass --state-dir")
     listing = ", ".join(f"{p}/{s}" for p, s in found)
     raise WorkspaceError(f"several stacks in {where} ({listing}); choose one with --project and --stack")

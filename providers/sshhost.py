@@ -235,9 +235,12 @@ def start(conn: Connection, label: str, layout: HostLayout, pf: Preflight, port:
         how = "systemd"
     else:
         d = pf.install_dir
-        watchdog = [f"{d}/venv/bin/python", "-m", "gpustack_iac.runtime.watchdog", "--pid-file", f"{d}/run/watchdog.pid",
-                    "--log-file", f"{d}/logs/agent.log", "--", *agent_argv(layout, pf, port)]
-        run(conn, label, f"cd {shlex.quote(d)} && {' '.join(shlex.quote(a) for a in watchdog)} </dev/null >/dev/null 2>&1",
+        watchdog = [f"{d}/venv/bin/python", "-m", "gpustack_iac.runtime.watchdog", "--pid-file", f"{d}/run/watchdog.json",
+                    "--child-pid-file", f"{d}/run/agent.json", "--", *agent_argv(layout, pf, port)]
+        # The watchdog does not detach itself: its own session (setsid where present), no terminal,
+        # output appended to the agent's log, so the SSH session can end.
+        run(conn, label, f"cd {shlex.quote(d)} && S=$(command -v setsid || true) && "
+                         f"$S {' '.join(shlex.quote(a) for a in watchdog)} </dev/null >>{shlex.quote(d + '/logs/agent.log')} 2>&1 &",
             "starting the agent (watchdog)")
         how = "watchdog"
     deadline = time.monotonic() + START_TIMEOUT
@@ -261,11 +264,16 @@ def facts(conn: Connection, label: str, layout: HostLayout, pf_dir: str) -> dict
             "gpus": [{"name": g.get("name"), "memory_mib": g.get("memory_mib")} for g in report.get("gpus", [])]}
 
 
+# The watchdog's pid from its JSON pid file (runtime/watchdog.py), read with the venv's Python.
+_WATCHDOG_PID = ("{d}/venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))[\"pid\"])' "
+                 "{d}/run/watchdog.json 2>/dev/null")
+
+
 def agent_alive(conn: Connection, label: str, pf_dir: str, how: str, unit: str) -> bool:
     if how == "systemd":
         cmd = f"systemctl is-active --quiet {shlex.quote(unit)}"
     else:
-        cmd = f"kill -0 \"$(cat {shlex.quote(pf_dir + '/run/watchdog.pid')} 2>/dev/null)\" 2>/dev/null"
+        cmd = f"kill -0 \"$({_WATCHDOG_PID.format(d=shlex.quote(pf_dir))})\" 2>/dev/null"
     result = conn.run(cmd, hide=True, warn=True, in_stream=False)
     return result.exited == 0
 
@@ -277,8 +285,8 @@ def _stop_agent_script(conn: Connection, layout: HostLayout, install_dir: str, h
                     f"{sudo}systemctl daemon-reload >/dev/null 2>&1; ") if how == "systemd" else ""
     return f"""
 {stop_systemd}
-W={d}/run/watchdog.pid
-if [ -f "$W" ]; then P=$(cat "$W"); kill -TERM "$P" 2>/dev/null
+W={d}/run/watchdog.json
+if [ -f "$W" ]; then P=$({_WATCHDOG_PID.format(d=d)}); kill -TERM "$P" 2>/dev/null
   for i in $(seq 1 150); do kill -0 "$P" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$P" 2>/dev/null; fi
 """
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
@@ -17,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from gpustack_iac.runtime.auth import new_token
+from tests.support.ports import closed_port  # noqa: F401 - the tests of this folder import it from here
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
@@ -33,11 +33,6 @@ def run(coro: Awaitable[T], deadline: float = TEST_DEADLINE_S) -> T:
     return asyncio.run(bounded())
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released; the kernel will not hand it out again soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

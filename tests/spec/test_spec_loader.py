@@ -153,3 +153,81 @@ def test_models_are_importable_without_pulumi() -> None:
 def test_service_model_validates_directly() -> None:
     svc = ServiceConfig.model_validate({"type": "service", "port": 80, "commands": ["x"], "env": ["UNSET_HERE"]})
     assert svc.env == {"UNSET_HERE": None}  # resolved only when the loader passes an environment
+
+
+def test_scaling_settings_reach_the_runtime_definition_and_the_summary() -> None:
+    from gpustack_iac.spec.summary import summarize
+
+    text = SERVICE.format(name="s") + (
+        "replicas: 0..4\nscaling:\n  metric: rps\n  target: 10\n  window: 30s\n  scale_up_delay: 60\n"
+        "  burst: {window: 6s, sigmas: 4}\n  headroom: {z: 1.5, budget: 0.25}\n"
+        "  schedule:\n    - cron: '* 8-18 * * 1-5'\n      min: 2\n"
+    )
+    svc = load_text(text).services[0]
+    scaling = svc.to_runtime()["scaling"]
+    assert scaling == {
+        "metric": "rps", "target": 10.0, "scale_up_delay": 60, "scale_down_delay": 600, "window": 30,
+        "burst_window": 6, "burst_sigmas": 4.0, "burst_release": None, "headroom_z": 1.5, "headroom_budget": 0.25,
+        "schedule": [{"cron": "* 8-18 * * 1-5", "min": 2}],
+    }
+    off = load_text(text.replace("burst: {window: 6s, sigmas: 4}", "burst: false")).services[0].to_runtime()["scaling"]
+    assert off["burst_sigmas"] is None
+    details = "\n".join(summarize(svc).details)
+    assert "up after 60s (a burst scales up at once, overriding it)" in details
+    for metric in ("concurrency", "latency", "queue"):
+        assert load_text(text.replace("metric: rps", f"metric: {metric}")).services[0].to_runtime()["scaling"]["metric"] == metric
+
+
+def test_merge_keys_are_overridden_by_the_mapping_own_keys() -> None:
+    # YAML's merge key type: the mapping's own keys win; of several merged mappings, the first wins.
+    text = (
+        "type: service\nname: s\nport: 80\ncommands: [x]\nreplica_groups:\n"
+        "  - &g\n    name: a\n    replicas: 2\n    regions: [eu]\n"
+        "  - <<: *g\n    name: b\n"
+        "  - <<: [{replicas: 5, name: zz}, *g]\n    name: c\n"
+    )
+    groups = load_text(text).services[0].replica_groups
+    assert [(g.name, g.replicas.format(), g.regions) for g in groups] == [
+        ("a", "2", ["eu"]),
+        ("b", "2", ["eu"]),
+        ("c", "5", ["eu"]),
+    ]
+
+
+def test_an_error_in_a_merged_value_points_at_where_it_was_written() -> None:
+    text = "type: service\nname: s\nport: 80\ncommands: [x]\nreplica_groups:\n  - &g\n    name: a\n    replicas: x\n  - <<: *g\n    name: b\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text, file="m.yml")
+    assert {d.line for d in info.value.diagnostics} == {8}, str(info.value)
+
+
+def test_plain_scalars_follow_yaml_1_2() -> None:
+    # YAML 1.1 reads `8080:80` as the base-60 number 484880 and `on` as true; YAML 1.2 reads strings.
+    text = "type: service\nname: s\nport: 8080:80\ncommands: [x]\nenv:\n  A: on\n  B: 0b11\n  C: 1_000\n  D: 0x1f\n"
+    svc = load_text(text).services[0]
+    assert svc.port == 80
+    assert svc.env == {"A": "on", "B": "0b11", "C": "1_000", "D": "31"}
+
+
+def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    big = tmp_path / "big.gpustack.yml"
+    with big.open("w") as f:
+        f.write(SERVICE.format(name="s"))
+        f.truncate(50 * 1024 * 1024)  # sparse: 50 MB without writing them
+    with pytest.raises(ConfigError) as info:
+        load_paths([big], {})
+    (diag,) = info.value.diagnostics
+    assert "larger than 1024 KiB" in diag.message and diag.line >= 1
+
+
+def test_reading_runs_on_libyaml_when_pyyaml_has_it() -> None:
+    # Our counting composer sits on libyaml's parser; the pure-Python one is several times slower.
+    import yaml
+
+    from gpustack_iac.spec import yamlsource
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    from yaml.cyaml import CParser
+
+    assert issubclass(yamlsource._Loader, CParser)

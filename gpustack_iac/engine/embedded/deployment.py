@@ -8,10 +8,12 @@ are applied in parallel.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from pulumi.dynamic import ResourceProvider
 
@@ -19,15 +21,13 @@ from gpustack_iac.engine.base import StartCallback, StepCallback
 from gpustack_iac.engine.embedded.diff import (
     PROVIDER_KEY,
     apply_ignore_changes,
-    contains_secret,
-    contains_unknown,
     diff_inputs,
     diff_values,
     normalize_numbers,
     path_matches,
+    rewrap_like,
     top_key,
     unwrap,
-    wrap_secret,
 )
 from gpustack_iac.engine.embedded.graph import deletion_order
 from gpustack_iac.engine.embedded.monitor import Registration
@@ -35,8 +35,11 @@ from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.urn import STACK_TYPE
 from gpustack_iac.engine.model import PropertyDiff, Step, StepOp, StepResult
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
+from gpustack_iac.engine.wire import contains_secret, contains_unknown, wrap_secret
 from gpustack_iac.errors import EngineError
 
+# A test hook, read once per run: crash tests kill `up` at every step boundary with it.
+CRASH_AFTER_STEPS_ENV = "GPUSTACK_TEST_CRASH_AFTER_STEPS"
 PLUGIN_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/) and use --engine pulumi"
 
 
@@ -57,6 +60,12 @@ class _Decision:
     inputs: dict[str, Any]
     secret_keys: set[str]
     provider: ResourceProvider
+
+
+def crash_after_steps(environ: Mapping[str, str]) -> int:
+    """`GPUSTACK_TEST_CRASH_AFTER_STEPS=N`: SIGKILL this process once N steps are applied (crash tests)."""
+    value = environ.get(CRASH_AFTER_STEPS_ENV, "")
+    return int(value) if value.isdigit() else 0
 
 
 class Deployment:
@@ -87,6 +96,8 @@ class Deployment:
         self.stack_outputs: dict[str, Any] = {}
         self.plugin_types: set[str] = set()
         self._lock = threading.RLock()
+        self._crash_after = crash_after_steps(os.environ)
+        self._applied = 0
 
     # ----- registration entry points (called by the monitor) ------------------------------------
 
@@ -269,7 +280,7 @@ class Deployment:
             checked = normalize_numbers(dict(result.inputs))
             checked[PROVIDER_KEY] = news[PROVIDER_KEY]
             for key in secret_keys & set(checked):
-                checked[key] = wrap_secret(checked[key])
+                checked[key] = rewrap_like(news[key], checked[key]) if key in news else wrap_secret(checked[key])
         detail = ""
         reasons: list[str] = []
         dbr_from_provider = False
@@ -324,7 +335,7 @@ class Deployment:
         result = normalize_numbers(dict(outs or {}))
         result[PROVIDER_KEY] = d.inputs[PROVIDER_KEY]
         for key in d.secret_keys & set(result):
-            result[key] = wrap_secret(result[key])
+            result[key] = rewrap_like(d.inputs[key], result[key]) if key in d.inputs else wrap_secret(result[key])
         return result
 
     def _apply(self, reg: Registration, d: _Decision, old: ResourceState | None) -> ResourceState:
@@ -431,8 +442,13 @@ class Deployment:
     def _finished(self, result: StepResult) -> None:
         with self._lock:
             self.results.append(result)
+            self._applied += 1
+            crash = self._applied == self._crash_after
         if self.on_step is not None:
             self.on_step(result)
+        if crash:
+            # The step is journaled: dying here is a kill -9 exactly at a step boundary.
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # ----- after the program: resources no longer declared -------------------------------------
 

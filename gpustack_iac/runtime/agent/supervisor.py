@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
-from gpustack_iac.runtime import procs
+from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.agent import pgroup
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 from gpustack_iac.runtime.agent.store import ReplicaRecord, Store
@@ -113,8 +113,11 @@ class Supervisor:
         return self.view(self._runner(replica_id).record)
 
     def log_path(self, replica_id: str) -> Path:
-        self._runner(replica_id)
-        return self._store.log_path(replica_id)
+        """The replica's log, also after it was stopped (its last words explain a crash loop)."""
+        path = self._store.log_path(replica_id)
+        if replica_id not in self._runners and not path.exists():
+            self._runner(replica_id)  # raises the agent's 404
+        return path
 
     def has(self, replica_id: str) -> bool:
         return replica_id in self._runners
@@ -235,7 +238,8 @@ class Supervisor:
             GPUSTACK_SERVICE=spec.service,
             GPUSTACK_GROUP=spec.group,
         )
-        env = dict(os.environ)
+        # Only the base set of the agent's own environment: the operator's secrets are not the workload's.
+        env = envpolicy.replica_env(os.environ)
         env.update(own)
         env[pgroup.AGENT_ENV] = self._state_key
         if spec.gpus and not record.container:

@@ -22,7 +22,7 @@ from gpustack_iac.runtime.gateway.balancer import Balancer
 from gpustack_iac.runtime.gateway.headers import upstream_request_lines
 from gpustack_iac.runtime.gateway.hold import HoldQueue, HoldQueueFull
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.router import RouterBook
+from gpustack_iac.runtime.gateway.router import Candidate, RouterBook
 from gpustack_iac.runtime.gateway.routing import RouterMember, RouterRoute, RoutingTable, ServiceRoute, Upstream
 from gpustack_iac.runtime.gateway.server import GatewayRunner, Request, ServerConnection
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
@@ -216,6 +216,7 @@ class Gateway:
             except _UpstreamFailed as exc:
                 status = _error(out, exc.status, exc.code, str(exc))
                 return
+            metrics.first_byte(route.name, opened.ttfb)
             status = await self._relay(req, out, opened)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED  # the client left; not the service's error
@@ -351,12 +352,13 @@ class Gateway:
     async def _serve_router(
         self, req: Request, out: ServerConnection, router: RouterRoute, suffix: str, payload: dict[str, object], fwd: str
     ) -> None:
-        chosen = await self._open_router(router, req.method, suffix, req.query, payload, req.body, fwd, frozenset())
+        chosen = await self._open_router(router, req.method, suffix, req.query, payload, req.body, fwd)
         if isinstance(chosen, _Refusal):
             self.metrics.rejected("router_unavailable")
             _error(out, chosen.status, chosen.code, chosen.message)
             return
         opened, member_of, service_started = chosen
+        self.metrics.first_byte(opened.route.name, opened.ttfb)
         status = 500
         try:
             status = await self._relay(req, out, opened)
@@ -381,61 +383,38 @@ class Gateway:
         payload: dict[str, object],
         body: bytes,
         fwd: str,
-        visited: frozenset[str],
     ) -> tuple[_Opened, RouterRoute | None, float] | _Refusal:
-        """Try members in strategy order (at most retries + 1), then fallback aliases; before the first byte only."""
-        visited = visited | {router.name}
+        """Open the router's candidates (router.py's fail-over plan) in turn, before the first byte only."""
         members = self.book.order(router)
         if not members:
             members = await self._wake_members(router)
-        members = members[: router.retries + 1]
-        fallbacks = [alias for alias in router.fallbacks if alias not in visited]
         last_failure = "no member has a ready replica"
-        for index, member in enumerate(members):
-            route = self.table.service(member.service)
-            if route is None or not route.upstreams:
-                continue
-            is_last = index == len(members) - 1 and not fallbacks
+        for candidate in self.book.candidates(router, members):
+            route, member_of = candidate.route, candidate.member_of
             started = time.perf_counter()
-            self.metrics.member_started(router.name, route.name)
+            if member_of is not None:
+                self.metrics.member_started(member_of.name, route.name)
             self.metrics.request_started(route.name)
-            member_body = _rewrite_model(payload, body, route.model)
             path_qs = _with_query(route.model_prefix.rstrip("/") + suffix, query)
             try:
-                opened = await self._open(route, method, path_qs, member_body, fwd)
+                opened = await self._open(route, method, path_qs, _rewrite_model(payload, body, route.model), fwd)
             except _UpstreamFailed as exc:
                 last_failure = f"{route.name}: {exc}"
-                self._member_failed(router, route, time.perf_counter() - started)
+                self._candidate_failed(candidate, time.perf_counter() - started)
                 continue
             except BaseException:
                 # Cancelled because the client left: not the member's fault.
                 self.metrics.request_finished(route.name, time.perf_counter() - started, False)
-                self.metrics.member_finished(router.name, route.name, False)
+                if member_of is not None:
+                    self.metrics.member_finished(member_of.name, route.name, False)
                 raise
-            if opened.conn.status in RETRYABLE_STATUS and not is_last:
+            if opened.conn.status in RETRYABLE_STATUS and not candidate.last:
                 last_failure = f"{route.name}: HTTP {opened.conn.status}"
                 opened.conn.close()
                 self._attempt_done(route, opened.upstream, time.perf_counter() - opened.started, error=True)
-                self._member_failed(router, route, time.perf_counter() - started)
+                self._candidate_failed(candidate, time.perf_counter() - started)
                 continue
-            return opened, router, started
-        for alias in fallbacks:
-            target = self.table.by_model(alias)
-            if isinstance(target, RouterRoute) and target.name not in visited:
-                chosen = await self._open_router(target, method, suffix, query, payload, body, fwd, visited)
-                if not isinstance(chosen, _Refusal):
-                    return chosen
-            elif isinstance(target, ServiceRoute) and target.upstreams:
-                started = time.perf_counter()
-                self.metrics.request_started(target.name)
-                path_qs = _with_query(target.model_prefix.rstrip("/") + suffix, query)
-                try:
-                    opened = await self._open(target, method, path_qs, _rewrite_model(payload, body, target.model), fwd)
-                except _UpstreamFailed as exc:
-                    last_failure = f"{target.name}: {exc}"
-                    self.metrics.request_finished(target.name, time.perf_counter() - started, True)
-                    continue
-                return opened, None, started
+            return opened, member_of, started
         return _Refusal(503, "router_unavailable", f"router {router.name!r}: no member could serve the request ({last_failure})")
 
     async def _wake_members(self, router: RouterRoute) -> list[RouterMember]:
@@ -450,10 +429,11 @@ class Gateway:
                 return self.book.order(router)
         return []
 
-    def _member_failed(self, router: RouterRoute, route: ServiceRoute, seconds: float) -> None:
-        self.metrics.request_finished(route.name, seconds, True)
-        self.metrics.member_finished(router.name, route.name, True)
-        self.book.failed(router, route.name)
+    def _candidate_failed(self, candidate: Candidate, seconds: float) -> None:
+        self.metrics.request_finished(candidate.route.name, seconds, True)
+        if candidate.member_of is not None:
+            self.metrics.member_finished(candidate.member_of.name, candidate.route.name, True)
+            self.book.failed(candidate.member_of, candidate.route.name)
 
     # --- helpers --------------------------------------------------------------------------------------
     def _balancer(self, service: str) -> Balancer:
