@@ -16,13 +16,12 @@ import pulumi
 
 from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
 from gpustack_iac.errors import ConfigError, Diagnostic
-from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
-from gpustack_iac.runtime.controller.placement import HostFacts
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet, local_host_names, ssh_host_props
+from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
@@ -163,17 +162,11 @@ def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: 
 
 def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost] | None, list[str]]:
     """SSH fleet hosts probed over SSH (nothing installed): their facts for placement, and one line each for the plan."""
-    # fabric and paramiko load only for stacks with SSH fleets (about 0.3 s of every local plan otherwise).
-    from gpustack_iac.providers.sshconn import SshTarget  # noqa: PLC0415
-    from gpustack_iac.providers.sshfacts import probe_hosts  # noqa: PLC0415
-
-    wanted = [(p["name"], SshTarget.from_props(p), p["labels"], p["install_dir"])
-              for f in spec.fleets if f.is_ssh for p in ssh_host_props(f)]
-    probed = probe_hosts(wanted)
+    probed = probe_ssh_hosts(spec.fleets)
     lines = [h.summary() for h in probed]
     if any(h.facts is None for h in probed):
         return None, lines  # a host not reached might be the one a group needs: no verdict
-    return [PlannedHost(h.name, HostFacts.from_json(h.facts or {}), h.labels) for h in probed], lines
+    return [planned_host(h.name, h.facts or {}, h.labels) for h in probed], lines
 
 
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
