@@ -239,9 +239,10 @@ def start(conn: Connection, label: str, layout: HostLayout, pf: Preflight, port:
                     "--child-pid-file", f"{d}/run/agent.json", "--", *agent_argv(layout, pf, port)]
         # The watchdog does not detach itself: its own session (setsid where present), no terminal,
         # output appended to the agent's log, so the SSH session can end.
-        run(conn, label, f"cd {shlex.quote(d)} && S=$(command -v setsid || true) && "
-                         f"$S {' '.join(shlex.quote(a) for a in watchdog)} </dev/null >>{shlex.quote(d + '/logs/agent.log')} 2>&1 &",
-            "starting the agent (watchdog)")
+        # Every descriptor of the background job is redirected, or the SSH channel stays open.
+        run(conn, label, f"(cd {shlex.quote(d)} && exec $(command -v setsid) {' '.join(shlex.quote(a) for a in watchdog)}) "
+                         f"</dev/null >>{shlex.quote(d + '/logs/agent.log')} 2>&1 &",
+            "starting the agent (watchdog)", timeout=30)
         how = "watchdog"
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
