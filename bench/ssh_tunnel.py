@@ -65,16 +65,19 @@ async def via_ssh(hosts: TestHosts, requests: int, concurrency: int) -> tuple[fl
     key = h.host_pubkey.read_text().split()
     spec = TunnelSpec(name="bench", hostname=h.address, port=h.port, user=h.user, identity_file=str(hosts.client_key),
                       host_key=f"{key[0]} {key[1]}", remote_port=REMOTE_PORT)
-    known = Path(tempfile.mkdtemp(prefix="gsiac-bench-kh-")) / "known_hosts"
-    known.write_text(f"gpustack-bench {key[0]} {key[1]}\n")
-    fwd = Forward(spec, known, REMOTE_PORT)
-    assert await fwd.ensure(), "ssh -L did not open"
-    assert fwd.proc is not None
-    ssh_proc = psutil.Process(fwd.proc.pid)
-    before = sum(ssh_proc.cpu_times()[:2])
-    wall, cpu = await load(f"http://127.0.0.1:{fwd.local_port}/", requests, concurrency)
-    ssh_cpu = sum(ssh_proc.cpu_times()[:2]) - before
-    await fwd.close()
+    with tempfile.TemporaryDirectory(prefix="gsiac-bench-kh-") as tmp:
+        known = Path(tmp) / "known_hosts"
+        known.write_text(f"gpustack-bench {key[0]} {key[1]}\n")
+        fwd = Forward(spec, known, REMOTE_PORT)
+        try:
+            assert await fwd.ensure(), "ssh -L did not open"
+            assert fwd.proc is not None
+            ssh_proc = psutil.Process(fwd.proc.pid)
+            before = sum(ssh_proc.cpu_times()[:2])
+            wall, cpu = await load(f"http://127.0.0.1:{fwd.local_port}/", requests, concurrency)
+            ssh_cpu = sum(ssh_proc.cpu_times()[:2]) - before
+        finally:
+            await fwd.close()
     return wall, cpu, ssh_cpu
 
 
