@@ -41,6 +41,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "state": ("gpustack_iac.commands.stack:state", "Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint."),
     "status": ("gpustack_iac.commands.runtime:status", "Show hosts, services, replica groups and their replicas."),
     "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs."),
+    "offers": ("gpustack_iac.commands.offers:offers", "List instance types that fit a resource spec, cheapest first, with $/h."),
 }
 
 

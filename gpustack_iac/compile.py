@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
+from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
@@ -22,14 +23,11 @@ from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
-from gpustack_iac.stacks.gateway import Gateway
+from gpustack_iac.stacks.gateway import Gateway, local_tls
+from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
+from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
-
-
-# The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
-# (never silently downgraded) until it serves TLS.
-LOCAL_GATEWAY_SERVES_TLS = False
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -44,6 +42,13 @@ class CompiledStack:
     # (kind, name) → the spec each component records in state; the plan summary compares them.
     # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
     component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
+    cost: Cost = field(default_factory=Cost)
+    plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
+
+    def cost_of(self, deployed_specs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        """The plan's `cost` object: this configuration's cost and its change against the component
+        specs the state records (gpustack_iac/cost.py)."""
+        return self.cost.to_json(deployed_cost(deployed_specs))
     hosts: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each, shown by plan
 
 
@@ -61,16 +66,22 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
         backend = fleet_backend(fleet)
-        if backend not in IMPLEMENTED_BACKENDS:
+        if "," in backend and all(b in IMPLEMENTED_BACKENDS for b in backend.split(",")):
+            problems.append(_diag(fleet, "backends", f"fleet {fleet.name}: name one backend per fleet "
+                                                     f"(got {backend}); make one fleet per backend"))
+        elif backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
-        # The gateway runs on the machine running `up` (it reaches SSH hosts through its tunnels).
-        if gateway.backend != "local":
+        if gateway.backend == "ssh":
+            # SSH fleets are served by a local gateway, which reaches their hosts through its tunnels.
+            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: a gateway on an SSH fleet host is not "
+                                                      "implemented yet; use backend: local (it serves SSH fleets)"))
+        elif gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
-                                                      "for gateways (implemented: local, which also serves SSH fleets)"))
-        else:
+                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        elif gateway.backend == "local":
             problems += _check_local_gateway(gateway)
     for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
         for doc in docs:
@@ -85,28 +96,35 @@ def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
     if gateway.replicas > 1:
         problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
                                                    "runs one gateway process per gateway; set replicas: 1"))
-    if not LOCAL_GATEWAY_SERVES_TLS and gateway.certificate is not None:
+    if gateway.certificate is not None and local_tls(gateway) is None:
         # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        # The local gateway serves TLS for a certificate the configuration names (local_tls); the model's
+        # default lets-encrypt, or lets-encrypt without a domain, would still be plain HTTP.
         if gateway.domain or "certificate" in gateway.model_fields_set:
-            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} would "
-                                  "be served as plain HTTP: the local gateway does not serve TLS yet; set certificate: null "
+            need = ("needs a domain" if "certificate" in gateway.model_fields_set
+                    else "is only the default here: name it (certificate: lets-encrypt, or self-signed) to serve TLS")
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} "
+                                  f"{need}; without it the local gateway would serve plain HTTP. Set certificate: null "
                                   "to serve plain HTTP on 127.0.0.1"))
     return problems
 
 
 def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
     """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
-    if LOCAL_GATEWAY_SERVES_TLS or gateway.backend != "local" or not service.https:
+    if gateway.backend != "local" or not service.https or local_tls(gateway) is not None:
         return []
     # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
     if not gateway.domain and "https" not in service.model_fields_set:
         return []
     why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
     return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
-                                    "gateway does not serve TLS yet; set https: false")]
+                                    f"gateway serves TLS only for a certificate it names; set https: false, or give gateway "
+                                    f"{gateway.name} a certificate (lets-encrypt with its domain, self-signed or files)")]
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
+def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "local") -> list[Diagnostic]:
+    if backend != "local":
+        return _check_remote_service(service, backend)
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
@@ -129,7 +147,7 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     if service.registry_auth:
         ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
     for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
-                       ("home_dir", service.home_dir != "/root"), ("rate_limits", bool(service.rate_limits)),
+                       ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
         if set_:
@@ -137,6 +155,26 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
+
+
+def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
+    problems = []
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        if backend == "kubernetes" and not group.image:
+            problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
+                                  f"{group.name}: a Kubernetes replica is a container; set image"))
+        if group.backends and backend == "kubernetes" and set(group.backends) - {"kubernetes"}:
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
+                                  f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
+    return problems
+
+
+def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> str:
+    for group in service.groups:
+        if group.backends:
+            return group.backends[0]
+    return gateway.backend if gateway is not None else "local"
 
 
 def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
@@ -192,9 +230,33 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
+    cost = Cost()
+    node_groups: dict[str, list[NodeGroup]] = {}
+    for fleet in spec.fleets:
+        backend = fleet_backend(fleet)
+        try:
+            if backend in VM_BACKENDS:
+                node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
+            if backend in IMPLEMENTED_BACKENDS or backend == "ssh":
+                cost.items.append(fleet_cost(fleet))
+        except NoOffer as exc:
+            problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
+    instances: dict[str, GatewayInstance] = {}
+    for gateway_config in spec.gateways:
+        if gateway_config.backend in VM_BACKENDS:
+            instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
+        if gateway_config.backend in IMPLEMENTED_BACKENDS:
+            cost.items.append(gateway_cost(gateway_config))
+    fleet_backends = {fleet_backend(f) for f in spec.fleets}
+    service_backend: dict[str, str] = {}
     for service in spec.services:
-        problems += _check_service(service, ctx)
         gateway = _pick_gateway(service, gateways)
+        backend = service_backend[str(service.name)] = _service_backend(service, gateway)
+        problems += _check_service(service, ctx, backend)
+        try:
+            cost.items += group_costs(service, backend, fleet_backends)
+        except NoOffer as exc:
+            problems.append(_diag(service, "resources", str(exc)))
         if gateway is None:
             problems.append(_diag(service, "gateway", f"service {service.name}: no gateway to run behind; add a gateway "
                                                       "configuration (type: gateway, default: true)"))
@@ -218,23 +280,63 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     if problems:
         raise ConfigError(problems)
 
-    definitions = {str(s.name): _definition(s) for s in spec.services}
+    definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
     host_lines: list[str] = []
     if hosts is None:
         hosts = _default_hosts(spec, ctx)
         if any(f.is_ssh for f in spec.fleets):
             ssh_planned, host_lines = _ssh_planned_hosts(spec)
-            hosts = [*hosts, *ssh_planned] if ssh_planned is not None else []
+            every_host_known = ssh_planned is not None and all(fleet_backend(f) in ("local", "ssh") for f in spec.fleets)
+            hosts = [*hosts, *(ssh_planned or [])] if every_host_known else []
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
     if problems:
         raise ConfigError(problems)
 
+    from gpustack_iac.providers.kubernetes_names import deployment_names
+
+    scaled = {g: deployment_names([d for n, d in definitions.items() if service_gateway.get(n) == g])
+              for g in gateways}
+
     def program() -> None:
-        fleets = [Fleet(f, ctx) for f in spec.fleets]
+        providers: dict[tuple[str, str | None], pulumi.ProviderResource | None] = {}
+
+        def provider(backend: str, region: str | None) -> pulumi.ProviderResource | None:
+            from gpustack_iac.stacks.cloud import explicit_provider
+
+            if (backend, region) not in providers:
+                providers[(backend, region)] = explicit_provider(backend, region, spec.project)
+            return providers[(backend, region)]
+
+        networks: dict[tuple[str, str], Any] = {}
+
+        def shared(backend: str, region: str, opts: pulumi.ResourceOptions | None) -> Any:
+            from gpustack_iac.stacks.cloud import CloudNetwork
+
+            if (backend, region) not in networks:
+                networks[(backend, region)] = CloudNetwork(backend, region, opts).handle
+            return networks[(backend, region)]
+
+        fleets = []
+        for f in spec.fleets:
+            groups = node_groups.get(str(f.name))
+            opts, handle = None, None
+            if groups:
+                p = provider(fleet_backend(f), groups[0].region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+                handle = shared(fleet_backend(f), groups[0].region, opts)
+            fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
-            gateway = Gateway(config, ctx)
+            opts, k8s, handle = None, None, None
+            if config.backend in VM_BACKENDS:
+                p = provider(config.backend, config.region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+                handle = shared(config.backend, str(config.region), opts)
+            elif config.backend == "kubernetes":
+                k8s = provider("kubernetes", None)
+            gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
+                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle)
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}
@@ -250,8 +352,15 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
+    plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
+                             | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
+    from gpustack_iac.stacks.cloud import backend_module
+
+    for backend in plugin_backends:
+        backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
-                         component_specs=lambda: _component_specs(spec, definitions, ctx), hosts=host_lines)
+                         component_specs=lambda: _component_specs(spec, definitions, ctx), cost=cost,
+                         plugin_backends=plugin_backends, hosts=host_lines)
 
 
 def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
@@ -274,7 +383,7 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: St
     return specs
 
 
-def _definition(service: ServiceConfig) -> dict[str, Any]:
+def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
     for group in definition["groups"]:
@@ -282,6 +391,8 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        if not local:
+            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
         # or no local host would ever match `regions: [eu-west-1]`.
         placement = group.get("placement") or {}

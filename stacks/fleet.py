@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.providers import local, wheelhouse
+from gpustack_iac.providers.cloud import Network, NodeGroup
 from gpustack_iac.spec.models import FleetConfig
 from gpustack_iac.stacks.context import StackContext
 
@@ -27,10 +28,24 @@ class FleetHost:
 class Fleet(pulumi.ComponentResource):
     hosts: list[FleetHost]
 
-    def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
+                 node_groups: list[NodeGroup] | None = None, network: Network | None = None,
+                 shared_network: Any = None) -> None:
         name = str(config.name)
         super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config, ctx)}, opts)
-        self.hosts = _ssh_hosts(self, config, ctx) if config.is_ssh else _local_hosts(self, config, ctx)
+        backend = (config.backends or ["local"])[0]
+        if config.is_ssh:
+            self.hosts = _ssh_hosts(self, config, ctx)
+        elif backend == "local":
+            self.hosts = _local_hosts(self, config, ctx)
+        else:
+            # Cloud nodes come and go with their scaling group; their agents start from user data.
+            self.hosts = []
+            if node_groups:
+                from gpustack_iac.stacks.cloud import backend_module
+
+                backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project, ctx.stack, self,
+                                                    shared=shared_network)
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod

@@ -26,6 +26,15 @@ class Service(pulumi.ComponentResource):
     ) -> None:
         name = definition["name"]
         super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition, ctx)}, opts)
+        if gateway.backend == "kubernetes":
+            # On Kubernetes the replicas are the groups' Deployments; the gateway routes to the Service.
+            from gpustack_iac.stacks.cloud import backend_module
+
+            assert gateway.namespace is not None
+            backend_module("kubernetes").service(definition, gateway.namespace, self, gateway.k8s_provider)
+            self.endpoint = gateway.url.apply(lambda u: f"{u}/services/{name}")
+            self.register_outputs({"endpoint": self.endpoint})
+            return
         registration = control.ServiceRegistration(
             name,
             {"definition": _secret_env(definition), "control_url": gateway.control_url, "admin_token": gateway.admin_token},

@@ -90,7 +90,8 @@ def test_validate_marks_each_document_deployable_or_not_and_why() -> None:
     assert result.returncode == 0, result.stderr
     rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 6}
     assert rows["hello"].rstrip(" │").endswith("yes"), rows["hello"]
-    assert "no: backend aws is not implemented yet for gateways" in rows["aws-gateway"]
+    assert rows["aws-gateway"].rstrip(" │").endswith("yes"), rows["aws-gateway"]
+    assert rows["k8s-gpus"].rstrip(" │").endswith("yes"), rows["k8s-gpus"]
     assert rows["on-prem"].rstrip(" │").endswith("yes"), rows["on-prem"]  # SSH fleets deploy
 
 

@@ -27,7 +27,7 @@ from gpustack_iac.engine.render.markdown import render_apply_markdown, render_ma
 from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.engine.summary import specs_from_resources, summarize
-from gpustack_iac.errors import GpustackError
+from gpustack_iac.errors import EngineError, GpustackError
 from gpustack_iac.spec.loader import Spec, load_paths
 from gpustack_iac import workspace as ws
 
@@ -80,6 +80,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
     plan.config_changes = summarize(old, prepared.compiled.component_specs())
+    plan.cost = prepared.compiled.cost_of(old)
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
     plan.hosts = list(prepared.compiled.hosts)
     plan.config_fingerprint = prepared.spec.fingerprint()
@@ -205,6 +206,7 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
         the_plan = saved
     else:
         prepared = prepare(paths, stack, state_dir, engine)
+        _refuse_plugins_without_cli(prepared)
         the_plan = make_plan(prepared, refresh)
     if fmt == "terminal":
         render_terminal(the_plan, console)
@@ -225,6 +227,17 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
                             "fix the cause and run up again")
     if fmt == "terminal":
         _print_endpoint_hint(result.outputs, console)
+
+
+def _refuse_plugins_without_cli(prepared: Prepared) -> None:
+    """Cloud and Kubernetes resources are applied by their provider plugins, which only the Pulumi
+    CLI runs: say so in one line before planning, rather than after a long plan."""
+    from gpustack_iac.engine.embedded.engine import EmbeddedEngine
+
+    backends = prepared.compiled.plugin_backends
+    if backends and isinstance(prepared.workspace.engine(), EmbeddedEngine):
+        raise EngineError(f"up on {', '.join(backends)} needs the Pulumi CLI to run the provider plugins: install it "
+                          "(https://www.pulumi.com/docs/install/) and run again (`plan` works without it)")
 
 
 def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:

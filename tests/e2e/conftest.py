@@ -64,6 +64,9 @@ class Project:
         env["GPUSTACK_STATE_DIR"] = str(self.root / ".gpustack" / "state")
         env["GPUSTACK_PASSPHRASE"] = "e2e-test-passphrase"
         env.pop("PULUMI_CONFIG_PASSPHRASE", None)
+        # pytest-xdist's workers set COLUMNS=80, which the CLI honours as an explicit width even when piped.
+        env.pop("COLUMNS", None)
+        env.pop("LINES", None)
         env.update(self.extra_env)
         return env
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from gpustack_iac.runtime.auth import new_token
 from tests.support.ports import closed_port  # noqa: F401 - the tests of this folder import it from here
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
+from gpustack_iac.runtime.gateway.proxy import create_gateway_app, data_plane_site, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
 
@@ -143,7 +143,7 @@ async def gateway(
     runner = make_runner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = data_plane_site(runner, app, "127.0.0.1", 0)
         await site.start()
         yield GatewayHandle(f"http://127.0.0.1:{runner.addresses[0][1]}", table, metrics, token, admin)
     finally:

@@ -116,7 +116,8 @@ def test_groups_fall_back_to_the_service_and_aliases_are_accepted() -> None:
 def test_to_runtime_is_the_service_definition_of_the_contract() -> None:
     text = SERVICE.format(name="s") + "probes: [{url: /health, timeout: 5, interval: 2}]\nmodel: m\nreplica_groups:\n  - name: a\n    replicas: 2\n"
     definition = load_text(text).services[0].to_runtime()
-    assert set(definition) == {"name", "generation", "port", "auth", "model", "probe", "scaling", "groups"}
+    assert set(definition) == {"name", "generation", "port", "auth", "model", "probe", "scaling", "rate_limits", "groups"}
+    assert definition["rate_limits"] == []
     assert definition["model"] == {"name": "m", "format": "openai", "prefix": "/v1"}
     assert definition["probe"] == {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 5, "interval": 2}
     (group,) = definition["groups"]

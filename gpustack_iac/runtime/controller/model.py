@@ -126,6 +126,20 @@ class GroupDef:
 
 
 @dataclass(frozen=True)
+class RateLimitKeyDef:
+    type: str = "ip_address"  # or "header"
+    header: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitDef:
+    rps: float
+    prefix: str = "/"
+    burst: int = 0
+    key: RateLimitKeyDef = field(default_factory=RateLimitKeyDef)
+
+
+@dataclass(frozen=True)
 class ServiceDef:
     name: str
     generation: str
@@ -135,6 +149,7 @@ class ServiceDef:
     model: ModelInfo | None = None
     probe: Probe | None = None
     scaling: Scaling | None = None
+    rate_limits: tuple[RateLimitDef, ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))
@@ -186,6 +201,14 @@ def _check(service: ServiceDef) -> None:
                 problems.append(f"{where}: {exc}")
     if not service.groups:
         problems.append("groups must list at least one replica group")
+    for i, limit in enumerate(service.rate_limits):
+        where = f"rate_limits[{i}]"
+        if not limit.rps > 0 or limit.burst < 0:
+            problems.append(f"{where}: expected rps > 0 and burst >= 0")
+        if not limit.prefix.startswith("/"):
+            problems.append(f"{where}.prefix: expected a path starting with '/', got {limit.prefix!r}")
+        if limit.key.type not in ("ip_address", "header") or (limit.key.type == "header") != bool(limit.key.header):
+            problems.append(f"{where}.key: expected type ip_address, or type header with a header name")
     seen: set[str] = set()
     for i, g in enumerate(service.groups):
         where = f"groups[{i}]"
