@@ -14,7 +14,7 @@ from gpustack_iac.spec.models import (
 )
 
 # Backends with components in stacks/. Others validate, and plan refuses them with their name.
-IMPLEMENTED_BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
+IMPLEMENTED_BACKENDS = ("local", "ssh", "aws", "gcp", "azure", "kubernetes")
 
 
 def fleet_backend(fleet: FleetConfig) -> str:
@@ -28,6 +28,9 @@ def not_deployable(doc: Document) -> str | None:
     implemented = ", ".join(IMPLEMENTED_BACKENDS)
     if isinstance(doc, FleetConfig) and fleet_backend(doc) not in IMPLEMENTED_BACKENDS:
         return f"backend {fleet_backend(doc)} is not implemented yet (implemented: {implemented})"
+    if isinstance(doc, GatewayConfig) and doc.backend == "ssh":
+        # SSH fleets are served by a local gateway, which reaches their hosts through its tunnels.
+        return "a gateway on an SSH fleet host is not implemented yet; use backend: local (it serves SSH fleets)"
     if isinstance(doc, GatewayConfig) and doc.backend not in IMPLEMENTED_BACKENDS:
         return f"backend {doc.backend} is not implemented yet (implemented: {implemented})"
     if isinstance(doc, (TaskConfig, DevEnvironmentConfig, VolumeConfig)):

@@ -17,12 +17,12 @@ import pulumi
 from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
-from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet, local_host_names
+from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
 from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
 from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
@@ -49,6 +49,7 @@ class CompiledStack:
         """The plan's `cost` object: this configuration's cost and its change against the component
         specs the state records (gpustack_iac/cost.py)."""
         return self.cost.to_json(deployed_cost(deployed_specs))
+    hosts: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each, shown by plan
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -73,7 +74,11 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
-        if gateway.backend not in IMPLEMENTED_BACKENDS:
+        if gateway.backend == "ssh":
+            # SSH fleets are served by a local gateway, which reaches their hosts through its tunnels.
+            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: a gateway on an SSH fleet host is not "
+                                                      "implemented yet; use backend: local (it serves SSH fleets)"))
+        elif gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
         elif gateway.backend == "local":
@@ -173,11 +178,12 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
 
 
 def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
-    """Local fleets' hosts, measured here. With any other fleet the facts of some hosts are not
-    known here, and a group only they could run must not be refused: no check (empty list)."""
-    if any(fleet_backend(f) != "local" for f in spec.fleets):
+    """Local fleets' hosts, measured here (SSH fleets' hosts are probed by the caller). With any other
+    fleet the facts of some hosts are not known here, and a group only they could run must not be
+    refused: no check (empty list)."""
+    if any(fleet_backend(f) not in ("local", "ssh") for f in spec.fleets):
         return []
-    return local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+    return local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
 
 
 def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
@@ -190,6 +196,15 @@ def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: 
             at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
         problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
     return problems
+
+
+def _ssh_planned_hosts(spec: Spec) -> tuple[list[PlannedHost] | None, list[str]]:
+    """SSH fleet hosts probed over SSH (nothing installed): their facts for placement, and one line each for the plan."""
+    probed = probe_ssh_hosts(spec.fleets)
+    lines = [h.summary() for h in probed]
+    if any(h.facts is None for h in probed):
+        return None, lines  # a host not reached might be the one a group needs: no verdict
+    return [planned_host(h.name, h.facts or {}, h.labels) for h in probed], lines
 
 
 def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
@@ -209,7 +224,8 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     """Check what the backends can do and return the program; raises ConfigError with every problem.
 
     `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
-    them; by default the local fleets' hosts, measured on this machine.
+    them; by default the local fleets' hosts, measured on this machine, and the SSH fleets' hosts,
+    probed over SSH (an unreachable one is shown, and left out of the check).
     """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
@@ -265,8 +281,13 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         raise ConfigError(problems)
 
     definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
+    host_lines: list[str] = []
     if hosts is None:
         hosts = _default_hosts(spec, ctx)
+        if any(f.is_ssh for f in spec.fleets):
+            ssh_planned, host_lines = _ssh_planned_hosts(spec)
+            every_host_known = ssh_planned is not None and all(fleet_backend(f) in ("local", "ssh") for f in spec.fleets)
+            hosts = [*hosts, *(ssh_planned or [])] if every_host_known else []
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
     if problems:
         raise ConfigError(problems)
@@ -339,7 +360,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
                          component_specs=lambda: _component_specs(spec, definitions, ctx), cost=cost,
-                         plugin_backends=plugin_backends)
+                         plugin_backends=plugin_backends, hosts=host_lines)
 
 
 def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:

@@ -46,6 +46,11 @@ def local_hosts(names_and_labels: Iterable[tuple[str, Mapping[str, Any]]], disk_
     return [PlannedHost(name, HostFacts.from_json({**report, "name": name}), labels) for name, labels in hosts]
 
 
+def planned_host(name: str, facts: Mapping[str, Any], labels: Mapping[str, Any]) -> PlannedHost:
+    """A host whose facts a backend measured itself (HostFacts JSON: cpus, memory_bytes, disk_bytes, gpus)."""
+    return PlannedHost(name, HostFacts.from_json({**facts, "name": name}), labels)
+
+
 def unsatisfiable_groups(definition: Mapping[str, Any], hosts: Sequence[PlannedHost]) -> list[Unsatisfiable]:
     """Groups of the service definition that no host can take even one replica of (empty without hosts)."""
     if not hosts:

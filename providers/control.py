@@ -80,13 +80,23 @@ class _Registration(ResourceProvider):
 
 class AgentRegistrationProvider(_Registration):
     collection = "agents"
-    updatable = ("agent_url", "agent_token", "labels", "admin_token")
+    updatable = ("agent_url", "agent_token", "labels", "admin_token", "tunnel")
 
     def name(self, props: dict[str, Any]) -> str:
         return str(props["name"])
 
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        # The controller answers once the host's replicas run elsewhere and the old ones stopped.
+        try:
+            http.call("DELETE", props["control_url"], self.path(props), props["admin_token"], timeout=READY_TIMEOUT)
+        except http.NotFound:
+            pass
+
     def body(self, props: dict[str, Any]) -> dict[str, Any]:
-        return {"url": props["agent_url"], "token": props["agent_token"], "labels": props.get("labels") or {}}
+        body = {"url": props["agent_url"], "token": props["agent_token"], "labels": props.get("labels") or {}}
+        if props.get("tunnel"):
+            body["tunnel"] = props["tunnel"]
+        return body
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         # GET of one agent is not part of the API: the list is read and searched.

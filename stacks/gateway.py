@@ -74,7 +74,7 @@ class Gateway(pulumi.ComponentResource):
         return control.AgentRegistration(
             f"{self.gateway_name}-{host.name}",
             {"name": host.name, "agent_url": host.url, "agent_token": host.token, "labels": host.labels,
-             "control_url": self.control_url, "admin_token": self.admin_token},
+             "tunnel": host.tunnel, "control_url": self.control_url, "admin_token": self.admin_token},
             pulumi.ResourceOptions(parent=self),
         )
 

@@ -82,6 +82,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan.config_changes = summarize(old, prepared.compiled.component_specs())
     plan.cost = prepared.compiled.cost_of(old)
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
+    plan.hosts = list(prepared.compiled.hosts)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
     plan.config_paths = [str(p.resolve()) for p in prepared.paths]

@@ -98,6 +98,7 @@ class Plan:
     project: str = ""
     config_paths: list[str] = field(default_factory=list)  # what `up PLANFILE` compiles again, to check nothing moved
     cost: dict[str, Any] | None = None  # hourly cost from the catalog (gpustack_iac/cost.py), None when not estimated
+    hosts: list[str] = field(default_factory=list)  # SSH fleet hosts and their facts, one line each
 
     def count(self, op: StepOp) -> int:
         return sum(1 for s in self.steps if s.op is op and s.custom)

@@ -685,6 +685,8 @@ class SSHHost(Strict):
     port: Int | None = Field(None, ge=1, le=65535, description="Overrides `ssh_config.port`.")
     identity_file: str | None = Field(None, description="Overrides `ssh_config.identity_file`.")
     proxy_jump: ProxyJump | None = Field(None, description="Overrides `ssh_config.proxy_jump`.")
+    host_key: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$",
+                                 description="The host key's SHA256 fingerprint (`ssh-keygen -lf`); pins the key instead of known_hosts.")
     internal_ip: str | None = Field(None, description="The host's address inside the cluster network.")
     blocks: Annotated[int | Literal["auto"] | None, PlainValidator(_blocks)] = Field(
         None, description="Overrides the fleet's `blocks` for this host."
@@ -700,6 +702,11 @@ class SSHConfig(Strict):
     identity_file: str | None = Field(None, description="The private key for every host.")
     proxy_jump: ProxyJump | None = Field(None, description="A jump host between here and the hosts.")
     hosts: list[SSHHostValue] = Field(min_length=1, description="The hosts: names/addresses, or objects with their own overrides.")
+    known_hosts: str | None = Field(None, description="The known_hosts file host keys are verified against. Defaults to `~/.ssh/known_hosts`.")
+    host_key_policy: Literal["strict", "accept-new"] = Field(
+        "strict", description="`strict`: an unknown host key is an error; `accept-new`: an unknown key is recorded in known_hosts. "
+        "A changed key is always an error.")
+    install_dir: str = Field("~/.gpustack", description="Where the agent is installed on each host (a venv, wheels, logs, replica state).")
     network: str | None = Field(None, description="The cluster network (CIDR, e.g. `10.0.0.0/24`) for inter-node traffic.")
 
     @field_validator("network")

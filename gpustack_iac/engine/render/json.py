@@ -79,6 +79,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "outputs": common.mask_value(plan.outputs),
         # Only when estimated: plan files from before the cost existed stay byte-identical.
         **({"cost": plan.cost} if plan.cost is not None else {}),
+        # Only SSH fleets have hosts to show; absent otherwise, so existing plans read the same.
+        **({"hosts": list(plan.hosts)} if plan.hosts else {}),
     }
 
 

@@ -75,6 +75,9 @@ def _plan_markdown(plan: Plan, with_diffs: bool, max_steps: int | None) -> str:
         for change in plan.config_changes:
             flag = " — **disruptive**" if change.disruptive else ""
             parts.append(f"- {change.kind} {_code(change.name)}: {html.escape(change.summary)}{flag}")
+    if plan.hosts:
+        parts += ["", "#### Hosts", ""]
+        parts += [f"- {html.escape(h)}" for h in plan.hosts]
     if plan.warnings:
         parts += ["", "#### Warnings", ""]
         parts += [f"- {html.escape(w)}" for w in plan.warnings]

@@ -53,6 +53,10 @@ def render_terminal(plan: Plan, console: Console) -> None:
             text = Text(f"  {mark} {change.kind} {change.name}: ", style="bold" if change.disruptive else "")
             text.append(change.summary, style="yellow" if change.disruptive else "")
             _line(console, text)
+    if plan.hosts:
+        _heading(console, "Hosts")
+        for line in plan.hosts:
+            _line(console, Text(f"  {line}"))
     shown = common.visible_steps(plan.steps)
     if shown:
         _heading(console, "Resource changes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 
@@ -22,6 +23,7 @@ from gpustack_iac.runtime.controller.live import AgentState, ReplicaState, Servi
 from gpustack_iac.runtime.controller.store import ServiceRecord, Store
 from gpustack_iac.runtime.gateway.metrics import Metrics, ServiceLoad
 from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute
+from gpustack_iac.runtime.tunnels import HostTunnels
 
 
 class ControllerCore:
@@ -32,6 +34,7 @@ class ControllerCore:
         metrics: Metrics,
         settings: ControllerSettings = ControllerSettings(),
         clock: Callable[[], float] = time.monotonic,
+        tunnel_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.table = table
@@ -50,6 +53,14 @@ class ControllerCore:
         self.session: aiohttp.ClientSession | None = None
         self.lock = asyncio.Lock()  # one tick or one registration change at a time
         self.load: dict[str, ServiceLoad] = {}  # the gateway's counters, read once per tick
+        self.tunnel_dir = tunnel_dir or Path(".")  # where tunnels keep their known_hosts files
+        self.tunnels: dict[str, HostTunnels] = {}  # SSH fleet agents, by name
+        self.draining: set[str] = set()  # agents being removed: nothing new is placed there
+
+    def map_url(self, agent: str, url: str | None) -> str | None:
+        """A replica URL as this process reaches it: through the host's tunnel for SSH fleet agents."""
+        tunnels = self.tunnels.get(agent)
+        return url if tunnels is None else tunnels.map_url(url)
 
     def wake(self) -> None:
         self._wake.set()

@@ -27,6 +27,8 @@ class AgentState:
     error: str = ""
     listing: dict[str, dict[str, Any]] | None = None  # the last successful GET /v1/replicas, by id
     host_checked_at: float = float("-inf")
+    down_since: float | None = None  # the controller's clock when it stopped answering
+    lost: bool = False  # down past agent_lost_after: its replicas were placed elsewhere
 
 
 @dataclass

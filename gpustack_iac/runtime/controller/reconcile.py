@@ -89,6 +89,9 @@ class Controller(ControllerCore):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.clients.clear()
+        for tunnels in list(self.tunnels.values()):
+            await tunnels.close()
+        self.tunnels.clear()
         if self.session is not None:
             await self.session.close()
 
@@ -134,8 +137,8 @@ class Controller(ControllerCore):
         return desired_counts(self, service, now)
 
     # ----------------------------------------------------------------------------- registrations
-    async def put_agent(self, name: str, url: str, token: str, labels: dict[str, Any]) -> None:
-        await registrations.put_agent(self, name, url, token, labels)
+    async def put_agent(self, name: str, url: str, token: str, labels: dict[str, Any], tunnel: dict[str, Any] | None = None) -> None:
+        await registrations.put_agent(self, name, url, token, labels, tunnel)
 
     async def delete_agent(self, name: str) -> None:
         await registrations.delete_agent(self, name)

@@ -19,36 +19,66 @@ from gpustack_iac.runtime.controller.errors import (
     UnknownServiceError,
 )
 from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
-from gpustack_iac.runtime.controller.replica_stop import stop_orphan, stop_replica
+from gpustack_iac.runtime.controller.replica_stop import begin_stop, stop_orphan, stop_replica
 from gpustack_iac.runtime.controller.rollout import RolloutReport
 from gpustack_iac.runtime.controller.publish import publish_routes, router_route
 from gpustack_iac.runtime.controller.live import ServiceState
 from gpustack_iac.runtime.controller.store import AgentRecord
 
 
-async def put_agent(core: ControllerCore, name: str, url: str, token: str, labels: dict[str, Any]) -> None:
+async def put_agent(core: ControllerCore, name: str, url: str, token: str, labels: dict[str, Any],
+                    tunnel: dict[str, Any] | None = None) -> None:
     async with core.lock:
-        rec = AgentRecord(name=name, url=url.rstrip("/"), token=token, labels=dict(labels))
+        rec = AgentRecord(name=name, url=url.rstrip("/"), token=token, labels=dict(labels), tunnel=tunnel)
         core.store.put_agent(rec)
+        core.draining.discard(name)
         await open_agent(core, rec)
         await refresh_agent(core, core.agents[name], force_host=True)
     core.wake()
 
 
+def _replaced(core: ControllerCore, name: str) -> bool:
+    """Every group has its desired replicas ready on other agents than `name`."""
+    for st in core.services.values():
+        for g in st.definition.groups:
+            ready = sum(1 for r in core.replicas.values() if r.record.service == st.definition.name
+                        and r.record.group == g.name and r.record.agent != name and r.ready and not r.stopping)
+            on_it = any(r.record.service == st.definition.name and r.record.group == g.name and r.record.agent == name
+                        for r in core.replicas.values())
+            if on_it and ready < st.desired.get(g.name, 0):
+                return False
+    return True
+
+
 async def delete_agent(core: ControllerCore, name: str) -> None:
+    """Remove a host: its replicas are started elsewhere and ready before the ones on it stop
+    (bounded by the startup deadline, after which they stop anyway), so no request fails."""
     async with core.lock:
         if name not in core.agents:
             raise UnknownAgentError(f"agent {name!r} is not registered")
+        core.draining.add(name)
+    core.wake()
+    deadline = core.clock() + core.settings.startup_deadline
+    while not _replaced(core, name) and core.clock() < deadline and core.agents.get(name) is not None:
+        await asyncio.sleep(0.2)
+    async with core.lock:
+        mine = [r for r in core.replicas.values() if r.record.agent == name]
+        for r in mine:
+            begin_stop(core, r)  # out of routing, drained, then stopped through the agent
+        tasks = [core.stop_tasks[r.id] for r in mine if r.id in core.stop_tasks]
+    if tasks:
+        with contextlib.suppress(Exception):
+            await asyncio.wait(tasks, timeout=core.settings.drain_seconds + core.settings.stop_grace + 5)
+    async with core.lock:
         core.store.delete_agent(name)
-        core.agents.pop(name)
-        client = core.clients.pop(name, None)
-        # Its replicas can no longer be managed: stop them while the agent may still answer
-        # (best effort, the host is probably going away), then place them elsewhere.
+        core.agents.pop(name, None)
+        core.clients.pop(name, None)
+        core.draining.discard(name)
         for r in [r for r in core.replicas.values() if r.record.agent == name]:
-            if client is not None:
-                with contextlib.suppress(GpustackError):
-                    await client.stop(r.id, min(core.settings.stop_grace, 2.0))
             core.forget(r)
+        tunnels = core.tunnels.pop(name, None)
+    if tunnels is not None:
+        await tunnels.close()
     core.wake()
 
 

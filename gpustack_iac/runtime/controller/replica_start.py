@@ -21,7 +21,7 @@ from gpustack_iac.runtime.controller.store import PlacementRecord
 async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, count: int, now: float) -> None:
     d = st.definition
     views = [
-        AgentView(name=a.record.name, host=a.host, labels=a.record.labels, healthy=a.healthy)
+        AgentView(name=a.record.name, host=a.host, labels=a.record.labels, healthy=a.healthy and a.record.name not in core.draining)
         for a in core.agents.values()
     ]
     for _ in range(count):
@@ -68,6 +68,6 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
         r.detail = f"start failed: {exc}"
         st.messages[g.name] = f"start on {a.agent} failed: {exc}"
         return
-    r.url = info.get("url") or r.url
+    r.url = core.map_url(a.agent, info.get("url")) or r.url
     r.pid = info.get("pid")
     r.agent_state = str(info.get("state", "starting"))

@@ -52,7 +52,11 @@ async def put_agent(request: web.Request) -> web.Response:
     labels = body.get("labels") or {}
     if not isinstance(labels, dict):
         raise ServiceDefinitionError("labels: expected an object")
-    await request.app[CONTROLLER_KEY].put_agent(name, body["url"], body["token"], labels)
+    tunnel = body.get("tunnel")
+    if tunnel is not None and (not isinstance(tunnel, dict) or not isinstance(tunnel.get("hostname"), str)
+                               or not isinstance(tunnel.get("remote_port"), int)):
+        raise ServiceDefinitionError('tunnel: expected {"hostname": str, "remote_port": int, ...}')
+    await request.app[CONTROLLER_KEY].put_agent(name, body["url"], body["token"], labels, tunnel)
     return json_response({"name": name})
 
 

@@ -31,6 +31,8 @@ async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) 
             r
             for r in core.replicas.values()
             if r.record.service == d.name and r.record.group == g.name and not r.stopping
+            # A draining agent's replicas keep serving but no longer count: replacements start elsewhere.
+            and r.record.agent not in core.draining
         ]
         views = [ReplicaView(r.id, r.record.generation, r.ready, r.failed, r.created_mono) for r in mine]
         fallback = _fallback_generation(st, g, mine)
@@ -52,7 +54,12 @@ async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) 
                 continue
             if r.failed and r.record.generation == g.generation and rolling:
                 st.new_failures[g.name] = st.new_failures.get(g.name, 0) + 1
-            if r.failed:
+            agent = core.agents.get(r.record.agent)
+            if r.failed and (agent is None or not agent.healthy):
+                # Not a crash: its host stopped answering. Replace it now (elsewhere: placement skips
+                # unhealthy agents), without the crash loop's back-off.
+                st.messages[g.name] = f"replica {r.id}: agent {r.record.agent} unreachable; replacing it on another host"
+            elif r.failed:
                 st.crash_streak[g.name] = st.crash_streak.get(g.name, 0) + 1
                 st.last_failure[g.name] = now
                 st.last_failed[g.name] = (r.id, r.record.agent)

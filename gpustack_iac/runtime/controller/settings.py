@@ -22,6 +22,7 @@ class ControllerSettings:
     host_refresh: float = 30.0  # seconds between GET /v1/host of a healthy agent
     max_backoff: float = 30.0  # ceiling of the delay between replacements in a crash loop
     agent_timeout: float = 5.0  # seconds for one agent call (listing, stop); start and host take longer
+    agent_lost_after: float = 15.0  # an agent unreachable this long has its replicas placed elsewhere
     orphan_retries: int = 120  # attempts to stop a deleted service's replica on an unreachable agent
     orphan_retry_interval: float = 5.0
     tuning: Tuning = field(default_factory=Tuning)  # the autoscaler's windows (not part of the YAML)

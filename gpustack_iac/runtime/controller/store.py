@@ -56,6 +56,7 @@ class AgentRecord:
     url: str
     token: str
     labels: dict[str, Any]
+    tunnel: dict[str, Any] | None = None  # an SSH fleet host: reached through a port forward (runtime/tunnels.py)
 
     def __hash__(self) -> int:
         return hash((self.name, self.url))
@@ -92,6 +93,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
+        if "tunnel" not in columns:  # a store written before SSH fleets
+            self._db.execute("ALTER TABLE agents ADD COLUMN tunnel TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -99,16 +103,17 @@ class Store:
     # agents
     def put_agent(self, agent: AgentRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO agents(name, url, token, labels) VALUES (?, ?, ?, ?)",
-            (agent.name, agent.url, agent.token, json.dumps(agent.labels, sort_keys=True)),
+            "INSERT OR REPLACE INTO agents(name, url, token, labels, tunnel) VALUES (?, ?, ?, ?, ?)",
+            (agent.name, agent.url, agent.token, json.dumps(agent.labels, sort_keys=True),
+             json.dumps(agent.tunnel) if agent.tunnel else None),
         )
 
     def delete_agent(self, name: str) -> None:
         self._db.execute("DELETE FROM agents WHERE name = ?", (name,))
 
     def agents(self) -> list[AgentRecord]:
-        rows = self._db.execute("SELECT name, url, token, labels FROM agents ORDER BY name").fetchall()
-        return [AgentRecord(n, u, t, json.loads(lab)) for n, u, t, lab in rows]
+        rows = self._db.execute("SELECT name, url, token, labels, tunnel FROM agents ORDER BY name").fetchall()
+        return [AgentRecord(n, u, t, json.loads(lab), json.loads(tun) if tun else None) for n, u, t, lab, tun in rows]
 
     # services
     def put_service(self, record: ServiceRecord) -> None:

@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--startup-deadline", type=float, default=ControllerSettings.startup_deadline)
     p.add_argument("--drain-seconds", type=float, default=ControllerSettings.drain_seconds)
     p.add_argument("--stop-grace", type=float, default=ControllerSettings.stop_grace)
+    p.add_argument("--agent-lost-after", type=float, default=ControllerSettings.agent_lost_after,
+                   help="seconds an agent may not answer before its replicas are placed elsewhere")
     p.add_argument("--autoscale-stable-window", type=float, default=Tuning.stable_window,
                    help="seconds of load the autoscaler averages for steady decisions")
     p.add_argument("--autoscale-panic-window", type=float, default=Tuning.panic_window,
@@ -115,13 +117,14 @@ async def serve(args: argparse.Namespace) -> None:
         startup_deadline=args.startup_deadline,
         drain_seconds=args.drain_seconds,
         stop_grace=args.stop_grace,
+        agent_lost_after=args.agent_lost_after,
         tuning=Tuning(
             stable_window=args.autoscale_stable_window,
             panic_window=args.autoscale_panic_window,
             burst_release_delay=args.autoscale_burst_release,
         ),
     )
-    controller = Controller(store, table, metrics, settings)
+    controller = Controller(store, table, metrics, settings, tunnel_dir=args.state_dir)
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
         GatewaySettings(

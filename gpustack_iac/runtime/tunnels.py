@@ -1,0 +1,202 @@
+"""SSH local port forwards to an agent's host, held by the controller and re-opened when they drop.
+
+Agents on SSH fleet hosts bind 127.0.0.1 there; the controller (on the machine running the
+gateway) reaches the agent and its replicas through `ssh -N -L` subprocesses, one per remote port.
+OpenSSH copies the forwarded bytes in C, outside the gateway's event loop, so proxied traffic costs
+the gateway nothing beyond a loopback connection (docs/ssh-fleets.md compares this with asyncssh).
+
+Each forward keeps its local port for its lifetime, so URLs handed out stay valid across a
+re-open. The host key is the one verified when the host was provisioned, written to a known_hosts
+file of the controller's own under a host key alias; nothing else is trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gpustack_iac.tunnels")
+
+OPEN_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    """How to reach a host: its SSH endpoint, the key to log in with, its verified host key line."""
+
+    name: str
+    hostname: str
+    port: int
+    user: str | None
+    identity_file: str | None
+    host_key: str  # "ssh-ed25519 AAAA..." as verified at provisioning
+    remote_port: int  # the agent's port on the host
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> TunnelSpec:
+        return cls(name=name, hostname=str(data["hostname"]), port=int(data.get("port") or 22), user=data.get("user") or None,
+                   identity_file=data.get("identity_file") or None, host_key=str(data.get("host_key_line") or ""),
+                   remote_port=int(data["remote_port"]))
+
+
+def _die_with_parent() -> None:
+    """In the forked child: ask Linux to SIGTERM it when the controller's process dies, however it dies,
+    so a killed gateway leaves no ssh behind."""
+    try:
+        import ctypes  # noqa: PLC0415 - only in the child, only on Linux
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _port_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=1.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class Forward:
+    """One `ssh -N -L 127.0.0.1:<local>:127.0.0.1:<remote>` process."""
+
+    def __init__(self, spec: TunnelSpec, known_hosts: Path, remote_port: int) -> None:
+        self.spec = spec
+        self.known_hosts = known_hosts
+        self.remote_port = remote_port
+        self.local_port = _free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self.opened_at = 0.0
+
+    def argv(self) -> list[str]:
+        s = self.spec
+        argv = ["ssh", "-N", "-T", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias=gpustack-{s.name}",
+                "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10",
+                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-p", str(s.port)]
+        if s.identity_file:
+            argv += ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(s.identity_file)]
+        argv += ["-L", f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"]
+        argv.append(f"{s.user}@{s.hostname}" if s.user else s.hostname)
+        return argv
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None and self.opened_at > 0
+
+    async def ensure(self) -> bool:
+        """Open the forward when it is not running; True once the local port accepts connections."""
+        async with self._lock:
+            if self.running and await _port_open(self.local_port):
+                return True
+            await self.close()
+            self.opened_at = 0.0
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+            deadline = time.monotonic() + OPEN_TIMEOUT
+            while time.monotonic() < deadline:
+                if self.proc.returncode is not None:
+                    err = (await self.proc.stderr.read()).decode(errors="replace").strip() if self.proc.stderr else ""
+                    log.warning("tunnel to %s:%d failed: %s", self.spec.name, self.remote_port, err.splitlines()[-1:] or "exited")
+                    return False
+                if await _port_open(self.local_port):
+                    self.opened_at = time.monotonic()
+                    return True
+                await asyncio.sleep(0.05)
+            await self.close()
+            return False
+
+    async def close(self) -> None:
+        proc, self.proc = self.proc, None
+        self.opened_at = 0.0
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+class HostTunnels:
+    """The forwards to one host: the agent's port and each replica port asked for."""
+
+    def __init__(self, spec: TunnelSpec, state_dir: Path) -> None:
+        self.spec = spec
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.known_hosts = state_dir / f"known_hosts-{spec.name}"
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"gpustack-{spec.name} {spec.host_key}\n")
+        self.forwards: dict[int, Forward] = {}
+        self._opening: dict[int, asyncio.Task[bool]] = {}
+
+    def forward(self, remote_port: int) -> Forward:
+        if remote_port not in self.forwards:
+            self.forwards[remote_port] = Forward(self.spec, self.known_hosts, remote_port)
+        return self.forwards[remote_port]
+
+    def agent_url(self) -> str:
+        return f"http://127.0.0.1:{self.forward(self.spec.remote_port).local_port}"
+
+    async def ensure_agent(self) -> bool:
+        return await self.forward(self.spec.remote_port).ensure()
+
+    def agent_ready(self) -> bool:
+        """True while the agent's forward runs; else it is re-opened in the background (a dead host's
+        connect timeout must not hold up the controller's tick) and False is returned."""
+        return self._ready_or_open(self.spec.remote_port)
+
+    def _ready_or_open(self, port: int) -> bool:
+        fwd = self.forward(port)
+        if fwd.running:
+            return True
+        task = self._opening.get(port)
+        if task is None or task.done():
+            self._opening[port] = asyncio.ensure_future(fwd.ensure())
+        return False
+
+    def map_url(self, url: str | None) -> str | None:
+        """The local URL of a replica URL on the host, or None until its forward is open (then opened in the background)."""
+        if not url:
+            return None
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.port is None:
+            return None
+        if self._ready_or_open(parsed.port):
+            return f"{parsed.scheme}://127.0.0.1:{self.forward(parsed.port).local_port}{parsed.path}"
+        return None
+
+    def prune(self, keep: set[int]) -> None:
+        """Close replica forwards no longer needed (the agent's own forward stays)."""
+        for port in [p for p in self.forwards if p not in keep and p != self.spec.remote_port]:
+            fwd = self.forwards.pop(port)
+            asyncio.ensure_future(fwd.close())
+
+    async def close(self) -> None:
+        for task in self._opening.values():
+            task.cancel()
+        for fwd in self.forwards.values():
+            await fwd.close()
+        self.forwards.clear()
+        with contextlib.suppress(OSError):
+            self.known_hosts.unlink()

@@ -1,0 +1,86 @@
+"""The wheelhouse uploaded to fleet hosts: this package's wheel and the runtime's dependencies.
+
+Built on the machine running `up` with the same pip and package index it already uses, so hosts
+need no internet. Only what the agent imports is included (not Pulumi or the planner's
+dependencies). Built once per package version, Python version and platform, and cached under the
+state root; the host's Python and machine must match it (checked before anything is uploaded).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpustack_iac import __version__
+from gpustack_iac.errors import GpustackError
+
+# What `python -m gpustack_iac.runtime.agent` imports beyond the standard library.
+RUNTIME_REQUIREMENTS = ("aiohttp>=3.9", "psutil>=5.9", "pydantic>=2.7,<3", "uvloop>=0.19")
+# What installs them on the host (pypa's wheel installer, run from its own wheel).
+INSTALL_TOOLS = ("installer>=0.7",)
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class WheelhouseError(GpustackError):
+    """The wheelhouse could not be built for a host's platform."""
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    path: Path
+    key: str  # python version + machine + package version + content hash
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.path.iterdir() if p.suffix == ".whl")
+
+
+def local_platform() -> tuple[str, str]:
+    """(`3.11`, `x86_64`): what this machine's wheels are built for."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine()
+
+
+def _source_digest() -> str:
+    """A digest of the package's sources, so an edited checkout gets a fresh wheel."""
+    h = hashlib.sha256()
+    for root in ("gpustack_iac", "providers", "stacks"):
+        for p in sorted((PACKAGE_ROOT / root).rglob("*.py")):
+            h.update(str(p.relative_to(PACKAGE_ROOT)).encode())
+            h.update(p.read_bytes())
+    h.update((PACKAGE_ROOT / "pyproject.toml").read_bytes() if (PACKAGE_ROOT / "pyproject.toml").exists() else b"")
+    return h.hexdigest()[:12]
+
+
+def package_key() -> str:
+    """What a host's install is compared against: the package version and its sources."""
+    return f"{__version__}-{_source_digest()}"
+
+
+def build(cache_dir: Path, python: str, machine: str) -> Wheelhouse:
+    """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing."""
+    local_python, local_machine = local_platform()
+    if (python, machine) != (local_python, local_machine):
+        raise WheelhouseError(f"the host has Python {python} on {machine}; this machine builds wheels for Python "
+                              f"{local_python} on {local_machine}, and the host has no package index to install from; "
+                              f"run up from a machine with Python {python} on {machine}")
+    key = f"py{python}-{machine}-{__version__}-{_source_digest()}"
+    target = cache_dir / key
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / ".lock").open("w") as lock:
+        # Hosts are provisioned in parallel: one of them builds, the others wait for it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").exists():
+            return Wheelhouse(target, key)
+        target.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
+        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + list(RUNTIME_REQUIREMENTS) + list(INSTALL_TOOLS)):
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+                raise WheelhouseError(f"building the wheelhouse for fleet hosts failed: {tail}")
+        (target / ".complete").write_text(key)
+    return Wheelhouse(target, key)
