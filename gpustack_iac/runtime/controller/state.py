@@ -63,6 +63,7 @@ class ServiceState:
     desired: dict[str, int] = field(default_factory=dict)
     backoff_until: dict[str, float] = field(default_factory=dict)  # group -> no new start before (crash loops)
     crash_streak: dict[str, int] = field(default_factory=dict)
+    no_capacity_streak: dict[str, int] = field(default_factory=dict)  # group -> placements in a row that found no host
     last_failure: dict[str, float] = field(default_factory=dict)  # group -> clock of its last replaced replica
     demand: bool = False  # a request waits at the gateway for a first replica
     autoscaler: ServiceAutoscaler | None = None  # built when a group has a replica range
