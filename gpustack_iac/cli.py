@@ -36,6 +36,7 @@ _LAZY_COMMANDS: dict[str, str] = {
     "state": "gpustack_iac.commands.stack:state",
     "status": "gpustack_iac.commands.runtime:status",
     "logs": "gpustack_iac.commands.runtime:logs",
+    "ssh": "gpustack_iac.commands.workloads:ssh",
 }
 
 

@@ -14,15 +14,19 @@ from typing import Any, Callable
 
 import pulumi
 
+from gpustack_iac import compile_workloads as workloads
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
+from gpustack_iac.stacks.task import Task
+from gpustack_iac.stacks.volume import Volume
 
 # Backends with components in stacks/. Others plan nothing and are rejected with their name.
 IMPLEMENTED_BACKENDS = ("local",)
@@ -37,6 +41,9 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task name → runner definition
+    # (kind, name) → the spec the volume, task and dev-environment components record (for the plan summary)
+    workload_specs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -67,10 +74,11 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-    for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
-        for doc in docs:
-            problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
-                                               "but not deployable yet; remove it from the paths given to plan/up"))
+    problems += workloads.check_volumes(spec, _diag)
+    for doc in (*spec.tasks, *spec.dev_environments):
+        if doc.backends and not set(doc.backends) & set(IMPLEMENTED_BACKENDS):
+            problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
+                                                   f"implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     return problems
 
 
@@ -88,9 +96,6 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
         for prop in _LOCAL_IGNORED:
             if getattr(group, prop, None) not in (None, [], False):
                 ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
-    if service.volumes:
-        problems.append(_diag(service, "volumes", f"service {service.name}: volumes need container mode (Docker), "
-                                                  "which the local backend does not have here"))
     if service.gateway is False:
         problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
                                                   "gateway; remove gateway: false"))
@@ -145,15 +150,35 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                 problems.append(_diag(router, f"members[{i}].service", f"router {router.name}: member {member.service} runs "
                                       f"behind gateway {service_gateway[member.service]}, the router behind {chosen.name}; "
                                       "a router routes within one gateway"))
-    if spec.services and not spec.fleets:
+    if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
+    definitions = {}
+    for service in spec.services:
+        definition = _definition(service)
+        mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
+        for group in definition["groups"]:
+            workloads.service_mounts(group, mounts)
+        definitions[str(service.name)] = definition
+    tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
+    devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
     if problems:
         raise ConfigError(problems)
 
-    definitions = {str(s.name): _definition(s) for s in spec.services}
-
     def program() -> None:
         fleets = [Fleet(f, ctx) for f in spec.fleets]
+        hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
+        volumes = {str(v.name): Volume(v, hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx))
+                   for v in spec.volumes}
+        volume_resources = [v.resource for v in volumes.values()]
+        task_dirs = {name: Task(d, list(hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
+        dev_outputs = {name: DevEnvironment(d, list(hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+        if task_dirs:
+            pulumi.export("tasks", task_dirs)
+        if volumes:
+            pulumi.export("volumes", {n: {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
+                                          "auto_cleanup": v.auto_cleanup} for n, v in ((str(v.name), v) for v in spec.volumes)})
+        if dev_outputs:
+            pulumi.export("dev_environments", dev_outputs)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
@@ -164,14 +189,22 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name])
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volume_resources)
             endpoints[name] = services[name].endpoint
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions)
+    workload_specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for v in spec.volumes:
+        workload_specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
+    for name, definition in tasks.items():
+        workload_specs[("task", name)] = Task.spec_of(definition)
+    for name, definition in devs.items():
+        workload_specs[("dev-environment", name)] = DevEnvironment.spec_of(definition)
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
+                         workload_specs=workload_specs)
 
 
 def _definition(service: ServiceConfig) -> dict[str, Any]:
