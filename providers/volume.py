@@ -43,8 +43,8 @@ class VolumeProvider(ResourceProvider):
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         for key in ("host", "path", "name"):
             if olds.get(key) != news.get(key):
-                raise ConfigError([Diagnostic(file="<plan>", line=0, column=0, path=f"volume {olds.get('name')}",
-                                              message=f"volume {olds.get('name')}: this change would move its data ({key} "
+                raise ConfigError([Diagnostic(file=f"volume {olds.get('name')}", line=0, column=0, path="",
+                                              message=f"this change would move its data ({key} "
                                                       f"{olds.get(key)} → {news.get(key)}); the data stays at "
                                                       f"{olds.get('host')}:{olds.get('path')}. Keep {key} as it was, or "
                                                       "give the volume a new name (the old one is then kept unless auto_cleanup)")])

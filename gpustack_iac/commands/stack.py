@@ -264,7 +264,7 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
     from gpustack_iac.commands.workloads import volume_notes
 
     for note in volume_notes(resources):
-        console.print(f"  {note}", highlight=False)
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     _confirm("Destroy them?", yes)
     progress = _Progress(console)
     result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
