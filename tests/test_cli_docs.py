@@ -129,5 +129,7 @@ def test_commands_shown_in_the_docs_exist(page_name: str) -> None:
         help_option = doc.command.get_help_option(doc.context)
         names |= set(help_option.opts if help_option else ())
         for word in rest:
+            if word == "--":  # the end of options: what follows is the command's own arguments
+                break
             if word.startswith("-") and word != "-":
                 assert word.split("=", 1)[0] in names, f"{page_name}: {line!r}: {doc.path} has no option {word}"

@@ -49,7 +49,7 @@ def test_two_node_task_rendezvous_succeeds_and_is_not_rerun(task_project: Projec
     only_one = task_project.cli("logs", "train", "--node", "1").stdout
     assert "rank 1: done" in only_one and "rank 0" not in only_one.replace("from rank 0", "")
     first = _status(task_project)
-    assert {n["host"] for n in first["attempts"][0]["nodes"]} == {"local-0", "local-1"}
+    assert {n["host"] for n in first["attempts"][0]["nodes"]} == {"trainers-0", "trainers-1"}
     # A later up with the same spec leaves the finished run alone.
     again = task_project.cli("up", "task", "--yes")
     assert "No changes" in again.stdout
@@ -81,7 +81,7 @@ def test_failing_rank_fails_the_task_and_stops_rank_zero(task_project: Project) 
     """)
     up = task_project.cli("up", "task", "--yes", "--wait", check=False)
     assert up.returncode != 0
-    assert "task train: failed" in up.stdout and "node 1 on local-1 exited with code 3" in up.stdout
+    assert "task train: failed" in up.stdout and "node 1 on trainers-1 exited with code 3" in up.stdout
     status = _status(task_project)
     rank0, rank1 = status["attempts"][0]["nodes"]
     assert rank1["exit_code"] == 3

@@ -41,7 +41,7 @@ def test_service_data_survives_rolling_update_and_destroy_keeps_it(volume_projec
     volume_project.cli("up", "vol", "--yes")
     out = volume_project.outputs()
     volume = out["volumes"]["notes-data"]
-    assert volume["host"] == "local-1"
+    assert volume["host"] == "storage-1"
     first = _get(volume_project)
     assert first["version"] == "1" and first["notes"][0].startswith("version 1 started")
     data_dir = Path(volume["path"])
@@ -51,7 +51,7 @@ def test_service_data_survives_rolling_update_and_destroy_keeps_it(volume_projec
     # The replica runs on the volume's host.
     status = volume_project.cli("status").stdout
     notes_rows = [ln for ln in status.splitlines() if "running" in ln]
-    assert notes_rows and all("local-1" in ln for ln in notes_rows), status
+    assert notes_rows and all("storage-1" in ln for ln in notes_rows), status
     # A rolling update: the new replica (version 2) reads what version 1 wrote.
     config = volume_project.config / "notes.gpustack.yml"
     config.write_text(config.read_text().replace("VERSION=1", "VERSION=2"))
@@ -61,16 +61,16 @@ def test_service_data_survives_rolling_update_and_destroy_keeps_it(volume_projec
     assert [n.split(" started")[0] for n in second["notes"]] == ["version 1", "version 2"]
     # A plan that would move the volume to another host fails, naming the data left behind.
     data = volume_project.config / "data.gpustack.yml"
-    data.write_text(data.read_text().replace("host: local-1", "host: local-0"))
+    data.write_text(data.read_text().replace("host: storage-1", "host: storage-0"))
     moved = volume_project.cli("plan", "vol", check=False)
     assert moved.returncode != 0
     assert "would move its data" in moved.stdout + moved.stderr
     print(moved.stdout, moved.stderr)
     assert "Traceback" not in moved.stdout + moved.stderr
-    data.write_text(data.read_text().replace("host: local-0", "host: local-1"))
+    data.write_text(data.read_text().replace("host: storage-0", "host: storage-1"))
     # destroy says it keeps the data, and does.
     gone = volume_project.cli("destroy", "--yes")
-    assert "volume notes-data: data at local-1:" in gone.stdout and "is kept" in gone.stdout
+    assert "volume notes-data: data at storage-1:" in gone.stdout and "is kept" in gone.stdout
     assert (data_dir / "notes.txt").read_text().count("started") == 2
     # With auto_cleanup, destroy deletes it.
     data.write_text(data.read_text().replace("auto_cleanup: false", "auto_cleanup: true"))
