@@ -22,7 +22,7 @@ from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.providers import http
 from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
 from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, fit, label_mismatch
-from gpustack_iac.runtime.devenv.__main__ import READY_MARKER
+from gpustack_iac.runtime.devenv import READY_MARKER
 
 READY_TIMEOUT = 600.0  # init commands (pip installs) may take a while
 IDE_SCHEMES = {"vscode": "vscode", "cursor": "cursor", "windsurf": "windsurf"}

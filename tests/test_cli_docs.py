@@ -18,10 +18,10 @@ from gpustack_iac.commands.clidocs import CommandDoc, is_stale, render, walk
 ROOT = Path(__file__).resolve().parents[1]
 CLI_MD = ROOT / "docs" / "cli.md"
 # The pages whose examples this task owns; each `gpustack-iac ...` in their code must parse.
-CHECKED_PAGES = ("cli.md", "architecture.md", "operations.md")
+CHECKED_PAGES = ("cli.md", "architecture.md", "operations.md", "workloads.md")
 # Commands a user must find documented whatever the walker does (lazy ones and a group's subcommands).
 EXPECTED = {"plan", "up", "destroy", "refresh", "output", "status", "logs", "validate", "schema",
-            "state", "state list", "state show", "state unlock"}
+            "state", "state list", "state show", "state unlock", "ssh"}
 
 
 def _sections(page: str) -> dict[str, str]:

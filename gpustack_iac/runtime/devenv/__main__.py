@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 
+from gpustack_iac.runtime.devenv import READY_MARKER
 from gpustack_iac.runtime.devenv.sshd import SSHD, host_key, write_config
 
-READY_MARKER = "gpustack-devenv: ready"
 _OWN_ENV = ("GPUSTACK_DEVENV_AUTHORIZED_KEYS", "GPUSTACK_DEVENV_INIT")
 
 
