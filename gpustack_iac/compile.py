@@ -31,6 +31,10 @@ from gpustack_iac.stacks.volume import Volume
 # Backends with components in stacks/. Others plan nothing and are rejected with their name.
 IMPLEMENTED_BACKENDS = ("local",)
 
+# The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
+# (never silently downgraded) until it serves TLS.
+LOCAL_GATEWAY_SERVES_TLS = False
+
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
                   "idle_duration", "creation_policy", "termination_policy", "termination_idle_time")
@@ -74,12 +78,41 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        else:
+            problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
         if doc.backends and not set(doc.backends) & set(IMPLEMENTED_BACKENDS):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
                                                    f"implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     return problems
+
+
+def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
+    """What a local gateway cannot honour: refused at plan rather than silently served otherwise."""
+    problems = []
+    if gateway.replicas > 1:
+        problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
+                                                   "runs one gateway process per gateway; set replicas: 1"))
+    if not LOCAL_GATEWAY_SERVES_TLS and gateway.certificate is not None:
+        # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        if gateway.domain or "certificate" in gateway.model_fields_set:
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} would "
+                                  "be served as plain HTTP: the local gateway does not serve TLS yet; set certificate: null "
+                                  "to serve plain HTTP on 127.0.0.1"))
+    return problems
+
+
+def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
+    """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
+    if LOCAL_GATEWAY_SERVES_TLS or gateway.backend != "local" or not service.https:
+        return []
+    # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
+    if not gateway.domain and "https" not in service.model_fields_set:
+        return []
+    why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
+    return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
+                                    "gateway does not serve TLS yet; set https: false")]
 
 
 def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
@@ -138,6 +171,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                                                       "configuration (type: gateway, default: true)"))
         else:
             service_gateway[str(service.name)] = str(gateway.name)
+            problems += _check_https(service, gateway)
     router_gateway: dict[str, str] = {}
     for router in spec.routers:
         chosen = gateways.get(router.gateway) if router.gateway else _default_gateway(gateways)
@@ -189,7 +223,7 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volume_resources)
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volume_resources, ctx)
             endpoints[name] = services[name].endpoint
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
@@ -200,9 +234,9 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
     for v in spec.volumes:
         workload_specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
     for name, definition in tasks.items():
-        workload_specs[("task", name)] = Task.spec_of(definition)
+        workload_specs[("task", name)] = Task.spec_of(definition, ctx)
     for name, definition in devs.items():
-        workload_specs[("dev-environment", name)] = DevEnvironment.spec_of(definition)
+        workload_specs[("dev-environment", name)] = DevEnvironment.spec_of(definition, ctx)
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
                          workload_specs=workload_specs)
 

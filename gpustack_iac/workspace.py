@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +46,16 @@ class Workspace:
 
     def store(self) -> StateStore:
         return self._store
+
+    def fingerprint_key(self) -> bytes:
+        """The stack's fingerprint key (StateStore.fingerprint_key); a random one where the state is not a local directory."""
+        if self.state_url.startswith("file://"):
+            return self._store.fingerprint_key()
+        return self._ephemeral_key
+
+    @cached_property
+    def _ephemeral_key(self) -> bytes:
+        return secrets.token_bytes(32)
 
     # One store and one engine per command: each StateStore derives the passphrase key (PBKDF2, about
     # 0.3 s) the first time it touches a secret, so a plan that also reads the state must not open a second.

@@ -6,16 +6,39 @@ plain urllib rather than the runtime's aiohttp client.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from gpustack_iac.errors import RuntimeApiError
 
 
 class NotFound(RuntimeApiError):
     """The API answered 404."""
+
+
+# Loopback calls never go through `http_proxy` / `https_proxy`: a proxy would see the bearer token,
+# and one that cannot reach this machine's loopback would fail every call.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _open(request: urllib.request.Request, timeout: float) -> IO[bytes]:
+    if is_loopback(request.full_url):
+        return _DIRECT.open(request, timeout=timeout)  # type: ignore[no-any-return]
+    return urllib.request.urlopen(request, timeout=timeout)  # type: ignore[no-any-return]
 
 
 def call(method: str, base_url: str, path: str, token: str, body: Any = None, timeout: float = 30.0) -> Any:
@@ -25,7 +48,7 @@ def call(method: str, base_url: str, path: str, token: str, body: Any = None, ti
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _open(request, timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
@@ -47,7 +70,7 @@ def stream(base_url: str, path: str, token: str, timeout: float = 3600.0) -> Ite
     request = urllib.request.Request(base_url.rstrip("/") + path, method="GET")
     request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _open(request, timeout) as response:
             while chunk := response.read1(65536):
                 yield chunk
     except urllib.error.HTTPError as exc:

@@ -8,6 +8,7 @@ the token a user already has keep working. Only `delete` removes the directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -18,7 +19,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.runtime import procs
+from gpustack_iac.runtime import envpolicy, procs, supervised
 from gpustack_iac.runtime.agent.offline import stop_all_replicas
 from gpustack_iac.runtime.auth import new_token, read_token_file, write_token_file
 
@@ -56,6 +57,20 @@ def _alive(props: dict[str, Any]) -> bool:
     return procs.is_alive(int(props.get("pid") or 0), props.get("create_time"))
 
 
+def _adopt_or_start(argv: list[str], paths: supervised.Paths, ports: dict[str, int]) -> supervised.Supervised:
+    """The daemon of this resource: the one already running for its state dir (a resumed or repeated
+    `up`, a lost checkpoint), else a new one under a watchdog. Never a second copy."""
+    listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
+    return supervised.adopt_or_start(argv, paths, listen=listen, env=envpolicy.daemon_env(os.environ),
+                                     timeout=START_TIMEOUT)
+
+
+def _stop(root: Path, name: str, props: dict[str, Any]) -> None:
+    """Stop the watchdog and its daemon, and the process the state recorded (an older, unsupervised one)."""
+    recorded = (int(props.get("pid") or 0), props.get("create_time"))
+    supervised.stop(supervised.Paths.in_dir(root, name), grace=10.0, also=recorded)
+
+
 def _replace_if_changed(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> DiffResult:
     replaces = [k for k in keys if olds.get(k) != news.get(k)]
     return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
@@ -80,16 +95,12 @@ class AgentProvider(_ProcessProvider):
         root.mkdir(parents=True, exist_ok=True)
         token_file = root / "agent.token"
         token = _token(token_file)
-        port_file = root / "agent.port.json"
-        port = _free_port(_remembered_port(port_file, "port"))
-        info = procs.start_daemon(
-            [sys.executable, "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(port),
-             "--token-file", str(token_file), "--state-dir", str(root / "agent"), "--port-file", str(port_file),
-             "--name", str(props["name"])],
-            port_file=port_file,
-            log_file=root / "agent.log",
-            timeout=START_TIMEOUT,
-        )
+        paths = supervised.Paths.in_dir(root, "agent")
+        port = _free_port(_remembered_port(paths.port_file, "port"))
+        argv = [sys.executable, "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(port),
+                "--token-file", str(token_file), "--state-dir", str(root / "agent"), "--port-file", str(paths.port_file),
+                "--name", str(props["name"])]
+        info = _adopt_or_start(argv, paths, {"port": port})
         port = int(info.ports["port"])
         outs = {**props, "url": f"http://127.0.0.1:{port}", "port": port, "pid": info.pid,
                 "create_time": info.create_time, "token": token}
@@ -109,7 +120,7 @@ class AgentProvider(_ProcessProvider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         # The agent leaves replicas running when it stops (so a restart loses nothing); a deleted host
         # must leave no orphan, so the replicas it recorded are stopped too, even if the agent is dead.
-        procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=10.0)
+        _stop(Path(props["state_dir"]), "agent", props)
         stop_all_replicas(Path(props["state_dir"]) / "agent", grace=5.0)
         shutil.rmtree(props["state_dir"], ignore_errors=True)
 
@@ -135,16 +146,21 @@ class GatewayProvider(_ProcessProvider):
         root.mkdir(parents=True, exist_ok=True)
         token_file, admin_file = root / "service.token", root / "admin.token"
         token, admin_token = _token(token_file), _token(admin_file)
-        port_file = root / "gateway.port.json"
-        port = _free_port(props.get("port") or _remembered_port(port_file, "port"))
-        control_port = _free_port(_remembered_port(port_file, "control_port"))
+        paths = supervised.Paths.in_dir(root, "gateway")
+        wanted = props.get("port")
+        port = _free_port(wanted or _remembered_port(paths.port_file, "port"))
+        control_port = _free_port(_remembered_port(paths.port_file, "control_port"))
         argv = [sys.executable, "-m", "gpustack_iac.runtime.gateway", "--host", "127.0.0.1", "--port", str(port),
                 "--control-port", str(control_port), "--token-file", str(token_file),
                 "--admin-token-file", str(admin_file), "--state-dir", str(root / "controller"),
-                "--port-file", str(port_file)]
+                "--port-file", str(paths.port_file)]
         if props.get("domain"):
             argv += ["--domain", str(props["domain"])]
-        info = procs.start_daemon(argv, port_file=port_file, log_file=root / "gateway.log", timeout=START_TIMEOUT)
+        info = _adopt_or_start(argv, paths, {"port": port, "control_port": control_port})
+        if info.adopted and wanted and int(info.ports["port"]) != int(wanted):
+            # A gateway left from an earlier configuration (lost checkpoint) on another port: replace it.
+            _stop(root, "gateway", {})
+            info = _adopt_or_start(argv, paths, {"port": port, "control_port": control_port})
         port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
         outs = {**props, "url": f"http://127.0.0.1:{port}", "control_url": f"http://127.0.0.1:{control_port}",
                 "pid": info.pid, "create_time": info.create_time, "token": token, "admin_token": admin_token}
@@ -154,7 +170,7 @@ class GatewayProvider(_ProcessProvider):
         return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=10.0)
+        _stop(Path(props["state_dir"]), "gateway", props)
         shutil.rmtree(props["state_dir"], ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import devenv as devenv_provider
-from gpustack_iac.stacks.context import StackContext, fingerprint_values
+from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import FleetHost
 from gpustack_iac.stacks.task import host_inputs
 
@@ -31,7 +31,7 @@ class DevEnvironment(pulumi.ComponentResource):
     def __init__(self, definition: dict[str, Any], hosts: Sequence[FleetHost], ctx: StackContext,
                  depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
         name = definition["name"]
-        super().__init__("gpustack:index:DevEnvironment", name, {"spec": self.spec_of(definition)}, opts)
+        super().__init__("gpustack:index:DevEnvironment", name, {"spec": self.spec_of(definition, ctx)}, opts)
         state_dir = str(ctx.local_dir("dev-environments", name))
         secret_def = {**definition, "env": {k: pulumi.Output.secret(v) for k, v in (definition.get("env") or {}).items()}}
         res = devenv_provider.DevEnvironment(
@@ -46,5 +46,5 @@ class DevEnvironment(pulumi.ComponentResource):
         self.register_outputs({"ide_link": res.ide_link})
 
     @staticmethod
-    def spec_of(definition: dict[str, Any]) -> dict[str, Any]:
-        return {**definition, "env": fingerprint_values(definition.get("env") or {})}
+    def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
+        return {**definition, "env": ctx.fingerprint_values(definition.get("env") or {})}

@@ -9,7 +9,7 @@ import pulumi
 
 from gpustack_iac.providers import local
 from gpustack_iac.spec.models import FleetConfig
-from gpustack_iac.stacks.context import StackContext, fingerprint_values
+from gpustack_iac.stacks.context import StackContext
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,15 @@ class Fleet(pulumi.ComponentResource):
 
     def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
         name = str(config.name)
-        super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config)}, opts)
+        super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config, ctx)}, opts)
         self.hosts = _local_hosts(self, config, ctx)
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod
-    def spec_of(config: FleetConfig) -> dict[str, Any]:
+    def spec_of(config: FleetConfig, ctx: StackContext) -> dict[str, Any]:
         """What the component records of its configuration (and the plan summary compares)."""
         spec = config.model_dump(mode="json", exclude_none=True)
-        spec["env"] = fingerprint_values(spec.get("env") or {})
+        spec["env"] = ctx.fingerprint_values(spec.get("env") or {})
         return spec
 
 

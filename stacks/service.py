@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import control
-from gpustack_iac.stacks.context import fingerprint_values
+from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.gateway import Gateway
 
 
@@ -20,10 +20,11 @@ class Service(pulumi.ComponentResource):
         definition: dict[str, Any],
         gateway: Gateway,
         depends_on: Sequence[pulumi.Resource],
+        ctx: StackContext,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         name = definition["name"]
-        super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition)}, opts)
+        super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition, ctx)}, opts)
         registration = control.ServiceRegistration(
             name,
             {"definition": _secret_env(definition), "control_url": gateway.control_url, "admin_token": gateway.admin_token},
@@ -34,11 +35,11 @@ class Service(pulumi.ComponentResource):
         self.register_outputs({"endpoint": self.endpoint})
 
     @staticmethod
-    def spec_of(definition: dict[str, Any]) -> dict[str, Any]:
-        """The definition with env values fingerprinted (see fingerprint_values)."""
+    def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
+        """The definition with env values fingerprinted (see StackContext.fingerprint_values)."""
         out = copy.deepcopy(definition)
         for group in out["groups"]:
-            group["env"] = fingerprint_values(group["env"])
+            group["env"] = ctx.fingerprint_values(group["env"])
         return out
 
 

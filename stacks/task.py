@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import task as task_provider
-from gpustack_iac.stacks.context import StackContext, fingerprint_values
+from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import FleetHost
 
 
@@ -29,7 +29,7 @@ class Task(pulumi.ComponentResource):
     def __init__(self, definition: dict[str, Any], hosts: Sequence[FleetHost], ctx: StackContext,
                  depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
         name = definition["name"]
-        super().__init__("gpustack:index:Task", name, {"spec": self.spec_of(definition)}, opts)
+        super().__init__("gpustack:index:Task", name, {"spec": self.spec_of(definition, ctx)}, opts)
         self.state_dir = str(ctx.local_dir("tasks", name))
         task_provider.Task(
             name,
@@ -40,9 +40,9 @@ class Task(pulumi.ComponentResource):
         self.register_outputs({"state_dir": self.state_dir})
 
     @staticmethod
-    def spec_of(definition: dict[str, Any]) -> dict[str, Any]:
+    def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
         out = copy.deepcopy(definition)
-        out["env"] = fingerprint_values(out.get("env") or {})
+        out["env"] = ctx.fingerprint_values(out.get("env") or {})
         return out
 
 

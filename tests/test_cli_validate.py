@@ -83,3 +83,17 @@ def test_version_and_help_with_examples() -> None:
     for command in ("validate", "schema"):
         result = _cli(command, "--help")
         assert result.returncode == 0 and "Examples:" in result.stdout and f"gpustack-iac {command}" in result.stdout
+
+
+def test_validate_refuses_a_billion_laughs_file_quickly_with_one_line(tmp_path: Path) -> None:
+    laughs = "type: service\nname: s\nport: 8000\ncommands: [x]\nenv:\n  - &a0 [lol]\n" + "".join(
+        f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+    )
+    bad = tmp_path / "laughs.gpustack.yml"
+    bad.write_text(laughs)
+    result = _cli("validate", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[1:] == ["1 error"], result.stderr
+    assert "laughs.gpustack.yml:11:" in lines[0] and "aliases in this file expand to more than" in lines[0], result.stderr

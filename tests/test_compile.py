@@ -71,3 +71,38 @@ def test_a_service_needs_a_gateway(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path))
     assert "no gateway" in caught.value.diagnostics[0].message
+
+
+LOCAL_GW = "type: fleet\nname: local\nbackends: [local]\nnodes: 1\n---\ntype: gateway\nname: gw\nbackend: local\ndefault: true\n"
+SVC = "---\ntype: service\nname: web\nport: 80\ncommands: [x]\n"
+
+
+def _problems(text: str, tmp_path: Path) -> list[tuple[int, str, str]]:
+    spec = load_text(text, file=str(tmp_path / "stack.gpustack.yml"), env={})
+    with pytest.raises(ConfigError) as caught:
+        compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path))
+    return [(d.line, d.path, d.message) for d in caught.value.diagnostics]
+
+
+@pytest.mark.parametrize(
+    ("gateway_extra", "service_extra", "line", "path", "message"),
+    [
+        ("replicas: 3\n", "", 10, "replicas", "gateway gw: replicas 3, but the local backend runs one gateway process per gateway; set replicas: 1"),
+        ("certificate: lets-encrypt\n", "", 10, "certificate", "gateway gw: certificate lets-encrypt would be served as plain HTTP"),
+        ("domain: example.com\ncertificate: null\n", "", 13, "https", "service web: gateway gw has domain example.com, but HTTPS would be served as plain HTTP"),
+        ("", "https: true\n", 15, "https", "service web: https: true is set, but HTTPS would be served as plain HTTP"),
+    ],
+    ids=["gateway-replicas", "certificate", "https-by-domain", "https-explicit"],
+)
+def test_what_the_local_gateway_cannot_serve_is_refused_at_plan(
+    tmp_path: Path, gateway_extra: str, service_extra: str, line: int, path: str, message: str
+) -> None:
+    problems = _problems(LOCAL_GW + gateway_extra + SVC + service_extra, tmp_path)
+    assert any(p[0] == line and p[1] == path and message in p[2] for p in problems), problems
+
+
+def test_a_domain_with_the_default_certificate_is_refused_and_plain_http_is_allowed(tmp_path: Path) -> None:
+    problems = _problems(LOCAL_GW + "domain: example.com\n" + SVC + "https: false\n", tmp_path)
+    assert [p[1] for p in problems] == ["certificate"], problems
+    ok = load_text(LOCAL_GW + "domain: example.com\ncertificate: null\n" + SVC + "https: false\n", env={})
+    compile_spec(ok, StackContext(project="p", stack="dev", state_root=tmp_path))

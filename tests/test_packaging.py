@@ -43,3 +43,15 @@ def test_pulumi_is_pinned_exactly() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     pins = [d for d in config["project"]["dependencies"] if d.startswith("pulumi")]
     assert pins and all("==" in d for d in pins)
+
+
+def test_the_python_floor_is_one_the_code_parses_under() -> None:
+    # requires-python must be true: the code and the tests use 3.11 (asyncio.timeout, tomllib), and
+    # nothing newer than the floor's grammar.
+    import ast
+
+    floor = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor == ">=3.11"
+    for root in ("gpustack_iac", "providers", "stacks", "tests", "bench"):
+        for path in (REPO / root).rglob("*.py"):
+            ast.parse(path.read_text(), filename=str(path), feature_version=(3, 11))

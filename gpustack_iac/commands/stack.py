@@ -61,26 +61,29 @@ class Prepared:
     spec: Spec
     compiled: CompiledStack
     paths: list[Path]
+    ctx: StackContext
 
 
 def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    ctx = StackContext(project=space.project, stack=space.stack, state_root=space.state_root)
+    ctx = StackContext(
+        project=space.project, stack=space.stack, state_root=space.state_root, fingerprint_key=space.fingerprint_key
+    )
     compiled = compile_spec(spec, ctx)
-    return Prepared(space, spec, compiled, path_list)
+    return Prepared(space, spec, compiled, path_list, ctx)
 
 
 def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
     """The component specs `up` would record, keyed like summary.specs_from_resources."""
     specs: dict[tuple[str, str], dict[str, Any]] = {}
     for fleet in prepared.spec.fleets:
-        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet)
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, prepared.ctx)
     for gateway in prepared.spec.gateways:
         specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
     for name, definition in prepared.compiled.definitions.items():
-        specs[("service", name)] = Service.spec_of(definition)
+        specs[("service", name)] = Service.spec_of(definition, prepared.ctx)
     for router in prepared.spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
     specs.update(prepared.compiled.workload_specs)
@@ -332,13 +335,14 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
 
 @click.group()
 def state() -> None:
-    """Inspect the stack's state, or clear a stale lock.
+    """Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint.
 
     \b
     Examples:
       gpustack-iac state list
       gpustack-iac state show hello
       gpustack-iac state unlock
+      gpustack-iac state restore
     """
 
 
@@ -396,3 +400,24 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
         click.echo("The stack was not locked.")
         return
     click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")
+
+
+@state.command("restore")
+@existing_stack_options
+def state_restore(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+    """Put back the copy of the checkpoint written at the last compaction.
+
+    For a checkpoint that is damaged, missing, or lost resources outside this tool (the commands
+    that read it say so). The replaced file is kept beside it as `<stack>.json.damaged-<time>`;
+    the journal of operations since the compaction still applies on top.
+
+    \b
+    Example:
+      gpustack-iac state restore --stack dev
+    """
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    store: StateStore = space.store()
+    with store.lock("restore"):
+        copy, aside = store.restore_backup()
+    kept = f"; the replaced file is kept as {aside}" if aside else ""
+    click.echo(f"Restored {store.path} from {copy}{kept}. Run `gpustack-iac plan` to check it against the configuration.")

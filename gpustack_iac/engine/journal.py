@@ -178,24 +178,41 @@ def _journal_records(path: Path, serial: int) -> Iterator[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise StateError(f"cannot read the state journal {path}: {exc.strerror}") from exc
     header_seen = False
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    for number, line in lines:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             # A line torn by a crash: its operation was never acknowledged, so skipping it is right.
             log.warning("ignoring a torn line %d in %s", number, path)
             continue
+        if not isinstance(record, dict):
+            raise _damaged_journal(path, f"line {number} is not a record")
         if not header_seen:
             if record.get("kind") != "header":
-                raise StateError(f"the journal {path} has no header; it cannot be replayed safely")
-            if int(record.get("serial", -1)) != serial:
+                raise _damaged_journal(path, "it has no header")
+            header_serial = record.get("serial")
+            if not isinstance(header_serial, int) or isinstance(header_serial, bool):
+                raise _damaged_journal(path, f"its header names serial {header_serial!r}")
+            if header_serial != serial:
                 return  # already folded into the checkpoint by a compaction that crashed before deleting it
             header_seen = True
             continue
         yield record
+    # One unterminated line is the first append torn by a crash (nothing was acknowledged); more is damage.
+    if lines and not header_seen and not (len(lines) == 1 and not data.endswith(b"\n")):
+        raise _damaged_journal(path, "no line of it can be read")
+
+
+def _damaged_journal(path: Path, why: str) -> StateError:
+    return StateError(
+        f"the state journal {path} is damaged ({why}): it holds the operations since the last compaction and "
+        "cannot be replayed safely. Move it aside and run `gpustack-iac refresh` to read the resources back "
+        "(those the lost operations created are then no longer recorded: check them with `gpustack-iac status`)."
+    )
 
 
 def replay_journal(path: Path, raw: RawState) -> None:
@@ -206,8 +223,8 @@ def replay_journal(path: Path, raw: RawState) -> None:
             if index is None:
                 index = _ReplayIndex(raw.resources)
             _apply_record(raw, index, record)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise StateError(f"the journal {path} has a malformed record: {exc!r}") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise _damaged_journal(path, f"a malformed record: {exc!r}") from exc
     if index is not None:
         raw.resources = index.resources()
 

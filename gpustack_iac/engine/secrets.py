@@ -5,8 +5,15 @@ Format (pulumi/pulumi pkg/secrets/passphrase and sdk/go/common/resource/config/c
 - a value = "v1:" + b64(12-byte nonce) + ":" + b64(AES-256-GCM ciphertext with tag)
 - the secrets-manager state = {"salt": "v1:" + b64(8-byte salt) + ":" + <the value "pulumi" encrypted>}
   so a wrong passphrase is detected before anything is decrypted.
-- a secret property on disk = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": <value of json.dumps(plain)>};
+- a secret property on disk = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": <the value's JSON, encrypted>};
   in memory we keep {SECRET_SIG_KEY: SECRET_SIG, "value": plain}, the shape the Pulumi SDK serialises.
+- a secret inside a secret (pkg/resource/stack/deployment.go, SerializePropertyValue) is serialised
+  with the no-op encrypter: it keeps its signature, so it is still a secret when read back, and its
+  "ciphertext" is its value's JSON in the clear, since the outer encryption already covers it.
+  Reading decrypts only the outermost secret and reads inner ones with the no-op decrypter.
+- `pulumi stack export --show-secrets` writes {SECRET_SIG_KEY: SECRET_SIG, "plaintext": <JSON>}; it
+  is read like a decrypted ciphertext.
+- the JSON is Go's encoding/json: keys sorted, no spaces, `<`, `>` and `&` escaped.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -38,6 +46,7 @@ NONCE_BYTES = 12
 SALT_BYTES = 8
 KNOWN_PLAINTEXT = "pulumi"
 PASSPHRASE_ENV_VARS = ("GPUSTACK_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")
+FINGERPRINT_PURPOSE = "gpustack-iac/fingerprint/v1"
 
 
 class Crypter:
@@ -47,6 +56,11 @@ class Crypter:
         if len(key) != KEY_BYTES:
             raise StateError("internal error: the secrets key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A separate key for `purpose` (HMAC-SHA256 of the label under the secrets key): never the AES key itself."""
+        return hmac.new(self._key, purpose.encode("utf-8"), hashlib.sha256).digest()
 
     @classmethod
     def from_passphrase(cls, passphrase: str, salt: bytes) -> Crypter:
@@ -123,8 +137,9 @@ def has_plain_secrets(tree: Any) -> bool:
 
 
 def has_encrypted_secrets(tree: Any) -> bool:
+    """True when a stored tree holds a secret still in its on-disk form (ciphertext or plaintext)."""
     if is_secret(tree):
-        return "ciphertext" in tree
+        return "ciphertext" in tree or "plaintext" in tree
     if isinstance(tree, dict):
         return any(has_encrypted_secrets(v) for v in tree.values())
     if isinstance(tree, list):
@@ -132,14 +147,26 @@ def has_encrypted_secrets(tree: Any) -> bool:
     return False
 
 
-def encrypt_tree(tree: Any, crypter: Crypter) -> Any:
-    """Copy of `tree` with every in-memory secret replaced by its on-disk ciphertext form."""
+def go_json(value: Any) -> str:
+    """`value` as Go's json.Marshal writes it, so our ciphertexts hold the bytes Pulumi's would."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Go escapes these for HTML safety; they can only occur inside strings, so replacing is exact.
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def encrypt_tree(tree: Any, crypter: Crypter | None) -> Any:
+    """Copy of `tree` with every in-memory secret replaced by its on-disk form.
+
+    `crypter` None is Pulumi's no-op encrypter, used below a secret: the outer encryption covers it.
+    """
     if is_secret(tree):
         if "ciphertext" in tree:
             return dict(tree)
         # Pulumi encrypts the JSON of the inner value, so any JSON type round-trips.
-        inner = encrypt_tree(tree.get("value"), crypter)
-        return {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": crypter.encrypt(json.dumps(inner, sort_keys=True))}
+        plaintext = go_json(encrypt_tree(tree.get("value"), None))
+        return {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": crypter.encrypt(plaintext) if crypter else plaintext}
     if isinstance(tree, dict):
         return {k: encrypt_tree(v, crypter) for k, v in tree.items()}
     if isinstance(tree, list):
@@ -147,21 +174,40 @@ def encrypt_tree(tree: Any, crypter: Crypter) -> Any:
     return tree
 
 
-def decrypt_tree(tree: Any, crypter: Crypter) -> Any:
+def decrypt_tree(tree: Any, crypter: Crypter, *, _outer: bool = True) -> Any:
     """Copy of `tree` with every on-disk secret replaced by its in-memory plain form."""
     if is_secret(tree):
-        if "ciphertext" not in tree:
-            return dict(tree)
+        if "plaintext" in tree and "ciphertext" not in tree:
+            plaintext = tree["plaintext"]
+        elif "ciphertext" in tree and "plaintext" not in tree:
+            plaintext = tree["ciphertext"]
+            if _outer:
+                plaintext = crypter.decrypt(str(plaintext))
+            elif not _is_json(plaintext) and str(plaintext).startswith("v1:"):
+                # Written before nested secrets followed Pulumi: encrypted with the stack's key.
+                plaintext = crypter.decrypt(str(plaintext))
+        else:
+            raise StateError("a secret in the state is malformed: it needs one of ciphertext or plaintext")
+        if not isinstance(plaintext, str):
+            raise StateError("a secret in the state is malformed: its ciphertext is not a string")
         try:
-            inner = json.loads(crypter.decrypt(str(tree["ciphertext"])))
+            inner = json.loads(plaintext)
         except json.JSONDecodeError as exc:
             raise StateError("a decrypted secret in the state is not valid JSON") from exc
-        return {SECRET_SIG_KEY: SECRET_SIG, "value": decrypt_tree(inner, crypter)}
+        return {SECRET_SIG_KEY: SECRET_SIG, "value": decrypt_tree(inner, crypter, _outer=False)}
     if isinstance(tree, dict):
-        return {k: decrypt_tree(v, crypter) for k, v in tree.items()}
+        return {k: decrypt_tree(v, crypter, _outer=_outer) for k, v in tree.items()}
     if isinstance(tree, list):
-        return [decrypt_tree(v, crypter) for v in tree]
+        return [decrypt_tree(v, crypter, _outer=_outer) for v in tree]
     return tree
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ On disk (the layout of Pulumi's file backend, project-scoped, so `pulumi login f
 
     <root>/.pulumi/meta.yaml                          "version: 1" marks the project-scoped layout
     <root>/.pulumi/stacks/<project>/<stack>.json      versioned checkpoint (version 3), written atomically
+    <root>/.pulumi/stacks/<project>/<stack>.json.bak  the same checkpoint, a second copy for recovery
     <root>/.pulumi/stacks/<project>/<stack>.journal.jsonl   one fsync'd JSON line per begin / end / outputs
     <root>/.pulumi/stacks/<project>/<stack>.lock      owner of the running operation
 
 Every step appends one line to the journal (O(1)); `compact()` folds the journal into the
-checkpoint once, at the end of an operation or on the next run after a crash. The journal's
+checkpoint once, at the end of an operation or on the next run after a crash, and writes a copy
+of it beside (`state restore` puts the copy back if the checkpoint is damaged). The journal's
 header names the checkpoint serial it applies on top of, so a crash between writing a compacted
 checkpoint and deleting the journal never applies the journal twice.
 
@@ -22,11 +24,12 @@ checkpoint.py's, the journal journal.py's, and crash-safe file writes atomic.py'
 
 from __future__ import annotations
 
-import json
 import re
+import secrets as pysecrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,12 @@ from gpustack_iac.engine.atomic import atomic_write, fsync_dir
 from gpustack_iac.engine.checkpoint import (
     CHECKPOINT_VERSION,
     RawState,
+    backup_path,
+    check_against_backup,
+    checkpoint_bytes,
     checkpoint_document,
     deployment,
+    parse_checkpoint,
     read_checkpoint,
     stack_outputs,
 )
@@ -50,6 +57,7 @@ from gpustack_iac.engine.journal import (
 )
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.secrets import (
+    FINGERPRINT_PURPOSE,
     SECRETS_PROVIDER_TYPE,
     Crypter,
     create_passphrase_file,
@@ -199,6 +207,7 @@ class StateStore:
         self._passphrase_arg = passphrase
         self.dir = self.root / ".pulumi" / "stacks" / project
         self.path = self.dir / f"{stack}.json"
+        self.backup_path = backup_path(self.path)
         self.journal_path = self.dir / f"{stack}.journal.jsonl"
         self.lock_path = self.dir / f"{stack}.lock"
         self._salt: str | None = None
@@ -207,6 +216,8 @@ class StateStore:
         self._crypter: Crypter | None = None
         self._crypter_salt: str | None = None
         self._journal = JournalWriter(self.journal_path)
+        self._operation: str | None = None  # the operation this store holds the stack's lock for
+        self._ephemeral_key = pysecrets.token_bytes(32)
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -251,7 +262,26 @@ class StateStore:
     @contextmanager
     def lock(self, operation: str) -> Iterator[None]:
         with lockfile.hold(self.lock_path, self.stack, operation):
-            yield
+            self._operation = operation
+            try:
+                yield
+            finally:
+                self._operation = None
+
+    def fingerprint_key(self) -> bytes:
+        """The stack's key for fingerprints of values kept out of the plaintext state (see StackContext).
+
+        Derived from the stack's secrets key. A stack without one yet gets it here only while this
+        store holds the lock for a change (an `up`'s program); a plan of a new stack, with nothing
+        stored to compare against, uses a random key that is never written.
+        """
+        if not self._salt_known:
+            self._read_raw()
+        if self._salt is None and self._secrets_type in (None, SECRETS_PROVIDER_TYPE):
+            if self._operation in (None, "preview"):
+                return self._ephemeral_key
+            self._append(lambda records: self._write_crypter(records) and None)
+        return self._read_crypter(self._salt or "", self._secrets_type).derive_key(FINGERPRINT_PURPOSE)
 
     def lock_owner(self) -> LockOwner | None:
         return lockfile.read_owner(self.lock_path)
@@ -318,17 +348,40 @@ class StateStore:
         """Fold the journal into the checkpoint file atomically and bump the serial."""
         raw = self._read_raw()
         raw.serial += 1
-        document = checkpoint_document(self._qualified_name(), raw)
+        data = checkpoint_bytes(checkpoint_document(self._qualified_name(), raw))
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._ensure_meta()
-            atomic_write(self.path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+            atomic_write(self.path, data)
+            # A second copy, so a damaged checkpoint never loses the stack: `state restore` puts it back.
+            atomic_write(self.backup_path, data)
             # After the checkpoint is durable, the journal is stale (its header names the old serial).
             self.journal_path.unlink(missing_ok=True)
             fsync_dir(self.dir)
         except OSError as exc:
             raise StateError(f"cannot write the state file {self.path}: {exc.strerror}") from exc
         return self.load()
+
+    def restore_backup(self) -> tuple[Path, Path | None]:
+        """Put the copy written at the last compaction back; returns (the copy, where the replaced file went)."""
+        try:
+            data = self.backup_path.read_bytes()
+        except FileNotFoundError:
+            raise StateError(f"there is no copy to restore: {self.backup_path} does not exist") from None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.backup_path}: {exc.strerror}") from exc
+        parse_checkpoint(data, self.backup_path)  # never restore a damaged copy
+        aside: Path | None = None
+        try:
+            if self.path.exists():
+                # Copied, not moved: a crash in between must never leave no checkpoint at all.
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+                atomic_write(aside, self.path.read_bytes())
+            atomic_write(self.path, data)
+        except OSError as exc:
+            raise StateError(f"cannot restore {self.path} from {self.backup_path}: {exc.strerror}") from exc
+        return self.backup_path, aside
 
     def export(self) -> dict[str, Any]:
         """Pulumi's untyped deployment (`pulumi stack export` shape), secrets encrypted."""
@@ -338,6 +391,7 @@ class StateStore:
 
     def _read_raw(self) -> RawState:
         raw = read_checkpoint(self.path)
+        check_against_backup(self.path, raw)
         replay_journal(self.journal_path, raw)
         self._salt = raw.salt
         self._secrets_type = raw.secrets_type

@@ -50,7 +50,8 @@ class AgentClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # Agents are reached directly: never through `http_proxy`, which would see the bearer token.
+            self._session = aiohttp.ClientSession(trust_env=False)
         return self._session
 
     async def _request(

@@ -154,7 +154,7 @@ def wait_for_port_file(path: Path, pid: int, expected_create_time: float | None,
 
 # The shell forks the daemon into the background and exits at once, so the daemon is re-parented
 # to init: it survives the caller and never becomes the caller's zombie. It prints the daemon's pid.
-_DETACH_SCRIPT = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+DETACH_SCRIPT = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
 
 
 def start_daemon(
@@ -174,7 +174,7 @@ def start_daemon(
     port_file.unlink(missing_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     launcher = subprocess.run(
-        ["/bin/sh", "-c", _DETACH_SCRIPT, "sh", str(log_file), *argv],
+        ["/bin/sh", "-c", DETACH_SCRIPT, "sh", str(log_file), *argv],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -33,7 +33,7 @@ from gpustack_iac.spec.models import (
     VolumeConfig,
 )
 from gpustack_iac.spec.values import NAME_RE, did_you_mean
-from gpustack_iac.spec.yamlsource import find_node, read_documents
+from gpustack_iac.spec.yamlsource import MAX_FILE_BYTES, find_node, position_of, read_documents, too_large_message
 
 CONFIG_SUFFIXES: tuple[str, ...] = (".gpustack.yml", ".gpustack.yaml", ".dstack.yml", ".dstack.yaml")
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache"})
@@ -230,12 +230,29 @@ def load_paths(paths: list[Path], env: Mapping[str, str]) -> Spec:
     sources: list[tuple[str, str]] = []
     for f in files:
         try:
-            sources.append((str(f), f.read_text(encoding="utf-8")))
+            sources.append((str(f), _read_bounded(f)))
+        except _TooLarge as exc:
+            problems.append(Diagnostic(str(f), exc.line, exc.column, "", too_large_message()))
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Diagnostic(str(f), 0, 0, "", f"cannot read file: {exc}"))
     spec = _load(sources, env, problems)
     spec.files = files
     return spec
+
+
+class _TooLarge(Exception):
+    def __init__(self, line: int, column: int) -> None:
+        self.line, self.column = line, column
+
+
+def _read_bounded(path: Path) -> str:
+    """The file's text, reading at most one byte past the size limit (never a whole huge file)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        head = data[:MAX_FILE_BYTES].decode("utf-8", errors="replace")
+        raise _TooLarge(*position_of(head, len(head)))
+    return data.decode("utf-8")
 
 
 def _load(sources: list[tuple[str, str]], env: Mapping[str, str], problems: list[Diagnostic]) -> Spec:

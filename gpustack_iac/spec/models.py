@@ -29,7 +29,21 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gpustack_iac.spec.resources import IntRange, MemoryValue, Range, ResourcesSpec
-from gpustack_iac.spec.values import BACKENDS, Backend, Duration, Name, StrList, parse_env, parse_name, resolve_env
+from gpustack_iac.spec.values import (
+    BACKENDS,
+    Backend,
+    Bool,
+    Duration,
+    MAX_INT,
+    Int,
+    Name,
+    Number,
+    StrList,
+    parse_env,
+    parse_name,
+    resolve_env,
+)
+from gpustack_iac.spec.yamlsource import Yaml11Bool
 
 
 def config_error(message: str, at: str = "") -> PydanticCustomError:
@@ -104,7 +118,7 @@ def _retry_shorthand(value: Any) -> Any:
 
 
 class RetryPolicySpec(Strict):
-    retry: bool = Field(False, description="Whether to resubmit the run.")
+    retry: Bool = Field(False, description="Whether to resubmit the run.")
     duration: Duration = Field(None, description="How long to keep resubmitting.")
 
 
@@ -128,7 +142,7 @@ class ProfileParams(Strict):
     max_duration: Duration = Field(
         None, description="The maximum duration of a run (e.g. `2h`, `1d`); then it is stopped. Defaults to `off`."
     )
-    max_price: float | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
+    max_price: Number | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
     pool_name: str | None = Field(None, description="The name of the pool (deprecated in dstack; kept for old files).")
     instance_name: str | None = Field(None, description="The name of the instance.")
     creation_policy: Literal["reuse", "reuse-or-create"] | None = Field(
@@ -176,7 +190,7 @@ class VolumeMount(Strict):
     name: str | list[str] | None = Field(None, description="The network volume name (or a list: the first available).")
     instance_path: str | None = Field(None, description="A path on the instance, for an instance volume.")
     path: str = Field(description="The absolute path inside the container.")
-    optional: bool = Field(False, description="Run even where the instance path does not exist.")
+    optional: Bool = Field(False, description="Run even where the instance path does not exist.")
 
     @model_validator(mode="after")
     def _check(self) -> VolumeMount:
@@ -194,7 +208,7 @@ VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
 
 class ScalingSpec(Strict):
     metric: Literal["rps"] = Field(description="The metric to track; `rps` (requests per second) is the only one.")
-    target: float = Field(gt=0, description="The target value of the metric per replica.")
+    target: Number = Field(gt=0, description="The target value of the metric per replica.")
     scale_up_delay: Duration = Field(300, validate_default=True, description="Seconds to wait before scaling up.")
     scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds to wait before scaling down.")
 
@@ -230,7 +244,7 @@ class ProbeSpec(Strict):
     body: str | None = Field(None, description="The request body.")
     timeout: Duration = Field(10, validate_default=True, description="Seconds before a request counts as failed.")
     interval: Duration = Field(15, validate_default=True, description="Seconds between probes.")
-    ready_after: int = Field(1, ge=1, description="Consecutive successes before the replica is ready.")
+    ready_after: Int = Field(1, ge=1, description="Consecutive successes before the replica is ready.")
 
     @field_validator("url")
     @classmethod
@@ -258,8 +272,8 @@ class RateLimitKey(Strict):
 class RateLimit(Strict):
     prefix: str = Field("/", description="The path prefix the limit applies to.")
     key: RateLimitKey = Field(default_factory=RateLimitKey, description="What requests are counted by.")
-    rps: float = Field(gt=0, description="Requests per second allowed per key.")
-    burst: int = Field(0, ge=0, description="Requests allowed above the rate in a burst.")
+    rps: Number = Field(gt=0, description="Requests per second allowed per key.")
+    burst: Int = Field(0, ge=0, description="Requests allowed above the rate in a burst.")
 
 
 class OpenAIModel(Strict):
@@ -303,11 +317,11 @@ class RunParams(ProfileParams):
     python: Annotated[str | None, BeforeValidator(lambda v: _python_version(v))] = Field(
         None, description="The major Python version of the base image (`3.9` .. `3.13`). Mutually exclusive with `image`."
     )
-    nvcc: bool | None = Field(None, description="Use a base image with the CUDA compiler. Mutually exclusive with `image`.")
+    nvcc: Bool | None = Field(None, description="Use a base image with the CUDA compiler. Mutually exclusive with `image`.")
     entrypoint: str | None = Field(None, description="The Docker entrypoint.")
     working_dir: str | None = Field(None, description="The working directory, relative to the repository. Defaults to `.`.")
     home_dir: str = Field("/root", description="The home directory inside the container.")
-    privileged: bool = Field(False, description="Run the container in privileged mode.")
+    privileged: Bool = Field(False, description="Run the container in privileged mode.")
     registry_auth: RegistryAuth | None = Field(None, description="Credentials for pulling a private Docker image.")
     env: EnvVars = Field(
         default_factory=dict,
@@ -411,6 +425,8 @@ def _port(value: Any) -> Any:
 def _gateway(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, Yaml11Bool):
+        raise ValueError(f"expected a gateway name or false, got {str(value)!r} (YAML 1.1's spelling of a boolean; write false)")
     if isinstance(value, str):
         return parse_name(value)
     raise ValueError(f"expected a gateway name or false, got {value!r}")
@@ -423,17 +439,17 @@ class ServiceConfig(RunParams, Document):
     KIND: ClassVar[str] = "service"
 
     type: Literal["service"] = Field(description="`service`.")
-    port: Annotated[int, BeforeValidator(_port)] = Field(
+    port: Annotated[Int, BeforeValidator(_port)] = Field(
         ge=1, le=65535, description="The port the application listens on (or `local:container`)."
     )
-    gateway: Annotated[str | bool | None, BeforeValidator(_gateway)] = Field(
+    gateway: Annotated[str | Bool | None, BeforeValidator(_gateway)] = Field(
         None, description="The gateway's name; `false` to run without one. Omit for the default gateway."
     )
     model: ModelSpec | None = Field(
         None, description="The model served on the OpenAI-compatible endpoint: a name, or an object (`format: openai` or `tgi`)."
     )
-    https: bool = Field(True, description="Serve HTTPS when running behind a gateway with a domain.")
-    auth: bool = Field(True, description="Require `Authorization: Bearer <token>` on the endpoint.")
+    https: Bool = Field(True, description="Serve HTTPS when running behind a gateway with a domain.")
+    auth: Bool = Field(True, description="Require `Authorization: Bearer <token>` on the endpoint.")
     replicas: IntRange = Field(
         "1", validate_default=True, description="A number (`2`) or a range (`0..4`); a range needs `scaling`. Defaults to `1`."
     )
@@ -558,7 +574,7 @@ def _sha256(value: Any) -> str:
 def _blocks(value: Any) -> int | str | None:
     if value is None or value == "auto":
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_INT:
         return value
     raise ValueError(f"expected a number of blocks of at least 1, or auto, got {value!r}")
 
@@ -566,14 +582,14 @@ def _blocks(value: Any) -> int | str | None:
 class ProxyJump(Strict):
     hostname: str = Field(description="The jump host.")
     user: str | None = Field(None, description="The user on the jump host.")
-    port: int | None = Field(None, ge=1, le=65535, description="The SSH port of the jump host.")
+    port: Int | None = Field(None, ge=1, le=65535, description="The SSH port of the jump host.")
     identity_file: str | None = Field(None, description="The private key for the jump host.")
 
 
 class SSHHost(Strict):
     hostname: str = Field(description="The host's name or address.")
     user: str | None = Field(None, description="Overrides `ssh_config.user`.")
-    port: int | None = Field(None, ge=1, le=65535, description="Overrides `ssh_config.port`.")
+    port: Int | None = Field(None, ge=1, le=65535, description="Overrides `ssh_config.port`.")
     identity_file: str | None = Field(None, description="Overrides `ssh_config.identity_file`.")
     proxy_jump: ProxyJump | None = Field(None, description="Overrides `ssh_config.proxy_jump`.")
     internal_ip: str | None = Field(None, description="The host's address inside the cluster network.")
@@ -587,7 +603,7 @@ SSHHostValue = Annotated[SSHHost, BeforeValidator(lambda v: {"hostname": v} if i
 
 class SSHConfig(Strict):
     user: str | None = Field(None, description="The SSH user for every host.")
-    port: int | None = Field(None, ge=1, le=65535, description="The SSH port for every host. Defaults to 22.")
+    port: Int | None = Field(None, ge=1, le=65535, description="The SSH port for every host. Defaults to 22.")
     identity_file: str | None = Field(None, description="The private key for every host.")
     proxy_jump: ProxyJump | None = Field(None, description="A jump host between here and the hosts.")
     hosts: list[SSHHostValue] = Field(min_length=1, description="The hosts: names/addresses, or objects with their own overrides.")
@@ -631,7 +647,7 @@ class FleetConfig(Document):
     regions: list[str] | None = Field(None, description="The regions to provision in.")
     instance_types: list[str] | None = Field(None, description="The instance types to consider.")
     spot_policy: SpotPolicy | None = Field(None, description="`spot`, `on-demand` or `auto`.")
-    max_price: float | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
+    max_price: Number | None = Field(None, gt=0, description="The maximum instance price per hour, in dollars.")
     retry: Annotated[RetrySpec | None, BeforeValidator(_retry_shorthand)] = Field(None, description="The provisioning retry policy.")
     idle_duration: Duration = Field(None, description="Idle time before a node above the minimum is terminated.")
     reservation: str | None = Field(None, description="A capacity reservation to use.")
@@ -689,14 +705,14 @@ class GatewayConfig(Document):
     backend: Backend = Field(description="Where the gateway runs (`local` runs it on this machine).")
     region: str | None = Field(None, description="The region; required for cloud backends.")
     domain: str | None = Field(None, description="The wildcard domain served (`*.domain` must point at the gateway).")
-    default: bool = Field(False, description="Services without `gateway:` use the default gateway.")
+    default: Bool = Field(False, description="Services without `gateway:` use the default gateway.")
     certificate: Certificate | None = Field(
         default_factory=lambda: LetsEncryptCertificate(type="lets-encrypt"),
         description="`lets-encrypt` (default), `{type: acm, arn: ...}`, or null for none.",
     )
-    public_ip: bool = Field(True, description="Give the gateway a public IP address.")
+    public_ip: Bool = Field(True, description="Give the gateway a public IP address.")
     instance_type: str | None = Field(None, description="The gateway's instance type.")
-    replicas: int = Field(1, ge=1, le=16, description="How many gateway instances run.")
+    replicas: Int = Field(1, ge=1, le=16, description="How many gateway instances run.")
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -714,9 +730,9 @@ class GatewayConfig(Document):
 
 class RouterMember(Strict):
     service: Name = Field(description="A service that serves the model.")
-    weight: float = Field(1.0, ge=0, description="The share of traffic (strategy `weighted`).")
-    priority: int = Field(0, description="Lower is tried first (strategy `priority`).")
-    cost: float | None = Field(None, ge=0, description="Cost per million tokens (strategy `cost`).")
+    weight: Number = Field(1.0, ge=0, description="The share of traffic (strategy `weighted`).")
+    priority: Int = Field(0, description="Lower is tried first (strategy `priority`).")
+    cost: Number | None = Field(None, ge=0, description="Cost per million tokens (strategy `cost`).")
 
 
 class RouterConfig(Document):
@@ -733,7 +749,7 @@ class RouterConfig(Document):
         "priority", description="How a member is picked: `priority`, `weighted`, `least-busy`, `latency` or `cost`."
     )
     fallbacks: list[str] = Field(default_factory=list, description="Services or routers tried, in order, when every member fails.")
-    retries: int = Field(2, ge=0, le=10, description="Other members tried after a failure before the first byte.")
+    retries: Int = Field(2, ge=0, le=10, description="Other members tried after a failure before the first byte.")
     cooldown: Duration = Field(60, validate_default=True, description="How long a failing member is skipped.")
     gateway: str | None = Field(None, description="The gateway serving the alias (default: the default gateway).")
 
@@ -760,8 +776,8 @@ class TaskConfig(RunParams, Document):
     KIND: ClassVar[str] = "task"
 
     type: Literal["task"] = Field(description="`task`.")
-    nodes: int = Field(1, ge=1, description="The number of nodes (distributed tasks).")
-    ports: list[int | str] = Field(default_factory=list, description="Ports to forward (`8080` or `8080:80`).")
+    nodes: Int = Field(1, ge=1, description="The number of nodes (distributed tasks).")
+    ports: list[Int | str] = Field(default_factory=list, description="Ports to forward (`8080` or `8080:80`).")
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -779,7 +795,7 @@ class DevEnvironmentConfig(RunParams, Document):
     version: str | None = Field(None, description="The IDE server version.")
     init: StrList = Field(default_factory=list, description="Commands run before the IDE attaches.")
     inactivity_duration: Duration = Field(None, description="Stop after this long without an attached IDE (e.g. `2h`).")
-    ports: list[int | str] = Field(default_factory=list, description="Ports to forward.")
+    ports: list[Int | str] = Field(default_factory=list, description="Ports to forward.")
 
     @model_validator(mode="after")
     def _check(self) -> DevEnvironmentConfig:

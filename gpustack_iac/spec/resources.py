@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
 )
 
+from gpustack_iac.spec.values import MAX_INT
+
 T = TypeVar("T")
 
 _UNITS: dict[str, int] = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -44,8 +46,8 @@ class Memory:
             raise ValueError(f"expected a size like 24GB, got {value!r}")
         if isinstance(value, (int, float)):
             # A bare number means gigabytes, as in the reference (`memory: 8` is 8GB).
-            if value < 0:
-                raise ValueError(f"expected a non-negative size, got {value!r}")
+            if not 0 <= value <= MAX_INT:
+                raise ValueError(f"expected a size between 0 and {MAX_INT}GB, got {value!r}")
             return cls(round(value * _UNITS["GB"]))
         if not isinstance(value, str):
             raise ValueError(f"expected a size like 24GB, got {value!r}")
@@ -53,7 +55,10 @@ class Memory:
         if not m:
             raise ValueError(f"expected a size like 512MB, 24GB or 1TB, got {value!r}")
         unit = (m.group(2) or "GB").upper()
-        return cls(round(float(m.group(1)) * _UNITS[unit]))
+        size = float(m.group(1)) * _UNITS[unit]
+        if size > MAX_INT * _UNITS["GB"]:
+            raise ValueError(f"expected a size up to {MAX_INT}GB, got {value!r}")
+        return cls(round(size))
 
     def format(self) -> str:
         for unit in _FORMAT_UNITS:
@@ -132,11 +137,13 @@ def parse_int(value: Any) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"expected a non-negative number, got {value}")
+        if value > MAX_INT:
+            raise ValueError(f"expected a whole number no greater than {MAX_INT}, got {value}")
         return value
     if isinstance(value, float) and value.is_integer():
         return parse_int(int(value))
     if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+        return parse_int(int(value.strip()))
     raise ValueError(f"expected a whole number, got {value!r}")
 
 

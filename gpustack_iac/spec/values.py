@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Annotated, Any, Iterable
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from gpustack_iac.spec.yamlsource import Yaml11Bool
 
 # The dstack backends, plus `local` (agents on this machine) and `ssh` (SSH fleets).
 BACKENDS: tuple[str, ...] = (
@@ -36,6 +39,55 @@ BACKENDS: tuple[str, ...] = (
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# The largest whole number any property takes: counts, ports and sizes all fit in 32 bits, and a
+# bigger number is a typo (or a probe) that would otherwise travel as a float through JSON.
+MAX_INT = 2**31 - 1
+_INT_STR_RE = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+
+
+def _yaml11_hint(value: Yaml11Bool, advice: str) -> str:
+    return f"{str(value)!r} (YAML 1.1's spelling of a boolean; this tool reads YAML 1.2, where it is a string: {advice})"
+
+
+def check_int(value: Any) -> Any:
+    """Before pydantic's own int check: refuse booleans, YAML 1.1 booleans, fractions and huge numbers."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got the boolean {str(value).lower()}")
+    if isinstance(value, Yaml11Bool):
+        raise ValueError(f"expected a whole number, got {_yaml11_hint(value, 'write a number')}")
+    if isinstance(value, str) and _INT_STR_RE.match(value):
+        value = int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        value = int(value)
+    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"expected a whole number between {-MAX_INT} and {MAX_INT}, got {value}")
+    return value
+
+
+def check_number(value: Any) -> Any:
+    """Before pydantic's own float check: refuse booleans, YAML 1.1 booleans, infinities and NaN."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    if isinstance(value, Yaml11Bool):
+        raise ValueError(f"expected a number, got {_yaml11_hint(value, 'write a number')}")
+    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"expected a number between {-MAX_INT} and {MAX_INT}, got {value}")
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_INT):
+        raise ValueError(f"expected a number between {-MAX_INT} and {MAX_INT}, got {value!r}")
+    return value
+
+
+def parse_bool(value: Any) -> bool:
+    """Only YAML's true and false: no 1, no "yes", no YAML 1.1 `on`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Yaml11Bool):
+        raise ValueError(f"expected true or false, got {_yaml11_hint(value, 'write true or false')}")
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -156,3 +208,6 @@ Duration = Annotated[
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^(\d+[smhdw]?|off)$"}, {"const": False}]}),
 ]
 StrList = Annotated[list[str], BeforeValidator(_listify)]
+Int = Annotated[int, BeforeValidator(check_int)]
+Number = Annotated[float, BeforeValidator(check_number)]
+Bool = Annotated[bool, PlainValidator(parse_bool), WithJsonSchema({"type": "boolean"})]

@@ -1,25 +1,134 @@
-"""YAML reading that keeps every node's line and column.
+"""YAML reading that keeps every node's line and column, and refuses hostile input.
 
-PyYAML composes the node graph (libyaml when available); we build the Python values ourselves so
-that duplicate keys are caught and any property path can be mapped back to a node's mark.
+PyYAML parses (libyaml when available) and our composer builds the node graph, bounding what a
+file can make us build: its size, its nesting, and how many values its aliases expand to (a
+"billion laughs" file is a few hundred bytes). We build the Python values ourselves so that
+duplicate keys are caught, `<<` merge keys follow the YAML merge rules (keys of the mapping itself
+override merged ones), plain scalars follow YAML 1.2 (`yes`, `on`, `8080:80` are strings, not
+YAML 1.1 booleans and base-60 numbers), and any property path maps back to a node's mark.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from typing import Any, Iterator, Sequence
 
 import yaml
+from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
-try:  # libyaml is an order of magnitude faster; the pure-Python loader gives the same marks.
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+try:  # libyaml parses an order of magnitude faster; the pure-Python parser gives the same marks.
+    from yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml.parser import Parser as _Parser  # type: ignore[assignment]
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2's core schema: the only integers and booleans (PyYAML resolves YAML 1.1's wider sets).
+_INT_12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_BOOL_12 = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+
+# A configuration file is a few kilobytes; these bounds are far above any real one and far below
+# what would exhaust the memory or the time of `validate` / `plan`.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_ALIAS_VALUES = 100_000  # values that aliases and merge keys may add to a file, all documents together
+MAX_DEPTH = 64  # nesting of collections, aliases expanded
+
+
+class Yaml11Bool(str):
+    """A plain `yes` / `no` / `on` / `off`: a string in YAML 1.2, a boolean in YAML 1.1.
+
+    Kept as its own type so that a number or boolean property can say why it is refused rather
+    than silently reading it as 1 or True.
+    """
+
+
+class LimitError(ComposerError):
+    """The file is valid YAML but exceeds a bound on what reading it may build."""
+
+
+class _Limits(Composer):
+    """PyYAML's composer, counting what aliases expand to as the node graph is built."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.produced = 0  # values the documents so far expand to, aliases included
+        self.alias_values = 0
+        self.depth = 0
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height) once complete
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            node: Node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node))
+            if size is None:
+                raise LimitError(None, None, "this alias refers to a value that contains it (a recursive structure)", event.start_mark)
+            values, height = size
+            self.alias_values += values
+            self.produced += values
+            if self.alias_values > MAX_ALIAS_VALUES:
+                raise LimitError(
+                    None,
+                    None,
+                    f"aliases in this file expand to more than {MAX_ALIAS_VALUES} values; write the values out "
+                    "or use fewer nested aliases",
+                    event.start_mark,
+                )
+            if self.depth + height > MAX_DEPTH:
+                raise LimitError(None, None, f"this alias nests values deeper than {MAX_DEPTH} levels", event.start_mark)
+            return node
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise LimitError(None, None, f"values are nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        before, depth = self.produced, self.depth
+        node = super().compose_node(parent, index)
+        self.produced += 1
+        height = 1 + max((self.sizes[id(child)][1] for child in _child_nodes(node)), default=0)
+        self.sizes[id(node)] = (self.produced - before, height)
+        self.depth = depth - 1
+        return node
+
+
+def _child_nodes(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+if _Parser.__module__.startswith("yaml.parser"):  # pragma: no cover - PyYAML without libyaml
+
+    class _Loader(Reader, Scanner, _Parser, _Limits, SafeConstructor, Resolver):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            _Parser.__init__(self)
+            _Limits.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:
+
+    class _Loader(_Limits, _Parser, SafeConstructor, Resolver):  # type: ignore[no-redef]
+        """libyaml's parser under our composer (first in the MRO, so its get_node / compose_* are used)."""
+
+        def __init__(self, stream: str) -> None:
+            _Parser.__init__(self, stream)
+            _Limits.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
 
 # When a property path names a key the YAML spells differently (an accepted alias), try these.
 KEY_ALIASES: dict[str, tuple[str, ...]] = {"replica_groups": ("groups", "replicas")}
@@ -50,11 +159,18 @@ class _Builder:
     def __init__(self) -> None:
         self._scalars = SafeConstructor()
         self.problems: list[Problem] = []
+        self._merged: set[int] = set()
 
     def build(self, node: Node, path: str) -> Any:
         if isinstance(node, ScalarNode):
             if node.tag == _STR_TAG:
                 return node.value  # most scalars: skip the generic constructor's bookkeeping
+            if node.tag == _BOOL_TAG and node.value not in _BOOL_12:
+                return Yaml11Bool(node.value)
+            if node.tag == _INT_TAG and not _INT_12.match(node.value):
+                return node.value  # YAML 1.1 only: base 60 (`8080:80`), `0b1`, `1_000`, `017`
+            if node.tag == _FLOAT_TAG and ":" in node.value:
+                return node.value  # YAML 1.1 base-60 float
             try:
                 return self._scalars.construct_object(node, deep=True)
             except yaml.constructor.ConstructorError as exc:
@@ -63,8 +179,7 @@ class _Builder:
         if isinstance(node, SequenceNode):
             return [self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
-            if any(k.tag == _MERGE_TAG for k, _ in node.value):
-                self._scalars.flatten_mapping(node)  # `<<: *anchor` merge keys
+            self._merge(node, path)
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = self.build(key_node, path)
@@ -79,6 +194,39 @@ class _Builder:
             return out
         return None  # pragma: no cover - the composer yields only the three node kinds
 
+    def _merge(self, node: MappingNode, path: str) -> None:
+        """Replace `<<` merge keys by the pairs they bring in, as YAML's merge key type defines it.
+
+        Keys of the mapping itself override merged ones; of several merged mappings, the first
+        listed wins. The node is rewritten in place (once), so positions of merged properties point
+        at the mapping they came from.
+        """
+        if id(node) in self._merged or not any(k.tag == _MERGE_TAG for k, _ in node.value):
+            return
+        self._merged.add(id(node))
+        own = [(k, v) for k, v in node.value if k.tag != _MERGE_TAG]
+        taken = {self._key(k) for k, _ in own}
+        merged: list[tuple[Node, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, MappingNode):
+                    self._problem(source, path, "expected a mapping (or a list of mappings) to merge with <<")
+                    continue
+                self._merge(source, path)
+                for k, v in source.value:
+                    key = self._key(k)
+                    if key not in taken:
+                        taken.add(key)
+                        merged.append((k, v))
+        node.value = merged + own
+
+    @staticmethod
+    def _key(node: Node) -> Any:
+        return (node.tag, node.value) if isinstance(node, ScalarNode) else id(node)
+
     def _problem(self, node: Node, path: str, message: str) -> None:
         self.problems.append(Problem(node.start_mark.line + 1, node.start_mark.column + 1, path, message))
 
@@ -87,6 +235,9 @@ def read_documents(text: str) -> tuple[list[YamlDocument], list[Problem]]:
     """Every document of a (multi-document) YAML text; a syntax error is one located problem."""
     builder = _Builder()
     docs: list[YamlDocument] = []
+    if len(text) > MAX_FILE_BYTES:
+        line, column = position_of(text, MAX_FILE_BYTES)
+        return [], [Problem(line, column, "", too_large_message())]
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
@@ -95,8 +246,19 @@ def read_documents(text: str) -> tuple[list[YamlDocument], list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        builder.problems.append(Problem(line, col, "", f"invalid YAML: {exc.problem or exc.context}"))
+        detail = exc.problem or exc.context
+        builder.problems.append(Problem(line, col, "", detail if isinstance(exc, LimitError) else f"invalid YAML: {detail}"))
     return docs, builder.problems
+
+
+def too_large_message() -> str:
+    return f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the limit for a configuration file; split it into several files"
+
+
+def position_of(text: str, offset: int) -> tuple[int, int]:
+    """The 1-based line and column of character `offset` of `text`."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
 def _children(node: Node) -> Iterator[tuple[Any, Node, Node]]:

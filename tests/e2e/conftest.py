@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,6 +56,7 @@ class Project:
 
     root: Path
     config: Path
+    extra_env: dict[str, str] = field(default_factory=dict)  # set last, over the defaults below
 
     @property
     def env(self) -> dict[str, str]:
@@ -63,6 +64,7 @@ class Project:
         env["GPUSTACK_STATE_DIR"] = str(self.root / ".gpustack" / "state")
         env["GPUSTACK_PASSPHRASE"] = "e2e-test-passphrase"
         env.pop("PULUMI_CONFIG_PASSPHRASE", None)
+        env.update(self.extra_env)
         return env
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:

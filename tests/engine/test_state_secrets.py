@@ -144,3 +144,98 @@ def test_generated_passphrase_file_is_private_and_announced(tmp_path: Path, capl
     assert len(passphrase) >= 32 and passphrase not in caplog.text
     # A later run finds it without any setup.
     assert StateStore(tmp_path, PROJECT, STACK).load().outputs == {"k": secret("v")}
+
+
+def _key_of(store: StateStore, passphrase: bytes) -> tuple[dict, bytes]:
+    latest = json.loads(store.path.read_text())["checkpoint"]["latest"]
+    salt = base64.b64decode(latest["secrets_providers"]["state"]["salt"].split(":")[1])
+    return latest, hashlib.pbkdf2_hmac("sha256", passphrase, salt, 1_000_000, 32)
+
+
+def test_a_nested_secret_is_written_as_pulumi_writes_it(tmp_path: Path) -> None:
+    # SerializePropertyValue serialises a secret's element with the no-op encrypter: an inner secret keeps its
+    # signature and its "ciphertext" is its JSON in the clear; only the outermost is encrypted, as Go's JSON.
+    store = StateStore(tmp_path, PROJECT, STACK, passphrase="correct horse")
+    res = ResourceState(
+        urn=f"urn:pulumi:{STACK}::{PROJECT}::gpustack:local:Gateway::gw", type="gpustack:local:Gateway", custom=True, id="1",
+        outputs={"credentials": secret({"user": "admin", "password": secret("hunter2 <&>")})},
+    )
+    store.begin(PendingOperation(res, "creating"))
+    store.end(res.urn, res)
+    store.compact()
+    latest, key = _key_of(store, b"correct horse")
+    stored = latest["resources"][0]["outputs"]["credentials"]
+    assert set(stored) == {SECRET_SIG_KEY, "ciphertext"}
+    assert pulumi_decrypt(key, stored["ciphertext"]) == (
+        '{"password":{"4dabf18193072939515e22adb298388d":"1b47061264138c4ac30d75fd1eb44270",'
+        # The inner JSON is Go-escaped once by the no-op encrypter's json.Marshal, then quoted by the outer one.
+        '"ciphertext":"\\"hunter2 \\\\u003c\\\\u0026\\\\u003e\\""},"user":"admin"}'
+    )
+    assert b"hunter2" not in store.path.read_bytes()
+    loaded = StateStore(tmp_path, PROJECT, STACK, passphrase="correct horse").load()
+    assert loaded.get(res.urn) == res  # the inner secret is still a secret after the round trip
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pulumi_checkpoint_nested_secret.json"
+
+
+def test_a_checkpoint_in_pulumis_own_shape_is_read_and_written_back_in_it(tmp_path: Path) -> None:
+    # A file backend checkpoint as `pulumi up` leaves it: no extension of ours, stack outputs on the root stack
+    # resource, a provider reference, a secret holding a nested secret whose inner "ciphertext" is plain JSON.
+    store = StateStore(tmp_path, PROJECT, STACK, passphrase="fixture passphrase")
+    store.dir.mkdir(parents=True)
+    store.path.write_bytes(FIXTURE.read_bytes())
+    state = store.load()
+    db = state.get(f"urn:pulumi:{STACK}::{PROJECT}::random:index/randomPassword:RandomPassword::db")
+    assert db is not None
+    assert db.outputs["result"] == secret("s3cr3t-result")
+    assert db.outputs["credentials"] == secret({"user": "admin", "password": secret("hunter2-inner")})
+    assert db.extra["additionalSecretOutputs"] == ["result"]
+    assert state.outputs == {"dbPassword": secret("top-secret-out")}
+    # Written back by us (an operation plus a compaction): still Pulumi's shape.
+    store.begin(PendingOperation(db, "updating"))
+    store.end(db.urn, db)
+    store.compact()
+    latest, key = _key_of(store, b"fixture passphrase")
+    written = next(r for r in latest["resources"] if r["urn"] == db.urn)["outputs"]["credentials"]
+    inner = json.loads(pulumi_decrypt(key, written["ciphertext"]))
+    assert inner["password"] == {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": '"hunter2-inner"'}
+    assert [r["urn"] for r in latest["resources"]][:2] == [
+        f"urn:pulumi:{STACK}::{PROJECT}::pulumi:pulumi:Stack::proj-dev",
+        f"urn:pulumi:{STACK}::{PROJECT}::pulumi:providers:random::default_4_16_0",
+    ]
+
+
+def test_show_secrets_plaintext_form_is_read_and_encrypted_on_write(tmp_path: Path) -> None:
+    # `pulumi stack export --show-secrets` writes {"plaintext": <JSON>} instead of a ciphertext.
+    doc = json.loads(FIXTURE.read_text())
+    db = doc["checkpoint"]["latest"]["resources"][2]
+    db["outputs"]["result"] = {SECRET_SIG_KEY: SECRET_SIG, "plaintext": '"shown-secret"'}
+    store = StateStore(tmp_path, PROJECT, STACK, passphrase="fixture passphrase")
+    store.dir.mkdir(parents=True)
+    store.path.write_text(json.dumps(doc))
+    res = store.load().get(db["urn"])
+    assert res is not None and res.outputs["result"] == secret("shown-secret")
+    store.begin(PendingOperation(res, "updating"))
+    store.end(res.urn, res)
+    store.compact()
+    assert b"shown-secret" not in store.path.read_bytes()
+
+
+def test_nested_secrets_written_before_the_fix_still_read(tmp_path: Path) -> None:
+    # Earlier versions encrypted the inner secret with the stack's key too.
+    store = StateStore(tmp_path, PROJECT, STACK, passphrase="fixture passphrase")
+    store.dir.mkdir(parents=True)
+    store.path.write_bytes(FIXTURE.read_bytes())
+    first = store.load()
+    from gpustack_iac.engine.secrets import crypter_from_salt_state
+
+    doc = json.loads(FIXTURE.read_text())
+    salt_state = doc["checkpoint"]["latest"]["secrets_providers"]["state"]["salt"]
+    crypter = crypter_from_salt_state("fixture passphrase", salt_state)
+    legacy_inner = json.dumps({"password": {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": crypter.encrypt('"old-inner"')}, "user": "u"})
+    doc["checkpoint"]["latest"]["resources"][2]["outputs"]["credentials"]["ciphertext"] = crypter.encrypt(legacy_inner)
+    store.path.write_text(json.dumps(doc))
+    res = StateStore(tmp_path, PROJECT, STACK, passphrase="fixture passphrase").load().get(doc["checkpoint"]["latest"]["resources"][2]["urn"])
+    assert res is not None and res.outputs["credentials"] == secret({"user": "u", "password": secret("old-inner")})
+    assert first.resources

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from gpustack_iac.engine.summary import summarize
 from gpustack_iac.spec.loader import load_text
+from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.service import Service
+
+CTX = StackContext(project="p", stack="dev", state_root=Path("/nonexistent"), fingerprint_key=lambda: b"k" * 32)
 
 SERVICE = """
 type: service
@@ -28,7 +32,7 @@ replica_groups:
 
 def _spec(text: str = SERVICE) -> dict[str, Any]:
     service = load_text(text, env={}).services[0]
-    return Service.spec_of(service.to_runtime())
+    return Service.spec_of(service.to_runtime(), CTX)
 
 
 def _lines(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

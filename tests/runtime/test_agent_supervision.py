@@ -98,3 +98,21 @@ def test_gpu_pinning_sets_cuda_visible_devices(agent: AgentProcess) -> None:
     replica = agent.call(lambda c: c.start({"id": "gpu", "commands": [app_command("echo.py")], "gpus": [index]}))
     wait_until(lambda: http_get(replica["url"] + "/health")[0] == 200, what="replica serving")
     assert http_json(replica["url"] + "/x")["cuda_visible_devices"] == str(index)
+
+
+def test_replica_gets_the_base_environment_not_the_agents(agent_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An agent started by hand with the operator's whole environment still hands replicas only the
+    # base set, the runtime's variables and the spec's env.
+    for name in ("GPUSTACK_PASSPHRASE", "AWS_SECRET_ACCESS_KEY", "KUBECONFIG", "PULUMI_CONFIG_PASSPHRASE", "HF_TOKEN"):
+        monkeypatch.setenv(name, "leak-" + name)
+    monkeypatch.setenv("LC_TIME", "C")
+    agent = agent_factory()
+    spec = {"id": "envcheck", "service": "svc", "group": "g", "commands": [app_command("echo.py")],
+            "env": {"HF_TOKEN": "asked-for"}}
+    first = agent.call(lambda c: c.start(spec))
+    wait_until(lambda: http_get(first["url"] + "/health")[0] == 200, what="replica serving")
+    [python] = replica_processes("envcheck", agent.state_dir, app="echo.py")
+    env = python.environ()
+    for name in ("GPUSTACK_PASSPHRASE", "AWS_SECRET_ACCESS_KEY", "KUBECONFIG", "PULUMI_CONFIG_PASSPHRASE"):
+        assert name not in env, name
+    assert env["HF_TOKEN"] == "asked-for" and env["LC_TIME"] == "C" and env["PORT"] and "PATH" in env

@@ -8,8 +8,13 @@ import pytest
 
 from gpustack_iac.errors import ConfigError
 from gpustack_iac.spec.loader import load_text
+from gpustack_iac.spec.yamlsource import MAX_FILE_BYTES
 
 SVC = "type: service\nname: s\nport: 8000\ncommands: [python3 app.py]\n"  # lines 1-4
+# Nine levels of ten aliases each: 10**9 strings once expanded, from under 500 bytes.
+LAUGHS = "env:\n  - &a0 [lol]\n" + "".join(
+    f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+)  # with SVC: lines 5-15
 
 # (id, yaml, expected message substring, expected line)
 CASES: list[tuple[str, str, str, int]] = [
@@ -57,6 +62,32 @@ CASES: list[tuple[str, str, str, int]] = [
     ("max-price", SVC + "max_price: -3\n", "expected greater than 0", 5),
     ("duplicate-key", SVC + "port: 9000\n", "property 'port' is given twice", 5),
     ("yaml-syntax", SVC + "resources: {gpu: [\n", "invalid YAML", 6),
+    # Hostile or mistyped YAML: bounded reading, YAML 1.2 scalars, numbers in range, merge keys.
+    ("billion-laughs", SVC + LAUGHS, "aliases in this file expand to more than 100000 values", 11),
+    ("recursive-alias", SVC + "env: &e\n  - *e\n", "refers to a value that contains it", 6),
+    ("deep-nesting", SVC + "env: " + "[" * 80 + "]" * 80 + "\n", "nested deeper than 64 levels", 5),
+    ("file-too-large", SVC + "# " + "x" * MAX_FILE_BYTES + "\n", "larger than 1024 KiB, the limit for a configuration file", 5),
+    ("replicas-huge", SVC + "replicas: 99999999999999999999999999999\n", "expected a whole number no greater than 2147483647", 5),
+    ("replicas-range-huge", SVC + "replicas: 1..99999999999\nscaling: {metric: rps, target: 1}\n", "no greater than 2147483647", 5),
+    ("port-yes", "type: service\nname: s\nport: yes\ncommands: [x]\n", "expected a whole number, got 'yes' (YAML 1.1's spelling of a boolean", 3),
+    ("port-true", "type: service\nname: s\nport: true\ncommands: [x]\n", "expected a whole number, got the boolean true", 3),
+    ("port-fraction", "type: service\nname: s\nport: 80.5\ncommands: [x]\n", "expected a whole number, got 80.5", 3),
+    ("auth-on", SVC + "auth: on\n", "expected true or false, got 'on' (YAML 1.1's spelling", 5),
+    ("auth-one", SVC + "auth: 1\n", "expected true or false, got 1", 5),
+    ("gateway-no", SVC + "gateway: no\n", "expected a gateway name or false, got 'no'", 5),
+    ("probe-ready-huge", SVC + "probes:\n  - url: /h\n    ready_after: .inf\n", "expected a whole number, got inf", 7),
+    ("burst-huge", SVC + "rate_limits:\n  - prefix: /\n    rps: 1\n    burst: 4294967296\n", "expected a whole number between", 8),
+    ("rps-yes", SVC + "rate_limits:\n  - prefix: /\n    rps: yes\n", "expected a number, got 'yes'", 7),
+    ("max-price-inf", SVC + "max_price: .inf\n", "expected a number between", 5),
+    ("memory-huge", SVC + "resources:\n  memory: 1.0e+300\n", "expected a size between 0 and 2147483647GB", 6),
+    ("blocks-huge", "type: fleet\nname: f\nnodes: 1\nblocks: 99999999999\n", "expected a number of blocks of at least 1", 4),
+    ("merge-not-mapping", SVC + "<<: 3\n", "expected a mapping (or a list of mappings) to merge with <<", 5),
+    (
+        "merge-own-key-twice",
+        SVC + "replica_groups:\n  - &g {name: a}\n  - <<: *g\n    name: b\n    name: c\n",
+        "property 'name' is given twice",
+        9,
+    ),
     (
         "groups-and-replicas",
         SVC + "replicas: 2\nreplica_groups:\n  - name: a\n",

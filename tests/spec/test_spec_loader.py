@@ -153,3 +153,45 @@ def test_models_are_importable_without_pulumi() -> None:
 def test_service_model_validates_directly() -> None:
     svc = ServiceConfig.model_validate({"type": "service", "port": 80, "commands": ["x"], "env": ["UNSET_HERE"]})
     assert svc.env == {"UNSET_HERE": None}  # resolved only when the loader passes an environment
+
+
+def test_merge_keys_are_overridden_by_the_mapping_own_keys() -> None:
+    # YAML's merge key type: the mapping's own keys win; of several merged mappings, the first wins.
+    text = (
+        "type: service\nname: s\nport: 80\ncommands: [x]\nreplica_groups:\n"
+        "  - &g\n    name: a\n    replicas: 2\n    regions: [eu]\n"
+        "  - <<: *g\n    name: b\n"
+        "  - <<: [{replicas: 5, name: zz}, *g]\n    name: c\n"
+    )
+    groups = load_text(text).services[0].replica_groups
+    assert [(g.name, g.replicas.format(), g.regions) for g in groups] == [
+        ("a", "2", ["eu"]),
+        ("b", "2", ["eu"]),
+        ("c", "5", ["eu"]),
+    ]
+
+
+def test_an_error_in_a_merged_value_points_at_where_it_was_written() -> None:
+    text = "type: service\nname: s\nport: 80\ncommands: [x]\nreplica_groups:\n  - &g\n    name: a\n    replicas: x\n  - <<: *g\n    name: b\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text, file="m.yml")
+    assert {d.line for d in info.value.diagnostics} == {8}, str(info.value)
+
+
+def test_plain_scalars_follow_yaml_1_2() -> None:
+    # YAML 1.1 reads `8080:80` as the base-60 number 484880 and `on` as true; YAML 1.2 reads strings.
+    text = "type: service\nname: s\nport: 8080:80\ncommands: [x]\nenv:\n  A: on\n  B: 0b11\n  C: 1_000\n  D: 0x1f\n"
+    svc = load_text(text).services[0]
+    assert svc.port == 80
+    assert svc.env == {"A": "on", "B": "0b11", "C": "1_000", "D": "31"}
+
+
+def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    big = tmp_path / "big.gpustack.yml"
+    with big.open("w") as f:
+        f.write(SERVICE.format(name="s"))
+        f.truncate(50 * 1024 * 1024)  # sparse: 50 MB without writing them
+    with pytest.raises(ConfigError) as info:
+        load_paths([big], {})
+    (diag,) = info.value.diagnostics
+    assert "larger than 1024 KiB" in diag.message and diag.line >= 1

@@ -8,10 +8,12 @@ are applied in parallel.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from pulumi.dynamic import ResourceProvider
 
@@ -37,6 +39,8 @@ from gpustack_iac.engine.model import PropertyDiff, Step, StepOp, StepResult
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
 from gpustack_iac.errors import EngineError
 
+# A test hook, read once per run: crash tests kill `up` at every step boundary with it.
+CRASH_AFTER_STEPS_ENV = "GPUSTACK_TEST_CRASH_AFTER_STEPS"
 PLUGIN_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/) and use --engine pulumi"
 
 
@@ -57,6 +61,12 @@ class _Decision:
     inputs: dict[str, Any]
     secret_keys: set[str]
     provider: ResourceProvider
+
+
+def crash_after_steps(environ: Mapping[str, str]) -> int:
+    """`GPUSTACK_TEST_CRASH_AFTER_STEPS=N`: SIGKILL this process once N steps are applied (crash tests)."""
+    value = environ.get(CRASH_AFTER_STEPS_ENV, "")
+    return int(value) if value.isdigit() else 0
 
 
 class Deployment:
@@ -87,6 +97,8 @@ class Deployment:
         self.stack_outputs: dict[str, Any] = {}
         self.plugin_types: set[str] = set()
         self._lock = threading.RLock()
+        self._crash_after = crash_after_steps(os.environ)
+        self._applied = 0
 
     # ----- registration entry points (called by the monitor) ------------------------------------
 
@@ -431,8 +443,13 @@ class Deployment:
     def _finished(self, result: StepResult) -> None:
         with self._lock:
             self.results.append(result)
+            self._applied += 1
+            crash = self._applied == self._crash_after
         if self.on_step is not None:
             self.on_step(result)
+        if crash:
+            # The step is journaled: dying here is a kill -9 exactly at a step boundary.
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # ----- after the program: resources no longer declared -------------------------------------
 

@@ -19,6 +19,7 @@ from gpustack_iac.runtime.agent.server import build_app
 from gpustack_iac.runtime.agent.store import Store
 from gpustack_iac.runtime.agent.supervisor import Supervisor, SupervisorConfig
 from gpustack_iac.runtime.auth import read_token_file
+from gpustack_iac.runtime.listenfds import inherited_socket
 from gpustack_iac.runtime.procs import write_port_file
 
 log = logging.getLogger("gpustack_iac.agent")
@@ -57,7 +58,9 @@ async def serve(args: argparse.Namespace) -> None:
         log.warning("skipped an unreadable replica record: %s", problem)
     runner = web.AppRunner(build_app(token, supervisor, facts, state_dir), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    # Under the watchdog the port is already bound and handed down, so it stays open across restarts.
+    sock = inherited_socket("port")
+    site: web.BaseSite = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = int(runner.addresses[0][1])
     if args.port_file:

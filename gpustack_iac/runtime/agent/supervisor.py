@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
-from gpustack_iac.runtime import procs
+from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.agent import mounts, pgroup
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 from gpustack_iac.runtime.agent.store import ReplicaRecord, Store
@@ -244,7 +244,8 @@ class Supervisor:
             GPUSTACK_PYTHON=sys.executable,
         )
         own.update(mounts.mount_env(spec, record.container))
-        env = dict(os.environ)
+        # Only the base set of the agent's own environment: the operator's secrets are not the workload's.
+        env = envpolicy.replica_env(os.environ)
         env.update(own)
         env[pgroup.AGENT_ENV] = self._state_key
         if spec.gpus and not record.container:

@@ -32,6 +32,7 @@ from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
+from gpustack_iac.runtime.listenfds import inherited_socket
 from gpustack_iac.runtime.procs import write_port_file
 from gpustack_iac.runtime.scaling.config import Tuning
 
@@ -73,6 +74,12 @@ def _bound_port(runner: web.BaseRunner) -> int:
     raise GpustackError("the server did not report a listening address")
 
 
+def _site(runner: web.BaseRunner, name: str, host: str, port: int) -> web.BaseSite:
+    # Under the watchdog the ports are already bound and handed down, so they stay open across restarts.
+    sock = inherited_socket(name)
+    return web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+
+
 async def serve(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
     admin_token = read_token_file(args.admin_token_file)
@@ -108,9 +115,9 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await controller.start()
         await data_runner.setup()
-        await web.TCPSite(data_runner, args.host, args.port).start()
+        await _site(data_runner, "port", args.host, args.port).start()
         await control_runner.setup()
-        await web.TCPSite(control_runner, args.host, args.control_port).start()
+        await _site(control_runner, "control_port", args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
         url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         controller.public_url = (args.public_url or f"http://{url_host}:{port}").rstrip("/")
