@@ -15,11 +15,19 @@ import pytest
 from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
 
 
+class WideProject(Project):
+    """Status tables printed unwrapped, so a test can find a row's cells on one line."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "COLUMNS": "250"}
+
+
 @pytest.fixture
-def task_project(tmp_path: Path) -> Iterator[Project]:
+def task_project(tmp_path: Path) -> Iterator[WideProject]:
     root = tmp_path / "proj"
     shutil.copytree(EXAMPLES / "task", root / "task")
-    project = Project(root=root, config=root / "task")
+    project = WideProject(root=root, config=root / "task")
     try:
         yield project
     finally:

@@ -13,11 +13,19 @@ import pytest
 from tests.e2e.conftest import EXAMPLES, Project, http, kill_all, processes_under, wait_until
 
 
+class WideProject(Project):
+    """Status tables printed unwrapped, so a test can find a row's cells on one line."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "COLUMNS": "250"}
+
+
 @pytest.fixture
-def volume_project(tmp_path: Path) -> Iterator[Project]:
+def volume_project(tmp_path: Path) -> Iterator[WideProject]:
     root = tmp_path / "proj"
     shutil.copytree(EXAMPLES / "volume", root / "vol")
-    project = Project(root=root, config=root / "vol")
+    project = WideProject(root=root, config=root / "vol")
     notes = project.config / "notes.gpustack.yml"
     # The mount path inside the test's directory: the link the agent makes stays there.
     notes.write_text(notes.read_text().replace("notes-data:/data", f"notes-data:{root}/mnt/data"))
