@@ -13,6 +13,8 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 class HomeProject(Project):
     """A project whose HOME is its own: no real ~/.ssh is read or written."""

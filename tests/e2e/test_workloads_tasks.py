@@ -14,6 +14,8 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 class WideProject(Project):
     """Status tables printed unwrapped, so a test can find a row's cells on one line."""

@@ -12,6 +12,8 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLES, Project, http, kill_all, processes_under, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 class WideProject(Project):
     """Status tables printed unwrapped, so a test can find a row's cells on one line."""
@@ -67,23 +69,29 @@ def test_service_data_survives_rolling_update_and_destroy_keeps_it(volume_projec
     second = wait_until(lambda: (r := _get(volume_project))["version"] == "2" and r, 120, what="the new version to serve")
     assert second["replica"] != first["replica"]
     assert [n.split(" started")[0] for n in second["notes"]] == ["version 1", "version 2"]
-    # A plan that would move the volume to another host fails, naming the data left behind.
-    data = volume_project.config / "data.gpustack.yml"
-    data.write_text(data.read_text().replace("host: storage-1", "host: storage-0"))
-    moved = volume_project.cli("plan", "vol", check=False)
-    assert moved.returncode != 0
-    assert "would move its data" in moved.stdout + moved.stderr
-    print(moved.stdout, moved.stderr)
-    assert "Traceback" not in moved.stdout + moved.stderr
-    data.write_text(data.read_text().replace("host: storage-0", "host: storage-1"))
     # destroy says it keeps the data, and does.
     gone = volume_project.cli("destroy", "--yes")
     assert "volume notes-data: data at storage-1:" in gone.stdout and "is kept" in gone.stdout
     assert (data_dir / "notes.txt").read_text().count("started") == 2
-    # With auto_cleanup, destroy deletes it.
+
+
+def test_moving_a_volume_fails_at_plan_and_auto_cleanup_deletes_it(volume_project: Project) -> None:
+    for name in ("notes.gpustack.yml", "gateway.gpustack.yml", "notes.py"):
+        (volume_project.config / name).unlink()
+    volume_project.cli("up", "vol", "--yes")
+    data_dir = Path(volume_project.outputs()["volumes"]["notes-data"]["path"])
+    (data_dir / "kept.txt").write_text("precious")
+    data = volume_project.config / "data.gpustack.yml"
+    data.write_text(data.read_text().replace("host: storage-1", "host: storage-0"))
+    moved = volume_project.cli("plan", "vol", check=False)
+    assert moved.returncode != 0
+    assert "would move its data (host storage-1 → storage-0)" in moved.stdout + moved.stderr
+    assert "Traceback" not in moved.stdout + moved.stderr
+    data.write_text(data.read_text().replace("host: storage-0", "host: storage-1"))
+    # Turning auto_cleanup on is an in-place change; the plan of a destroy says the data goes.
     data.write_text(data.read_text().replace("auto_cleanup: false", "auto_cleanup: true"))
     volume_project.cli("up", "vol", "--yes")
-    assert _get(volume_project)["notes"][0].startswith("version 1 started")  # the kept data was adopted
-    plan = volume_project.cli("destroy", "--yes").stdout
-    assert "is deleted (auto_cleanup)" in plan
+    assert (data_dir / "kept.txt").read_text() == "precious"
+    gone = volume_project.cli("destroy", "--yes").stdout
+    assert "is deleted (auto_cleanup)" in gone
     assert not data_dir.exists()
