@@ -48,7 +48,7 @@ def _status(project: Project) -> dict:
     return json.loads((Path(tasks["train"]) / "status.json").read_text())
 
 
-def test_two_node_task_rendezvous_succeeds_and_is_not_rerun(task_project: Project) -> None:
+def test_two_node_task_rendezvous_succeeds(task_project: Project) -> None:
     up = task_project.cli("up", "task", "--yes", "--wait")
     assert "task train: succeeded" in up.stdout
     status = task_project.cli("status", check=True).stdout
@@ -60,24 +60,30 @@ def test_two_node_task_rendezvous_succeeds_and_is_not_rerun(task_project: Projec
     assert "rank 1: done" in only_one and "rank 0" not in only_one.replace("from rank 0", "")
     first = _status(task_project)
     assert {n["host"] for n in first["attempts"][0]["nodes"]} == {"trainers-0", "trainers-1"}
-    # A later up with the same spec leaves the finished run alone.
-    again = task_project.cli("up", "task", "--yes")
-    assert "No changes" in again.stdout
-    assert _status(task_project)["started_at"] == first["started_at"]
-    # A changed spec is a new run, and the plan says so.
-    _write_task(task_project, """\
+
+
+def test_finished_task_is_not_rerun_unless_its_spec_changes(task_project: Project) -> None:
+    task = """\
         type: task
         name: train
-        nodes: 2
-        commands: [python3 rendezvous.py]
-        env: [RUN=2]
+        commands: [echo run $RUN]
+        env: [RUN=1]
         resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
-    """)
+    """
+    _write_task(task_project, task)
+    task_project.cli("up", "task", "--yes", "--wait")
+    first = _status(task_project)
+    # A later up with the same spec leaves the finished run alone.
+    assert "No changes" in task_project.cli("up", "task", "--yes").stdout
+    assert _status(task_project)["started_at"] == first["started_at"]
+    # A changed spec is a new run, and the plan says so.
+    _write_task(task_project, task.replace("RUN=1", "RUN=2"))
     plan = task_project.cli("plan", "task").stdout
     line = next(ln for ln in plan.splitlines() if "task train:" in ln)
-    assert "env" in line and "→ re-run" in line
+    assert "env changed → re-run" in line
     task_project.cli("up", "task", "--yes", "--wait")
     assert _status(task_project)["run_id"] != first["run_id"]
+    assert "run 2" in task_project.cli("logs", "train").stdout
 
 
 def test_failing_rank_fails_the_task_and_stops_rank_zero(task_project: Project) -> None:
