@@ -21,7 +21,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.providers import http
-from gpustack_iac.runtime import procs
+from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.tasks.status import read_status
 
 START_TIMEOUT = 120.0
@@ -61,7 +61,8 @@ class TaskProvider(ResourceProvider):
         definition = {**props["definition"], "run_id": props["run_id"],
                       "hosts": [{k: v for k, v in h.items() if k != "token"} for h in hosts]}
         (root / "task.json").write_text(json.dumps(definition, indent=1))
-        env = dict(os.environ)
+        # The allow-listed daemon environment (no passphrase, no cloud credentials) plus the tokens.
+        env = envpolicy.daemon_env(os.environ)
         env[TOKENS_ENV] = json.dumps({h["name"]: h["token"] for h in hosts})
         info = procs.start_daemon(
             [sys.executable, "-m", "gpustack_iac.runtime.tasks", "--definition", str(root / "task.json"),
