@@ -95,6 +95,17 @@ def resolve_mounts(run: RunParams, what: str, spec: Spec, ctx: StackContext, dia
     return out
 
 
+# Properties a process on a fleet host has nothing to do with: accepted, reported as ignored.
+_IGNORED = ("python", "nvcc", "entrypoint", "registry_auth", "idle_duration", "creation_policy", "termination_policy",
+            "termination_idle_time")
+
+
+def _warn_ignored(run: RunParams, what: str, ctx: StackContext) -> None:
+    for prop in _IGNORED:
+        if getattr(run, prop, None) not in (None, [], False):
+            ctx.warn(f"{what}: {prop} is ignored by the local backend")
+
+
 def _working_dir(run: RunParams) -> str:
     base = Path(run.source.file).parent if run.source else Path.cwd()  # type: ignore[attr-defined]
     return str((base / (run.working_dir or ".")).resolve())
@@ -114,6 +125,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
     if mounts.hosts and task.nodes > 1:
         problems.append(diag(task, "volumes", f"task {task.name}: a host volume lives on one host, and nodes: {task.nodes} "
                                               "needs distinct hosts; use an instance volume (/host/path:/path) instead"))
+    _warn_ignored(task, f"task {task.name}", ctx)
     if task.image:
         ctx.warn(f"task {task.name}: image needs Docker on the agents; without it the nodes fail to start")
     if task.ports:
@@ -137,6 +149,9 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
 def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: StackContext, diag: Diag,
                                problems: list[Diagnostic]) -> dict[str, Any]:
     mounts = resolve_mounts(dev, f"dev environment {dev.name}", spec, ctx, diag, problems)
+    _warn_ignored(dev, f"dev environment {dev.name}", ctx)
+    if dev.version:
+        ctx.warn(f"dev environment {dev.name}: version is ignored; the IDE installs its own server over SSH")
     if dev.image:
         problems.append(diag(dev, "image", f"dev environment {dev.name}: image is not supported on the local backend "
                                            "(the environment is a process group on the host); remove image"))

@@ -75,3 +75,10 @@ def test_service_volumes_pin_the_group_to_the_volume_host(tmp_path: Path) -> Non
 def test_dev_environment_with_image_is_rejected_on_the_local_backend(tmp_path: Path) -> None:
     problems = _problems("type: dev-environment\nname: d\nide: vscode\nimage: ubuntu\n", tmp_path)
     assert any(p.startswith("image:") and "process group" in p for p in problems)
+
+
+def test_properties_a_host_process_ignores_are_warned(tmp_path: Path) -> None:
+    warnings = _compile("type: task\nname: t\ncommands: [echo hi]\npython: '3.11'\n---\n"
+                        "type: dev-environment\nname: d\nide: cursor\nversion: '1.2'\n", tmp_path).warnings
+    assert "task t: python is ignored by the local backend" in warnings
+    assert "dev environment d: version is ignored; the IDE installs its own server over SSH" in warnings
