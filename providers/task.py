@@ -22,7 +22,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.providers import http
 from gpustack_iac.runtime import envpolicy, procs
-from gpustack_iac.runtime.tasks.status import read_status
+from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
 
 START_TIMEOUT = 120.0
 TOKENS_ENV = "GPUSTACK_TASK_TOKENS"
@@ -50,11 +50,28 @@ def _wait_started(root: Path, pid: int, created: float, timeout: float) -> dict[
     raise TaskNotStarted(f"task runner in {root} did not start the task within {timeout:.0f} s" + (f":\n{log}" if log else ""))
 
 
+def _stop_recorded_nodes(root: Path, hosts: list[dict[str, Any]]) -> None:
+    """Delete every node replica the run's status file names (404s and unreachable hosts are skipped)."""
+    status = read_status(root) or {}
+    by_name = {h["name"]: h for h in hosts}
+    for attempt in status.get("attempts") or []:
+        for node in attempt.get("nodes") or []:
+            host = by_name.get(node.get("host"))
+            if host is None:
+                continue
+            try:
+                http.call("DELETE", host["url"], f"/v1/replicas/{node['replica']}?grace=10", host["token"], timeout=40)
+            except RuntimeApiError:
+                pass
+
+
 class TaskProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         root = Path(props["state_dir"])
+        # A run whose runner died (a reboot, kill -9) may have left nodes running: stop them first.
+        _stop_recorded_nodes(root, props.get("hosts") or [])
         shutil.rmtree(root, ignore_errors=True)  # a new run starts with empty logs
         root.mkdir(parents=True, mode=0o700)
         hosts = props["hosts"]
@@ -73,7 +90,12 @@ class TaskProvider(ResourceProvider):
         return CreateResult(id_=str(props["definition"]["name"]), outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        if read_status(Path(props["state_dir"])) is None:
+        status = read_status(Path(props["state_dir"]))
+        if status is None:
+            return ReadResult(id_=None, outs={})
+        # A finished run stays (not re-run); an unfinished one whose runner is gone was interrupted
+        # and reads as gone, so the next `up` runs it again.
+        if status.get("state") not in FINAL_STATES and not procs.is_alive(int(props.get("pid") or 0), props.get("create_time")):
             return ReadResult(id_=None, outs={})
         return ReadResult(id_=id_, outs=props)
 
@@ -91,17 +113,7 @@ class TaskProvider(ResourceProvider):
         root = Path(props["state_dir"])
         procs.stop_process(int(props.get("pid") or 0), props.get("create_time"), grace=60.0)
         # A runner that died (a reboot) leaves its nodes to us: stop whatever it recorded.
-        status = read_status(root) or {}
-        hosts = {h["name"]: h for h in props.get("hosts") or []}
-        for attempt in status.get("attempts") or []:
-            for node in attempt.get("nodes") or []:
-                host = hosts.get(node.get("host"))
-                if host is None:
-                    continue
-                try:
-                    http.call("DELETE", host["url"], f"/v1/replicas/{node['replica']}?grace=10", host["token"], timeout=40)
-                except RuntimeApiError:
-                    pass
+        _stop_recorded_nodes(root, props.get("hosts") or [])
         shutil.rmtree(root, ignore_errors=True)
 
 

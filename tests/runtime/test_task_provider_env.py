@@ -35,3 +35,27 @@ def test_runner_environment_has_tokens_but_no_passphrase(agent_factory: Callable
     assert not procs.is_alive(outs["pid"], outs["create_time"])
     assert agent.call(lambda c: c.list()) == []
     assert not (tmp_path / "t").exists()
+
+
+def test_a_run_whose_runner_died_reads_as_gone_and_is_cleaned_up_on_rerun(agent_factory: Callable[[], AgentProcess],
+                                                                            tmp_path: Path) -> None:
+    import os
+    import signal
+
+    agent = agent_factory()
+    props = {"definition": {"name": "t", "commands": ["sleep 60"], "nodes": 1}, "run_id": "abc123abc123",
+             "hosts": [{"name": "h0", "url": agent.url, "token": agent.token, "labels": {}}], "state_dir": str(tmp_path / "t")}
+    provider = TaskProvider()
+    outs = provider.create(props).outs
+    assert provider.read("t", outs).id == "t"
+    os.kill(outs["pid"], signal.SIGKILL)  # a reboot, as far as the runner is concerned
+    assert procs.wait_gone(outs["pid"], outs["create_time"], 10)
+    assert provider.read("t", outs).id is None  # interrupted: the next up runs it again
+    [orphan] = agent.call(lambda c: c.list())
+    again = provider.create(props).outs
+    try:
+        [fresh] = agent.call(lambda c: c.list())
+        assert fresh["pid"] != orphan["pid"]  # the dead run's node was stopped first: one node, the new one
+        assert not procs.is_alive(orphan["pid"], None)
+    finally:
+        provider.delete("t", again)
