@@ -155,6 +155,9 @@ def print_task_logs(state_dir: str, node: int | None, tail: int, follow: bool) -
         return
     offsets = {r: node_log(root, r).stat().st_size if node_log(root, r).exists() else 0 for r in ranks}
     while True:
+        # The runner has copied every node's last bytes before it writes a final state, so one more
+        # read after seeing that state prints the end of every log.
+        ended = (read_status(root) or {}).get("state") in FINAL_STATES
         for rank in ranks:
             path = node_log(root, rank)
             if path.exists() and path.stat().st_size > offsets[rank]:
@@ -164,8 +167,7 @@ def print_task_logs(state_dir: str, node: int | None, tail: int, follow: bool) -
                 offsets[rank] += len(chunk)
                 prefix = f"[node {rank}] " if len(ranks) > 1 else ""
                 click.echo("".join(prefix + line for line in chunk.decode(errors="replace").splitlines(keepends=True)), nl=False)
-        current = read_status(root) or {}
-        if current.get("state") in FINAL_STATES:
+        if ended:
             return
         time.sleep(FOLLOW_POLL)
 

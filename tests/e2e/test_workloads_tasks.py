@@ -142,3 +142,16 @@ def test_destroy_stops_a_running_task(task_project: Project) -> None:
     wait_until(sleepers, 30, what="the task's process")
     task_project.cli("destroy", "--yes")
     wait_until(lambda: not sleepers(), 30, what="the task's process to stop")
+
+
+def test_logs_follow_streams_until_the_task_ends(task_project: Project) -> None:
+    _write_task(task_project, """\
+        type: task
+        name: train
+        commands: [for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done]
+        resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+    """)
+    task_project.cli("up", "task", "--yes")
+    followed = task_project.cli("logs", "train", "-f", timeout=120).stdout
+    assert all(f"line {i}" in followed for i in range(1, 7))
+    assert _status(task_project)["state"] == "succeeded"
