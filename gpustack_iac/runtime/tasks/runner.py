@@ -22,6 +22,7 @@ from gpustack_iac.runtime.tasks.model import HostDef, TaskDef
 from gpustack_iac.runtime.tasks.status import node_log, write_status
 
 UNREACHABLE_AFTER = 15.0  # seconds an agent may not answer before its node counts as interrupted
+FOLLOW_GRACE = 30.0  # seconds a node's log copy may take to finish once the node is deleted
 
 
 @dataclass
@@ -216,7 +217,12 @@ class TaskRunner:
             return await self._watch(attempt)
         finally:
             await self._stop_nodes(placed)
-            await asyncio.gather(*self._followers, return_exceptions=True)
+            # A follower ends when its replica is deleted; one whose host went silent is cut off.
+            if self._followers:
+                _, late = await asyncio.wait(self._followers, timeout=FOLLOW_GRACE)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*self._followers, return_exceptions=True)
             self._followers.clear()
             self._save()
 
