@@ -1,6 +1,6 @@
 """Gateway data-plane benchmark: small requests and held SSE streams, next to nginx and the bare backend.
 
-    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5]
+    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5] [--baseline-src DIR]
 
 Everything runs on 127.0.0.1 and stops when the run ends. Installs nothing: it uses Debian's
 `nginx` (the static backend, and `proxy_pass` with one worker as the peer) and `wrk` (load) when
@@ -15,6 +15,11 @@ Rows, measured in the same run:
                      design before it got its own HTTP/1.1 server and upstream client)
   gateway            this project's gateway pinned to the same core (uvloop when installed),
                      bearer auth on, metrics on: what production runs
+  gateway, baseline  with --baseline-src DIR: the same gateway role importing `gpustack_iac` from
+                     DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), so a
+                     change's effect on CPU per request is measured in the same run as nginx
+First, parsing alone: CPU per request head and per small response through the gateway's own
+protocol objects (this checkout's and the baseline's), with h11 as a reference when installed.
 Then the p50 overhead of the gateway over the direct backend at half the gateway's measured
 saturation and at a light 100 req/s (wrk with a fixed pause per connection, which paces the load;
 a Python open-loop client when wrk is missing), and `--streams` concurrent SSE streams held
@@ -83,6 +88,60 @@ async def _serve_forever(runner: "object", port_file: Path) -> None:
     await runner.cleanup()
 
 
+REQUEST_HEAD = (
+    b"POST /services/bench/v1/chat/completions HTTP/1.1\r\nHost: gateway.example.com\r\n"
+    b"Authorization: Bearer 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ\r\nContent-Type: application/json\r\n"
+    b"Accept: text/event-stream\r\nUser-Agent: bench/1.0\r\nContent-Length: 0\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 19:34:01 GMT\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+)
+
+
+def _cpu_us(fn: "object", n: int = 20000) -> float:
+    """Best of five: CPU microseconds per call (process time, so other work on the machine counts less)."""
+    assert callable(fn)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - t0)
+    return best / n * 1e6
+
+
+def role_heads(port_file: Path) -> None:
+    """CPU per request head and per small response, parsed the way this checkout's gateway parses them."""
+    import gpustack_iac.runtime.gateway.server as server
+    import gpustack_iac.runtime.gateway.upstream as upstream
+    from gpustack_iac.runtime.gateway.settings import GatewaySettings
+
+    loop = asyncio.new_event_loop()
+    figures: dict[str, float] = {}
+    if hasattr(server, "parse_request_head"):  # the hand-written parser
+        parse = server.parse_request_head
+        head = REQUEST_HEAD[: REQUEST_HEAD.index(b"\r\n\r\n")]
+        figures["request head"] = _cpu_us(lambda: REQUEST_HEAD.find(b"\r\n\r\n") >= 0 and parse(head, "127.0.0.1"))
+    else:
+        data_plane = server.DataPlaneServer(None, loop, max_body=1 << 20)  # type: ignore[arg-type]
+        conn = server.ServerConnection(data_plane)
+        conn._enqueue = lambda request: None  # type: ignore[method-assign]
+        figures["request head"] = _cpu_us(lambda: conn._parser.feed_data(REQUEST_HEAD))
+    pool = upstream.UpstreamPool(GatewaySettings(read_timeout=None), loop)
+    uconn = upstream.UpstreamConnection(pool, "http://127.0.0.1:1")
+
+    def response() -> None:
+        uconn._phase = upstream._HEAD
+        uconn._chunks.clear()
+        uconn._queued = 0
+        uconn.data_received(RESPONSE)
+        assert uconn._phase == upstream._DONE and uconn.status == 200
+
+    figures["response"] = _cpu_us(response)
+    port_file.write_text(json.dumps(figures))
+
+
 def role_backend(port_file: Path, sse_interval: float) -> None:
     """Small answers on /small, SSE on /sse?n=N (one event every `sse_interval` seconds)."""
     from aiohttp import web
@@ -141,6 +200,9 @@ def role_gateway(port_file: Path, token_file: Path, small_url: str, sse_url: str
     from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
     from gpustack_iac.runtime.gateway.settings import GatewaySettings
 
+    import gpustack_iac
+
+    print(f"gateway code from {Path(gpustack_iac.__file__).parent}", flush=True)
     token = read_token_file(token_file)
     table = RoutingTable()
     table.set_service(ServiceRoute("bench", auth=True, model="bench-model", upstreams=(Upstream("small-0", "base", small_url),)))
@@ -200,11 +262,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
     raise SystemExit(f"{what} did not listen on port {port} within {STARTUP_TIMEOUT_S:.0f}s")
 
 
-def start_python_role(children: Children, name: str, cores: Sequence[int], workdir: Path, role_args: list[str]) -> Child:
+def start_python_role(
+    children: Children, name: str, cores: Sequence[int], workdir: Path, role_args: list[str], source: Path | None = None
+) -> Child:
     port_file = workdir / f"{name}.port"
     cmd = [*taskset(cores), sys.executable, str(Path(__file__).resolve()), "--role", *role_args, "--port-file", str(port_file)]
     log = open(workdir / f"{name}.log", "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = None
+    if source is not None:
+        # PYTHONPATH is searched before the installed (editable) package: the role runs that checkout's code.
+        env = {**os.environ, "PYTHONPATH": str(source.resolve())}
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     log.close()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not port_file.exists():
@@ -494,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=2000, help="concurrent SSE streams to hold (0 to skip)")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold the streams")
     parser.add_argument("--paced-seconds", type=float, default=5.0)
-    parser.add_argument("--role", choices=["backend", "gateway", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="a checkout of another revision: its gateway gets a row of its own in the same run")
+    parser.add_argument("--role", choices=["backend", "gateway", "floor", "heads"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--small-url", help=argparse.SUPPRESS)
@@ -509,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "gateway":
         role_gateway(args.port_file, args.token_file, args.small_url, args.sse_url)
+        return 0
+    if args.role == "heads":
+        role_heads(args.port_file)
         return 0
     duration = min(max(args.duration, 1.0), 60.0)
 
@@ -555,6 +628,30 @@ def main(argv: list[str] | None = None) -> int:
         floor = start_python_role(children, "floor", proxy_cores, workdir, ["floor", "--small-url", small_url])
         targets.append(("aiohttp floor, 1 core", f"http://127.0.0.1:{floor.port}/small", None, floor.process.pid))
         targets.append(("gateway, 1 core", f"http://127.0.0.1:{gw.port}/services/bench/small", token, gw.process.pid))
+        if args.baseline_src is not None:
+            if not (args.baseline_src / "gpustack_iac" / "runtime" / "gateway" / "proxy.py").exists():
+                raise SystemExit(f"--baseline-src {args.baseline_src}: no gpustack_iac/runtime/gateway/proxy.py there")
+            base = start_python_role(
+                children, "gateway-baseline", proxy_cores, workdir,
+                ["gateway", "--token-file", str(token_file), "--small-url", small_url, "--sse-url", f"http://127.0.0.1:{py_backend.port}"],
+                source=args.baseline_src,
+            )
+            print(f"  baseline: {(workdir / 'gateway-baseline.log').read_text().strip()}")
+            targets.append(("gateway baseline, 1 core", f"http://127.0.0.1:{base.port}/services/bench/small", token, base.process.pid))
+
+        print("\nparsing alone (CPU us, best of 5 x 20,000, on the proxy core): a 7-field request head; a 6-field")
+        print("response with a 3-byte body, through the upstream client's protocol object")
+        heads = [("this checkout", None)] + ([("baseline", args.baseline_src)] if args.baseline_src is not None else [])
+        for label, source in heads:
+            port_file = workdir / f"heads-{label.replace(' ', '-')}.json"
+            cmd = [*taskset(proxy_cores), sys.executable, str(Path(__file__).resolve()), "--role", "heads", "--port-file", str(port_file)]
+            env = {**os.environ, "PYTHONPATH": str(source.resolve())} if source is not None else None
+            subprocess.run(cmd, check=True, env=env, timeout=300)
+            figures = json.loads(port_file.read_text())
+            print(f"  {label:<30} request head {figures['request head']:6.2f} us   response {figures['response']:6.2f} us")
+        h11_us = _h11_request_head_us()
+        if h11_us is not None:
+            print(f"  {'h11 (reference, pure Python)':<30} request head {h11_us:6.2f} us")
 
         os.sched_setaffinity(0, load_cores)
         _install_uvloop()  # the Python load generators below need all the speed they can get
@@ -581,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
             ng_r = results["nginx proxy_pass, 1 worker"]
             print(f"  gateway / nginx throughput, measured: {gw_r.rps / ng_r.rps:.2f}x; per dedicated core (CPU-time based): "
                   f"{ng_r.cpu_us_per_request / gw_r.cpu_us_per_request:.2f}x (target >= 0.25x)")
+        base_r = results.get("gateway baseline, 1 core")
+        if base_r is not None and base_r.cpu_us_per_request and gw_r.cpu_us_per_request:
+            print(f"  gateway CPU per request: {gw_r.cpu_us_per_request:.1f} us against the baseline's "
+                  f"{base_r.cpu_us_per_request:.1f} us ({gw_r.cpu_us_per_request / base_r.cpu_us_per_request:.2f}x)")
 
         rate = max(50.0, gw_r.rps / 2)
         paced_cx = 32
@@ -621,6 +722,20 @@ def main(argv: list[str] | None = None) -> int:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _h11_request_head_us() -> float | None:
+    try:
+        import h11
+    except ImportError:
+        return None
+
+    def parse() -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(REQUEST_HEAD)
+        conn.next_event()
+
+    return _cpu_us(parse, 5000)
 
 
 def _has_uvloop() -> bool:

@@ -10,30 +10,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, WORKLOAD_BACKENDS, fleet_backend
+from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.fleet import Fleet, local_host_names
+from gpustack_iac.stacks.gateway import Gateway, local_tls
+from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
+from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.stacks.devenv import DevEnvironment
-from gpustack_iac.stacks.fleet import Fleet
-from gpustack_iac.stacks.gateway import Gateway
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 from gpustack_iac.stacks.task import Task
 from gpustack_iac.stacks.volume import Volume
-
-# Backends with components in stacks/. Others plan nothing and are rejected with their name.
-IMPLEMENTED_BACKENDS = ("local",)
-
-# The local gateway serves plain HTTP: `certificate` and `https` that ask for TLS are refused at plan
-# (never silently downgraded) until it serves TLS.
-LOCAL_GATEWAY_SERVES_TLS = False
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -46,8 +44,16 @@ class CompiledStack:
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task name → runner definition
-    # (kind, name) → the spec the volume, task and dev-environment components record (for the plan summary)
-    workload_specs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (kind, name) → the spec each component records in state; the plan summary compares them.
+    # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
+    component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
+    cost: Cost = field(default_factory=Cost)
+    plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
+
+    def cost_of(self, deployed_specs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        """The plan's `cost` object: this configuration's cost and its change against the component
+        specs the state records (gpustack_iac/cost.py)."""
+        return self.cost.to_json(deployed_cost(deployed_specs))
 
 
 def _diag(doc: Document, path: str, message: str) -> Diagnostic:
@@ -60,17 +66,14 @@ def _diag(doc: Document, path: str, message: str) -> Diagnostic:
     return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    if fleet.is_ssh:
-        return "ssh"
-    return ",".join(fleet.backends) if fleet.backends else "<any>"
-
-
 def _check_backends(spec: Spec) -> list[Diagnostic]:
     problems = []
     for fleet in spec.fleets:
-        backend = _fleet_backend(fleet)
-        if backend not in IMPLEMENTED_BACKENDS:
+        backend = fleet_backend(fleet)
+        if "," in backend and all(b in IMPLEMENTED_BACKENDS for b in backend.split(",")):
+            problems.append(_diag(fleet, "backends", f"fleet {fleet.name}: name one backend per fleet "
+                                                     f"(got {backend}); make one fleet per backend"))
+        elif backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
@@ -78,13 +81,13 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        else:
+        elif gateway.backend == "local":
             problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
-        if doc.backends and not set(doc.backends) & set(IMPLEMENTED_BACKENDS):
+        if doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
-                                                   f"implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(WORKLOAD_BACKENDS)})"))
     return problems
 
 
@@ -94,28 +97,35 @@ def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
     if gateway.replicas > 1:
         problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
                                                    "runs one gateway process per gateway; set replicas: 1"))
-    if not LOCAL_GATEWAY_SERVES_TLS and gateway.certificate is not None:
+    if gateway.certificate is not None and local_tls(gateway) is None:
         # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        # The local gateway serves TLS for a certificate the configuration names (local_tls); the model's
+        # default lets-encrypt, or lets-encrypt without a domain, would still be plain HTTP.
         if gateway.domain or "certificate" in gateway.model_fields_set:
-            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} would "
-                                  "be served as plain HTTP: the local gateway does not serve TLS yet; set certificate: null "
+            need = ("needs a domain" if "certificate" in gateway.model_fields_set
+                    else "is only the default here: name it (certificate: lets-encrypt, or self-signed) to serve TLS")
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} "
+                                  f"{need}; without it the local gateway would serve plain HTTP. Set certificate: null "
                                   "to serve plain HTTP on 127.0.0.1"))
     return problems
 
 
 def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
     """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
-    if LOCAL_GATEWAY_SERVES_TLS or gateway.backend != "local" or not service.https:
+    if gateway.backend != "local" or not service.https or local_tls(gateway) is not None:
         return []
     # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
     if not gateway.domain and "https" not in service.model_fields_set:
         return []
     why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
     return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
-                                    "gateway does not serve TLS yet; set https: false")]
+                                    f"gateway serves TLS only for a certificate it names; set https: false, or give gateway "
+                                    f"{gateway.name} a certificate (lets-encrypt with its domain, self-signed or files)")]
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic]:
+def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "local") -> list[Diagnostic]:
+    if backend != "local":
+        return _check_remote_service(service, backend)
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
@@ -135,13 +145,53 @@ def _check_service(service: ServiceConfig, ctx: StackContext) -> list[Diagnostic
     if service.registry_auth:
         ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
     for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
-                       ("home_dir", service.home_dir != "/root"), ("rate_limits", bool(service.rate_limits)),
+                       ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
         if set_:
             ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
     if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
+    return problems
+
+
+def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
+    problems = []
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        if backend == "kubernetes" and not group.image:
+            problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
+                                  f"{group.name}: a Kubernetes replica is a container; set image"))
+        if group.backends and backend == "kubernetes" and set(group.backends) - {"kubernetes"}:
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
+                                  f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
+    return problems
+
+
+def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> str:
+    for group in service.groups:
+        if group.backends:
+            return group.backends[0]
+    return gateway.backend if gateway is not None else "local"
+
+
+def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
+    """Local fleets' hosts, measured here. With any other fleet the facts of some hosts are not
+    known here, and a group only they could run must not be refused: no check (empty list)."""
+    if any(fleet_backend(f) != "local" for f in spec.fleets):
+        return []
+    return local_hosts([h for f in spec.fleets for h in local_host_names(f)], ctx.state_root)
+
+
+def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
     return problems
 
 
@@ -158,14 +208,42 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
     return next(iter(gateways.values())) if len(gateways) == 1 else None
 
 
-def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
-    """Check what the backends can do and return the program; raises ConfigError with every problem."""
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+    """Check what the backends can do and return the program; raises ConfigError with every problem.
+
+    `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
+    them; by default the local fleets' hosts, measured on this machine.
+    """
     problems = _check_backends(spec)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
+    cost = Cost()
+    node_groups: dict[str, list[NodeGroup]] = {}
+    for fleet in spec.fleets:
+        backend = fleet_backend(fleet)
+        try:
+            if backend in VM_BACKENDS:
+                node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
+            if backend in IMPLEMENTED_BACKENDS or backend == "ssh":
+                cost.items.append(fleet_cost(fleet))
+        except NoOffer as exc:
+            problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
+    instances: dict[str, GatewayInstance] = {}
+    for gateway_config in spec.gateways:
+        if gateway_config.backend in VM_BACKENDS:
+            instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
+        if gateway_config.backend in IMPLEMENTED_BACKENDS:
+            cost.items.append(gateway_cost(gateway_config))
+    fleet_backends = {fleet_backend(f) for f in spec.fleets}
+    service_backend: dict[str, str] = {}
     for service in spec.services:
-        problems += _check_service(service, ctx)
         gateway = _pick_gateway(service, gateways)
+        backend = service_backend[str(service.name)] = _service_backend(service, gateway)
+        problems += _check_service(service, ctx, backend)
+        try:
+            cost.items += group_costs(service, backend, fleet_backends)
+        except NoOffer as exc:
+            problems.append(_diag(service, "resources", str(exc)))
         if gateway is None:
             problems.append(_diag(service, "gateway", f"service {service.name}: no gateway to run behind; add a gateway "
                                                       "configuration (type: gateway, default: true)"))
@@ -186,37 +264,70 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
                                       "a router routes within one gateway"))
     if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
-    definitions = {}
+    if problems:
+        raise ConfigError(problems)
+
+    definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
     for service in spec.services:
-        definition = _definition(service)
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
-        for group in definition["groups"]:
+        for group in definitions[str(service.name)]["groups"]:
             workloads.service_mounts(group, mounts)
-        definitions[str(service.name)] = definition
     tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
     devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
     if problems:
         raise ConfigError(problems)
+    if hosts is None:
+        hosts = _default_hosts(spec, ctx)
+    problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    if problems:
+        raise ConfigError(problems)
+
+    from gpustack_iac.providers.kubernetes_names import deployment_names
+
+    scaled = {g: deployment_names([d for n, d in definitions.items() if service_gateway.get(n) == g])
+              for g in gateways}
 
     def program() -> None:
-        fleets = [Fleet(f, ctx) for f in spec.fleets]
-        hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
-        volumes = {str(v.name): Volume(v, hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx))
-                   for v in spec.volumes}
-        volume_resources = [v.resource for v in volumes.values()]
-        task_dirs = {name: Task(d, list(hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
-        dev_outputs = {name: DevEnvironment(d, list(hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
-        if task_dirs:
-            pulumi.export("tasks", task_dirs)
-        if volumes:
-            pulumi.export("volumes", {n: {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
-                                          "auto_cleanup": v.auto_cleanup} for n, v in ((str(v.name), v) for v in spec.volumes)})
-        if dev_outputs:
-            pulumi.export("dev_environments", dev_outputs)
+        providers: dict[tuple[str, str | None], pulumi.ProviderResource | None] = {}
+
+        def provider(backend: str, region: str | None) -> pulumi.ProviderResource | None:
+            from gpustack_iac.stacks.cloud import explicit_provider
+
+            if (backend, region) not in providers:
+                providers[(backend, region)] = explicit_provider(backend, region, spec.project)
+            return providers[(backend, region)]
+
+        networks: dict[tuple[str, str], Any] = {}
+
+        def shared(backend: str, region: str, opts: pulumi.ResourceOptions | None) -> Any:
+            from gpustack_iac.stacks.cloud import CloudNetwork
+
+            if (backend, region) not in networks:
+                networks[(backend, region)] = CloudNetwork(backend, region, opts).handle
+            return networks[(backend, region)]
+
+        fleets = []
+        for f in spec.fleets:
+            groups = node_groups.get(str(f.name))
+            opts, handle = None, None
+            if groups:
+                p = provider(fleet_backend(f), groups[0].region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+                handle = shared(fleet_backend(f), groups[0].region, opts)
+            fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
+        volume_resources = _workloads(spec, ctx, fleets, tasks, devs)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
-            gateway = Gateway(config, ctx)
+            opts, k8s, handle = None, None, None
+            if config.backend in VM_BACKENDS:
+                p = provider(config.backend, config.region)
+                opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
+                handle = shared(config.backend, str(config.region), opts)
+            elif config.backend == "kubernetes":
+                k8s = provider("kubernetes", None)
+            gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
+                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle)
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}
@@ -224,24 +335,72 @@ def compile_spec(spec: Spec, ctx: StackContext) -> CompiledStack:
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
             services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volume_resources, ctx)
-            endpoints[name] = services[name].endpoint
+            # From the gateway, not the registration: the outputs are then recorded as soon as the
+            # gateway runs, even when a service fails to get ready (status, logs and output need them).
+            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
         for router in spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[router_gateway[str(router.name)]], members)
         _export(deployed, endpoints, gateways)
 
-    workload_specs: dict[tuple[str, str], dict[str, Any]] = {}
-    for v in spec.volumes:
-        workload_specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
-    for name, definition in tasks.items():
-        workload_specs[("task", name)] = Task.spec_of(definition, ctx)
-    for name, definition in devs.items():
-        workload_specs[("dev-environment", name)] = DevEnvironment.spec_of(definition, ctx)
+    plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
+                             | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
+    from gpustack_iac.stacks.cloud import backend_module
+
+    for backend in plugin_backends:
+        backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
-                         workload_specs=workload_specs)
+                         component_specs=lambda: _component_specs(spec, definitions, tasks, devs, ctx), cost=cost,
+                         plugin_backends=plugin_backends)
 
 
-def _definition(service: ServiceConfig) -> dict[str, Any]:
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+    """`compile_spec` for a command: the stack's names, where local processes keep their files, and
+    the key env fingerprints are made with (see StackContext)."""
+    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
+
+
+def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[str, dict[str, Any]],
+               devs: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+    """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
+    volume resources (runs that mount a volume are created after it)."""
+    fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
+    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx)) for v in spec.volumes]
+    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
+    task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
+    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+    if task_dirs:
+        pulumi.export("tasks", task_dirs)
+    if spec.volumes:
+        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
+                                                "auto_cleanup": v.auto_cleanup} for v in spec.volumes})
+    if dev_outputs:
+        pulumi.export("dev_environments", dev_outputs)
+    return volume_resources
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
+                     devs: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
+    """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for fleet in spec.fleets:
+        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, ctx)
+    for gateway in spec.gateways:
+        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
+    for name, definition in definitions.items():
+        specs[("service", name)] = Service.spec_of(definition, ctx)
+    for router in spec.routers:
+        specs[("router", str(router.name))] = Router.definition_of(router)
+    for v in spec.volumes:
+        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
+    for name, definition in tasks.items():
+        specs[("task", name)] = Task.spec_of(definition, ctx)
+    for name, definition in devs.items():
+        specs[("dev-environment", name)] = DevEnvironment.spec_of(definition, ctx)
+    return specs
+
+
+def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
     for group in definition["groups"]:
@@ -249,6 +408,14 @@ def _definition(service: ServiceConfig) -> dict[str, Any]:
         group["commands"] = list(service.setup) + group["commands"]
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        if not local:
+            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
     return definition
 
 

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gpustack_iac.backends import HOST_VOLUME_BACKENDS
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, TaskConfig, VolumeConfig
 from gpustack_iac.stacks.context import StackContext
 
 Diag = Callable[[Document, str, str], Diagnostic]
-
-# The backends whose volumes are directories on a fleet host.
-HOST_VOLUME_BACKENDS = ("local", "ssh")
 
 
 @dataclass
@@ -96,7 +94,7 @@ def resolve_mounts(run: RunParams, what: str, spec: Spec, ctx: StackContext, dia
 
 
 # Properties a process on a fleet host has nothing to do with: accepted, reported as ignored.
-_IGNORED = ("python", "nvcc", "entrypoint", "registry_auth", "idle_duration", "creation_policy", "termination_policy",
+_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "python", "nvcc", "entrypoint", "registry_auth", "idle_duration", "creation_policy", "termination_policy",
             "termination_idle_time")
 
 
@@ -104,6 +102,11 @@ def _warn_ignored(run: RunParams, what: str, ctx: StackContext) -> None:
     for prop in _IGNORED:
         if getattr(run, prop, None) not in (None, [], False):
             ctx.warn(f"{what}: {prop} is ignored by the local backend")
+
+
+def _placement(run: RunParams) -> dict[str, Any]:
+    # Warned about as ignored: enforcing regions or instance types would match no local host.
+    return {**run.placement(), "regions": [], "instance_types": [], "spot_policy": None, "max_price": None}
 
 
 def _working_dir(run: RunParams) -> str:
@@ -138,7 +141,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "working_dir": _working_dir(task),
         "image": task.image,
         "resources": task.resources.to_runtime(),
-        "placement": task.placement(),
+        "placement": _placement(task),
         "mounts": mounts.mounts,
         "only_hosts": mounts.hosts,
         "retry": _retry(task),
@@ -162,7 +165,7 @@ def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: Stack
         "env": {k: v for k, v in dev.env.items() if v is not None},
         "working_dir": _working_dir(dev),
         "resources": dev.resources.to_runtime(),
-        "placement": dev.placement(),
+        "placement": _placement(dev),
         "mounts": mounts.mounts,
         "only_hosts": mounts.hosts,
         "inactivity_duration": dev.inactivity_duration,

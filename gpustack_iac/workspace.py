@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from gpustack_iac.engine.base import Engine, EngineKind, select_engine
+from gpustack_iac.engine.base import Engine, EngineKind
+from gpustack_iac.engine.factory import select_engine
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.spec.loader import Spec
@@ -25,6 +26,10 @@ STATE_DIR_ENV = "GPUSTACK_STATE_DIR"
 
 class WorkspaceError(GpustackError):
     """The stack to work on cannot be determined."""
+
+
+class NoStackError(WorkspaceError):
+    """The state directory holds no stack (nothing was ever deployed there, or it was removed)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,6 @@ def existing(project: str | None, stack: str | None, state_dir: Path | None, eng
         return Workspace(found[0][0], found[0][1], url, engine)
     where = stacks_dir or url
     if not found:
-        raise WorkspaceError(f"no stack found in {where}; run `gpustack-iac up PATH` first, or pass --state-dir")
+        raise NoStackError(f"no stack found in {where}; run `gpustack-iac up PATH` first, or pass --state-dir")
     listing = ", ".join(f"{p}/{s}" for p, s in found)
     raise WorkspaceError(f"several stacks in {where} ({listing}); choose one with --project and --stack")

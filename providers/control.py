@@ -16,9 +16,13 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 
 READY_TIMEOUT = 300.0
+# Replacements in a row after which a group is in a crash loop and waiting longer is pointless.
+CRASH_LOOP = 2
+# Placement reasons (runtime/controller/placement.py) that may clear up by themselves.
+TRANSIENT_NO_CAPACITY = ("host facts unknown", "agent unreachable", "no agent registered")
 
 
 class ServiceNotReady(RuntimeApiError):
@@ -113,11 +117,24 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
             raise ServiceNotReady(f"service {name}: rollout failed: {rollout.get('message', 'new replicas did not get ready')}; "
                                   "the previous version keeps serving")
         groups = status.get("groups", [])
+        _fail_fast(name, groups)
         if groups and all(g.get("ready", 0) >= g.get("desired", 0) for g in groups) and not rollout.get("state") == "running":
             return status
         time.sleep(0.5)
     waiting = ", ".join(f"{g['name']} {g.get('ready', 0)}/{g.get('desired', 0)} ready" for g in status.get("groups", []))
     raise ServiceNotReady(f"service {name} not ready after {timeout:.0f} s ({waiting or 'no status'}); see `gpustack-iac status` and `gpustack-iac logs {name}`")
+
+
+def _fail_fast(name: str, groups: list[dict[str, Any]]) -> None:
+    """Stop waiting, with the controller's reason, when a group cannot get ready by waiting."""
+    for g in groups:
+        message = str(g.get("message") or "")
+        # An agent not reached yet (just registered) or briefly unreachable is no verdict on capacity.
+        if g.get("no_capacity") and not any(w in message for w in TRANSIENT_NO_CAPACITY):
+            raise ServiceNotReady(f"service {name} group {g['name']}: {g.get('message') or 'no capacity'}")
+        if int(g.get("crash_streak") or 0) >= CRASH_LOOP:
+            raise ServiceNotReady(f"service {name} group {g['name']}: crash loop: {g.get('message') or 'replicas keep exiting'}; "
+                                  f"see `gpustack-iac logs {name} --group {g['name']}`")
 
 
 class ServiceRegistrationProvider(_Registration):

@@ -19,7 +19,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
 from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, fit, label_mismatch
 from gpustack_iac.runtime.devenv import READY_MARKER

@@ -23,6 +23,7 @@ from gpustack_iac.runtime import envpolicy, procs, supervised
 from gpustack_iac.runtime.agent.offline import stop_all_replicas
 from gpustack_iac.runtime.auth import new_token, read_token_file, write_token_file
 
+ACME_START_TIMEOUT = 180.0  # issuance waits for the ACME server's validation
 START_TIMEOUT = 60.0
 
 
@@ -57,12 +58,13 @@ def _alive(props: dict[str, Any]) -> bool:
     return procs.is_alive(int(props.get("pid") or 0), props.get("create_time"))
 
 
-def _adopt_or_start(argv: list[str], paths: supervised.Paths, ports: dict[str, int]) -> supervised.Supervised:
+def _adopt_or_start(argv: list[str], paths: supervised.Paths, ports: dict[str, int],
+                    timeout: float = START_TIMEOUT) -> supervised.Supervised:
     """The daemon of this resource: the one already running for its state dir (a resumed or repeated
     `up`, a lost checkpoint), else a new one under a watchdog. Never a second copy."""
     listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
     return supervised.adopt_or_start(argv, paths, listen=listen, env=envpolicy.daemon_env(os.environ),
-                                     timeout=START_TIMEOUT)
+                                     timeout=timeout)
 
 
 def _stop(root: Path, name: str, props: dict[str, Any]) -> None:
@@ -138,6 +140,20 @@ class Agent(Resource, module="local", name="Agent"):
                          pulumi.ResourceOptions.merge(opts, secret))
 
 
+def _tls_argv(tls: dict[str, Any], port: int) -> list[str]:
+    """The gateway's TLS options from the configuration's certificate (spec.models Certificate)."""
+    argv = ["--tls-port", str(port), "--certificate", str(tls["type"])]
+    if tls["type"] == "files":
+        argv += ["--cert-file", str(tls["cert_file"]), "--key-file", str(tls["key_file"])]
+    if tls["type"] == "lets-encrypt":
+        argv += ["--acme-directory", str(tls["directory"]), "--acme-http-port", str(tls.get("http_port") or 80)]
+        if tls.get("email"):
+            argv += ["--acme-email", str(tls["email"])]
+        if tls.get("ca_bundle"):
+            argv += ["--acme-ca-bundle", str(tls["ca_bundle"])]
+    return argv
+
+
 class GatewayProvider(_ProcessProvider):
     """A local gateway: one process serving the data plane and the controller's control API."""
 
@@ -156,18 +172,28 @@ class GatewayProvider(_ProcessProvider):
                 "--port-file", str(paths.port_file)]
         if props.get("domain"):
             argv += ["--domain", str(props["domain"])]
-        info = _adopt_or_start(argv, paths, {"port": port, "control_port": control_port})
+        tls = props.get("tls") or None
+        ports = {"port": port, "control_port": control_port}
+        if tls:
+            ports["tls_port"] = _free_port(_remembered_port(paths.port_file, "tls_port"))
+            argv += _tls_argv(tls, ports["tls_port"])
+        # ACME issuance happens before the gateway reports its ports: give it the validation's time.
+        timeout = ACME_START_TIMEOUT if tls and tls.get("type") == "lets-encrypt" else START_TIMEOUT
+        info = _adopt_or_start(argv, paths, ports, timeout)
         if info.adopted and wanted and int(info.ports["port"]) != int(wanted):
             # A gateway left from an earlier configuration (lost checkpoint) on another port: replace it.
             _stop(root, "gateway", {})
-            info = _adopt_or_start(argv, paths, {"port": port, "control_port": control_port})
+            info = _adopt_or_start(argv, paths, ports, timeout)
         port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
-        outs = {**props, "url": f"http://127.0.0.1:{port}", "control_url": f"http://127.0.0.1:{control_port}",
+        url = f"http://127.0.0.1:{port}"
+        if tls:
+            url = f"https://127.0.0.1:{int(info.ports['tls_port'])}"
+        outs = {**props, "url": url, "control_url": f"http://127.0.0.1:{control_port}",
                 "pid": info.pid, "create_time": info.create_time, "token": token, "admin_token": admin_token}
         return CreateResult(id_=str(props["name"]), outs=outs)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port"))
+        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port", "tls"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         _stop(Path(props["state_dir"]), "gateway", props)

@@ -20,7 +20,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
 

@@ -14,7 +14,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import ConfigError, Diagnostic, RuntimeApiError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 
 
 def _path(props: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import control
+from gpustack_iac.spec.values import EnvFromEnvironment
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.gateway import Gateway
 
@@ -25,6 +26,15 @@ class Service(pulumi.ComponentResource):
     ) -> None:
         name = definition["name"]
         super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition, ctx)}, opts)
+        if gateway.backend == "kubernetes":
+            # On Kubernetes the replicas are the groups' Deployments; the gateway routes to the Service.
+            from gpustack_iac.stacks.cloud import backend_module
+
+            assert gateway.namespace is not None
+            backend_module("kubernetes").service(definition, gateway.namespace, self, gateway.k8s_provider)
+            self.endpoint = gateway.url.apply(lambda u: f"{u}/services/{name}")
+            self.register_outputs({"endpoint": self.endpoint})
+            return
         registration = control.ServiceRegistration(
             name,
             {"definition": _secret_env(definition), "control_url": gateway.control_url, "admin_token": gateway.admin_token},
@@ -44,8 +54,11 @@ class Service(pulumi.ComponentResource):
 
 
 def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
-    """Env values (HF_TOKEN and the like) travel as secrets: encrypted in state, `[secret]` in plans."""
+    """Env values read from the environment (HF_TOKEN and the like) travel as secrets: encrypted in
+    state, `[secret]` in plans. Literal values (`ROLE=spiky`) are part of the configuration and
+    stay visible, so a plan shows their changes."""
     out = copy.deepcopy(definition)
     for group in out["groups"]:
-        group["env"] = {k: pulumi.Output.secret(v) for k, v in group["env"].items()}
+        group["env"] = {k: pulumi.Output.secret(str(v)) if isinstance(v, EnvFromEnvironment) else v
+                        for k, v in group["env"].items()}
     return out

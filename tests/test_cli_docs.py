@@ -110,8 +110,9 @@ def _invocations(page: str) -> list[str]:
         for line in chunk.splitlines():
             if line.lstrip().startswith(("#", "Usage:")):  # comments, and usage lines with placeholders
                 continue
-            # Stop at shell syntax: redirections, pipes, command substitution, separators.
-            found += [m.group(0).strip() for m in re.finditer(r"(?<![\w./-])gpustack-iac(?![\w-])[^|;)>&\"\n]*", line)]
+            # Stop at shell syntax (redirections, pipes, command substitution, separators) and at the
+            # backtick closing inline code quoted inside a code block (an error message naming a command).
+            found += [m.group(0).strip() for m in re.finditer(r"(?<![\w./-])gpustack-iac(?![\w-])[^|;)>&\"\n`]*", line)]
     return found
 
 

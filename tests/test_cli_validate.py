@@ -85,6 +85,23 @@ def test_version_and_help_with_examples() -> None:
         assert result.returncode == 0 and "Examples:" in result.stdout and f"gpustack-iac {command}" in result.stdout
 
 
+def test_validate_marks_each_document_deployable_or_not_and_why() -> None:
+    result = _cli("validate", "examples/")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 6}
+    assert rows["hello"].rstrip(" │").endswith("yes"), rows["hello"]
+    assert rows["aws-gateway"].rstrip(" │").endswith("yes"), rows["aws-gateway"]
+    assert rows["k8s-gpus"].rstrip(" │").endswith("yes"), rows["k8s-gpus"]
+    assert "no: backend ssh is not implemented yet" in rows["on-prem"]
+
+
+def test_an_empty_configuration_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.gpustack.yml").write_text("# nothing here yet\n")
+    result = _cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "empty.gpustack.yml:1:1: the file declares nothing" in result.stderr, result.stderr
+
+
 def test_validate_refuses_a_billion_laughs_file_quickly_with_one_line(tmp_path: Path) -> None:
     laughs = "type: service\nname: s\nport: 8000\ncommands: [x]\nenv:\n  - &a0 [lol]\n" + "".join(
         f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
@@ -97,3 +114,15 @@ def test_validate_refuses_a_billion_laughs_file_quickly_with_one_line(tmp_path: 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[1:] == ["1 error"], result.stderr
     assert "laughs.gpustack.yml:11:" in lines[0] and "aliases in this file expand to more than" in lines[0], result.stderr
+
+
+def test_plan_refuses_a_50_mb_file_with_one_located_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.gpustack.yml"
+    with big.open("w") as f:
+        f.write("type: service\nname: s\nport: 8000\ncommands: [x]\n")
+        f.truncate(50 * 1024 * 1024)  # sparse: the loader must refuse it without reading it all
+    result = _cli("plan", str(big), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[1:] == ["1 error"], result.stderr
+    assert "big.gpustack.yml:" in lines[0] and "larger than 1024 KiB" in lines[0], result.stderr

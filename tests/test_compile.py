@@ -43,11 +43,11 @@ def test_image_without_docker_fails_at_plan_naming_property_and_backend(tmp_path
 
 
 def test_unimplemented_backend_is_named(tmp_path: Path) -> None:
-    text = "type: fleet\nname: cloud\nbackends: [aws]\nregions: [us-east-1]\nnodes: 1\n"
+    text = "type: fleet\nname: cloud\nbackends: [vultr]\nregions: [ewr]\nnodes: 1\n"
     with pytest.raises(ConfigError) as caught:
         _compile(text, tmp_path)
-    [diag] = [d for d in caught.value.diagnostics if "backend aws is not implemented yet" in d.message]
-    assert diag.line == (BASE + text).splitlines().index("backends: [aws]") + 1
+    [diag] = [d for d in caught.value.diagnostics if "backend vultr is not implemented yet" in d.message]
+    assert diag.line == (BASE + text).splitlines().index("backends: [vultr]") + 1
 
 
 def test_ignored_properties_are_warnings(tmp_path: Path) -> None:
@@ -55,8 +55,18 @@ def test_ignored_properties_are_warnings(tmp_path: Path) -> None:
             "rate_limits: [{rps: 5}]\nresources: {cpu: 1.., memory: 64MB.., shm_size: 1GB}\n")
     warnings = _compile(text, tmp_path).warnings
     assert "service web group default: regions is ignored by the local backend" in warnings
-    assert "service web: rate_limits is ignored by the local backend" in warnings
+    assert not [w for w in warnings if "rate_limits" in w]  # enforced by the gateway
     assert "service web: resources.shm_size is ignored by the local backend" in warnings
+
+
+def test_rate_limits_reach_the_service_definition(tmp_path: Path) -> None:
+    text = ("type: service\nname: web\nport: 80\ncommands: [python3 app.py]\n"
+            "rate_limits:\n  - {prefix: /v1, rps: 2.5, burst: 4}\n  - {rps: 1, key: {type: header, header: X-Api-Key}}\n")
+    definition = _compile(text, tmp_path).definitions["web"]
+    assert definition["rate_limits"] == [
+        {"prefix": "/v1", "key": {"type": "ip_address", "header": None}, "rps": 2.5, "burst": 4},
+        {"prefix": "/", "key": {"type": "header", "header": "X-Api-Key"}, "rps": 1.0, "burst": 0},
+    ]
 
 
 def test_setup_runs_before_the_commands_and_working_dir_is_the_config_dir(tmp_path: Path) -> None:
@@ -88,7 +98,7 @@ def _problems(text: str, tmp_path: Path) -> list[tuple[int, str, str]]:
     ("gateway_extra", "service_extra", "line", "path", "message"),
     [
         ("replicas: 3\n", "", 10, "replicas", "gateway gw: replicas 3, but the local backend runs one gateway process per gateway; set replicas: 1"),
-        ("certificate: lets-encrypt\n", "", 10, "certificate", "gateway gw: certificate lets-encrypt would be served as plain HTTP"),
+        ("certificate: lets-encrypt\n", "", 10, "certificate", "gateway gw: certificate lets-encrypt needs a domain; without it the local gateway would serve plain HTTP"),
         ("domain: example.com\ncertificate: null\n", "", 13, "https", "service web: gateway gw has domain example.com, but HTTPS would be served as plain HTTP"),
         ("", "https: true\n", 15, "https", "service web: https: true is set, but HTTPS would be served as plain HTTP"),
     ],
@@ -105,4 +115,12 @@ def test_a_domain_with_the_default_certificate_is_refused_and_plain_http_is_allo
     problems = _problems(LOCAL_GW + "domain: example.com\n" + SVC + "https: false\n", tmp_path)
     assert [p[1] for p in problems] == ["certificate"], problems
     ok = load_text(LOCAL_GW + "domain: example.com\ncertificate: null\n" + SVC + "https: false\n", env={})
+    compile_spec(ok, StackContext(project="p", stack="dev", state_root=tmp_path))
+
+
+@pytest.mark.parametrize("certificate", ["lets-encrypt", "self-signed"])
+def test_a_named_certificate_lifts_the_refusal_the_local_gateway_serves_tls(tmp_path: Path, certificate: str) -> None:
+    # A domain with a certificate the configuration names, and https behind it: the local gateway
+    # serves TLS (runtime/gateway/tls.py), so nothing is refused.
+    ok = load_text(LOCAL_GW + f"domain: example.com\ncertificate: {certificate}\n" + SVC + "https: true\n", env={})
     compile_spec(ok, StackContext(project="p", stack="dev", state_root=tmp_path))

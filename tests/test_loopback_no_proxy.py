@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime.client import AgentClient
 
 TOKEN = "loopback-test-token"

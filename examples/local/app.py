@@ -34,12 +34,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
-        pass  # one line per request would drown the replica's log
+        # Requests to / are logged (what `gpustack-iac logs` shows); the probe's /health every
+        # few seconds would drown them.
+        if self.path != "/health":
+            print(f"{self.address_string()} {format % args}", flush=True)
 
 
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"hello: group {os.environ.get('GPUSTACK_GROUP')} replica {os.environ.get('GPUSTACK_REPLICA_ID')} "
+          f"listening on 127.0.0.1:{port}", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+
+from gpustack_iac.console import console as make_console
 from rich.table import Table
 
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands import workloads
 from gpustack_iac.commands.stack import existing_stack_options
-from gpustack_iac.engine.render.common import unwrap_secret
+from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
-from gpustack_iac.providers import http
+from gpustack_iac.runtime import sync_client as http
 
 
 def _outputs(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> dict[str, Any]:
@@ -28,6 +32,13 @@ def _controller(project: str | None, stack: str | None, state_dir: Path | None, 
     outputs = outputs if outputs is not None else space.engine().outputs()
     control_url, admin = unwrap_secret(outputs.get("control_url")), unwrap_secret(outputs.get("admin_token"))
     if not control_url or not admin:
+        # No stack outputs (an up stopped before recording them): a gateway in state still answers.
+        store = space.store()
+        for res in store.load().resources if store.exists() else []:
+            if res.custom and res.type.endswith(":Gateway") and res.outputs.get("control_url"):
+                control_url, admin = unwrap_secret(res.outputs["control_url"]), unwrap_secret(res.outputs.get("admin_token"))
+                break
+    if not control_url or not admin:
         raise GpustackError(f"stack {space.project}/{space.stack} has no gateway; nothing runs to report on")
     return str(control_url), str(admin)
 
@@ -38,19 +49,25 @@ def _gib(value: Any) -> str:
 
 @click.command()
 @existing_stack_options
-def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: the controller's answers (hosts, services, routers) and the tasks' status, for scripts.")
+def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str, fmt: str) -> None:
     """Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes.
 
     \b
-    Example:
+    Examples:
       gpustack-iac status
+      gpustack-iac status --format json | jq '.services[].groups[].ready'
     """
     outputs = _outputs(project, stack, state_dir, engine)
-    console = Console()
-    if not outputs.get("control_url"):
-        if not any(outputs.get(k) for k in ("tasks", "dev_environments", "volumes")):
-            _controller(project, stack, state_dir, engine, outputs)  # says the stack has nothing that runs
-        workloads.print_workloads(outputs, console)
+    console = make_console()
+    has_workloads = any(outputs.get(k) for k in ("tasks", "dev_environments", "volumes"))
+    if not outputs.get("control_url") and has_workloads:
+        # No gateway (tasks and dev environments need none): only what the workloads' files say.
+        if fmt == "json":
+            click.echo(json.dumps(workloads.workloads_json(outputs), indent=2))
+        else:
+            workloads.print_workloads(outputs, console)
         return
     url, token = _controller(project, stack, state_dir, engine, outputs)
     try:
@@ -59,6 +76,10 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
         routers = http.call("GET", url, "/control/routers", token)
     except GpustackError as exc:
         raise GpustackError(f"the gateway's controller does not answer ({exc}); run `gpustack-iac plan` to see what must be re-created") from exc
+    if fmt == "json":
+        click.echo(json.dumps({"hosts": agents, "services": services, "routers": routers, **workloads.workloads_json(outputs)},
+                              indent=2))
+        return
     hosts = Table(title="Hosts", title_justify="left")
     for col in ("host", "healthy", "cpus", "memory", "gpus", "labels"):
         hosts.add_column(col)
@@ -131,6 +152,7 @@ def logs(service: str, project: str | None, stack: str | None, state_dir: Path |
         workloads.print_task_logs(tasks[service], node, tail, follow)
         return
     url, token = _controller(project, stack, state_dir, engine, outputs)
+    _check_log_selection(url, token, service, group, replica)
     query = [f"tail={tail}"] + ([f"group={group}"] if group else []) + ([f"replica={replica}"] if replica is not None else [])
     if not follow:
         text = http.call("GET", url, f"/control/services/{service}/logs?{'&'.join(query)}", token) or ""
@@ -139,3 +161,22 @@ def logs(service: str, project: str | None, stack: str | None, state_dir: Path |
     # The controller streams new lines of every matching replica as they are written.
     for chunk in http.stream(url, f"/control/services/{service}/logs?{'&'.join(query + ['follow=1'])}", token):
         click.echo(chunk.decode(errors="replace"), nl=False)
+
+
+def _check_log_selection(url: str, token: str, service: str, group: str | None, replica: int | None) -> None:
+    """An unknown service, group or replica number is an error naming the valid ones, not empty output."""
+    try:
+        info = http.call("GET", url, f"/control/services/{urllib.parse.quote(service, safe='')}", token)
+    except http.NotFound:
+        names = [s["name"] for s in http.call("GET", url, "/control/services", token)]
+        raise GpustackError(f"no service {service!r}; the stack runs: {', '.join(names) or 'no services'}") from None
+    groups = {g["name"]: g for g in info.get("groups", [])}
+    if group is not None and group not in groups:
+        raise GpustackError(f"service {service} has no group {group!r}; its groups: {', '.join(groups)}")
+    if replica is not None:
+        chosen = [groups[group]] if group is not None else list(groups.values())
+        numbers = sorted({int(r["id"].rsplit("-", 1)[-1]) for g in chosen for r in g.get("replicas", [])
+                          if r["id"].rsplit("-", 1)[-1].isdigit()})
+        if replica not in numbers:
+            where = f"group {group}" if group else f"service {service}"
+            raise GpustackError(f"{where} has no replica {replica}; its replicas: {', '.join(map(str, numbers)) or 'none running'}")

@@ -16,22 +16,19 @@ from typing import Any
 import click
 from rich.console import Console
 
-from gpustack_iac.compile import CompiledStack, compile_spec
+from gpustack_iac.console import console as make_console
+
+from gpustack_iac.compile import CompiledStack, compile_stack
 from gpustack_iac.engine import planfile
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
-from gpustack_iac.engine.render.common import unwrap_secret
+from gpustack_iac.engine.wire import is_secret, unwrap_secret
 from gpustack_iac.engine.render.json import render_apply_json, render_json
 from gpustack_iac.engine.render.markdown import render_apply_markdown, render_markdown
 from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.engine.summary import specs_from_resources, summarize
-from gpustack_iac.errors import GpustackError
+from gpustack_iac.errors import EngineError, GpustackError
 from gpustack_iac.spec.loader import Spec, load_paths
-from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import Fleet
-from gpustack_iac.stacks.gateway import Gateway
-from gpustack_iac.stacks.router import Router
-from gpustack_iac.stacks.service import Service
 from gpustack_iac import workspace as ws
 
 FORMATS = ("terminal", "markdown", "json")
@@ -39,6 +36,12 @@ FORMATS = ("terminal", "markdown", "json")
 
 class Aborted(GpustackError):
     """The user declined, or confirmation was needed where nobody can give it."""
+
+
+class Interrupted(GpustackError):
+    """Ctrl-C while applying."""
+
+    exit_code = 130
 
 
 def stack_options(f: Any) -> Any:
@@ -61,33 +64,14 @@ class Prepared:
     spec: Spec
     compiled: CompiledStack
     paths: list[Path]
-    ctx: StackContext
 
 
 def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    ctx = StackContext(
-        project=space.project, stack=space.stack, state_root=space.state_root, fingerprint_key=space.fingerprint_key
-    )
-    compiled = compile_spec(spec, ctx)
-    return Prepared(space, spec, compiled, path_list, ctx)
-
-
-def _new_specs(prepared: Prepared) -> dict[tuple[str, str], dict[str, Any]]:
-    """The component specs `up` would record, keyed like summary.specs_from_resources."""
-    specs: dict[tuple[str, str], dict[str, Any]] = {}
-    for fleet in prepared.spec.fleets:
-        specs[("fleet", str(fleet.name))] = Fleet.spec_of(fleet, prepared.ctx)
-    for gateway in prepared.spec.gateways:
-        specs[("gateway", str(gateway.name))] = Gateway.spec_of(gateway)
-    for name, definition in prepared.compiled.definitions.items():
-        specs[("service", name)] = Service.spec_of(definition, prepared.ctx)
-    for router in prepared.spec.routers:
-        specs[("router", str(router.name))] = Router.definition_of(router)
-    specs.update(prepared.compiled.workload_specs)
-    return specs
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
+    return Prepared(space, spec, compiled, path_list)
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:
@@ -95,7 +79,8 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan = space.engine().preview(prepared.compiled.program, refresh=refresh)
     store = space.store()
     old = specs_from_resources(store.load().resources) if store.exists() else {}
-    plan.config_changes = summarize(old, _new_specs(prepared))
+    plan.config_changes = summarize(old, prepared.compiled.component_specs())
+    plan.cost = prepared.compiled.cost_of(old)
     plan.warnings = list(prepared.compiled.warnings) + list(plan.warnings)
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
@@ -129,7 +114,7 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
       gpustack-iac plan . --format markdown > plan.md
       gpustack-iac plan . -o plan.json --detailed-exitcode
     """
-    console = Console(stderr=fmt != "terminal")
+    console = make_console(stderr=fmt != "terminal")
     prepared = prepare(paths, stack, state_dir, engine)
     with console.status("planning…") if sys.stderr.isatty() else nullcontext():
         result = make_plan(prepared, refresh)
@@ -156,15 +141,25 @@ class _Progress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.finished: list[str] = []
 
     def start(self, step: Step) -> None:
         if step.custom and step.changes:
             self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
 
+    def interrupted(self, what: str) -> GpustackError:
+        """Ctrl-C: say what was applied; every finished step is journaled, so the state is consistent."""
+        done = ", ".join(self.finished) or "nothing"
+        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}. The state is consistent "
+                           "(a step cut short is recorded as pending and re-checked next time): run `gpustack-iac plan` "
+                           "to see what remains")
+
     def done(self, result: StepResult) -> None:
         step = result.step
         if not (step.custom and step.changes):
             return
+        if result.ok:
+            self.finished.append(f"{step.op.value} {step.name}")
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
         tail = f" ({result.seconds:.1f}s)" if result.ok else f": {result.error}"
         self.console.print(f"  {mark} {step.op.symbol} {step.type} {step.name}{tail}", highlight=False)
@@ -200,7 +195,7 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
       gpustack-iac up examples/local --yes
       gpustack-iac up plan.json
     """
-    console = Console(stderr=fmt != "terminal")
+    console = make_console(stderr=fmt != "terminal")
     saved: Plan | None = None
     if _is_plan_file(paths):
         saved = planfile.load_plan(paths[0])
@@ -212,6 +207,7 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
         the_plan = saved
     else:
         prepared = prepare(paths, stack, state_dir, engine)
+        _refuse_plugins_without_cli(prepared)
         the_plan = make_plan(prepared, refresh)
     if fmt == "terminal":
         render_terminal(the_plan, console)
@@ -220,8 +216,11 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
     else:
         _confirm("Apply these changes?", yes or saved is not None)
     progress = _Progress(console)
-    result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
-                                            refresh=refresh and saved is None, on_start=progress.start)
+    try:
+        result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
+                                                refresh=refresh and saved is None, on_start=progress.start)
+    except KeyboardInterrupt:
+        raise progress.interrupted("up") from None
     _emit_apply(result, fmt, console)
     if not result.ok:
         failed = next(r for r in result.results if not r.ok)
@@ -234,6 +233,17 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
         workloads.print_dev_hints(result.outputs, console)
     if wait and not workloads.wait_for_tasks(result.outputs, console):
         raise GpustackError("a task failed; see `gpustack-iac status` and `gpustack-iac logs TASK`")
+
+
+def _refuse_plugins_without_cli(prepared: Prepared) -> None:
+    """Cloud and Kubernetes resources are applied by their provider plugins, which only the Pulumi
+    CLI runs: say so in one line before planning, rather than after a long plan."""
+    from gpustack_iac.engine.embedded.engine import EmbeddedEngine
+
+    backends = prepared.compiled.plugin_backends
+    if backends and isinstance(prepared.workspace.engine(), EmbeddedEngine):
+        raise EngineError(f"up on {', '.join(backends)} needs the Pulumi CLI to run the provider plugins: install it "
+                          "(https://www.pulumi.com/docs/install/) and run again (`plan` works without it)")
 
 
 def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
@@ -255,8 +265,13 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
     Example:
       gpustack-iac destroy --yes
     """
-    console = Console()
-    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    console = make_console()
+    # One rule for "nothing to destroy", whether no stack was ever made or it was emptied: exit 0.
+    try:
+        space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    except ws.NoStackError as exc:
+        console.print(f"Nothing to destroy: {exc}", highlight=False)
+        return
     resources = [r for r in space.store().load().resources if r.custom]
     if not resources:
         console.print(f"Stack {space.project}/{space.stack} has nothing deployed.")
@@ -270,7 +285,10 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     _confirm("Destroy them?", yes)
     progress = _Progress(console)
-    result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+    try:
+        result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+    except KeyboardInterrupt:
+        raise progress.interrupted("destroy") from None
     render_apply_terminal(result, console)
     if not result.ok:
         raise GpustackError("destroy did not finish; the state lists what still exists — run destroy again")
@@ -285,7 +303,7 @@ def refresh(project: str | None, stack: str | None, state_dir: Path | None, engi
     Example:
       gpustack-iac refresh      # after a reboot: shows the processes that are gone
     """
-    console = Console()
+    console = make_console()
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     result = space.engine().refresh()
     render_terminal(result, console)
@@ -305,13 +323,11 @@ def output(name: str | None, project: str | None, stack: str | None, state_dir: 
       gpustack-iac output endpoint
       gpustack-iac output token --show-secrets
     """
-    from gpustack_iac.engine.render.common import is_secret_value
-
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     outputs = space.engine().outputs()
 
     def shown(value: Any) -> Any:
-        if is_secret_value(value):
+        if is_secret(value):
             return unwrap_secret(value) if show_secrets else "[secret]"
         if isinstance(value, dict):
             return {k: shown(v) for k, v in value.items()}
@@ -395,9 +411,11 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
     """
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     store: StateStore = space.store()
+    had_file = store.lock_path.exists()
     owner = store.unlock(force=force)
     if owner is None:
-        click.echo("The stack was not locked.")
+        # --force removes a lock file that cannot be read (empty, truncated) without an owner to name.
+        click.echo(f"Removed an unreadable lock file ({store.lock_path})." if had_file else "The stack was not locked.")
         return
     click.echo(f"Cleared the lock of `{owner.operation}` held by pid {owner.pid} on {owner.host} since {owner.started_iso}.")
 

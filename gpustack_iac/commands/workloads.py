@@ -17,7 +17,7 @@ from rich.table import Table
 
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands.stack import existing_stack_options
-from gpustack_iac.engine.render.common import unwrap_secret
+from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, node_log, read_status
 
@@ -104,6 +104,18 @@ def volume_table(volumes: dict[str, Any]) -> Table:
     for name, info in volumes.items():
         table.add_row(name, info.get("host", "-"), info.get("path", "-"), "deleted (auto_cleanup)" if info.get("auto_cleanup") else "kept")
     return table
+
+
+def workloads_json(outputs: dict[str, Any]) -> dict[str, Any]:
+    """What `status --format json` adds: each task's status file, each dev environment's status."""
+    out: dict[str, Any] = {}
+    if tasks := tasks_of(outputs):
+        out["tasks"] = {name: read_status(Path(d)) for name, d in tasks.items()}
+    if devs := dev_environments_of(outputs):
+        out["dev_environments"] = {name: {**info, "status": _dev_status(info)} for name, info in devs.items()}
+    if volumes := unwrap_secret(outputs.get("volumes")):
+        out["volumes"] = dict(volumes)
+    return out
 
 
 def print_workloads(outputs: dict[str, Any], console: Console) -> None:

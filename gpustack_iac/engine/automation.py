@@ -24,8 +24,8 @@ from gpustack_iac.engine.pulumi_cli import (
 )
 from gpustack_iac.engine.pulumi_events import EventTranslator
 from gpustack_iac.engine.pulumi_plan_check import check_plan_current
-from gpustack_iac.engine.render.common import SECRET_SIG_KEY, SECRET_SIG_VALUE
 from gpustack_iac.engine.secrets import PASSPHRASE_ENV_VARS, create_passphrase_file, find_passphrase
+from gpustack_iac.engine.wire import wrap_secret
 from gpustack_iac.errors import EngineError, PlanStaleError, StateError, StateLockedError
 
 
@@ -208,7 +208,7 @@ class AutomationEngine:
         """Stack outputs; secret values come back wrapped in Pulumi's secret signature."""
         values = self._call(lambda: self._select().outputs())
         return {
-            key: {SECRET_SIG_KEY: SECRET_SIG_VALUE, "value": out.value} if out.secret else out.value
+            key: wrap_secret(out.value) if out.secret else out.value
             for key, out in values.items()
         }
 

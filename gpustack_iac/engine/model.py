@@ -97,6 +97,7 @@ class Plan:
     format_version: int = PLAN_FORMAT_VERSION
     project: str = ""
     config_paths: list[str] = field(default_factory=list)  # what `up PLANFILE` compiles again, to check nothing moved
+    cost: dict[str, Any] | None = None  # hourly cost from the catalog (gpustack_iac/cost.py), None when not estimated
 
     def count(self, op: StepOp) -> int:
         return sum(1 for s in self.steps if s.op is op and s.custom)

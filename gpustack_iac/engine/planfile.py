@@ -181,4 +181,5 @@ def plan_from_dict(doc: Any) -> Plan:
         format_version=version,
         project=_optional(doc, "project", str, ""),
         config_paths=_str_list(doc, "config_paths", "") if "config_paths" in doc else [],
+        cost=_get(doc, "cost", (dict, type(None)), "") if "cost" in doc else None,
     )

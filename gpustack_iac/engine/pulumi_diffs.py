@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpustack_iac.engine.model import DiffKind, PropertyDiff
-from gpustack_iac.engine.render.common import SECRET_TEXT, UNKNOWN_VALUE, is_secret_value
+from gpustack_iac.engine.render.common import SECRET_TEXT
+from gpustack_iac.engine.wire import UNKNOWN, is_secret
 
 _DIFF_KINDS: dict[str, tuple[DiffKind, bool]] = {
     "add": (DiffKind.ADD, False),
@@ -52,7 +53,7 @@ def lookup(tree: Any, path: str) -> Any:
     """The value at a property path, or _MISSING; secrets met on the way stay wrapped."""
     value = tree
     for seg in parse_property_path(path):
-        if is_secret_value(value):
+        if is_secret(value):
             return value
         if isinstance(seg, int) and isinstance(value, list) and 0 <= seg < len(value):
             value = value[seg]
@@ -64,7 +65,7 @@ def lookup(tree: Any, path: str) -> Any:
 
 
 def _is_secret(value: Any) -> bool:
-    return is_secret_value(value) or (isinstance(value, str) and value == SECRET_TEXT)
+    return is_secret(value) or (isinstance(value, str) and value == SECRET_TEXT)
 
 
 def _contains_secret(value: Any) -> bool:
@@ -78,7 +79,7 @@ def _contains_secret(value: Any) -> bool:
 
 
 def _is_unknown(value: Any) -> bool:
-    return isinstance(value, str) and value == UNKNOWN_VALUE
+    return isinstance(value, str) and value == UNKNOWN
 
 
 def _visible_keys(props: Mapping[str, Any] | None) -> list[str]:

@@ -33,12 +33,11 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gpustack_iac.engine.wire import SECRET_SIG, SECRET_SIG_KEY, is_secret
 from gpustack_iac.errors import StateError
 
 log = logging.getLogger(__name__)
 
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SECRETS_PROVIDER_TYPE = "passphrase"
 PBKDF2_ITERATIONS = 1_000_000
 KEY_BYTES = 32
@@ -114,15 +113,6 @@ def crypter_from_salt_state(passphrase: str, state: str, *, stack: str = "") -> 
             "to the passphrase this stack was created with"
         )
     return crypter
-
-
-def secret(value: Any) -> dict[str, Any]:
-    """Wrap a plain value as an in-memory secret."""
-    return {SECRET_SIG_KEY: SECRET_SIG, "value": value}
-
-
-def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG
 
 
 def has_plain_secrets(tree: Any) -> bool:
@@ -235,6 +225,11 @@ def find_passphrase(explicit: str | None, root: Path, stack: str) -> Passphrase 
         return None
     except OSError as exc:
         raise StateError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise StateError(
+            f"the passphrase file {path} is damaged (not UTF-8 text): restore it from your backup, or set "
+            "GPUSTACK_PASSPHRASE to the stack's passphrase"
+        ) from None
     return Passphrase(text, str(path)) if text else None
 
 

@@ -186,7 +186,7 @@ def resource_from_json(data: dict[str, Any], decode: Transform) -> ResourceState
             external=bool(data.get("external", False)),
             extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         )
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise StateError(f"a resource in the state is malformed: {exc!r}") from exc
 
 

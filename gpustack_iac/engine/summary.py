@@ -50,7 +50,9 @@ def _describe_groups(definition: Mapping[str, Any]) -> str:
 
 def _service_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
     if old is None and new is not None:
-        return [ConfigChange("service", name, f"new service: {_describe_groups(new)}")]
+        scaled = [g for g in _groups(new).values() if not _replicas(g).isdigit()]
+        rules = f"; scaling {_scaling_rules(scaled[0].get('scaling') or new.get('scaling'))}" if scaled else ""
+        return [ConfigChange("service", name, f"new service: {_describe_groups(new)}{rules}")]
     if new is None and old is not None:
         return [ConfigChange("service", name, f"removed → {_describe_groups(old)} stop", disruptive=True)]
     assert old is not None and new is not None
@@ -97,6 +99,21 @@ def _scaling(scaling: Mapping[str, Any] | None) -> str:
     if not scaling:
         return "none"
     return f"{scaling.get('metric', 'rps')} target {scaling.get('target'):g}"
+
+
+def _scaling_rules(scaling: Mapping[str, Any] | None) -> str:
+    """The rules with their delays; says where the burst path overrides scale_up_delay."""
+    if not scaling:
+        return "none"
+    metric = scaling.get("metric", "rps")
+    text = _scaling(scaling)
+    up, down = scaling.get("scale_up_delay"), scaling.get("scale_down_delay")
+    if up is None or down is None:
+        return text
+    text += f", up after {up:g}s"
+    if metric == "rps" and scaling.get("burst_sigmas", 3.0) is not None:
+        text += " (bursts at once)"
+    return text + f", down after {down:g}s"
 
 
 def _short(value: Any) -> str:

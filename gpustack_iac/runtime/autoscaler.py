@@ -1,32 +1,52 @@
-"""Per-service autoscaler: target tracking over replica groups, with a panic path for bursts.
+"""Per-service autoscaler: target tracking with noise headroom, a burst path and schedules.
 
 The controller feeds it the gateway's load snapshots (`observe`) and asks, on every control
 tick, how many replicas each group should have (`decide`). Everything is pure logic driven by
-an injected clock; docs/autoscaling.md explains the rules and the defaults.
+injected clocks; docs/autoscaling.md explains the rules and the defaults.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+
+from croniter import croniter
 
 from gpustack_iac.errors import ScalingConfigError
-from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig, Tuning
-from gpustack_iac.runtime.scaling.metrics import InFlightMetric, Metric, RpsMetric, default_metrics
+from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig, ScheduleEntry, Tuning
+from gpustack_iac.runtime.scaling.metrics import (
+    ConcurrencyMetric,
+    InFlightMetric,
+    LatencyMetric,
+    Metric,
+    QueueMetric,
+    RpsMetric,
+    default_metrics,
+)
 from gpustack_iac.runtime.scaling.policy import ResolvedGroup, capacity, clamp, spill, spread
 from gpustack_iac.runtime.scaling.window import LoadWindow
 
 __all__ = [
+    "ConcurrencyMetric",
     "GroupConfig",
     "InFlightMetric",
+    "LatencyMetric",
     "LoadSample",
     "Metric",
+    "QueueMetric",
     "RpsMetric",
     "ScalingConfig",
+    "ScheduleEntry",
     "ServiceAutoscaler",
     "Tuning",
 ]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class ServiceAutoscaler:
@@ -44,8 +64,10 @@ class ServiceAutoscaler:
         clock: Callable[[], float] = time.monotonic,
         metrics: Sequence[Metric] | None = None,
         tuning: Tuning | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self._metrics: tuple[Metric, ...] = tuple(metrics) if metrics is not None else default_metrics()
         self._tuning = tuning or Tuning()
         self._window = LoadWindow(self._tuning.stable_window)
@@ -54,13 +76,17 @@ class ServiceAutoscaler:
         self._last_event: dict[str, float] = {}
         self._panic_until: float | None = None
         self._recovering: set[str] = set()
-        # Groups holding burst capacity, with their count before the burst: whatever a panic added
-        # (and any stable scale-up while it lasts) is released on the short burst delay.
+        # Groups holding burst capacity, with their count before the burst: whatever the burst
+        # path added (and any stable scale-up while it lasts) is released on the burst delay.
         self._burst: dict[str, int] = {}
         # (time, recommendation per group): a scale-down goes only as low as the highest
         # recommendation of the last stable window, so a brief dip in a busy hour removes nothing.
         self._history: deque[tuple[float, dict[str, int]]] = deque()
         self._groups: tuple[ResolvedGroup, ...] = ()
+        self._service_scaling: ScalingConfig | None = None
+        self._main: ScalingConfig | None = None
+        self._schedule_minute: datetime | None = None
+        self._schedule_cache: dict[tuple[ScheduleEntry, ...], int] = {}
         self.reconfigure(groups, scaling)
 
     # --- inputs ----------------------------------------------------------------------------------
@@ -75,6 +101,10 @@ class ServiceAutoscaler:
             if g.min != g.max and (g.scaling or scaling) is None:
                 raise ScalingConfigError(f"group {g.name!r}: a replica range {g.min}..{g.max} needs scaling")
         self._groups = tuple(ResolvedGroup(g, g.scaling or scaling) for g in groups)
+        self._service_scaling = scaling
+        # Windows, burst and headroom are per service: the service's block, else the first group's.
+        self._main = scaling or next((g.scaling for g in groups if g.scaling is not None), None)
+        self._window.resize(self.window)
         if self._alloc is not None:
             self._alloc = {g.name: clamp(self._alloc.get(g.name, g.config.min), g.config) for g in self._groups}
 
@@ -85,6 +115,21 @@ class ServiceAutoscaler:
     def panicking(self) -> bool:
         return self._panic_until is not None and self._clock() < self._panic_until
 
+    @property
+    def window(self) -> float:
+        w = self._main.window if self._main is not None else None
+        return w if w is not None else self._tuning.stable_window
+
+    @property
+    def burst_window(self) -> float:
+        w = self._main.burst_window if self._main is not None else None
+        return min(w if w is not None else self._tuning.panic_window, self.window)
+
+    @property
+    def burst_release(self) -> float | None:
+        r = self._main.burst_release if self._main is not None else None
+        return r if r is not None else self._tuning.burst_release_delay
+
     # --- decision ----------------------------------------------------------------------------------
     def decide(self, ready: dict[str, int], no_capacity: set[str]) -> dict[str, int]:
         now = self._clock()
@@ -92,38 +137,40 @@ class ServiceAutoscaler:
             # Start from what runs, so a restarted controller does not bounce healthy replicas.
             self._alloc = {g.name: clamp(ready.get(g.name, 0), g.config) for g in self._groups}
         current = self._alloc
-        t = self._tuning
+        cur_total = sum(current.values())
         ready_total = sum(ready.get(g.name, 0) for g in self._groups)
-        starting = sum(current.values()) > ready_total
+        starting = cur_total > ready_total
         metrics = [m for m in self._metrics if m.leading or not starting]
-        leading = [m for m in self._metrics if m.leading]
-        stable = {m.name: m.load(self._window, t.stable_window, now) for m in metrics}
-        panic = {m.name: m.load(self._window, t.panic_window, now) for m in leading}
-        stable_fill = spread(stable, self._groups, metrics)
-        # The stable path aims at utilisation x target: the band around the aim then ends at the
-        # target itself, so holding inside the band never means running above target.
-        aim_fill = spread({k: v / t.utilisation for k, v in stable.items()}, self._groups, metrics)
-        panic_fill = spread(panic, self._groups, leading)
-        self._remember(now, aim_fill)
-        leading_fill = spread({m.name: stable[m.name] for m in leading}, self._groups, leading)
+        loads = {m.name: m.load(self._window, self.window, now, ready_total) for m in metrics}
+        aim = self._aim(loads, metrics, 1.0, now)
+        self._remember(now, aim)
 
-        if sum(panic_fill.values()) >= t.panic_threshold * max(ready_total, 1) and sum(panic_fill.values()) > sum(
-            current.values()
-        ):
-            self._panic_until = now + t.stable_window
+        burst = self._burst_fill(current if cur_total else self._one_replica(), now)
+        if burst is not None and sum(burst.values()) > cur_total:
+            self._panic_until = now + self.window
         in_panic = self._panic_until is not None and now < self._panic_until
 
-        if sum(current.values()) == 0:
-            target = self._from_zero(stable_fill, panic_fill)
-            new = target if target is not None else dict(current)
+        if cur_total == 0:
+            new = self._from_zero(aim, burst) or dict(current)
         elif in_panic:
-            target = {g.name: max(panic_fill[g.name], leading_fill[g.name], current[g.name]) for g in self._groups}
+            target = {g.name: max(aim[g.name], (burst or aim)[g.name], current[g.name]) for g in self._groups}
             new = self._gate(current, target, now, panic=True)
-        elif self._within_tolerance(stable, current, metrics):
+        elif self._window.span() < self.window / 2:
+            # A rate over a few seconds of history is noise, not a trend: only the burst path and
+            # the scale-up from zero act until the window is half full (e.g. after a restart).
             new = dict(current)
         else:
-            new = self._gate(current, aim_fill, now, panic=False)
+            # Hysteresis: up as soon as the aim exceeds the allocation, down only to what carries
+            # the load with `tolerance` to spare, so noise around a boundary does not flap.
+            relaxed = self._aim(loads, metrics, 1 / (1 - self._tuning.tolerance), now)
+            target = {}
+            for g in self._groups:
+                cur = current[g.name]
+                target[g.name] = aim[g.name] if aim[g.name] > cur else min(cur, relaxed[g.name])
+            new = self._gate(current, target, now, panic=False)
 
+        # The floor goes first: holding it is no scaling event, only a change of count is.
+        new = self._floor(new)
         for name, n in new.items():
             if n != current[name]:
                 self._last_event[name] = now
@@ -134,28 +181,74 @@ class ServiceAutoscaler:
         self._alloc = new
         return self._spill(new, ready, no_capacity)
 
-    def _from_zero(self, stable_fill: dict[str, int], panic_fill: dict[str, int]) -> dict[str, int] | None:
-        """Scale up from zero at once when a request arrives, runs or waits; None = stay at zero."""
-        if not self._window.demand_now() and sum(stable_fill.values()) == 0:
-            return None
-        target = {g.name: max(stable_fill[g.name], panic_fill[g.name]) for g in self._groups}
-        if sum(target.values()) == 0:
-            first = next((g for g in self._groups if g.config.max > 0), None)
-            if first is not None:
-                target[first.name] = 1
-        return target
+    def _aim(self, loads: Mapping[str, float], metrics: Sequence[Metric], scale: float, now: float) -> dict[str, int]:
+        """Replicas per group for the loads (times `scale`), with headroom for arrival noise.
 
-    def _within_tolerance(self, loads: Mapping[str, float], alloc: Mapping[str, int], metrics: Sequence[Metric]) -> bool:
-        """No change while the busiest metric sits within ±tolerance of its aim."""
-        ratios = []
-        for m in metrics:
-            cap = capacity(alloc, self._groups, m)
-            if cap > 0:
-                ratios.append(loads[m.name] / cap)
-        if not ratios:
-            return True
-        busiest = max(ratios) / self._tuning.utilisation
-        return 1 - self._tuning.tolerance <= busiest <= 1 + self._tuning.tolerance
+        Poisson-like arrivals at rate L exceed L + z x sqrt(var) in a second with a small,
+        known probability, so the rps load is sized at that level; the extra replicas are capped
+        at `headroom_budget` x the replicas the mean needs (rounded down): the cost budget.
+        """
+        scaled = {k: v * scale for k, v in loads.items()}
+        base = spread(scaled, self._groups, metrics)
+        main = self._main
+        if main is None or main.headroom_z <= 0 or "rps" not in scaled:
+            return base
+        sigma = math.sqrt(max(0.0, self._window.variance(self.window, now)))
+        noisy = spread({**scaled, "rps": scaled["rps"] + main.headroom_z * sigma * scale}, self._groups, metrics)
+        allowed = math.floor(main.headroom_budget * sum(base.values()) + 1e-9)
+        extra = {g.name: noisy[g.name] - base[g.name] for g in self._groups}
+        over = sum(extra.values()) - allowed
+        for g in reversed(self._groups):  # trim the overflow groups' headroom first
+            if over <= 0:
+                break
+            cut = min(over, extra[g.name])
+            extra[g.name] -= cut
+            over -= cut
+        return {g.name: base[g.name] + extra[g.name] for g in self._groups}
+
+    def _burst_fill(self, alloc: Mapping[str, int], now: float) -> dict[str, int] | None:
+        """Replicas for the burst window's rate when its count is significantly above capacity.
+
+        At capacity C rps the count in w seconds is about Poisson(C x w): a burst is a count
+        beyond C x w + k x sqrt(C x w) (k = `burst_sigmas`), which noise alone reaches about
+        once in 700 windows at k = 3. None when there is no burst.
+        """
+        main = self._main
+        if main is None or main.burst_sigmas is None:
+            return None
+        rps = next((m for m in self._metrics if m.name == "rps" and m.leading), None)
+        if rps is None:
+            return None
+        w = self.burst_window
+        count, _ = self._window.arrivals(w, now)
+        expected = capacity(alloc, self._groups, rps) * w
+        if expected <= 0 or count <= expected + main.burst_sigmas * math.sqrt(expected):
+            return None
+        # Sized on the newest third of the window too: a step up is detected before it fills the
+        # window, and sizing on the whole window would start the replicas in several launches.
+        recent, span = self._window.arrivals(w / 3, now)
+        rate = max(count / w, recent / span if span > 0 else 0.0)
+        return spread({"rps": rate}, self._groups, [rps])
+
+    def _one_replica(self) -> dict[str, int]:
+        out = {g.name: 0 for g in self._groups}
+        first = next((g for g in self._groups if g.config.max > 0), None)
+        if first is not None:
+            out[first.name] = 1
+        return out
+
+    def _from_zero(self, aim: dict[str, int], burst: dict[str, int] | None) -> dict[str, int] | None:
+        """Scale up from zero at once when a request arrives, runs or waits; None = stay at zero.
+
+        Held requests count as demand once, through the rate at which they arrived: a queue of
+        them starts one replica unless they arrived fast enough to need more.
+        """
+        if not self._window.demand_now() and sum(aim.values()) == 0:
+            return None
+        target = {g.name: max(aim[g.name], (burst or aim)[g.name]) for g in self._groups}
+        if sum(target.values()) == 0:
+            target = self._one_replica()
+        return target
 
     def _gate(self, current: dict[str, int], target: dict[str, int], now: float, panic: bool) -> dict[str, int]:
         """Apply each group's scale-up / scale-down delay, measured from its last scaling event."""
@@ -172,9 +265,9 @@ class ServiceAutoscaler:
             elif want < cur:
                 delay = scaling.scale_down_delay if scaling else 0.0
                 since = now - (last if last is not None else self._created)
-                release = self._tuning.burst_release_delay
+                release = self.burst_release
                 if g.name in self._burst and release is not None and self._panic_until is not None:
-                    # Measured from the panic's end, not from partial releases: burst capacity
+                    # Measured from the burst's end, not from partial releases: burst capacity
                     # follows the stable window down instead of a staircase of delays.
                     delay, since = release, now - self._panic_until
                 if since < delay:
@@ -184,15 +277,49 @@ class ServiceAutoscaler:
                     if not self._quiet_for(delay, now):
                         continue
                 else:
-                    want = max(want, self._highest_since(g.name, now - min(delay, self._tuning.stable_window)))
+                    want = max(want, self._highest_since(g.name, now - min(delay, self.window)))
                     if want >= cur:
                         continue
                 out[g.name] = want
         return out
 
+    def _floor(self, alloc: dict[str, int]) -> dict[str, int]:
+        """Raise the allocation to the minimums of the schedules that match this minute.
+
+        The service's schedule is a floor on its total, filled in group order; a group's own
+        schedule is a floor on that group. Holding a floor is not a scaling event: it does not
+        delay the next scale-up.
+        """
+        minute = self._wall_clock().astimezone(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
+        if self._schedule_minute != minute:
+            # A cron match costs about a millisecond and the answer holds for the whole minute.
+            self._schedule_minute, self._schedule_cache = minute, {}
+
+        def scheduled(schedule: tuple[ScheduleEntry, ...]) -> int:
+            if schedule not in self._schedule_cache:
+                self._schedule_cache[schedule] = max((e.min for e in schedule if croniter.match(e.cron, minute)), default=0)
+            return self._schedule_cache[schedule]
+
+        out = dict(alloc)
+        for g in self._groups:
+            own = g.config.scaling
+            if own is not None and own.schedule:
+                out[g.name] = clamp(max(out[g.name], scheduled(own.schedule)), g.config)
+        service = self._service_scaling
+        if service is not None and service.schedule:
+            missing = scheduled(service.schedule) - sum(out.values())
+            for g in self._groups:
+                if missing <= 0:
+                    break
+                room = g.config.max - out[g.name]
+                add = min(room, missing)
+                out[g.name] += add
+                missing -= add
+        return out
+
     def _remember(self, now: float, recommendation: dict[str, int]) -> None:
         self._history.append((now, recommendation))
-        keep = self._tuning.stable_window
+        keep = self.window
         while self._history and self._history[0][0] < now - keep:
             self._history.popleft()
 
@@ -211,3 +338,4 @@ class ServiceAutoscaler:
             n for n in self._recovering if n in no_capacity or ready.get(n, 0) < desired.get(n, 0)
         }
         return spill(desired, ready, set(self._recovering), self._groups, self._metrics)
+

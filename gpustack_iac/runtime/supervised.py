@@ -9,6 +9,7 @@ then anything the pid and port files still record.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -129,7 +130,12 @@ def adopt(paths: Paths, timeout: float = 60.0) -> Supervised | None:
     watchdog = find_watchdog(paths)
     if watchdog is None:
         return None
-    child_pid, ports = wait_ready(paths, watchdog, timeout, fresh=False)
+    try:
+        child_pid, ports = wait_ready(paths, watchdog, timeout, fresh=False)
+    except RuntimeApiError:
+        if not procs.is_alive(*watchdog):
+            return None  # it was dying as we found it (a kill -9 not yet complete): nothing to adopt
+        raise
     return Supervised(pid=watchdog[0], create_time=watchdog[1], child_pid=child_pid, ports=ports, adopted=True)
 
 
@@ -150,12 +156,26 @@ def stop(paths: Paths, grace: float = 10.0, also: tuple[int, float | None] | Non
     child = live_pid(paths.child_pid_file)
     if child is not None:
         stopped |= procs.stop_process(*child, grace=grace)
-    # A daemon started before supervision existed (or by hand) records itself only in the port file.
-    ports = procs.read_port_file(paths.port_file) or {}
-    pid = int(ports.get("pid") or 0)
-    if pid and procs.is_alive(pid, None) and _cmdline_mentions(pid, str(paths.port_file)):
+    # A daemon started before supervision existed (or by hand) records itself only in the port file;
+    # one whose files were deleted records itself nowhere. Its command line still names them.
+    for pid in strays(paths):
         stopped |= procs.stop_process(pid, procs.create_time(pid), grace=grace)
     return stopped
+
+
+def strays(paths: Paths) -> list[int]:
+    """Live processes whose command line names this daemon's pid file or port file: watchdogs and
+    daemons of this very resource, whatever the files on disk still say about them."""
+    marks = (str(paths.pid_file), str(paths.port_file))
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if proc.pid != os.getpid() and any(m in cmdline for m in marks) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def adopt_or_start(argv: Sequence[str], paths: Paths, *, listen: Mapping[str, tuple[str, int]],

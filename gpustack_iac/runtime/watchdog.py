@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.listenfds import LISTEN_FDS_ENV, format_fds
@@ -113,10 +113,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the watchdog dies, whatever the cause."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the watchdog dies, whatever the cause."""
+
+    def before_exec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the watchdog died between fork and prctl
+            os._exit(1)
+
+    return before_exec
 
 
 class Watchdog:
@@ -141,7 +147,7 @@ class Watchdog:
     def _start(self) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
             self.args.command, stdin=subprocess.DEVNULL, env=self._child_env(),
-            pass_fds=[s.fileno() for s in self.sockets.values()], preexec_fn=_die_with_parent,
+            pass_fds=[s.fileno() for s in self.sockets.values()], preexec_fn=_die_with(os.getpid()),
         )
         procs.write_port_file(self.args.child_pid_file, {
             "pid": child.pid, "create_time": procs.create_time(child.pid), "restarts": self.restarts,

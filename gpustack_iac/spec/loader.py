@@ -262,6 +262,9 @@ def _load(sources: list[tuple[str, str]], env: Mapping[str, str], problems: list
     for file, text in sources:
         docs, yaml_problems = read_documents(text)
         diagnostics.extend(Diagnostic(file, p.line, p.column, p.path, p.message) for p in yaml_problems)
+        if not docs and not yaml_problems:
+            diagnostics.append(Diagnostic(file, 1, 1, "", "the file declares nothing (expected at least one document "
+                                                          f"with a type: {', '.join(DOCUMENT_MODELS)})"))
         unnamed: dict[str, int] = {}
         for ydoc in docs:
             doc, diags = _load_document(ydoc.data, ydoc.node, file, ydoc.index, env, unnamed)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -206,18 +208,84 @@ class VolumeMount(Strict):
 VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
 
 
+class BurstSpec(Strict):
+    window: Duration = Field(None, description="The short window whose request count is tested for a burst (e.g. `6s`). Defaults to `6s`.")
+    sigmas: Number = Field(
+        3.0,
+        gt=0,
+        description="A burst is a count more than this many standard deviations (Poisson noise) above what the current replicas serve in the window.",
+    )
+    release: Duration = Field(
+        None,
+        description="Capacity a burst added is released this long after the burst ends, instead of after `scale_down_delay`. Defaults to `1m`.",
+    )
+
+
+class HeadroomSpec(Strict):
+    z: Number = Field(
+        1.0, ge=0, description="Provision for the mean rate plus `z` standard deviations of the per-second arrivals (`0`: the mean only)."
+    )
+    budget: Number = Field(
+        0.2,
+        ge=0,
+        description="The most replicas headroom may add, as a fraction of the replicas the mean rate needs (rounded down): the cost budget.",
+    )
+
+
+class ScheduleSpec(Strict):
+    cron: str = Field(description="A 5-field cron expression in UTC; the minimum applies during every minute it matches (e.g. `* 8-18 * * 1-5`).")
+    min: Int = Field(ge=0, description="The minimum number of replicas while the expression matches.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {value!r}")
+        return value
+
+
 class ScalingSpec(Strict):
-    metric: Literal["rps"] = Field(description="The metric to track; `rps` (requests per second) is the only one.")
-    target: Number = Field(gt=0, description="The target value of the metric per replica.")
-    scale_up_delay: Duration = Field(300, validate_default=True, description="Seconds to wait before scaling up.")
-    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds to wait before scaling down.")
+    metric: Literal["rps", "concurrency", "latency", "queue"] = Field(
+        description=(
+            "The metric to track: `rps` (requests per second per replica), `concurrency` (requests in flight per replica), "
+            "`latency` (p90 time to first byte measured by the gateway, target in milliseconds) or `queue` (requests held at "
+            "the gateway per replica)."
+        )
+    )
+    target: Number = Field(gt=0, description="The target value of the metric per replica (milliseconds for `latency`).")
+    window: Duration = Field(None, description="The period the metric is averaged over (e.g. `30s`, `1m`, `5m`). Defaults to `1m`.")
+    scale_up_delay: Duration = Field(
+        300,
+        validate_default=True,
+        description="Seconds since the last scaling event before scaling up. A burst (see `burst`) and a scale-up from zero do not wait for it.",
+    )
+    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds since the last scaling event before scaling down.")
+    burst: BurstSpec | Literal[False] | None = Field(
+        None,
+        description=(
+            "The burst path of `metric: rps`: a significant burst scales up at once, overriding `scale_up_delay`; `false` turns it "
+            "off. Defaults to a `6s` window, 3 sigmas and a `1m` release."
+        ),
+    )
+    headroom: HeadroomSpec = Field(default_factory=HeadroomSpec, description="Headroom for the noise of `metric: rps` arrivals.")
+    schedule: list[ScheduleSpec] = Field(
+        default_factory=list, description="Minimum replicas for known busy hours, e.g. to pre-warm before them (the service's total, or the group's own)."
+    )
 
     def to_runtime(self) -> dict[str, Any]:
+        burst = self.burst if isinstance(self.burst, BurstSpec) else BurstSpec() if self.burst is None else None
         return {
             "metric": self.metric,
             "target": self.target,
             "scale_up_delay": self.scale_up_delay,
             "scale_down_delay": self.scale_down_delay,
+            "window": self.window,
+            "burst_window": burst.window if burst else None,
+            "burst_sigmas": burst.sigmas if burst else None,
+            "burst_release": burst.release if burst else None,
+            "headroom_z": self.headroom.z,
+            "headroom_budget": self.headroom.budget,
+            "schedule": [{"cron": e.cron, "min": e.min} for e in self.schedule],
         }
 
 
@@ -264,16 +332,40 @@ class ProbeSpec(Strict):
         }
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 class RateLimitKey(Strict):
     type: Literal["ip_address", "header"] = Field("ip_address", description="Count per client IP or per header value.")
-    header: str | None = Field(None, description="The header whose value is the key (for `type: header`).")
+    header: str | None = Field(
+        None, description="The header whose value is the key (for `type: header`); a request without it is counted by its IP."
+    )
+
+    @model_validator(mode="after")
+    def _header_for_header_type(self) -> "RateLimitKey":
+        if self.type == "header" and not self.header:
+            raise ValueError("key type header needs `header`: the name of the header whose value is the key")
+        if self.type == "ip_address" and self.header is not None:
+            raise ValueError("`header` is only used with key type header")
+        if self.header is not None and not _HEADER_NAME.fullmatch(self.header):
+            raise ValueError(f"expected an HTTP header name, got {self.header!r}")
+        return self
 
 
 class RateLimit(Strict):
-    prefix: str = Field("/", description="The path prefix the limit applies to.")
+    prefix: str = Field(
+        "/", description="The path prefix the limit applies to, as the service sees it; when several match, the longest wins."
+    )
     key: RateLimitKey = Field(default_factory=RateLimitKey, description="What requests are counted by.")
     rps: Number = Field(gt=0, description="Requests per second allowed per key.")
-    burst: Int = Field(0, ge=0, description="Requests allowed above the rate in a burst.")
+    burst: Int = Field(0, ge=0, description="Requests allowed above the rate in a burst (answered at once, not delayed).")
+
+    @field_validator("prefix")
+    @classmethod
+    def _absolute_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected a path starting with /, got {value!r}")
+        return value
 
 
 class OpenAIModel(Strict):
@@ -433,7 +525,7 @@ def _gateway(value: Any) -> Any:
 
 
 class ServiceConfig(RunParams, Document):
-    """A long-running application behind a gateway: one or more replica groups, auto-scaling on requests per second,
+    """A long-running application behind a gateway: one or more replica groups, auto-scaling on requests per second (or concurrency, latency, queue),
     an optional OpenAI-compatible model. A service without `replica_groups` is one group named `default`."""
 
     KIND: ClassVar[str] = "service"
@@ -560,6 +652,7 @@ class ServiceConfig(RunParams, Document):
             "model": model,
             "probe": probe,
             "scaling": self.scaling.to_runtime() if self.scaling else None,
+            "rate_limits": [limit.model_dump(mode="json") for limit in self.rate_limits],
             "groups": groups,
         }
 
@@ -653,6 +746,8 @@ class FleetConfig(Document):
     reservation: str | None = Field(None, description="A capacity reservation to use.")
     env: EnvVars = Field(default_factory=dict, description="Environment variables for every node.")
     ssh_config: SSHConfig | None = Field(None, description="An SSH fleet: existing hosts reached over SSH.")
+    ssh_from: list[str] = Field(default_factory=list, description="CIDR ranges allowed to reach the nodes' SSH port on "
+                                "cloud backends (e.g. `[203.0.113.0/24]`); empty keeps SSH closed.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
 
@@ -679,6 +774,12 @@ class FleetConfig(Document):
 
 class LetsEncryptCertificate(Strict):
     type: Literal["lets-encrypt"] = Field(description="`lets-encrypt`.")
+    directory: str = Field("https://acme-v02.api.letsencrypt.org/directory",
+                           description="The ACME directory URL (Let's Encrypt by default; staging or a private ACME server).")
+    email: str | None = Field(None, description="The contact address for the ACME account.")
+    ca_bundle: str | None = Field(None, description="A CA bundle to trust for a private ACME server's own HTTPS.")
+    http_port: Int = Field(80, ge=1, le=65535, description="The port that answers HTTP-01 challenges (the ACME server "
+                           "connects to it on the domain's address).")
 
 
 class ACMCertificate(Strict):
@@ -686,8 +787,18 @@ class ACMCertificate(Strict):
     arn: str = Field(description="The certificate's ARN.")
 
 
+class FilesCertificate(Strict):
+    type: Literal["files"] = Field(description="`files`: a certificate and key you provide.")
+    cert_file: str = Field(description="The PEM certificate chain.")
+    key_file: str = Field(description="The PEM private key.")
+
+
+class SelfSignedCertificate(Strict):
+    type: Literal["self-signed"] = Field(description="`self-signed`: generated by the gateway, for local use.")
+
+
 Certificate = Annotated[
-    Union[LetsEncryptCertificate, ACMCertificate],
+    Union[LetsEncryptCertificate, ACMCertificate, FilesCertificate, SelfSignedCertificate],
     Field(discriminator="type"),
     BeforeValidator(lambda v: {"type": v} if isinstance(v, str) else v),
 ]
@@ -708,11 +819,14 @@ class GatewayConfig(Document):
     default: Bool = Field(False, description="Services without `gateway:` use the default gateway.")
     certificate: Certificate | None = Field(
         default_factory=lambda: LetsEncryptCertificate(type="lets-encrypt"),
-        description="`lets-encrypt` (default), `{type: acm, arn: ...}`, or null for none.",
+        description="`lets-encrypt` (default), `self-signed`, `{type: files, cert_file, key_file}`, "
+        "`{type: acm, arn: ...}`, or null for plain HTTP.",
     )
     public_ip: Bool = Field(True, description="Give the gateway a public IP address.")
     instance_type: str | None = Field(None, description="The gateway's instance type.")
     replicas: Int = Field(1, ge=1, le=16, description="How many gateway instances run.")
+    ssh_from: list[str] = Field(default_factory=list, description="CIDR ranges allowed to reach SSH and the control API "
+                                "on cloud backends; empty keeps both closed (the data plane is public).")
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
@@ -720,6 +834,9 @@ class GatewayConfig(Document):
             raise config_error(f"region is required for a gateway on {self.backend}")
         if isinstance(self.certificate, ACMCertificate) and self.backend != "aws":
             raise config_error("an acm certificate needs backend aws", "certificate")
+        if isinstance(self.certificate, (FilesCertificate, SelfSignedCertificate)) and self.backend not in ("local", "ssh"):
+            raise config_error(f"a {self.certificate.type} certificate is for local and SSH gateways; on {self.backend} "
+                               "use lets-encrypt" + (" or acm" if self.backend == "aws" else ""), "certificate")
         if self.domain is not None and ("." not in self.domain or self.domain.startswith(("*", "."))):
             raise config_error(f"expected a domain like example.com, got {self.domain!r}", "domain")
         return self

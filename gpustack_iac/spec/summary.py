@@ -11,6 +11,7 @@ from gpustack_iac.spec.models import (
     GatewayConfig,
     ProjectConfig,
     RouterConfig,
+    ScalingSpec,
     ServiceConfig,
     TaskConfig,
     VolumeConfig,
@@ -34,6 +35,18 @@ def _placement(backends: list[str] | None, regions: list[str] | None) -> str:
     return (" " + " ".join(parts)) if parts else ""
 
 
+def _scaling(s: ScalingSpec) -> str:
+    """One line of a group's scaling rules, saying where the burst path overrides scale_up_delay."""
+    unit = " ms p90 TTFB" if s.metric == "latency" else ""
+    text = f"{s.metric} target {s.target:g}{unit}, window {s.window or 60}s, up after {s.scale_up_delay}s"
+    if s.metric == "rps" and s.burst is not False:
+        text += " (a burst scales up at once, overriding it)"
+    text += f", down after {s.scale_down_delay}s"
+    if s.schedule:
+        text += ", schedule " + "; ".join(f"{e.cron} → min {e.min}" for e in s.schedule)
+    return text
+
+
 def summarize(doc: Document) -> Row:
     name = str(getattr(doc, "name", "") or "")
     file = doc.source.file if doc.source else ""
@@ -44,6 +57,8 @@ def summarize(doc: Document) -> Row:
             assert g.resources is not None
             scaled = " autoscaled" if not g.replicas.fixed else ""
             details.append(f"{g.name} ×{g.replicas} ({g.resources.describe()}){scaled}{_placement(g.backends, g.regions)}")
+            if not g.replicas.fixed and g.scaling is not None:
+                details.append(f"{g.name} scaling: {_scaling(g.scaling)}")
         if doc.model is not None:
             details.append(f"model {doc.model.name}")
     elif isinstance(doc, FleetConfig):

@@ -172,6 +172,15 @@ def parse_env(value: Any) -> dict[str, str | None]:
     return out
 
 
+class EnvFromEnvironment(str):
+    """An env value taken from the planning environment (`- HF_TOKEN` without a value): a secret.
+
+    A str, so it flows through the models and definitions unchanged; the stack components wrap
+    exactly these values as Pulumi secrets, while literal values stay visible in plans."""
+
+    __slots__ = ()
+
+
 def resolve_env(env: dict[str, str | None], source: Any) -> dict[str, str | None]:
     """Fill entries without a value from `source` (the planning environment), when one is given."""
     if source is None:
@@ -189,7 +198,7 @@ def resolve_env(env: dict[str, str | None], source: Any) -> dict[str, str | None
                         "item": key,
                     },
                 )
-            val = source[key]
+            val = EnvFromEnvironment(source[key])
         out[key] = val
     return out
 

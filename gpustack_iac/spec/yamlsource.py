@@ -10,19 +10,19 @@ YAML 1.1 booleans and base-60 numbers), and any property path maps back to a nod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import yaml
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent
+from yaml.events import AliasEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 try:  # libyaml parses an order of magnitude faster; the pure-Python parser gives the same marks.
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.parser import Parser as _Parser  # type: ignore[assignment]
     from yaml.reader import Reader
@@ -63,17 +63,16 @@ class _Limits(Composer):
         super().__init__()
         self.produced = 0  # values the documents so far expand to, aliases included
         self.alias_values = 0
-        self.depth = 0
-        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height) once complete
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height) of a complete collection
+        self.heights: list[int] = []  # per open collection: the greatest height of its children so far
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
-        if self.check_event(AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
             node: Node = super().compose_node(parent, index)
-            size = self.sizes.get(id(node))
-            if size is None:
+            values, height = (1, 1) if isinstance(node, ScalarNode) else self.sizes.get(id(node), (-1, 0))
+            if values < 0:
                 raise LimitError(None, None, "this alias refers to a value that contains it (a recursive structure)", event.start_mark)
-            values, height = size
             self.alias_values += values
             self.produced += values
             if self.alias_values > MAX_ALIAS_VALUES:
@@ -84,28 +83,32 @@ class _Limits(Composer):
                     "or use fewer nested aliases",
                     event.start_mark,
                 )
-            if self.depth + height > MAX_DEPTH:
-                raise LimitError(None, None, f"this alias nests values deeper than {MAX_DEPTH} levels", event.start_mark)
+            self._child_height(height, event)
             return node
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise LimitError(None, None, f"values are nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
-        before, depth = self.produced, self.depth
-        node = super().compose_node(parent, index)
+        if isinstance(event, ScalarEvent) and not self.yaml_path_resolvers:
+            # The common case, without the generic path's bookkeeping (no path resolvers to descend).
+            node = self.compose_scalar_node(event.anchor)
+            self.produced += 1
+            self._child_height(1, event)
+            return node
+        if len(self.heights) >= MAX_DEPTH:
+            raise LimitError(None, None, f"values are nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        before = self.produced
+        self.heights.append(0)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            height = 1 + self.heights.pop()
         self.produced += 1
-        height = 1 + max((self.sizes[id(child)][1] for child in _child_nodes(node)), default=0)
         self.sizes[id(node)] = (self.produced - before, height)
-        self.depth = depth - 1
+        self._child_height(height, event)
         return node
 
-
-def _child_nodes(node: Node) -> Iterator[Node]:
-    if isinstance(node, SequenceNode):
-        yield from node.value
-    elif isinstance(node, MappingNode):
-        for key, value in node.value:
-            yield key
-            yield value
+    def _child_height(self, height: int, event: Any) -> None:
+        if len(self.heights) + height > MAX_DEPTH:
+            raise LimitError(None, None, f"values are nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        if self.heights and height > self.heights[-1]:
+            self.heights[-1] = height
 
 
 if _Parser.__module__.startswith("yaml.parser"):  # pragma: no cover - PyYAML without libyaml
@@ -129,6 +132,7 @@ else:
             _Limits.__init__(self)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
+
 
 # When a property path names a key the YAML spells differently (an accepted alias), try these.
 KEY_ALIASES: dict[str, tuple[str, ...]] = {"replica_groups": ("groups", "replicas")}

@@ -107,13 +107,13 @@ def test_kill_9_at_step_boundary_then_up(local_project: Project, steps: int) -> 
     resume_and_check(local_project)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_kill_9_within_a_step_then_up(local_project: Project, seed: int) -> None:
     kill_up_within_a_step(local_project, random.Random(seed))
     resume_and_check(local_project)
 
 
-@pytest.mark.parametrize("steps", [1, 3, 5, STEPS])
+@pytest.mark.parametrize("steps", [2, 5])
 def test_kill_9_at_step_boundary_then_checkpoint_lost_then_up(local_project: Project, steps: int) -> None:
     kill_up_at_step(local_project, steps)
     lose_checkpoint(local_project)

@@ -40,9 +40,26 @@ def test_up_serves_both_groups_then_update_and_destroy(local_project: Project) -
     status = local_project.cli("status").stdout
     assert "hello" in status and "base" in status and "burst" in status
     assert "2/2" in status and "1/1" in status
+    # Piped (as here), nothing wraps: the curl hint is one line, every replica id and URL whole.
+    curl = [line for line in up.stdout.splitlines() if "curl " in line]
+    assert len(curl) == 1 and curl[0].rstrip().endswith(f"{endpoint}/"), up.stdout
+    assert "Bearer $(gpustack-iac output token --show-secrets)" in curl[0]
+    services = json.loads(local_project.cli("status", "--format", "json").stdout)["services"]
+    ids = [r["id"] for g in services[0]["groups"] for r in g["replicas"]]
+    assert len(ids) == 3 and all(rid in status for rid in ids), status
+    assert f"hello: {services[0]['endpoint']}" in status
     every = local_project.cli("logs", "hello").stdout  # a header per replica when several match
     assert every.count("==> hello-base-") == 2 and every.count("==> hello-burst-") == 1, every
     assert "hello-base-" not in local_project.cli("logs", "hello", "--group", "burst").stdout
+    assert "listening on 127.0.0.1:" in every  # the example app says what it does
+    for args, expected in ((("--group", "nosuch"), "service hello has no group 'nosuch'; its groups: base, burst"),
+                           (("-r", "9"), "service hello has no replica 9; its replicas: "),
+                           (("--group", "burst", "-r", "9"), "group burst has no replica 9; its replicas: ")):
+        wrong = local_project.cli("logs", "hello", *args, check=False)
+        assert wrong.returncode == 1 and expected in wrong.stderr, wrong.stderr
+    unknown = local_project.cli("logs", "nosuch", check=False)
+    assert unknown.returncode == 1 and "no service 'nosuch'; the stack runs: hello" in unknown.stderr, unknown.stderr
+    assert "HTTP 404" not in unknown.stderr
 
     # A no-op plan after up: nothing to change.
     plan = local_project.cli("plan", "local", "--detailed-exitcode", check=False)

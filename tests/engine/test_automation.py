@@ -22,7 +22,7 @@ from gpustack_iac.engine.pulumi_diffs import parse_property_path
 from gpustack_iac.engine.pulumi_events import EventTranslator, map_op
 from gpustack_iac.engine.pulumi_plan_check import check_plan_current
 from gpustack_iac.engine.render import render_json, render_markdown, render_terminal
-from gpustack_iac.engine.render.common import UNKNOWN_VALUE
+from gpustack_iac.engine.wire import UNKNOWN as UNKNOWN_VALUE
 from gpustack_iac.errors import EngineError, PlanStaleError
 
 STACK = "dev"

@@ -18,7 +18,7 @@ from pulumi.runtime import rpc as sdk_rpc
 
 from filestack import PROJECT, STACK, files_program, open_engine
 from gpustack_iac.engine.embedded import shortcuts
-from gpustack_iac.engine.embedded.diff import SECRET_SIG, SIG_KEY
+from gpustack_iac.engine.wire import SECRET_SIG, SECRET_SIG_KEY as SIG_KEY
 from gpustack_iac.engine.embedded.monitor import dict_to_struct, struct_to_dict
 from gpustack_iac.engine.embedded.urn import make_urn
 from gpustack_iac.engine.model import StepOp

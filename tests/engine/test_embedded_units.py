@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from gpustack_iac.engine.embedded.diff import (
-    SECRET_SIG,
-    SIG_KEY,
-    UNKNOWN,
     apply_ignore_changes,
     diff_inputs,
     normalize_numbers,
@@ -20,6 +17,8 @@ from gpustack_iac.engine.embedded.graph import deletion_order, dependency_order
 from gpustack_iac.engine.embedded.monitor import dict_to_struct, struct_to_dict
 from gpustack_iac.engine.embedded.urn import make_urn, parse_urn
 from gpustack_iac.engine.model import DiffKind
+from gpustack_iac.engine.wire import SECRET_SIG, UNKNOWN
+from gpustack_iac.engine.wire import SECRET_SIG_KEY as SIG_KEY
 
 
 def secret(value: object) -> dict:

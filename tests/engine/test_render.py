@@ -30,7 +30,9 @@ from gpustack_iac.engine.render import (
     render_markdown,
     render_terminal,
 )
-from gpustack_iac.engine.render.common import SECRET_SIG_KEY, SECRET_SIG_VALUE, UNKNOWN_VALUE
+from gpustack_iac.engine.wire import SECRET_SIG as SECRET_SIG_VALUE
+from gpustack_iac.engine.wire import SECRET_SIG_KEY
+from gpustack_iac.engine.wire import UNKNOWN as UNKNOWN_VALUE
 from gpustack_iac.engine.render.markdown import MAX_COMMENT_CHARS
 
 GOLDEN = Path(__file__).parent / "golden"

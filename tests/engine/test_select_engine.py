@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpustack_iac.engine.base import Engine, select_engine
+from gpustack_iac.engine.base import Engine
+from gpustack_iac.engine.factory import select_engine
 from gpustack_iac.engine.embedded.engine import EmbeddedEngine
 from gpustack_iac.errors import EngineError
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gpustack_iac.engine.secrets import SECRET_SIG, SECRET_SIG_KEY, secret
+from gpustack_iac.engine.wire import SECRET_SIG, SECRET_SIG_KEY
+from gpustack_iac.engine.wire import wrap_secret as secret
 from gpustack_iac.engine.state import (
     Checkpoint,
     PendingOperation,

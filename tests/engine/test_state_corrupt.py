@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gpustack_iac.engine.secrets import secret
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
 from gpustack_iac.errors import StateError
 
@@ -189,3 +190,12 @@ def test_cli_refuses_vanished_resources_and_state_restore_recovers(tmp_path: Pat
     assert "Restored" in restored.stdout
     listed = _cli("state", "list", state=tmp_path)
     assert listed.returncode == 0 and "gpustack:local:Host::h1" in listed.stdout, listed.stderr
+
+
+def test_a_damaged_passphrase_file_is_one_message(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, PROJECT, STACK)
+    (tmp_path / ".pulumi").mkdir(parents=True)
+    (tmp_path / ".pulumi" / f"passphrase-{STACK}").write_bytes(b"\xff\xfe\x00")
+    res = ResourceState(urn=f"{PREFIX}t::r", type="t", custom=True, id="1", inputs={"s": secret("v")})
+    with pytest.raises(StateError, match="passphrase file .* is damaged"):
+        store.begin(PendingOperation(res, "creating"))

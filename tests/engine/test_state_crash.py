@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpustack_iac.engine.secrets import secret
+from gpustack_iac.engine.wire import wrap_secret as secret
 from gpustack_iac.engine.state import StateStore
 
 PROJECT = "proj"
@@ -25,7 +25,7 @@ ENDED = 12
 APPLY_THEN_HANG = """
 import sys, time
 from pathlib import Path
-from gpustack_iac.engine.secrets import secret
+from gpustack_iac.engine.wire import wrap_secret as secret
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
 root, count = Path(sys.argv[1]), int(sys.argv[2])
 store = StateStore(root, "proj", "dev", passphrase="pw")

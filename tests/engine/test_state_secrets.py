@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gpustack_iac.engine.secrets import SECRET_SIG, SECRET_SIG_KEY, secret
+from gpustack_iac.engine.wire import SECRET_SIG, SECRET_SIG_KEY
+from gpustack_iac.engine.wire import wrap_secret as secret
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
 from gpustack_iac.errors import StateError
 

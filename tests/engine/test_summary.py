@@ -42,7 +42,10 @@ def _lines(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
 
 
 def test_new_service_lists_its_groups() -> None:
-    assert _lines(None, _spec()) == ["llm: new service: l40s-gpu ×1..3, a100-gpu ×1"]
+    # The scaling rules say where the burst path overrides scale_up_delay.
+    assert _lines(None, _spec()) == [
+        "llm: new service: l40s-gpu ×1..3, a100-gpu ×1; scaling rps target 10, up after 300s (bursts at once), down after 600s"
+    ]
 
 
 def test_unchanged_service_has_no_lines() -> None:

@@ -60,6 +60,7 @@ class GatewayProcess:
     pid: int = 0
     create_time: float = 0.0
     started: list[tuple[int, float]] = field(default_factory=list)
+    extra_flags: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -82,6 +83,7 @@ class GatewayProcess:
                 "--token-file", str(self.root / "token"), "--admin-token-file", str(self.root / "admin-token"),
                 "--state-dir", str(self.root / "state"), "--port-file", str(self.root / "gateway.port"),
                 *TEST_FLAGS,
+                *self.extra_flags,
             ],
             port_file=self.root / "gateway.port",
             log_file=self.log_file,

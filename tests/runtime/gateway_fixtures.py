@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
@@ -17,8 +16,9 @@ import aiohttp
 from aiohttp import web
 
 from gpustack_iac.runtime.auth import new_token
+from tests.support.ports import closed_port  # noqa: F401 - the tests of this folder import it from here
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
+from gpustack_iac.runtime.gateway.proxy import create_gateway_app, data_plane_site, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
 
@@ -33,11 +33,6 @@ def run(coro: Awaitable[T], deadline: float = TEST_DEADLINE_S) -> T:
     return asyncio.run(bounded())
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released; the kernel will not hand it out again soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager
@@ -148,7 +143,7 @@ async def gateway(
     runner = make_runner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = data_plane_site(runner, app, "127.0.0.1", 0)
         await site.start()
         yield GatewayHandle(f"http://127.0.0.1:{runner.addresses[0][1]}", table, metrics, token, admin)
     finally:

@@ -12,6 +12,7 @@ from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_
 from gpustack_iac.runtime.controller.placement import AgentView, Assignment, HostFacts, NoCapacity, Reservation, place
 from gpustack_iac.runtime.controller.rollout import ReplicaView, plan_group
 from gpustack_iac.runtime.controller.store import AgentRecord, PlacementRecord, ServiceRecord, Store
+from tests.support.ports import closed_port
 
 GiB = 2**30
 
@@ -59,6 +60,9 @@ def test_parse_service_roundtrips_and_keeps_groups_in_order() -> None:
         (service(group("a", replicas=(0, 3))), "needs scaling"),
         (service(group("a", replicas=(3, 1))), "min <= max"),
         ({"name": "x", "generation": "g", "groups": [{"name": "a"}]}, "groups.0.generation"),
+        (service(group("a", replicas=(0, 3)), scaling={"metric": "rps", "target": 5, "schedule": [{"cron": "often", "min": 1}]}),
+         "scaling: scaling.schedule: 'often' is not a 5-field cron expression"),
+        (service(group("a", replicas=(0, 3)), scaling={"metric": "tokens", "target": 5}), "scaling.metric: expected one of"),
     ],
 )
 def test_parse_service_rejects_bad_definitions_with_the_property(bad: dict[str, Any], fragment: str) -> None:
@@ -237,7 +241,7 @@ def test_store_persists_registrations_and_is_private(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- routers
 def test_router_definitions_are_validated_into_gateway_routes() -> None:
     from gpustack_iac.runtime.controller.model import parse_router
-    from gpustack_iac.runtime.controller.routes import router_route
+    from gpustack_iac.runtime.controller.publish import router_route
 
     router = parse_router({"name": "llm", "strategy": "cost", "members": [{"service": "a", "cost": 2.0}, {"service": "b"}]})
     route = router_route(router)
@@ -252,8 +256,7 @@ def test_router_definitions_are_validated_into_gateway_routes() -> None:
 # ----------------------------------------------------------------------------------- probes
 def test_probes_against_a_real_http_server() -> None:
     import asyncio
-    import socket
-
+    
     import aiohttp
     from aiohttp import web
 
@@ -285,9 +288,7 @@ def test_probes_against_a_real_http_server() -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+        closed = f"http://127.0.0.1:{closed_port()}"
         try:
             async with aiohttp.ClientSession() as session:
                 assert (await probe_replica(session, url, None)).ok

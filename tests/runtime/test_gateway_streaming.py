@@ -107,3 +107,62 @@ def test_client_disconnect_cancels_the_upstream(via: str) -> None:
             assert gw.metrics.snapshot()["llm"].errors_total == 0
 
     run(scenario())
+
+
+STREAMS = 2000
+
+
+def test_2000_sse_streams_opened_at_once_all_complete() -> None:
+    """Issue 13 item 6: a burst of 2,000 SSE clients. The replica holds every stream until all 2,000
+    are open at once, then sends a few events; every client must get all of them and the end."""
+
+    async def scenario() -> None:
+        opened = 0
+        all_open = asyncio.Event()
+
+        async def held_stream(request: web.Request) -> web.StreamResponse:
+            nonlocal opened
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            opened += 1
+            if opened >= STREAMS:
+                all_open.set()
+            await asyncio.wait_for(all_open.wait(), 90)
+            for i in range(3):
+                await response.write(b"data: %d\n\n" % i)
+                await asyncio.sleep(0.05)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/stream", held_stream)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            # The replica's own backlog must not be the bottleneck this test looks at.
+            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+            await site.start()
+            u = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            async with gateway() as gw:
+                gw.table.set_service(ServiceRoute("llm", auth=True, model=None, upstreams=(upstream("r", "g", u),)))
+                port = int(gw.url.rsplit(":", 1)[1])
+                request = f"GET /services/llm/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.token}\r\n\r\n".encode()
+
+                async def one() -> bytes:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    try:
+                        writer.write(request)
+                        return await reader.readuntil(b"\r\n0\r\n\r\n")  # the last chunk of the relayed stream
+                    finally:
+                        writer.close()
+
+                results = await asyncio.gather(*(one() for _ in range(STREAMS)), return_exceptions=True)
+            failed = [r for r in results if not isinstance(r, bytes)]
+            assert failed == [], (len(failed), failed[:3])
+            assert all(r.startswith(b"HTTP/1.1 200") and b"data: 2" in r and b"[DONE]" in r for r in results if isinstance(r, bytes))
+            assert opened == STREAMS
+        finally:
+            await runner.cleanup()
+
+    run(scenario(), deadline=120)

@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway_fixtures import EchoStats, client, echo_app, gateway, poll_until, run, serving, upstream
 from gpustack_iac.runtime.gateway.routing import ServiceRoute
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
-from gpustack_iac.runtime.gateway.wire import ChunkedDecoder, HttpProtocolError, split_head
+from gpustack_iac.runtime.gateway.wire import HttpProtocolError, check_target, is_chunked
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -359,32 +359,23 @@ def test_serves_under_uvloop() -> None:
         runner.run(asyncio.wait_for(scenario(), 60))
 
 
-def test_chunked_decoder_and_head_parser_units() -> None:
-    decoder = ChunkedDecoder()
-    data = b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nT: 1\r\n\r\nNEXT"
-    out: list[bytes] = []
-    tail = b""
-    for i in range(len(data)):  # one byte at a time: every state boundary is crossed
-        chunks, tail = decoder.feed(data[i : i + 1])
-        out += chunks
-        if decoder.done:
-            tail += data[i + 1 :]
-            break
-    assert b"".join(out) == b"Wikipedia" and tail == b"NEXT"
-    for bad in (b"0x4\r\nWiki\r\n", b"+4\r\nWiki\r\n", b"1_0\r\n", b"4\r\nWikiXX"):
+def test_checks_beyond_llhttp_units() -> None:
+    """What the gateway refuses on top of llhttp: bytes outside visible ASCII in targets, undelimitable codings."""
+    check_target(b"/a/b?c=%20d")
+    assert is_chunked(["gzip, chunked"])
+    for target in (b"/a\x01", b"/a b", b"/\x7f", b"/\xe9", b""):
         try:
-            ChunkedDecoder().feed(bad)
+            check_target(target)
         except HttpProtocolError:
             continue
-        raise AssertionError(f"accepted {bad!r}")
-    start, headers = split_head(b"HTTP/1.1 200 OK\r\nA:b\r\nC:  d \t")
-    assert start == "HTTP/1.1 200 OK" and headers == [("A", "b"), ("C", "d")]
-    for bad in (b"GET / HTTP/1.1\r\nA b", b"GET / HTTP/1.1\r\nA\x00: b", b"GET / HTTP/1.1\r\n\tcont"):
+        raise AssertionError(f"accepted {target!r}")
+    for codings in (["gzip"], ["chunked, gzip"], ["chunked", "chunked"]):
         try:
-            split_head(bad)
-        except HttpProtocolError:
+            is_chunked(codings)
+        except HttpProtocolError as exc:
+            assert exc.status == 501
             continue
-        raise AssertionError(f"accepted {bad!r}")
+        raise AssertionError(f"accepted {codings!r}")
 
 
 def test_head_no_content_and_interim_answers() -> None:
@@ -517,6 +508,29 @@ def test_slow_client_pauses_the_replica_instead_of_buffering() -> None:
                     assert chunk, "the stream ended early"
                     received += len(chunk)
                 assert received == total and written == total
+            finally:
+                writer.close()
+
+    run(scenario())
+
+
+def test_upgrade_request_without_body_is_served_plain_and_the_next_request_still_parses() -> None:
+    async def scenario() -> None:
+        stats = EchoStats("r")
+        async with serving(echo_app(stats)) as u, gateway() as gw:
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("r", "g", u),)))
+            port = int(gw.url.rsplit(":", 1)[1])
+            auth = f"Authorization: Bearer {gw.token}\r\n"
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    f"GET /services/svc/ws HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
+                    + f"GET /services/svc/after HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+                )
+                first, second = await read_response(reader), await read_response(reader)
+                assert first[0] == 200 and json.loads(first[2])["path"] == "/ws"
+                assert "upgrade" not in {k.lower() for k in json.loads(first[2])["headers"]}
+                assert second[0] == 200 and json.loads(second[2])["path"] == "/after"
             finally:
                 writer.close()
 

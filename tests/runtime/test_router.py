@@ -122,3 +122,15 @@ def test_router_route_rejects_bad_settings() -> None:
         RouterRoute("x", "priority", ())
     with pytest.raises(ValueError):
         RouterRoute("x", "priority", (RouterMember("a"),), cooldown_failures=0)
+
+
+def test_fail_over_plan_members_then_fallbacks_never_a_router_twice() -> None:
+    book, table, _, _ = make_book(("a", 1), ("b", 1), ("c", 1), ("gone", 0))
+    other = RouterRoute("other", "priority", (RouterMember("c"),), fallbacks=("alias",))
+    table.set_router(other)
+    router = RouterRoute("alias", "priority", (RouterMember("gone"), RouterMember("a"), RouterMember("b")),
+                        retries=1, fallbacks=("other", "b"))
+    plan = [(c.route.name, c.member_of.name if c.member_of else None, c.last) for c in book.candidates(router)]
+    # retries=1: two members (the one without replicas is not in the order); then `other`'s member
+    # (its fallback back to `alias` is not followed: last), then the service `b` named as a fallback.
+    assert plan == [("a", "alias", False), ("b", "alias", False), ("c", "other", True), ("b", None, True)]

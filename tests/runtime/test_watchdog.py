@@ -18,7 +18,7 @@ import pytest
 
 from gpustack_iac.runtime import procs, supervised
 from gpustack_iac.runtime.watchdog import EXIT_ALREADY_RUNNING, backoff_delay, live_pid
-from tests.runtime.conftest import APPS_DIR, http_get, wait_until
+from conftest import APPS_DIR, http_get, wait_until
 
 SECRETS = {"GPUSTACK_PASSPHRASE": "pp", "PULUMI_CONFIG_PASSPHRASE": "pp2", "AWS_SECRET_ACCESS_KEY": "aws",
            "KUBECONFIG": "/kube", "GITHUB_TOKEN": "tok", "GOOGLE_APPLICATION_CREDENTIALS": "/g", "AZURE_CLIENT_SECRET": "az"}
@@ -106,14 +106,35 @@ def test_sigterm_stops_child_and_removes_pid_files(daemon) -> None:  # type: ign
     assert not paths.pid_file.exists() and not paths.child_pid_file.exists()
 
 
-def test_kill_9_of_the_watchdog_takes_its_child_along(daemon) -> None:  # type: ignore[no-untyped-def]
+def test_start_after_kill_9_of_a_watchdog_that_had_restarted_its_child(daemon) -> None:  # type: ignore[no-untyped-def]
     paths, argv, listen = daemon
     info = supervised.start(argv, paths, listen=listen, env=_env(), timeout=30)
     # One restart first, so the child pid file the killed watchdog leaves says "restarts": 1.
     os.kill(info.child_pid, signal.SIGKILL)
-    wait_until(lambda: (c := live_pid(paths.child_pid_file)) and c[0] != info.child_pid, 15, what="a restart")
+    second = wait_until(lambda: (c := live_pid(paths.child_pid_file)) and c[0] != info.child_pid and c, 15, what="a restart")
+    os.kill(info.pid, signal.SIGKILL)
+    assert procs.wait_gone(info.pid, info.create_time, 15)
+    again = supervised.adopt_or_start(argv, paths, listen=listen, env=_env(), timeout=30)
+    assert not again.adopted and again.pid != info.pid
+    assert not procs.is_alive(*second)  # went with its watchdog (or was stopped as a leftover)
+
+
+def test_kill_9_of_the_watchdog_takes_its_child_along(daemon) -> None:  # type: ignore[no-untyped-def]
+    paths, argv, listen = daemon
+    info = supervised.start(argv, paths, listen=listen, env=_env(), timeout=30)
     os.kill(info.pid, signal.SIGKILL)
     wait_until(lambda: not procs.is_alive(info.child_pid, None), 15, what="child gone with its watchdog")
     # The stale pid files are recognised as such; a new start is a fresh watchdog, not an adoption.
     again = supervised.adopt_or_start(argv, paths, listen=listen, env=_env(), timeout=30)
     assert not again.adopted and again.pid != info.pid
+
+
+def test_a_daemon_whose_files_were_deleted_is_stopped_not_duplicated(daemon) -> None:  # type: ignore[no-untyped-def]
+    paths, argv, listen = daemon
+    info = supervised.start(argv, paths, listen=listen, env=_env(), timeout=30)
+    for path in (paths.pid_file, paths.child_pid_file, paths.port_file):
+        path.unlink()
+    again = supervised.adopt_or_start(argv, paths, listen=listen, env=_env(), timeout=30)
+    assert not again.adopted
+    assert not procs.is_alive(info.pid, info.create_time) and not procs.is_alive(info.child_pid, None)
+    assert set(supervised.strays(paths)) == {again.pid, again.child_pid}

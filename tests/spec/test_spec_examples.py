@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpustack_iac.spec.loader import load_paths
+from tests.support.ports import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 REQUIRED = ("local", "llm-replica-groups", "router", "ssh-fleet", "aws", "kubernetes")
@@ -59,12 +59,6 @@ def test_router_example_routes_over_two_services() -> None:
     assert len(spec.services) == 2 and {m.service for m in router.members} == {s.name for s in spec.services}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, deadline: float) -> dict[str, object]:
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -78,7 +72,7 @@ def _get(url: str, deadline: float) -> dict[str, object]:
 
 
 def test_local_app_answers_with_group_replica_and_pid(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PORT": str(port), "GPUSTACK_GROUP": "base", "GPUSTACK_REPLICA_ID": "hello-base-0"}
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / "local" / "app.py")], env=env, cwd=tmp_path)
     try:

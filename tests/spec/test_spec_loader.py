@@ -116,7 +116,8 @@ def test_groups_fall_back_to_the_service_and_aliases_are_accepted() -> None:
 def test_to_runtime_is_the_service_definition_of_the_contract() -> None:
     text = SERVICE.format(name="s") + "probes: [{url: /health, timeout: 5, interval: 2}]\nmodel: m\nreplica_groups:\n  - name: a\n    replicas: 2\n"
     definition = load_text(text).services[0].to_runtime()
-    assert set(definition) == {"name", "generation", "port", "auth", "model", "probe", "scaling", "groups"}
+    assert set(definition) == {"name", "generation", "port", "auth", "model", "probe", "scaling", "rate_limits", "groups"}
+    assert definition["rate_limits"] == []
     assert definition["model"] == {"name": "m", "format": "openai", "prefix": "/v1"}
     assert definition["probe"] == {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 5, "interval": 2}
     (group,) = definition["groups"]
@@ -153,6 +154,29 @@ def test_models_are_importable_without_pulumi() -> None:
 def test_service_model_validates_directly() -> None:
     svc = ServiceConfig.model_validate({"type": "service", "port": 80, "commands": ["x"], "env": ["UNSET_HERE"]})
     assert svc.env == {"UNSET_HERE": None}  # resolved only when the loader passes an environment
+
+
+def test_scaling_settings_reach_the_runtime_definition_and_the_summary() -> None:
+    from gpustack_iac.spec.summary import summarize
+
+    text = SERVICE.format(name="s") + (
+        "replicas: 0..4\nscaling:\n  metric: rps\n  target: 10\n  window: 30s\n  scale_up_delay: 60\n"
+        "  burst: {window: 6s, sigmas: 4}\n  headroom: {z: 1.5, budget: 0.25}\n"
+        "  schedule:\n    - cron: '* 8-18 * * 1-5'\n      min: 2\n"
+    )
+    svc = load_text(text).services[0]
+    scaling = svc.to_runtime()["scaling"]
+    assert scaling == {
+        "metric": "rps", "target": 10.0, "scale_up_delay": 60, "scale_down_delay": 600, "window": 30,
+        "burst_window": 6, "burst_sigmas": 4.0, "burst_release": None, "headroom_z": 1.5, "headroom_budget": 0.25,
+        "schedule": [{"cron": "* 8-18 * * 1-5", "min": 2}],
+    }
+    off = load_text(text.replace("burst: {window: 6s, sigmas: 4}", "burst: false")).services[0].to_runtime()["scaling"]
+    assert off["burst_sigmas"] is None
+    details = "\n".join(summarize(svc).details)
+    assert "up after 60s (a burst scales up at once, overriding it)" in details
+    for metric in ("concurrency", "latency", "queue"):
+        assert load_text(text.replace("metric: rps", f"metric: {metric}")).services[0].to_runtime()["scaling"]["metric"] == metric
 
 
 def test_merge_keys_are_overridden_by_the_mapping_own_keys() -> None:
@@ -195,3 +219,16 @@ def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> 
         load_paths([big], {})
     (diag,) = info.value.diagnostics
     assert "larger than 1024 KiB" in diag.message and diag.line >= 1
+
+
+def test_reading_runs_on_libyaml_when_pyyaml_has_it() -> None:
+    # Our counting composer sits on libyaml's parser; the pure-Python one is several times slower.
+    import yaml
+
+    from gpustack_iac.spec import yamlsource
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    from yaml.cyaml import CParser
+
+    assert issubclass(yamlsource._Loader, CParser)

@@ -105,6 +105,12 @@ class LoadGenerator:
     def elapsed(self) -> float:
         return time.monotonic() - self._start
 
+    def answered(self, since: float = 0.0) -> int:
+        """Requests sent at or after `since` (seconds from the start) that have an outcome: what a test
+        polls for instead of sleeping through a window and hoping the load got through."""
+        with self._lock:
+            return sum(1 for o in self.result.outcomes if o.at >= since)
+
     def stop(self) -> LoadResult:
         self._stop.set()
         if self._thread is not None:

@@ -21,15 +21,13 @@ from gpustack_iac.engine.base import StartCallback, StepCallback
 from gpustack_iac.engine.embedded.diff import (
     PROVIDER_KEY,
     apply_ignore_changes,
-    contains_secret,
-    contains_unknown,
     diff_inputs,
     diff_values,
     normalize_numbers,
     path_matches,
+    rewrap_like,
     top_key,
     unwrap,
-    wrap_secret,
 )
 from gpustack_iac.engine.embedded.graph import deletion_order
 from gpustack_iac.engine.embedded.monitor import Registration
@@ -37,6 +35,7 @@ from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.urn import STACK_TYPE
 from gpustack_iac.engine.model import PropertyDiff, Step, StepOp, StepResult
 from gpustack_iac.engine.state import PendingOperation, ResourceState, StateStore
+from gpustack_iac.engine.wire import contains_secret, contains_unknown, wrap_secret
 from gpustack_iac.errors import EngineError
 
 # A test hook, read once per run: crash tests kill `up` at every step boundary with it.
@@ -281,7 +280,7 @@ class Deployment:
             checked = normalize_numbers(dict(result.inputs))
             checked[PROVIDER_KEY] = news[PROVIDER_KEY]
             for key in secret_keys & set(checked):
-                checked[key] = wrap_secret(checked[key])
+                checked[key] = rewrap_like(news[key], checked[key]) if key in news else wrap_secret(checked[key])
         detail = ""
         reasons: list[str] = []
         dbr_from_provider = False
@@ -336,7 +335,7 @@ class Deployment:
         result = normalize_numbers(dict(outs or {}))
         result[PROVIDER_KEY] = d.inputs[PROVIDER_KEY]
         for key in d.secret_keys & set(result):
-            result[key] = wrap_secret(result[key])
+            result[key] = rewrap_like(d.inputs[key], result[key]) if key in d.inputs else wrap_secret(result[key])
         return result
 
     def _apply(self, reg: Registration, d: _Decision, old: ResourceState | None) -> ResourceState:

@@ -7,21 +7,24 @@ import re
 from typing import Any
 
 from gpustack_iac.engine.model import DiffKind, PropertyDiff
+from gpustack_iac.engine.wire import UNKNOWN, contains_secret, contains_unknown, is_secret, wrap_secret
 
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 PROVIDER_KEY = "__provider"
 
 _MISSING = object()
 
 
-def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
-
-
-def wrap_secret(value: Any) -> dict[str, Any]:
-    return value if is_secret(value) else {SIG_KEY: SECRET_SIG, "value": value}
+def rewrap_like(like: Any, value: Any) -> Any:
+    """`value` with secret wrappers where `like` (the same property before a provider's check or
+    read) has them, nested as they were: one secret env value hides only itself, not the whole
+    definition. Where the shapes no longer match, the whole subtree is wrapped."""
+    if is_secret(like):
+        return wrap_secret(rewrap_like(like["value"], value))
+    if isinstance(like, dict) and isinstance(value, dict):
+        return {k: rewrap_like(like[k], v) if k in like else v for k, v in value.items()}
+    if isinstance(like, list) and isinstance(value, list) and len(like) == len(value):
+        return [rewrap_like(a, b) for a, b in zip(like, value)]
+    return wrap_secret(value) if contains_secret(like) else value
 
 
 def unwrap(value: Any) -> Any:
@@ -42,41 +45,6 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
-
-
-# These helpers run on every property of every resource of a plan: containers are rare, so the
-# checks below look at a value's exact type first and only recurse into dicts and lists.
-
-
-def contains_secret(value: Any) -> bool:
-    if isinstance(value, dict):
-        if value.get(SIG_KEY) == SECRET_SIG:
-            return True
-        for v in value.values():
-            if isinstance(v, (dict, list)) and contains_secret(v):
-                return True
-        return False
-    if isinstance(value, list):
-        for v in value:
-            if isinstance(v, (dict, list)) and contains_secret(v):
-                return True
-    return False
-
-
-def contains_unknown(value: Any) -> bool:
-    if isinstance(value, str):
-        return value == UNKNOWN
-    if isinstance(value, dict):
-        for v in value.values():
-            if contains_unknown(v):
-                return True
-        return False
-    if isinstance(value, list):
-        for v in value:
-            if contains_unknown(v):
-                return True
-        return False
-    return bool(value == UNKNOWN)
 
 
 def normalize_numbers(value: Any) -> Any:

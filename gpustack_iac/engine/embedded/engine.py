@@ -7,20 +7,13 @@ from typing import Any
 
 from gpustack_iac.engine.base import Program, StartCallback, StepCallback
 from gpustack_iac.engine.embedded.deployment import Deployment, StepFailed, plugin_refusal
-from gpustack_iac.engine.embedded.diff import (
-    PROVIDER_KEY,
-    UNKNOWN,
-    diff_values,
-    is_secret,
-    normalize_numbers,
-    unwrap,
-    wrap_secret,
-)
+from gpustack_iac.engine.embedded.diff import PROVIDER_KEY, diff_values, normalize_numbers, rewrap_like, unwrap
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
 from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.runner import DEFAULT_PARALLEL, run_program
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepOp
 from gpustack_iac.engine.state import Checkpoint, PendingOperation, ResourceState, StateStore
+from gpustack_iac.engine.wire import UNKNOWN, contains_secret, is_secret
 from gpustack_iac.errors import EngineError, GpustackError, PlanStaleError
 
 SECRET_MASK = "[secret]"
@@ -294,8 +287,10 @@ class EmbeddedEngine:
         def rewrap(new: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
             out = normalize_numbers(dict(new))
             for key, value in like.items():
-                if key in out and is_secret(value):
-                    out[key] = wrap_secret(out[key])
+                # Secrets nested in a property (one env value of a definition) are put back where
+                # they were: a provider reads values back in the clear.
+                if key in out and contains_secret(value):
+                    out[key] = rewrap_like(value, out[key])
             if PROVIDER_KEY in like:
                 out[PROVIDER_KEY] = like[PROVIDER_KEY]
             return out

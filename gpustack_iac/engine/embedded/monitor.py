@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import engine_pb2, resource_pb2
 
-from gpustack_iac.engine.embedded.diff import contains_unknown
+from gpustack_iac.engine.wire import contains_unknown
 from gpustack_iac.engine.embedded.urn import make_urn
 
 log = logging.getLogger("gpustack_iac.engine.embedded")

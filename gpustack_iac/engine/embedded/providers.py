@@ -9,7 +9,8 @@ from typing import Any
 import dill
 from pulumi.dynamic import Config, ConfigureRequest, ResourceProvider
 
-from gpustack_iac.engine.embedded.diff import PROVIDER_KEY, UNKNOWN, unwrap
+from gpustack_iac.engine.embedded.diff import PROVIDER_KEY, unwrap
+from gpustack_iac.engine.wire import UNKNOWN
 from gpustack_iac.errors import EngineError
 
 DYNAMIC_PREFIX = "pulumi-python:dynamic"

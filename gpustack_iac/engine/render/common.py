@@ -12,12 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gpustack_iac.engine.model import ApplyResult, DiffKind, Plan, PropertyDiff, Step, StepOp, StepResult
-
-# Pulumi's wire markers. They are copied here (not imported from pulumi.runtime.rpc, where they are
-# private) because renderers must work on a plan loaded from a file with no SDK state around.
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
-UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from gpustack_iac.engine.wire import UNKNOWN, is_secret
 
 SECRET_TEXT = "[secret]"
 UNKNOWN_TEXT = "(known after apply)"
@@ -47,19 +42,9 @@ OP_DONE: dict[StepOp, str] = {
 DIFF_SYMBOLS: dict[DiffKind, str] = {DiffKind.ADD: "+", DiffKind.DELETE: "-", DiffKind.UPDATE: "~"}
 
 
-def is_secret_value(value: Any) -> bool:
-    """True for a value wrapped in Pulumi's secret signature ({sig: secret, value: ...})."""
-    return isinstance(value, Mapping) and value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE
-
-
-def unwrap_secret(value: Any) -> Any:
-    """The plain value inside Pulumi's secret signature; any other value as it is."""
-    return value.get("value") if is_secret_value(value) else value
-
-
 def mask_value(value: Any) -> Any:
     """The value with every secret replaced by "[secret]" (for documents that are published)."""
-    if is_secret_value(value):
+    if is_secret(value):
         return SECRET_TEXT
     if isinstance(value, Mapping):
         return {str(k): mask_value(v) for k, v in value.items()}
@@ -71,9 +56,9 @@ def mask_value(value: Any) -> Any:
 def format_value(value: Any) -> str:
     """One-line, JSON-like text for a property value; secrets and unknowns get their fixed words."""
     # Engines mask secret outputs as the string "[secret]" (mask_value): show it as the word.
-    if is_secret_value(value) or (isinstance(value, str) and value == SECRET_TEXT):
+    if is_secret(value) or (isinstance(value, str) and value == SECRET_TEXT):
         return SECRET_TEXT
-    if isinstance(value, str) and value == UNKNOWN_VALUE:
+    if isinstance(value, str) and value == UNKNOWN:
         return UNKNOWN_TEXT
     if isinstance(value, Mapping):
         inner = ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {format_value(v)}" for k, v in value.items())
@@ -144,7 +129,7 @@ def _leaves(diff: PropertyDiff) -> list[PropertyDiff]:
     if diff.secret or diff.unknown or diff.kind is DiffKind.UPDATE:
         return [diff]
     value = diff.new if diff.kind is DiffKind.ADD else diff.old
-    if is_secret_value(value) or not isinstance(value, (Mapping, list, tuple)) or not value:
+    if is_secret(value) or not isinstance(value, (Mapping, list, tuple)) or not value:
         return [diff]
     if not isinstance(value, Mapping) and not any(isinstance(v, (Mapping, list, tuple)) for v in value):
         return [diff]  # a list of scalars reads best on one line: gpus: [0, 1]

@@ -77,6 +77,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "steps": [step_to_dict(s) for s in plan.steps],
         "warnings": list(plan.warnings),
         "outputs": common.mask_value(plan.outputs),
+        # Only when estimated: plan files from before the cost existed stay byte-identical.
+        **({"cost": plan.cost} if plan.cost is not None else {}),
     }
 
 

@@ -12,6 +12,7 @@ import re
 
 from gpustack_iac.engine.model import ApplyResult, Plan, Step
 from gpustack_iac.engine.render import common
+from gpustack_iac.engine.render.cost import cost_lines
 
 MAX_COMMENT_CHARS = 60_000
 MARKER_PREFIX = "gpustack-iac-plan"
@@ -60,6 +61,8 @@ def _step_block(step: Step, with_diffs: bool) -> str:
 def _plan_markdown(plan: Plan, with_diffs: bool, max_steps: int | None) -> str:
     parts: list[str] = [marker(plan.stack), f"### gpustack-iac plan: {_code(plan.stack)}", ""]
     parts.append(f"**{common.plan_summary_line(plan)}**")
+    if plan.cost:
+        parts += ["", f"💰 **Cost:** {html.escape(plan.cost['line'])}"]
     destructive = common.destructive_steps(plan)
     if destructive:
         parts += ["", "> [!WARNING]", f"> {common.destructive_sentence(plan)}"]
@@ -86,6 +89,9 @@ def _plan_markdown(plan: Plan, with_diffs: bool, max_steps: int | None) -> str:
             parts += ["", f"… and {len(shown) - len(listed)} more steps (see the JSON plan file)."]
         if not with_diffs:
             parts += ["", "_Property diffs omitted to fit a comment; the JSON plan file has them._"]
+    if plan.cost:
+        lines = cost_lines(plan.cost)
+        parts += ["", "<details><summary>Cost breakdown</summary>", "", _fenced(lines, ""), "", "</details>"]
     if plan.outputs:
         lines = common.output_lines(plan.outputs)
         parts += ["", f"<details><summary>Outputs ({len(lines)})</summary>", "", _fenced(lines, ""), "", "</details>"]

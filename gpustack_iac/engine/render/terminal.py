@@ -7,6 +7,7 @@ from rich.text import Text
 
 from gpustack_iac.engine.model import ApplyResult, DiffKind, Plan, Step, StepOp
 from gpustack_iac.engine.render import common
+from gpustack_iac.engine.render.cost import cost_lines
 
 OP_STYLES: dict[StepOp, str] = {
     StepOp.SAME: "dim",
@@ -65,9 +66,15 @@ def render_terminal(plan: Plan, console: Console) -> None:
         _heading(console, "Outputs")
         for line in common.output_lines(plan.outputs):
             _line(console, Text(f"  {line}"))
+    if plan.cost:
+        _heading(console, "Cost (per hour)")
+        for line in cost_lines(plan.cost):
+            _line(console, Text(f"  {line}"))
     _line(console)
     style = "bold red" if plan.destructive else "bold"
     _line(console, Text(common.plan_summary_line(plan), style=style))
+    if plan.cost:
+        _line(console, Text(f"Cost: {plan.cost['line']}", style="bold"))
 
 
 def render_apply_terminal(result: ApplyResult, console: Console) -> None:

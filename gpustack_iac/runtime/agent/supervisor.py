@@ -116,8 +116,11 @@ class Supervisor:
         return self.view(self._runner(replica_id).record)
 
     def log_path(self, replica_id: str) -> Path:
-        self._runner(replica_id)
-        return self._store.log_path(replica_id)
+        """The replica's log, also after it was stopped (its last words explain a crash loop)."""
+        path = self._store.log_path(replica_id)
+        if replica_id not in self._runners and not path.exists():
+            self._runner(replica_id)  # raises the agent's 404
+        return path
 
     def has(self, replica_id: str) -> bool:
         return replica_id in self._runners

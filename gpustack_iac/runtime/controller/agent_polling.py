@@ -17,7 +17,7 @@ from gpustack_iac.runtime.client import AgentClient
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.placement import HostFacts
 from gpustack_iac.runtime.controller.replica_stop import stop_orphan
-from gpustack_iac.runtime.controller.state import CRASHED_STATES, AgentState
+from gpustack_iac.runtime.controller.live import CRASHED_STATES, AgentState
 from gpustack_iac.runtime.controller.store import AgentRecord
 
 

@@ -1,4 +1,5 @@
-"""The controller's shared state: registrations, agents, replicas, and the few queries over them.
+"""The context every controller step shares: the live records (live.py) by name, the store, the
+gateway's routing table and counters, agent clients, the lock, and the few queries over them.
 
 Every piece of the controller (agent polling, probing, replica start and stop, scaling, routing,
 logs, registrations) is a function of this one object, so they see the same dictionaries and the
@@ -17,7 +18,7 @@ from gpustack_iac.runtime.client import AgentClient
 from gpustack_iac.runtime.controller.model import GroupDef, RouterDef
 from gpustack_iac.runtime.controller.placement import Reservation, reservation_for
 from gpustack_iac.runtime.controller.settings import ControllerSettings
-from gpustack_iac.runtime.controller.state import AgentState, ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import AgentState, ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.store import ServiceRecord, Store
 from gpustack_iac.runtime.gateway.metrics import Metrics, ServiceLoad
 from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute

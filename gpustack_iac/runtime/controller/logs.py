@@ -28,6 +28,18 @@ def log_sources(core: ControllerCore, service: str, group: str | None, replica: 
         client = core.clients.get(r.record.agent)
         if client is not None:
             out.append((r.id, r.record.agent, client))
+    # The agent keeps a stopped replica's log: the last one that failed is why a crash-looping
+    # group has nothing running (asked for by id or number, it is found there too).
+    listed = {rid for rid, _, _ in out}
+    for g, (rid, agent) in sorted(core.services[service].last_failed.items()):
+        if (group is not None and g != group) or rid in listed:
+            continue
+        if replica is not None and rid != replica and rid.rsplit("-", 1)[-1] != replica:
+            continue
+        client = core.clients.get(agent)
+        if client is not None and not any(r.record.service == service and r.record.group == g and r.routable
+                                          for r in core.replicas.values()):
+            out.append((rid, agent, client))
     return out
 
 

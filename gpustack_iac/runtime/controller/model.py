@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from gpustack_iac.errors import RuntimeApiError
+from gpustack_iac.errors import RuntimeApiError, ScalingConfigError
+from gpustack_iac.runtime.scaling.config import ScalingConfig, ScheduleEntry
 
 
-SCALING_METRICS = ("rps", "in_flight")
+SCALING_METRICS = ("rps", "concurrency", "latency", "queue", "in_flight")
 
 
 class ServiceDefinitionError(RuntimeApiError):
@@ -80,11 +81,24 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ScheduleItem:
+    cron: str
+    min: int
+
+
+@dataclass(frozen=True)
 class Scaling:
     metric: str = "rps"
     target: float = 10.0
     scale_up_delay: float = 300.0
     scale_down_delay: float = 600.0
+    window: float | None = None
+    burst_window: float | None = None
+    burst_sigmas: float | None = 3.0
+    burst_release: float | None = None
+    headroom_z: float = 1.0
+    headroom_budget: float = 0.2
+    schedule: tuple[ScheduleItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,20 @@ class GroupDef:
 
 
 @dataclass(frozen=True)
+class RateLimitKeyDef:
+    type: str = "ip_address"  # or "header"
+    header: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitDef:
+    rps: float
+    prefix: str = "/"
+    burst: int = 0
+    key: RateLimitKeyDef = field(default_factory=RateLimitKeyDef)
+
+
+@dataclass(frozen=True)
 class ServiceDef:
     name: str
     generation: str
@@ -132,6 +160,7 @@ class ServiceDef:
     model: ModelInfo | None = None
     probe: Probe | None = None
     scaling: Scaling | None = None
+    rate_limits: tuple[RateLimitDef, ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))
@@ -176,8 +205,21 @@ def _check(service: ServiceDef) -> None:
             problems.append(f"{where}: expected target > 0 and delays >= 0")
         if sc is not None and sc.metric not in SCALING_METRICS:
             problems.append(f"{where}.metric: expected one of {list(SCALING_METRICS)}, got {sc.metric!r}")
+        elif sc is not None and sc.target > 0 and sc.scale_up_delay >= 0 and sc.scale_down_delay >= 0:
+            try:
+                scaling_config(sc)
+            except ScalingConfigError as exc:
+                problems.append(f"{where}: {exc}")
     if not service.groups:
         problems.append("groups must list at least one replica group")
+    for i, limit in enumerate(service.rate_limits):
+        where = f"rate_limits[{i}]"
+        if not limit.rps > 0 or limit.burst < 0:
+            problems.append(f"{where}: expected rps > 0 and burst >= 0")
+        if not limit.prefix.startswith("/"):
+            problems.append(f"{where}.prefix: expected a path starting with '/', got {limit.prefix!r}")
+        if limit.key.type not in ("ip_address", "header") or (limit.key.type == "header") != bool(limit.key.header):
+            problems.append(f"{where}.key: expected type ip_address, or type header with a header name")
     seen: set[str] = set()
     for i, g in enumerate(service.groups):
         where = f"groups[{i}]"
@@ -192,6 +234,23 @@ def _check(service: ServiceDef) -> None:
             problems.append(f"{where}: needs commands or an image")
     if problems:
         raise ServiceDefinitionError("invalid service definition: " + "; ".join(problems))
+
+
+def scaling_config(s: Scaling) -> ScalingConfig:
+    """The autoscaler's view of a scaling block; raises ScalingConfigError on a bad value."""
+    return ScalingConfig(
+        metric=s.metric,
+        target=s.target,
+        scale_up_delay=s.scale_up_delay,
+        scale_down_delay=s.scale_down_delay,
+        window=s.window,
+        burst_window=s.burst_window,
+        burst_sigmas=s.burst_sigmas,
+        burst_release=s.burst_release,
+        headroom_z=s.headroom_z,
+        headroom_budget=s.headroom_budget,
+        schedule=tuple(ScheduleEntry(e.cron, e.min) for e in s.schedule),
+    )
 
 
 def effective_scaling(service: ServiceDef, group: GroupDef) -> Scaling | None:

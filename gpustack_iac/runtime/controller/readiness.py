@@ -10,7 +10,7 @@ import asyncio
 
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.probes import probe_replica
-from gpustack_iac.runtime.controller.state import CRASHED_STATES
+from gpustack_iac.runtime.controller.live import CRASHED_STATES
 
 
 async def probe_all(core: ControllerCore, now: float) -> None:

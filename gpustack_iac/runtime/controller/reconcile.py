@@ -35,9 +35,9 @@ from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
 from gpustack_iac.runtime.controller.readiness import probe_all
 from gpustack_iac.runtime.controller.replica_counts import desired_counts
 from gpustack_iac.runtime.controller.rollout import RolloutReport
-from gpustack_iac.runtime.controller.routes import publish_routes, router_route
+from gpustack_iac.runtime.controller.publish import publish_routes, router_route
 from gpustack_iac.runtime.controller.service_reconcile import reconcile_service
-from gpustack_iac.runtime.controller.state import ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 
 log = logging.getLogger("gpustack_iac.controller")
 

@@ -21,8 +21,8 @@ from gpustack_iac.runtime.controller.errors import (
 from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
 from gpustack_iac.runtime.controller.replica_stop import stop_orphan, stop_replica
 from gpustack_iac.runtime.controller.rollout import RolloutReport
-from gpustack_iac.runtime.controller.routes import publish_routes, router_route
-from gpustack_iac.runtime.controller.state import ServiceState
+from gpustack_iac.runtime.controller.publish import publish_routes, router_route
+from gpustack_iac.runtime.controller.live import ServiceState
 from gpustack_iac.runtime.controller.store import AgentRecord
 
 

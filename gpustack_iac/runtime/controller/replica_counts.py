@@ -6,12 +6,11 @@ place when the ranges or scaling rules change, so the load history survives a re
 
 from __future__ import annotations
 
-from typing import Any
 
 from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.model import effective_scaling
-from gpustack_iac.runtime.controller.state import ServiceState
+from gpustack_iac.runtime.controller.live import ServiceState
+from gpustack_iac.runtime.controller.model import Scaling, effective_scaling, scaling_config
 from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
 
 
@@ -29,6 +28,7 @@ def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, 
             requests_total=load.requests_total if load else 0,
             in_flight=load.in_flight if load else 0,
             waiting=load.waiting if load else 0,
+            ttfb_buckets=load.ttfb_buckets if load else (),
         )
     )
     ready = {g.name: 0 for g in groups}
@@ -63,7 +63,5 @@ def _autoscaler(core: ControllerCore, st: ServiceState) -> ServiceAutoscaler:
     return st.autoscaler
 
 
-def _scaling(s: Any) -> ScalingConfig | None:
-    if s is None:
-        return None
-    return ScalingConfig(metric=s.metric, target=s.target, scale_up_delay=s.scale_up_delay, scale_down_delay=s.scale_down_delay)
+def _scaling(s: Scaling | None) -> ScalingConfig | None:
+    return scaling_config(s) if s is not None else None

@@ -15,7 +15,7 @@ from gpustack_iac.runtime.controller.agent_polling import as_dict
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.model import GroupDef
 from gpustack_iac.runtime.controller.placement import AgentView, Assignment, place
-from gpustack_iac.runtime.controller.state import ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.store import PlacementRecord
 
 # After a provider outage every group would ask again each tick; back off instead (the same policy

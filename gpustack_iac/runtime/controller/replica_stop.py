@@ -12,8 +12,8 @@ import logging
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.routes import publish_routes
-from gpustack_iac.runtime.controller.state import ReplicaState
+from gpustack_iac.runtime.controller.publish import publish_routes
+from gpustack_iac.runtime.controller.live import ReplicaState
 
 log = logging.getLogger("gpustack_iac.controller")
 

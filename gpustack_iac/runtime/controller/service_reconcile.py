@@ -16,7 +16,7 @@ from gpustack_iac.runtime.controller.replica_counts import desired_counts
 from gpustack_iac.runtime.controller.replica_start import start_replicas
 from gpustack_iac.runtime.controller.replica_stop import begin_stop
 from gpustack_iac.runtime.controller.rollout import ReplicaView, plan_group
-from gpustack_iac.runtime.controller.state import ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 
 
 async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) -> None:
@@ -55,6 +55,7 @@ async def reconcile_service(core: ControllerCore, st: ServiceState, now: float) 
             if r.failed:
                 st.crash_streak[g.name] = st.crash_streak.get(g.name, 0) + 1
                 st.last_failure[g.name] = now
+                st.last_failed[g.name] = (r.id, r.record.agent)
                 delay = min(core.settings.max_backoff, 0.5 * 2 ** (st.crash_streak[g.name] - 1))
                 st.backoff_until[g.name] = now + delay
                 st.messages[g.name] = f"replica {r.id} {r.detail}; replacing it in {delay:g}s"

@@ -9,7 +9,7 @@ from typing import Any
 
 from gpustack_iac.runtime.controller.errors import UnknownRouterError, UnknownServiceError
 from gpustack_iac.runtime.controller.reconcile import Controller
-from gpustack_iac.runtime.controller.state import ReplicaState
+from gpustack_iac.runtime.controller.live import ReplicaState
 
 
 def agents_json(c: Controller) -> list[dict[str, Any]]:
@@ -92,16 +92,21 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
                 "desired": st.desired.get(g.name, g.replicas.min),
                 "ready": sum(1 for r in mine if r.routable),
                 "message": st.messages.get(g.name),
+                # Read by `up`'s readiness wait, which stops at once on either instead of timing out.
+                "no_capacity": g.name in st.no_capacity,
+                "crash_streak": st.crash_streak.get(g.name, 0),
                 "replicas": [_replica_json(r) for r in mine],
             }
         )
     rollout = None
-    if st.rollouts:
-        reports = [r.to_json() for r in st.rollouts.values()]
-        states = {r.state for r in st.rollouts.values()}
+    # A group removed from the definition keeps no rollout line.
+    current = [r for g, r in st.rollouts.items() if d.group(g) is not None]
+    if current:
+        reports = [r.to_json() for r in current]
+        states = {r.state for r in current}
         overall = "failed" if "failed" in states else "running" if "running" in states else "done"
         # One line for `up` and `status`: the failed groups' messages first.
-        ordered = sorted(st.rollouts.values(), key=lambda r: r.state != "failed")
+        ordered = sorted(current, key=lambda r: r.state != "failed")
         message = "; ".join(f"{r.group}: {r.message}" for r in ordered)
         rollout = {"state": overall, "message": message, "groups": reports}
     return {

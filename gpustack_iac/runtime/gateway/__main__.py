@@ -28,6 +28,7 @@ from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
+from gpustack_iac.runtime.gateway.tls_site import start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable
@@ -52,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
     p.add_argument("--hold-queue", type=int, default=GatewaySettings.hold_queue)
     p.add_argument("--hold-timeout", type=float, default=GatewaySettings.hold_timeout)
+    p.add_argument("--max-client-connections", type=int, default=GatewaySettings.max_client_connections,
+                   help="client connections held at once; past it a new one gets 503")
+    p.add_argument("--listen-backlog", type=int, default=GatewaySettings.listen_backlog,
+                   help="connections the kernel queues before accept (capped by net.core.somaxconn)")
+    p.add_argument("--header-timeout", type=float, default=GatewaySettings.header_timeout,
+                   help="seconds a client has to send a whole request head")
     p.add_argument("--reconcile-interval", type=float, default=ControllerSettings.interval)
     p.add_argument("--probe-failures", type=int, default=ControllerSettings.probe_failures)
     p.add_argument("--startup-deadline", type=float, default=ControllerSettings.startup_deadline)
@@ -63,6 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds of load that can trigger a fast scale-up on a burst")
     p.add_argument("--autoscale-burst-release", type=float, default=Tuning.burst_release_delay,
                    help="seconds after a burst ends before the capacity it added is released")
+    tls = p.add_argument_group("TLS (runtime/gateway/tls.py)")
+    tls.add_argument("--tls-port", type=int, default=None, help="also serve the data plane over TLS on this port (0: a free one)")
+    tls.add_argument("--certificate", choices=("files", "self-signed", "lets-encrypt"), default=None)
+    tls.add_argument("--cert-file", type=Path, default=None)
+    tls.add_argument("--key-file", type=Path, default=None)
+    tls.add_argument("--cert-dir", type=Path, default=None, help="issued and generated certificates (default STATE_DIR/tls)")
+    tls.add_argument("--tls-name", action="append", default=[], help="a name the certificate covers besides --domain")
+    tls.add_argument("--acme-directory", default="https://acme-v02.api.letsencrypt.org/directory")
+    tls.add_argument("--acme-email", default=None)
+    tls.add_argument("--acme-ca-bundle", default=None, help="CA bundle for a private ACME server's HTTPS")
+    tls.add_argument("--acme-http-port", type=int, default=80, help="where HTTP-01 challenges are answered")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -74,10 +92,13 @@ def _bound_port(runner: web.BaseRunner) -> int:
     raise GpustackError("the server did not report a listening address")
 
 
-def _site(runner: web.BaseRunner, name: str, host: str, port: int) -> web.BaseSite:
+def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int = 128) -> web.BaseSite:
     # Under the watchdog the ports are already bound and handed down, so they stay open across restarts.
     sock = inherited_socket(name)
-    return web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+    if sock is None:
+        return web.TCPSite(runner, host, port, backlog=backlog)
+    sock.listen(backlog)  # Linux takes a second listen() on a bound socket as its new backlog
+    return web.SockSite(runner, sock)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -103,7 +124,10 @@ async def serve(args: argparse.Namespace) -> None:
     controller = Controller(store, table, metrics, settings)
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
-        GatewaySettings(hold_queue=args.hold_queue, hold_timeout=args.hold_timeout),
+        GatewaySettings(
+            hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
+            listen_backlog=args.listen_backlog, header_timeout=args.header_timeout,
+        ),
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
@@ -115,14 +139,17 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await controller.start()
         await data_runner.setup()
-        await _site(data_runner, "port", args.host, args.port).start()
+        await _site(data_runner, "port", args.host, args.port, backlog=args.listen_backlog).start()
         await control_runner.setup()
         await _site(control_runner, "control_port", args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
+        tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port)
+                    if args.tls_port is not None else None)
         url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         controller.public_url = (args.public_url or f"http://{url_host}:{port}").rstrip("/")
         if args.port_file is not None:
-            write_port_file(args.port_file, {"port": port, "control_port": control_port, "pid": os.getpid()})
+            ports = {"port": port, "control_port": control_port, "pid": os.getpid()}
+            write_port_file(args.port_file, {**ports, "tls_port": tls_port} if tls_port is not None else ports)
         log.info("gateway on %s:%d, control API on %s:%d", args.host, port, args.host, control_port)
         await stop.wait()
         log.info("shutting down; replicas keep running")

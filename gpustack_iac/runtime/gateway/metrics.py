@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from gpustack_iac.runtime.scaling.metrics import TTFB_BUCKETS
+
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -27,6 +29,9 @@ class ServiceLoad:
     errors_total: int
     per_group: dict[str, GroupLoad]
     waiting: int
+    # Cumulative count of times to first byte per bucket of TTFB_BUCKETS (+ one for overflow):
+    # the autoscaler's latency metric reads a windowed p90 from successive snapshots.
+    ttfb_buckets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class _Counters:
 @dataclass
 class _ServiceCounters(_Counters):
     waiting: int = 0
+    ttfb: list[int] = field(default_factory=lambda: [0] * (len(TTFB_BUCKETS) + 1))
     groups: dict[str, _Counters] = field(default_factory=dict)
 
 
@@ -91,6 +97,10 @@ class Metrics:
         c.latency.observe(seconds)
         if error:
             c.errors_total += 1
+
+    def first_byte(self, service: str, seconds: float) -> None:
+        """A replica's response head arrived `seconds` after the attempt that got it began."""
+        self._service(service).ttfb[bisect.bisect_left(TTFB_BUCKETS, seconds)] += 1
 
     def waiting_changed(self, service: str, delta: int) -> None:
         self._service(service).waiting += delta
@@ -144,6 +154,7 @@ class Metrics:
                 errors_total=c.errors_total,
                 per_group={g: GroupLoad(gc.requests_total, gc.in_flight, gc.errors_total) for g, gc in c.groups.items()},
                 waiting=c.waiting,
+                ttfb_buckets=tuple(c.ttfb),
             )
             for name, c in self._services.items()
         }

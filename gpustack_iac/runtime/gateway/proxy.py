@@ -22,9 +22,10 @@ from gpustack_iac.runtime.gateway.balancer import Balancer
 from gpustack_iac.runtime.gateway.headers import upstream_request_lines
 from gpustack_iac.runtime.gateway.hold import HoldQueue, HoldQueueFull
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.router import RouterBook
+from gpustack_iac.runtime.gateway.ratelimit import RateLimiter, pick_rule, retry_after
+from gpustack_iac.runtime.gateway.router import Candidate, RouterBook
 from gpustack_iac.runtime.gateway.routing import RouterMember, RouterRoute, RoutingTable, ServiceRoute, Upstream
-from gpustack_iac.runtime.gateway.server import GatewayRunner, Request, ServerConnection
+from gpustack_iac.runtime.gateway.server import Answer, GatewayRunner, Request, ServerConnection, error_answer
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
 from gpustack_iac.runtime.gateway.upstream import (
     ConnectFailed,
@@ -34,7 +35,7 @@ from gpustack_iac.runtime.gateway.upstream import (
     UpstreamPool,
 )
 
-__all__ = ["GatewaySettings", "Gateway", "create_gateway_app", "make_runner", "GATEWAY_KEY"]
+__all__ = ["GatewaySettings", "Gateway", "create_gateway_app", "make_runner", "data_plane_site", "GATEWAY_KEY"]
 
 OPENAI_POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 # A member answering with one of these before any byte reached the client is treated as down.
@@ -89,6 +90,7 @@ class Gateway:
         self._balancers: dict[str, Balancer] = {}
         self.book = RouterBook(table, metrics)
         self.hold = HoldQueue(table, metrics, settings.hold_queue, settings.hold_timeout)
+        self.limiter = RateLimiter()
         self._pool: UpstreamPool | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -108,6 +110,55 @@ class Gateway:
         return self._pool
 
     # --- entry --------------------------------------------------------------------------------------
+    def gate(self, req: Request) -> Answer | None:
+        """What can be decided on the request head, before its body is read or `100 Continue` is sent:
+        the token, and the rate limits of a service named by the path or Host. OpenAI routes name
+        their service in the body; they are refused here only when no model is open to anonymous clients."""
+        path = req.path
+        if self._domain_suffix is not None:
+            name = self._host_service(req.host)
+            if name is not None:
+                return self._gate_service(req, name, path)
+        if path.startswith("/services/"):
+            name, slash, rest = path[10:].partition("/")
+            return self._gate_service(req, name, "/" + rest if slash else "/")
+        if path in OPENAI_POST_PATHS and req.method == "POST":
+            if self._authorized(req) or self.table.has_open_model():
+                return None
+            return self._unauthorized_answer()
+        if path == "/metrics" and req.method == "GET":
+            if _token_matches(req, self._admin_token) or self._authorized(req):
+                return None
+            return self._unauthorized_answer()
+        if path == "/v1/models" and req.method == "GET" and self.table.has_open_model():
+            return None  # anonymous clients see the open models
+        return None if self._authorized(req) else self._unauthorized_answer()
+
+    def _gate_service(self, req: Request, name: str, path: str) -> Answer | None:
+        route = self.table.service(name)
+        if route is None or route.auth:
+            if not self._authorized(req):
+                return self._unauthorized_answer()
+            if route is None:
+                return None  # 404, answered by the handler
+        return self._rate_limited(req, route, path)
+
+    def _rate_limited(self, req: Request, route: ServiceRoute, path: str) -> Answer | None:
+        """A 429 when the request is over the service's rate limit for its path."""
+        rule = pick_rule(route.rate_limits, path)
+        if rule is None:
+            return None
+        key = (req.header(rule.header) if rule.header else None) or req.peer or ""
+        wait = self.limiter.take(route.name, rule, key)
+        if not wait:
+            return None
+        self.metrics.rejected("rate_limited")
+        seconds = retry_after(wait)
+        return error_answer(
+            429, "rate_limited", f"service {route.name!r}: more than {rule.rps:g} requests per second on {rule.prefix}; retry in {seconds}s",
+            [f"Retry-After: {seconds}"],
+        )
+
     async def handle(self, req: Request, out: ServerConnection) -> None:
         path = req.path
         if self._domain_suffix is not None:
@@ -178,7 +229,12 @@ class Gateway:
             return
         fwd = self._forward_headers(req, target.auth)
         if isinstance(target, ServiceRoute):
-            await self._serve_service(req, out, target, _with_query(target.model_prefix.rstrip("/") + suffix, req.query), fwd)
+            path = target.model_prefix.rstrip("/") + suffix
+            limited = self._rate_limited(req, target, path)
+            if limited is not None:
+                out.respond(limited.status, limited.body, limited.content_type, limited.headers)
+                return
+            await self._serve_service(req, out, target, _with_query(path, req.query), fwd)
             return
         assert isinstance(payload, dict)
         await self._serve_router(req, out, target, suffix, payload, fwd)
@@ -216,6 +272,7 @@ class Gateway:
             except _UpstreamFailed as exc:
                 status = _error(out, exc.status, exc.code, str(exc))
                 return
+            metrics.first_byte(route.name, opened.ttfb)
             status = await self._relay(req, out, opened)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED  # the client left; not the service's error
@@ -351,12 +408,16 @@ class Gateway:
     async def _serve_router(
         self, req: Request, out: ServerConnection, router: RouterRoute, suffix: str, payload: dict[str, object], fwd: str
     ) -> None:
-        chosen = await self._open_router(router, req.method, suffix, req.query, payload, req.body, fwd, frozenset())
+        chosen = await self._open_router(req, router, suffix, payload, fwd)
+        if isinstance(chosen, Answer):
+            out.respond(chosen.status, chosen.body, chosen.content_type, chosen.headers)
+            return
         if isinstance(chosen, _Refusal):
             self.metrics.rejected("router_unavailable")
             _error(out, chosen.status, chosen.code, chosen.message)
             return
         opened, member_of, service_started = chosen
+        self.metrics.first_byte(opened.route.name, opened.ttfb)
         status = 500
         try:
             status = await self._relay(req, out, opened)
@@ -374,68 +435,54 @@ class Gateway:
 
     async def _open_router(
         self,
+        req: Request,
         router: RouterRoute,
-        method: str,
         suffix: str,
-        query: str,
         payload: dict[str, object],
-        body: bytes,
         fwd: str,
-        visited: frozenset[str],
-    ) -> tuple[_Opened, RouterRoute | None, float] | _Refusal:
-        """Try members in strategy order (at most retries + 1), then fallback aliases; before the first byte only."""
-        visited = visited | {router.name}
+    ) -> tuple[_Opened, RouterRoute | None, float] | _Refusal | Answer:
+        """Open the router's candidates (router.py's fail-over plan) in turn, before the first byte only.
+
+        A candidate over its own `rate_limits` for this client is skipped; when nothing else could
+        serve, its 429 is the answer (a router alias is no way around a service's limits)."""
+        method, query, body = req.method, req.query, req.body
+        limited: Answer | None = None
         members = self.book.order(router)
         if not members:
             members = await self._wake_members(router)
-        members = members[: router.retries + 1]
-        fallbacks = [alias for alias in router.fallbacks if alias not in visited]
         last_failure = "no member has a ready replica"
-        for index, member in enumerate(members):
-            route = self.table.service(member.service)
-            if route is None or not route.upstreams:
+        for candidate in self.book.candidates(router, members):
+            route, member_of = candidate.route, candidate.member_of
+            refusal = self._rate_limited(req, route, route.model_prefix.rstrip("/") + suffix)
+            if refusal is not None:
+                limited = refusal
                 continue
-            is_last = index == len(members) - 1 and not fallbacks
             started = time.perf_counter()
-            self.metrics.member_started(router.name, route.name)
+            if member_of is not None:
+                self.metrics.member_started(member_of.name, route.name)
             self.metrics.request_started(route.name)
-            member_body = _rewrite_model(payload, body, route.model)
             path_qs = _with_query(route.model_prefix.rstrip("/") + suffix, query)
             try:
-                opened = await self._open(route, method, path_qs, member_body, fwd)
+                opened = await self._open(route, method, path_qs, _rewrite_model(payload, body, route.model), fwd)
             except _UpstreamFailed as exc:
                 last_failure = f"{route.name}: {exc}"
-                self._member_failed(router, route, time.perf_counter() - started)
+                self._candidate_failed(candidate, time.perf_counter() - started)
                 continue
             except BaseException:
                 # Cancelled because the client left: not the member's fault.
                 self.metrics.request_finished(route.name, time.perf_counter() - started, False)
-                self.metrics.member_finished(router.name, route.name, False)
+                if member_of is not None:
+                    self.metrics.member_finished(member_of.name, route.name, False)
                 raise
-            if opened.conn.status in RETRYABLE_STATUS and not is_last:
+            if opened.conn.status in RETRYABLE_STATUS and not candidate.last:
                 last_failure = f"{route.name}: HTTP {opened.conn.status}"
                 opened.conn.close()
                 self._attempt_done(route, opened.upstream, time.perf_counter() - opened.started, error=True)
-                self._member_failed(router, route, time.perf_counter() - started)
+                self._candidate_failed(candidate, time.perf_counter() - started)
                 continue
-            return opened, router, started
-        for alias in fallbacks:
-            target = self.table.by_model(alias)
-            if isinstance(target, RouterRoute) and target.name not in visited:
-                chosen = await self._open_router(target, method, suffix, query, payload, body, fwd, visited)
-                if not isinstance(chosen, _Refusal):
-                    return chosen
-            elif isinstance(target, ServiceRoute) and target.upstreams:
-                started = time.perf_counter()
-                self.metrics.request_started(target.name)
-                path_qs = _with_query(target.model_prefix.rstrip("/") + suffix, query)
-                try:
-                    opened = await self._open(target, method, path_qs, _rewrite_model(payload, body, target.model), fwd)
-                except _UpstreamFailed as exc:
-                    last_failure = f"{target.name}: {exc}"
-                    self.metrics.request_finished(target.name, time.perf_counter() - started, True)
-                    continue
-                return opened, None, started
+            return opened, member_of, started
+        if limited is not None:
+            return limited
         return _Refusal(503, "router_unavailable", f"router {router.name!r}: no member could serve the request ({last_failure})")
 
     async def _wake_members(self, router: RouterRoute) -> list[RouterMember]:
@@ -450,10 +497,11 @@ class Gateway:
                 return self.book.order(router)
         return []
 
-    def _member_failed(self, router: RouterRoute, route: ServiceRoute, seconds: float) -> None:
-        self.metrics.request_finished(route.name, seconds, True)
-        self.metrics.member_finished(router.name, route.name, True)
-        self.book.failed(router, route.name)
+    def _candidate_failed(self, candidate: Candidate, seconds: float) -> None:
+        self.metrics.request_finished(candidate.route.name, seconds, True)
+        if candidate.member_of is not None:
+            self.metrics.member_finished(candidate.member_of.name, candidate.route.name, True)
+            self.book.failed(candidate.member_of, candidate.route.name)
 
     # --- helpers --------------------------------------------------------------------------------------
     def _balancer(self, service: str) -> Balancer:
@@ -474,11 +522,18 @@ class Gateway:
         return None
 
     def _authorized(self, req: Request) -> bool:
-        return _token_matches(req, self._token)
+        verdict = req.authorized
+        if verdict is None:
+            verdict = req.authorized = _token_matches(req, self._token)
+        return verdict
 
     def _unauthorized(self, out: ServerConnection) -> None:
         self.metrics.rejected("unauthorized")
         _error(out, 401, "unauthorized", "missing or invalid bearer token")
+
+    def _unauthorized_answer(self) -> Answer:
+        self.metrics.rejected("unauthorized")
+        return error_answer(401, "unauthorized", "missing or invalid bearer token", _WWW_AUTHENTICATE)
 
     def _forward_headers(self, req: Request, route_auth: bool) -> str:
         # An open service may use Authorization for its own purposes; the gateway's token never leaves.
@@ -537,4 +592,14 @@ def make_runner(app: web.Application) -> GatewayRunner:
     """A runner for `web.TCPSite(runner, host, port)`: the data-plane server, which cancels a request's
     upstream work when its client disconnects and keeps no access log."""
     gateway = app[GATEWAY_KEY]
-    return GatewayRunner(gateway.handle, max_body=gateway.settings.max_body_bytes, start=gateway.start, stop=gateway.close)
+    settings = gateway.settings
+    return GatewayRunner(
+        gateway.handle, gate=gateway.gate, max_body=settings.max_body_bytes, start=gateway.start, stop=gateway.close,
+        header_timeout=settings.header_timeout, max_connections=settings.max_client_connections,
+        max_header_count=settings.max_header_count,
+    )
+
+
+def data_plane_site(runner: GatewayRunner, app: web.Application, host: str, port: int) -> web.TCPSite:
+    """The listening site for the data plane, with a listen backlog sized for the connection cap."""
+    return web.TCPSite(runner, host, port, backlog=app[GATEWAY_KEY].settings.listen_backlog)

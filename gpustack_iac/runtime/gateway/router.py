@@ -1,7 +1,9 @@
-"""Router strategies: in which order the members of a model alias are tried for one request.
+"""Routers: which services one request to a model alias tries, in which order, and their health.
 
-The proxy walks the order this module returns, skipping members with no ready replica, trying at
-most `retries + 1` members before the first byte; it reports each outcome back so that failures
+`RouterBook.candidates` is the fail-over plan: members in strategy order (healthy ones first,
+cooled-down ones last, none without a ready replica), at most `retries + 1` of them, then the
+fallback aliases (another router's candidates, or a service), never a router twice. The proxy
+opens each candidate in turn before the first byte and reports each outcome back, so failures
 cool a member down and time-to-first-byte feeds the `latency` strategy. Each strategy is one
 small class so a new one is one class more.
 """
@@ -10,10 +12,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from gpustack_iac.runtime.gateway.metrics import Metrics
-from gpustack_iac.runtime.gateway.routing import RouterMember, RouterRoute, RoutingTable
+from gpustack_iac.runtime.gateway.routing import RouterMember, RouterRoute, RoutingTable, ServiceRoute
 
 Clock = Callable[[], float]
 
@@ -96,6 +98,15 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
 }
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One service to try for a router request."""
+
+    route: ServiceRoute
+    member_of: RouterRoute | None  # the router it is a member of; None for a fallback alias naming a service
+    last: bool  # nothing would be tried after it: a retryable status (502, 503) is relayed, not retried
+
+
 @dataclass
 class RouterBook:
     """Health of every router member, shared by all requests of one gateway."""
@@ -123,6 +134,29 @@ class RouterBook:
             (cooling if health.cooldown_until > now else healthy).append(view)
         strategy = self._strategy(router)
         return [v.member for v in strategy.order(healthy)] + [v.member for v in Priority().order(cooling)]
+
+    def candidates(
+        self, router: RouterRoute, members: list[RouterMember] | None = None, visited: frozenset[str] = frozenset()
+    ) -> Iterator[Candidate]:
+        """The fail-over plan, lazily: a fallback router's members are ordered only when reached.
+
+        `members` is this router's `order()` when the caller already has it (it may have waited for
+        a member to scale up from zero); ordering again would advance weighted round-robin twice.
+        """
+        visited = visited | {router.name}
+        tried = (self.order(router) if members is None else members)[: router.retries + 1]
+        fallbacks = [alias for alias in router.fallbacks if alias not in visited]
+        for index, member in enumerate(tried):
+            route = self.table.service(member.service)
+            if route is None or not route.upstreams:
+                continue
+            yield Candidate(route, router, last=index == len(tried) - 1 and not fallbacks)
+        for alias in fallbacks:
+            target = self.table.by_model(alias)
+            if isinstance(target, RouterRoute) and target.name not in visited:
+                yield from self.candidates(target, visited=visited)
+            elif isinstance(target, ServiceRoute) and target.upstreams:
+                yield Candidate(target, None, last=True)
 
     def is_cooling(self, router: str, member: str) -> bool:
         return self._get(router, member).cooldown_until > self.clock()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from gpustack_iac.runtime.gateway.ratelimit import RateLimitRule
+
 RouterStrategy = Literal["priority", "weighted", "least-busy", "latency", "cost"]
 ROUTER_STRATEGIES: tuple[str, ...] = ("priority", "weighted", "least-busy", "latency", "cost")
 
@@ -29,6 +31,7 @@ class ServiceRoute:
     model_prefix: str = "/v1"
     upstreams: tuple[Upstream, ...] = ()
     min_replicas_zero: bool = False  # the gateway holds requests while a replica starts
+    rate_limits: tuple[RateLimitRule, ...] = ()  # the service's `rate_limits`
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,12 @@ class RoutingTable:
             if route.model == model:
                 return route
         return None
+
+    def has_open_model(self) -> bool:
+        """True when some model or router alias is served without a token (`auth: false`)."""
+        return any(r.model is not None and not r.auth for r in self._services.values()) or any(
+            not r.auth for r in self._routers.values()
+        )
 
     def models(self) -> list[tuple[str, bool]]:
         """(model id, auth) for every served model and router alias, sorted by id."""

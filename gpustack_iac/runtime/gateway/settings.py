@@ -20,6 +20,13 @@ class GatewaySettings:
     # Responses with a Content-Length up to this are read whole and sent in one write (fewer
     # syscalls for the common small JSON answer); anything else is streamed chunk by chunk.
     buffer_limit: int = 256 * 1024
+    # Client side. Past `max_client_connections` a new connection gets 503 and is closed, so a flood
+    # of idle sockets cannot exhaust file descriptors; the listen backlog is sized for the cap so a
+    # burst of connects is queued by the kernel rather than dropped.
+    max_client_connections: int = 4096
+    listen_backlog: int = 4096
+    header_timeout: float = 20.0  # seconds a client has to send a whole request head
+    max_header_count: int = 100
 
     def __post_init__(self) -> None:
         if self.hold_queue < 0 or self.hold_timeout < 0:
@@ -28,3 +35,7 @@ class GatewaySettings:
             raise ValueError("upstream_retries must be >= 0")
         if self.max_connections < 1 or self.max_connections_per_upstream < 0:
             raise ValueError("max_connections must be >= 1 and max_connections_per_upstream >= 0")
+        if self.max_client_connections < 1 or self.listen_backlog < 1 or self.max_header_count < 1:
+            raise ValueError("max_client_connections, listen_backlog and max_header_count must be >= 1")
+        if self.header_timeout <= 0:
+            raise ValueError("header_timeout must be > 0")

@@ -1,8 +1,8 @@
 """The gateway's own pooled HTTP/1.1 client to the replicas, on asyncio protocols.
 
 aiohttp's ClientSession cost about 140 µs of CPU per proxied request; this client writes the
-request head and body in one write, parses the response head with a few string operations, and
-hands body bytes to the proxy as they arrive (Content-Length, chunked or until close), with
+request head and body in one write, parses responses with llhttp (httptools), and hands body
+bytes to the proxy as they arrive (Content-Length, chunked or until close), with
 read-side backpressure so a slow client cannot make the gateway buffer a fast replica's output.
 One connection carries one request at a time (no pipelining) and goes back to a LIFO idle stack
 per upstream when its response was read to the end.
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
+import httptools
+
 from gpustack_iac.runtime.gateway.headers import RESPONSE_DROP
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
 from gpustack_iac.runtime.gateway.wire import (
@@ -26,18 +28,20 @@ from gpustack_iac.runtime.gateway.wire import (
     MAX_HEAD_BYTES,
     NO_BODY,
     UNTIL_CLOSE,
-    ChunkedDecoder,
     HttpProtocolError,
-    head_lines,
     is_chunked,
-    parse_content_length,
 )
 
+_RESPONSE_DROP = frozenset(name.encode() for name in RESPONSE_DROP)
 # Body bytes queued for a slow client before the replica's socket stops being read.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 
 _IDLE, _HEAD, _BODY, _DONE = range(4)
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing a connection that will not be reused."""
 
 
 class UpstreamError(Exception):
@@ -104,13 +108,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._phase = _IDLE
-        self._buf = b""
         self._got_bytes = False
         self._head_only = False
         self._head_waiter: asyncio.Future[None] | None = None
         self._kind = NO_BODY
-        self._remaining = 0
-        self._decoder: ChunkedDecoder | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0
+        self._reason = b""
+        self._passthrough: list[str] = []
+        self._listed: set[str] | None = None
+        self._codings: list[str] = []
+        self._length = -1
+        self._interim = False
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._reading_paused = False
@@ -137,19 +146,29 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_rx = self._loop.time()
         phase = self._phase
-        if phase == _BODY:
-            self._body_data(data)
-        elif phase == _HEAD:
+        if phase == _HEAD:
             self._got_bytes = True
-            try:
-                self._head_data(data)
-            except HttpProtocolError as exc:
-                self._fail(BadResponse(f"invalid response: {exc}"))
-        else:
+            self._head_bytes += len(data)
+        elif phase != _BODY:
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
             self._reusable = False
             if phase == _IDLE:
                 self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reusable = False  # 101: what follows is not HTTP any more
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HttpProtocolError):
+                self._fail(BadResponse(f"invalid response: {cause}"))
+            elif not isinstance(cause, _Stop):
+                self._fail(BadResponse("invalid response"))
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"invalid response: {exc}"))
+        if self._phase == _HEAD and self._head_bytes > MAX_HEAD_BYTES:
+            self._fail(BadResponse("invalid response: response head too large"))
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
@@ -179,7 +198,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._phase = _HEAD
         self._head_only = head_only
         self._got_bytes = False
-        self._buf = b""
+        self._head_bytes = 0
         self._chunks.clear()
         self._queued = 0
         self._error = None
@@ -245,124 +264,98 @@ class UpstreamConnection(asyncio.Protocol):
             # abort, not close: a cancelled stream must reach the replica as a disconnect at once.
             self.transport.abort()
 
-    # --- parsing -------------------------------------------------------------------------------------
-    def _head_data(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise HttpProtocolError("response head too large")
-                self._buf = buf
-                return
-            lines = head_lines(buf[:end])
-            buf = buf[end + 4 :]
-            version, _, rest = lines[0].partition(" ")
-            code, _, reason = rest.partition(" ")
-            if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-                raise HttpProtocolError(f"invalid status line {lines[0][:80]!r}")
-            status = int(code)
-            if 100 <= status < 200 and status != 101:
-                continue  # interim answers (100 Continue, 103 Early Hints) are not relayed
-            break
-        self._buf = b""
+    # --- parser callbacks (httptools) ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._phase != _HEAD:
+            # A second response to one request: refuse the rest of the stream.
+            self._reusable = False
+            raise _Stop()
+        self._reason = b""
+        self._passthrough: list[str] = []
+        self._listed: set[str] | None = None
+        self._codings: list[str] = []
+        self._length = -1
+        self.content_type = ""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # The client's copy of the headers is built here, from the fields as received: hop-by-hop
+        # fields and framing stay on this hop (the server frames the response itself).
+        if self._phase != _HEAD:
+            return  # a trailer, not relayed
+        lower = name.lower()
+        value = value.rstrip(b" \t")  # llhttp drops leading whitespace only
+        if lower in _RESPONSE_DROP:
+            if lower == b"content-length":
+                self._length = int(value)  # llhttp refused duplicates and anything but digits
+            elif lower == b"transfer-encoding":
+                self._codings.append(value.decode("latin-1"))
+            elif lower == b"connection":
+                tokens = value.decode("latin-1").lower()
+                if tokens != "keep-alive" and tokens != "close":
+                    self._listed = (self._listed or set()) | {t.strip() for t in tokens.split(",") if t.strip()}
+            return
+        line = (name + b": " + value).decode("latin-1")
+        if lower == b"content-type":
+            self.content_type = line[len(name) + 2 :]
+        self._passthrough.append(line)
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise HttpProtocolError(f"unsupported version HTTP/{version}")
+        if 100 <= status < 200 and status != 101:
+            self._interim = True  # interim answers (100 Continue, 103 Early Hints) are not relayed
+            return
+        self._interim = False
         self.status = status
-        self.reason = reason
-        lengths: list[str] = []
-        codings: list[str] = []
-        keep_alive = version == "HTTP/1.1"
-        content_type = ""
-        # The client's copy of the headers is built in the same pass, from the lines as received:
-        # hop-by-hop fields and framing stay on this hop (the server frames the response itself).
-        passthrough: list[str] = []
-        listed: set[str] | None = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            lower = name.lower()
-            if lower in RESPONSE_DROP:
-                value = value.strip(" \t")
-                if lower == "content-length":
-                    lengths.append(value)
-                elif lower == "transfer-encoding":
-                    codings.append(value)
-                elif lower == "connection":
-                    tokens = value.lower()
-                    if "close" in tokens:
-                        keep_alive = False
-                    elif "keep-alive" in tokens and version == "HTTP/1.0":
-                        keep_alive = True
-                    if tokens != "keep-alive" and tokens != "close":
-                        listed = (listed or set()) | {t.strip() for t in tokens.split(",") if t.strip()}
-                continue
-            if lower == "content-type":
-                content_type = value.strip(" \t")
-            passthrough.append(line)
+        self.reason = self._reason.decode("latin-1")
+        passthrough = self._passthrough
+        listed = self._listed
         if listed:
             passthrough = [line for line in passthrough if line.partition(":")[0].lower() not in listed]
         self.client_headers = passthrough
-        self.content_type = content_type
-        self.content_length = parse_content_length(lengths) if lengths else -1
-        if not keep_alive:
+        length = self.content_length = self._length
+        if not parser.should_keep_alive():
             self._reusable = False
+        self._phase = _BODY
         if self._head_only or status in (101, 204, 304):
-            if status == 101:
-                self._reusable = False
             self._kind = NO_BODY
-        elif codings:
-            if lengths:
-                raise HttpProtocolError("Transfer-Encoding together with Content-Length")
-            is_chunked(codings)
+            if status == 101 or self._head_only:
+                # llhttp cannot be told a HEAD answer has no body: stop here and never reuse the connection.
+                self._reusable = False
+                self._finish_body()
+                self._resolve_head()
+                raise _Stop()
+        elif self._codings:
+            is_chunked(self._codings)  # another final coding cannot be delimited: refused
             self._kind = CHUNKED
-            self._decoder = ChunkedDecoder()
-        elif self.content_length >= 0:
+        elif length >= 0:
             self._kind = LENGTH
-            self._remaining = self.content_length
         else:
             self._kind = UNTIL_CLOSE
             self._reusable = False
-        self._phase = _BODY
-        if self._kind == NO_BODY or (self._kind == LENGTH and self._remaining == 0):
+        self._resolve_head()
+
+    def on_body(self, data: bytes) -> None:
+        self._push(data)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._phase == _BODY:
             self._finish_body()
-            if buf:
-                self._reusable = False
-        elif buf:
-            self._body_data(buf)
+
+    def _resolve_head(self) -> None:
         waiter = self._head_waiter
         self._head_waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _body_data(self, data: bytes) -> None:
-        kind = self._kind
-        if kind == LENGTH:
-            remaining = self._remaining
-            if len(data) >= remaining:
-                if len(data) > remaining:
-                    self._reusable = False  # more bytes than announced
-                    data = data[:remaining]
-                self._remaining = 0
-                self._push(data)
-                self._finish_body()
-                return
-            self._remaining = remaining - len(data)
-            self._push(data)
-        elif kind == CHUNKED:
-            assert self._decoder is not None
-            try:
-                chunks, tail = self._decoder.feed(data)
-            except HttpProtocolError as exc:
-                self._fail(BadResponse(f"invalid chunked body: {exc}"))
-                return
-            for chunk in chunks:
-                self._push(chunk)
-            if self._decoder.done:
-                if tail:
-                    self._reusable = False
-                self._finish_body()
-        elif kind == UNTIL_CLOSE:
-            self._push(data)
-        else:
-            self._reusable = False
 
     def _push(self, data: bytes) -> None:
         if not data:
@@ -376,7 +369,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish_body(self) -> None:
         self._phase = _DONE
-        self._decoder = None
         self._wake_body()
 
     def _wake_body(self) -> None:

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from croniter import croniter
 
 from gpustack_iac.errors import ScalingConfigError
+
+# `in_flight` is the name older definitions used for `concurrency`.
+METRICS = ("rps", "concurrency", "latency", "queue", "in_flight")
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """A minimum replica count during every minute a cron expression (UTC) matches."""
+
+    cron: str
+    min: int
+
+    def __post_init__(self) -> None:
+        if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
+            raise ScalingConfigError(f"scaling.schedule: {self.cron!r} is not a 5-field cron expression")
+        if self.min < 0:
+            raise ScalingConfigError(f"scaling.schedule: min must be >= 0, got {self.min}")
 
 
 @dataclass(frozen=True)
 class ScalingConfig:
     """A service's (or a group's) `scaling:` block.
 
-    `target` is the per-replica value of `metric` the autoscaler aims for ("rps": requests per
-    second per replica). `in_flight_target` is the concurrent requests one replica should carry;
-    None reads `target` as that number too (Little's law for requests of about one second), which
-    suits short completions; set it explicitly for long streaming requests.
+    `target` is the per-replica value of `metric` the autoscaler aims for: "rps" requests per
+    second, "concurrency" requests in flight, "latency" the p90 time to first byte in
+    milliseconds, "queue" requests held at the gateway. `in_flight_target` is the opt-in safety net
+    of the rps metric (concurrent requests one replica should carry; None: no safety net).
+    Fields left None take the controller's `Tuning` defaults.
+
+    Headroom: the stable path provisions for `mean + headroom_z x sigma` of the per-second
+    arrivals, but never more than `headroom_budget` x the replicas the mean needs (rounded
+    down) on top of them: the cost budget. Bursts: a short window of `burst_window` seconds
+    whose count is more than `burst_sigmas` standard deviations above what the current
+    capacity serves is a burst; `burst_sigmas` None switches the burst path off.
     """
 
     metric: str
@@ -22,14 +48,37 @@ class ScalingConfig:
     scale_up_delay: float = 300.0
     scale_down_delay: float = 600.0
     in_flight_target: float | None = None
+    window: float | None = None
+    burst_window: float | None = None
+    burst_sigmas: float | None = 3.0
+    burst_release: float | None = None
+    headroom_z: float = 1.0
+    headroom_budget: float = 0.2
+    schedule: tuple[ScheduleEntry, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ScalingConfigError(f"scaling.metric must be one of {list(METRICS[:4])}, got {self.metric!r}")
         if self.target <= 0:
             raise ScalingConfigError(f"scaling.target must be > 0, got {self.target}")
         if self.in_flight_target is not None and self.in_flight_target <= 0:
             raise ScalingConfigError(f"scaling.in_flight_target must be > 0, got {self.in_flight_target}")
         if self.scale_up_delay < 0 or self.scale_down_delay < 0:
             raise ScalingConfigError("scaling.scale_up_delay and scale_down_delay must be >= 0")
+        for name in ("window", "burst_window"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ScalingConfigError(f"scaling.{name} must be > 0, got {value}")
+        if self.burst_sigmas is not None and self.burst_sigmas <= 0:
+            raise ScalingConfigError(f"scaling.burst_sigmas must be > 0, got {self.burst_sigmas}")
+        if self.burst_release is not None and self.burst_release < 0:
+            raise ScalingConfigError(f"scaling.burst_release must be >= 0, got {self.burst_release}")
+        if self.headroom_z < 0 or self.headroom_budget < 0:
+            raise ScalingConfigError("scaling.headroom z and budget must be >= 0")
+
+    @property
+    def kind(self) -> str:
+        return "concurrency" if self.metric == "in_flight" else self.metric
 
 
 @dataclass(frozen=True)
@@ -52,48 +101,40 @@ class GroupConfig:
 
 @dataclass(frozen=True)
 class LoadSample:
-    """One snapshot of the gateway's counters for a service (Metrics.snapshot())."""
+    """One snapshot of the gateway's counters for a service (Metrics.snapshot()).
+
+    `in_flight` counts every request the gateway has accepted and not answered, held ones
+    included; `waiting` counts the held ones alone. `ttfb_buckets` are cumulative counts of
+    times to first byte per bucket of `TTFB_BUCKETS` (gateway/metrics.py), one more for overflow.
+    """
 
     at: float
     requests_total: int  # cumulative, counted when a request arrives
     in_flight: int  # gauge
     waiting: int  # gauge: requests held while the service has no ready replica
+    ttfb_buckets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """Knobs of the decision loop that are not part of the YAML `scaling:` block.
+    """Knobs of the decision loop that the YAML `scaling:` block does not set (or defaults).
 
-    The stable window smooths noise; the panic window (Knative's idea) reacts to bursts. When the
-    panic window asks for at least `panic_threshold` times the ready replicas, the autoscaler
-    panics for one stable window: it scales up using `panic_scale_up_delay` instead of the
-    configured `scale_up_delay`, and never scales down. The stable path aims at
-    `utilisation` x target per replica and changes nothing while the load stays within
-    ±`tolerance` of that aim; the default 1/1.1 puts the band's top edge exactly on the target,
-    so the band absorbs noise without ever holding a replica above its target (1.0 centres the
-    band on the target itself, as the reference words it, and accepts up to 10% above it).
-
-    Capacity the panic path added is burst capacity: it is released `burst_release_delay`
-    seconds after the panic ends (once the stable window no longer needs it) instead of after
-    the configured `scale_down_delay`, which keeps the cost of a short burst close to the
-    burst itself. None holds burst capacity for the full `scale_down_delay` too.
+    `stable_window`, `panic_window` and `burst_release_delay` are the defaults of the block's
+    `window`, `burst.window` and `burst.release`. The stable path changes nothing while the
+    busiest metric stays between `1 - tolerance` of the next smaller allocation and the current
+    one: a scale-down needs the load to fit comfortably in fewer replicas, so noise around a
+    boundary does not flap. `panic_scale_up_delay` spaces successive burst steps (0: at once).
     """
 
     stable_window: float = 60.0
     panic_window: float = 6.0
-    panic_threshold: float = 2.0
     panic_scale_up_delay: float = 0.0
     tolerance: float = 0.1
-    utilisation: float = 1 / 1.1
     burst_release_delay: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not 0 < self.panic_window <= self.stable_window:
             raise ScalingConfigError("Tuning: need 0 < panic_window <= stable_window")
-        if self.panic_threshold <= 1.0:
-            raise ScalingConfigError("Tuning: panic_threshold must be > 1")
-        if not 0 < self.utilisation <= 1:
-            raise ScalingConfigError("Tuning: utilisation must be in (0, 1]")
         if not 0 <= self.tolerance < 1:
             raise ScalingConfigError("Tuning: tolerance must be in [0, 1)")
         if self.burst_release_delay is not None and self.burst_release_delay < 0:

@@ -1,8 +1,9 @@
-"""A sliding window of gateway load samples, turned into rates and averages."""
+"""A sliding window of gateway load samples, turned into rates, noise estimates and averages."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 from gpustack_iac.runtime.scaling.config import LoadSample
 
@@ -18,6 +19,13 @@ class LoadWindow:
         self._horizon = horizon
         self._samples: deque[LoadSample] = deque()
         self.last_activity_at: float | None = None  # last sample that saw a new, running or held request
+
+    @property
+    def horizon(self) -> float:
+        return self._horizon
+
+    def resize(self, horizon: float) -> None:
+        self._horizon = horizon
 
     def observe(self, sample: LoadSample) -> None:
         prev = self._samples[-1] if self._samples else None
@@ -36,6 +44,10 @@ class LoadWindow:
         while len(self._samples) >= 2 and self._samples[1].at <= cutoff:
             self._samples.popleft()
 
+    def span(self) -> float:
+        """Seconds of history the window holds."""
+        return self._samples[-1].at - self._samples[0].at if len(self._samples) >= 2 else 0.0
+
     @property
     def latest(self) -> LoadSample | None:
         return self._samples[-1] if self._samples else None
@@ -49,11 +61,9 @@ class LoadWindow:
             return True
         return len(self._samples) >= 2 and last.requests_total > self._samples[-2].requests_total
 
-    def rate(self, period: float, now: float) -> float:
-        """Requests per second over the last `period` seconds (0 with fewer than two samples)."""
+    def _base(self, period: float, now: float) -> LoadSample | None:
         if len(self._samples) < 2:
-            return 0.0
-        last = self._samples[-1]
+            return None
         start = now - period
         base = self._samples[0]
         for s in self._samples:
@@ -61,22 +71,88 @@ class LoadWindow:
                 base = s
             else:
                 break
-        if base is last:
-            base = self._samples[-2]
-        elapsed = last.at - base.at
-        if elapsed <= 0:
-            return 0.0
-        return (last.requests_total - base.requests_total) / elapsed
+        return self._samples[-2] if base is self._samples[-1] else base
 
-    def mean_in_flight(self, period: float, now: float) -> float:
-        """Mean concurrent requests (running or held) over the samples of the last `period` seconds.
+    def arrivals(self, period: float, now: float) -> tuple[int, float]:
+        """(requests that arrived, seconds they arrived in) over about the last `period` seconds."""
+        base = self._base(period, now)
+        if base is None:
+            return 0, 0.0
+        last = self._samples[-1]
+        return last.requests_total - base.requests_total, max(0.0, last.at - base.at)
 
-        Whether the gateway counts a held request in `in_flight` too is its business: the larger
-        of the two gauges is read, so neither interpretation double-counts.
+    def rate(self, period: float, now: float) -> float:
+        """Requests per second over the last `period` seconds (0 with fewer than two samples)."""
+        count, elapsed = self.arrivals(period, now)
+        return count / elapsed if elapsed > 0 else 0.0
+
+    def variance(self, period: float, now: float) -> float:
+        """Variance of the arrivals in one second, from the sample-to-sample counts of the period.
+
+        Each interval's count c over d seconds deviates from rate x d; (c - rate x d)^2 / d
+        estimates the one-second variance whatever the tick length (Poisson traffic gives about
+        the rate itself, evenly spaced requests about zero). A rate that changes within the
+        period adds to it, which is wanted: a ramp needs headroom too.
         """
+        rate = self.rate(period, now)
         start = now - period
-        values = [max(s.in_flight, s.waiting) for s in self._samples if s.at > start]
+        total, n = 0.0, 0
+        prev: LoadSample | None = None
+        for s in self._samples:
+            if prev is not None and s.at > start:
+                d = s.at - prev.at
+                if d > 0:
+                    c = s.requests_total - prev.requests_total
+                    total += (c - rate * d) ** 2 / d
+                    n += 1
+            prev = s
+        return total / n if n else rate
+
+    def _recent(self, period: float, now: float) -> list[LoadSample]:
+        start = now - period
+        values = [s for s in self._samples if s.at > start]
         if not values and self._samples:
-            last = self._samples[-1]
-            values = [max(last.in_flight, last.waiting)]
+            values = [self._samples[-1]]
+        return values
+
+    def mean_running(self, period: float, now: float) -> float:
+        """Mean requests being served (accepted, not held) over the last `period` seconds.
+
+        Held requests are left out: they are demand the rate already counted once when they
+        arrived, not load on a replica, and counting them on every tick made each cold start
+        ask for the group's maximum.
+        """
+        values = [max(0, s.in_flight - s.waiting) for s in self._recent(period, now)]
         return sum(values) / len(values) if values else 0.0
+
+    def mean_waiting(self, period: float, now: float) -> float:
+        """Mean requests held at the gateway over the last `period` seconds."""
+        values = [s.waiting for s in self._recent(period, now)]
+        return sum(values) / len(values) if values else 0.0
+
+    def quantile(self, q: float, bounds: Sequence[float], period: float, now: float) -> float | None:
+        """The q-quantile of times to first byte seen in the period (seconds), None without any.
+
+        Interpolates linearly inside the bucket that holds it, as Prometheus' histogram_quantile
+        does; the overflow bucket answers with its lower bound.
+        """
+        base = self._base(period, now)
+        if base is None:
+            return None
+        last = self._samples[-1]
+        if not last.ttfb_buckets or len(base.ttfb_buckets) != len(last.ttfb_buckets):
+            return None
+        counts = [a - b for a, b in zip(last.ttfb_buckets, base.ttfb_buckets)]
+        total = sum(counts)
+        if total <= 0:
+            return None
+        rank = q * total
+        seen = 0
+        for i, c in enumerate(counts):
+            if c and seen + c >= rank:
+                if i >= len(bounds):
+                    return bounds[-1]
+                lower = bounds[i - 1] if i > 0 else 0.0
+                return lower + (bounds[i] - lower) * (rank - seen) / c
+            seen += c
+        return bounds[-1]

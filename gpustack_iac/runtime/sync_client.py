@@ -1,7 +1,8 @@
-"""A small synchronous JSON client for the runtime's APIs, used from inside providers.
+"""A small synchronous JSON client for the runtime's APIs (the control API, agents).
 
-Providers run synchronously (under the embedded engine or Pulumi's provider host), so this is
-plain urllib rather than the runtime's aiohttp client.
+Its callers are synchronous: the providers (under the embedded engine or Pulumi's provider host)
+and the `status` / `logs` commands. So this is plain urllib rather than `client.py`'s aiohttp, and
+importing it loads neither aiohttp nor Pulumi.
 """
 
 from __future__ import annotations

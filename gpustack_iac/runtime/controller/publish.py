@@ -7,7 +7,8 @@ touch the gateway's table.
 from __future__ import annotations
 
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.model import RouterDef, ServiceDefinitionError
+from gpustack_iac.runtime.controller.model import RateLimitDef, RouterDef, ServiceDefinitionError
+from gpustack_iac.runtime.gateway.ratelimit import RateLimitRule
 from gpustack_iac.runtime.gateway.routing import (
     RouterMember,
     RouterRoute,
@@ -28,10 +29,16 @@ def publish_routes(core: ControllerCore) -> None:
             model_prefix=d.model.prefix if d.model else "/v1",
             upstreams=ups,
             min_replicas_zero=sum(g.replicas.min for g in d.groups) == 0,
+            rate_limits=tuple(rate_limit_rule(limit) for limit in d.rate_limits),
         )
         if core.published.get(name) != route:
             core.table.set_service(route)
             core.published[name] = route
+
+
+def rate_limit_rule(limit: RateLimitDef) -> RateLimitRule:
+    header = limit.key.header if limit.key.type == "header" else None
+    return RateLimitRule(prefix=limit.prefix, rps=limit.rps, burst=limit.burst, header=header)
 
 
 def router_route(router: RouterDef) -> RouterRoute:

@@ -1,4 +1,7 @@
-"""The controller's in-memory view of agents, services and replicas, rebuilt from the store on start."""
+"""Live records: what the controller knows right now of each agent, service and replica.
+
+Rebuilt from the store (store.py) and the agents' listings on start; `core.py` holds them.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ class ServiceState:
     crash_streak: dict[str, int] = field(default_factory=dict)
     no_capacity_streak: dict[str, int] = field(default_factory=dict)  # group -> placements in a row that found no host
     last_failure: dict[str, float] = field(default_factory=dict)  # group -> clock of its last replaced replica
+    last_failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (replica id, agent): its log explains a crash loop
     demand: bool = False  # a request waits at the gateway for a first replica
     autoscaler: ServiceAutoscaler | None = None  # built when a group has a replica range
     autoscaler_key: tuple[Any, ...] = ()

@@ -1,0 +1,1 @@
+"""The GPU catalog: offline offers in gpuhunt's format, matched against resource specs through gpuhunt."""

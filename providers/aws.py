@@ -1,0 +1,196 @@
+"""AWS resources for a fleet's node groups and a gateway, declared with pulumi-aws.
+
+A node group is a launch template plus an Auto Scaling group with a mixed-instances policy over the
+catalog's instance types; the controller owns the desired capacity (Pulumi ignores it). Tokens live
+in SSM Parameter Store as SecureStrings; instances read them with their instance profile.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, VPC_CIDR, GatewayInstance, Network,
+                                          NodeGroup, agent_boot, gateway_boot, new_token)
+
+# The AWS Deep Learning Base AMI (NVIDIA driver, CUDA, Docker), resolved per region by EC2 itself from
+# the public SSM parameter: no lookup at plan time, always the current image.
+GPU_IMAGE = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+CPU_IMAGE = "resolve:ssm:/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+
+
+@dataclass
+class AwsNetwork:
+    vpc: aws.ec2.Vpc
+    subnets: list[aws.ec2.Subnet]
+
+
+def network(name: str, region: str, parent: pulumi.Resource) -> AwsNetwork:
+    """A VPC with a public subnet in two zones of the region (nodes need outbound access to install the agent)."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    vpc = aws.ec2.Vpc(name, cidr_block=VPC_CIDR, enable_dns_hostnames=True, tags={"Name": name}, opts=opts)
+    igw = aws.ec2.InternetGateway(name, vpc_id=vpc.id, opts=opts)
+    table = aws.ec2.RouteTable(name, vpc_id=vpc.id, routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}], opts=opts)
+    subnets = []
+    for i, zone in enumerate(("a", "b")):
+        subnet = aws.ec2.Subnet(f"{name}-{region}{zone}", vpc_id=vpc.id, availability_zone=f"{region}{zone}",
+                                cidr_block=f"10.60.{i * 16}.0/20", map_public_ip_on_launch=True, opts=opts)
+        aws.ec2.RouteTableAssociation(f"{name}-{region}{zone}", subnet_id=subnet.id, route_table_id=table.id, opts=opts)
+        subnets.append(subnet)
+    return AwsNetwork(vpc=vpc, subnets=subnets)
+
+
+def _ssh_rules(net: Network) -> list[dict[str, object]]:
+    if not net.admin_cidrs:
+        return []
+    return [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": list(net.admin_cidrs), "description": "SSH"}]
+
+
+def _egress() -> list[dict[str, object]]:
+    return [{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}]
+
+
+def _secure_parameter(name: str, path: str, parent: pulumi.Resource) -> aws.ssm.Parameter:
+    return aws.ssm.Parameter(name, name=path, type="SecureString", value=new_token(),
+                             opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["value"]))
+
+
+def _role(name: str, parameters: list[aws.ssm.Parameter], parent: pulumi.Resource,
+          extra: list[dict[str, object]] | None = None) -> aws.iam.InstanceProfile:
+    """An instance role that may read exactly these parameters (and do `extra`), nothing else."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(name, assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}), opts=opts)
+    statements = pulumi.Output.all(*[p.arn for p in parameters]).apply(lambda arns: json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}, *(extra or [])]}))
+    aws.iam.RolePolicy(name, role=role.id, policy=statements, opts=opts)
+    return aws.iam.InstanceProfile(name, role=role.name, opts=opts)
+
+
+def _fetch(path: str, region: str) -> str:
+    return f"aws ssm get-parameter --region {region} --with-decryption --name {path} --query Parameter.Value --output text"
+
+
+def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str, stack: str,
+                parent: pulumi.Resource, shared: AwsNetwork | None = None) -> list[aws.autoscaling.Group]:
+    region = groups[0].region
+    opts = pulumi.ResourceOptions(parent=parent)
+    vpc = shared or network(fleet, region, parent)
+    sg = aws.ec2.SecurityGroup(
+        fleet, vpc_id=vpc.vpc.id, description=f"gpustack fleet {fleet}: agent port from the VPC only",
+        ingress=[{"protocol": "tcp", "from_port": AGENT_PORT, "to_port": AGENT_PORT, "cidr_blocks": [VPC_CIDR],
+                  "description": "agent"}, *_ssh_rules(net)],
+        egress=_egress(), opts=opts)
+    token_path = f"/gpustack/{project}/{stack}/fleets/{fleet}/agent-token"
+    token = _secure_parameter(f"{fleet}-agent-token", token_path, parent)
+    profile = _role(f"{fleet}-node", [token], parent)
+    user_data = base64.b64encode(agent_boot(_fetch(token_path, region),
+                                            name_cmd="cat /var/lib/cloud/data/instance-id").encode()).decode()
+    out = []
+    for group in groups:
+        template = aws.ec2.LaunchTemplate(
+            group.name, image_id=GPU_IMAGE if group.gpu_count else CPU_IMAGE,
+            instance_type=group.instance_types[0], user_data=user_data,
+            iam_instance_profile={"arn": profile.arn}, vpc_security_group_ids=[sg.id],
+            block_device_mappings=[{"device_name": "/dev/sda1", "ebs": {"volume_size": group.disk_gb, "volume_type": "gp3",
+                                                                         "delete_on_termination": "true"}}],
+            metadata_options={"http_tokens": "required", "http_endpoint": "enabled"},
+            tag_specifications=[{"resource_type": "instance", "tags": {**group.labels, "Name": group.name}}],
+            opts=opts)
+        distribution: dict[str, object] = {
+            "on_demand_base_capacity": 0,
+            "on_demand_percentage_above_base_capacity": 0 if group.spot else 100,
+            "spot_allocation_strategy": "price-capacity-optimized",
+        }
+        if group.spot and group.max_price is not None:
+            distribution["spot_max_price"] = f"{group.max_price:.4f}"
+        out.append(aws.autoscaling.Group(
+            group.name, min_size=group.min_size, max_size=group.max_size, desired_capacity=group.min_size,
+            vpc_zone_identifiers=[s.id for s in vpc.subnets], capacity_rebalance=group.spot,
+            mixed_instances_policy={
+                "instances_distribution": distribution,
+                "launch_template": {
+                    "launch_template_specification": {"launch_template_id": template.id, "version": "$Latest"},
+                    "overrides": [{"instance_type": t} for t in group.instance_types],
+                },
+            },
+            # gpustack-stack scopes the gateway's permission to set desired capacity to this stack's groups.
+            tags=[{"key": k, "value": v, "propagate_at_launch": True}
+                  for k, v in sorted({**group.labels, "gpustack-stack": f"{project}/{stack}"}.items())],
+            # The controller sets the desired capacity between min and max; Pulumi must not reset it.
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["desiredCapacity"])))
+    return out
+
+
+@dataclass
+class AwsGateway:
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+
+def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: AwsNetwork | None = None) -> AwsGateway:
+    opts = pulumi.ResourceOptions(parent=parent)
+    vpc = shared or network(gw.name, gw.region, parent)
+    ingress = [{"protocol": "tcp", "from_port": p, "to_port": p, "cidr_blocks": ["0.0.0.0/0"], "description": "gateway"}
+               for p in GATEWAY_PORTS]
+    if net.admin_cidrs:
+        ingress.append({"protocol": "tcp", "from_port": CONTROL_PORT, "to_port": CONTROL_PORT,
+                        "cidr_blocks": list(net.admin_cidrs), "description": "control API"})
+    sg = aws.ec2.SecurityGroup(gw.name, vpc_id=vpc.vpc.id, description=f"gpustack gateway {gw.name}",
+                               ingress=[*ingress, *_ssh_rules(net)], egress=_egress(), opts=opts)
+    base = f"/gpustack/{project}/{stack}/gateways/{gw.name}"
+    token = _secure_parameter(f"{gw.name}-token", f"{base}/token", parent)
+    admin = _secure_parameter(f"{gw.name}-admin-token", f"{base}/admin-token", parent)
+    # The controller scales the node groups: it may set their desired capacity, nothing more.
+    scaling = [{"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:DescribeAutoScalingGroups"],
+                "Resource": "*", "Condition": {"StringEquals": {"autoscaling:ResourceTag/gpustack-stack": f"{project}/{stack}"}}}]
+    profile = _role(f"{gw.name}-gateway", [token, admin], parent, scaling)
+    user_data = gateway_boot(_fetch(f"{base}/token", gw.region), _fetch(f"{base}/admin-token", gw.region), gw)
+    instance = aws.ec2.Instance(gw.name, ami=CPU_IMAGE, instance_type=gw.instance_type, subnet_id=vpc.subnets[0].id,
+                                vpc_security_group_ids=[sg.id], iam_instance_profile=profile.name, user_data=user_data,
+                                metadata_options={"http_tokens": "required", "http_endpoint": "enabled"},
+                                tags={"Name": gw.name}, opts=opts)
+    eip = aws.ec2.Eip(gw.name, instance=instance.id, domain="vpc", opts=opts)
+    host: pulumi.Output[str] = eip.public_ip
+    if gw.certificate == "acm" and gw.acm_arn:
+        host = _acm_load_balancer(gw, vpc, sg, instance, parent)
+    scheme = "https" if gw.certificate and gw.domain else "http"
+    url = eip.public_ip.apply(lambda ip: f"http://{ip}")
+    if gw.domain:
+        zone = aws.route53.Zone(gw.name, name=gw.domain, comment=f"gpustack gateway {gw.name}; delegate {gw.domain} here",
+                                opts=opts)
+        record: dict[str, object] = {"zone_id": zone.zone_id, "type": "A", "opts": opts}
+        if gw.certificate == "acm" and gw.acm_arn:
+            for label in ("", "*."):
+                aws.route53.Record(f"{gw.name}-{'wildcard' if label else 'apex'}", name=f"{label}{gw.domain}", type="CNAME",
+                                   zone_id=zone.zone_id, ttl=60, records=[host], opts=opts)
+        else:
+            for label in ("", "*."):
+                aws.route53.Record(f"{gw.name}-{'wildcard' if label else 'apex'}", name=f"{label}{gw.domain}", ttl=60,
+                                   records=[eip.public_ip], **record)  # type: ignore[arg-type]
+        url = pulumi.Output.from_input(f"{scheme}://{gw.domain}")
+    return AwsGateway(url=url, control_url=eip.public_ip.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
+                      token=token.value, admin_token=admin.value)
+
+
+def _acm_load_balancer(gw: GatewayInstance, vpc: AwsNetwork, sg: aws.ec2.SecurityGroup, instance: aws.ec2.Instance,
+                       parent: pulumi.Resource) -> pulumi.Output[str]:
+    """An application load balancer ending TLS with the ACM certificate in front of the gateway's port 80."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    lb = aws.lb.LoadBalancer(gw.name, load_balancer_type="application", security_groups=[sg.id],
+                             subnets=[s.id for s in vpc.subnets], opts=opts)
+    target = aws.lb.TargetGroup(gw.name, port=80, protocol="HTTP", vpc_id=vpc.vpc.id,
+                                health_check={"path": "/healthz"}, opts=opts)
+    aws.lb.TargetGroupAttachment(gw.name, target_group_arn=target.arn, target_id=instance.id, port=80, opts=opts)
+    aws.lb.Listener(f"{gw.name}-https", load_balancer_arn=lb.arn, port=443, protocol="HTTPS", certificate_arn=gw.acm_arn,
+                    ssl_policy="ELBSecurityPolicy-TLS13-1-2-2021-06",
+                    default_actions=[{"type": "forward", "target_group_arn": target.arn}], opts=opts)
+    return lb.dns_name

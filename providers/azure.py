@@ -1,0 +1,168 @@
+"""Azure resources for a fleet's node groups and a gateway, declared with pulumi-azure-native.
+
+A node group is a virtual machine scale set (Spot priority for spot groups); the controller owns
+its capacity (Pulumi ignores it). Tokens live in Key Vault; instances read them with their
+user-assigned managed identity, which holds "Key Vault Secrets User" on that vault only.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_azure_native as az
+
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, VPC_CIDR, GatewayInstance, Network,
+                                          NodeGroup, agent_boot, gateway_boot, new_token)
+
+# Ubuntu HPC images carry the NVIDIA driver, CUDA and InfiniBand drivers; "latest" per region.
+GPU_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
+CPU_IMAGE = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}
+# Built-in role "Key Vault Secrets User": read secret values, nothing else.
+SECRETS_USER_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
+
+
+
+@dataclass
+class AzureNetwork:
+    group: az.resources.ResourceGroup
+    subnet: az.network.Subnet
+    region: str
+
+
+@dataclass
+class _Base:
+    group: az.resources.ResourceGroup
+    subnet: az.network.Subnet
+    nsg: az.network.NetworkSecurityGroup  # attached to the NICs, so fleets and the gateway share a subnet
+    vault: az.keyvault.Vault
+    identity: az.managedidentity.UserAssignedIdentity
+
+
+def network(name: str, region: str, parent: pulumi.Resource) -> AzureNetwork:
+    opts = pulumi.ResourceOptions(parent=parent)
+    group = az.resources.ResourceGroup(name, location=region, opts=opts)
+    vnet = az.network.VirtualNetwork(name, resource_group_name=group.name, location=region,
+                                     address_space={"address_prefixes": [VPC_CIDR]}, opts=opts)
+    subnet = az.network.Subnet(name, resource_group_name=group.name, virtual_network_name=vnet.name,
+                               address_prefix="10.60.0.0/20", opts=opts)
+    return AzureNetwork(group=group, subnet=subnet, region=region)
+
+
+def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.Resource,
+          shared: AzureNetwork | None) -> _Base:
+    opts = pulumi.ResourceOptions(parent=parent)
+    net = shared or network(name, region, parent)
+    group = net.group
+    sg = az.network.NetworkSecurityGroup(name, resource_group_name=group.name, location=region, security_rules=nsg, opts=opts)
+    identity = az.managedidentity.UserAssignedIdentity(name, resource_group_name=group.name, location=region, opts=opts)
+    vault = az.keyvault.Vault(name, resource_group_name=group.name, location=region, properties={
+        "tenant_id": pulumi.Config("azure-native").get("tenantId") or "00000000-0000-0000-0000-000000000000",
+        "sku": {"family": "A", "name": "standard"}, "enable_rbac_authorization": True}, opts=opts)
+    az.authorization.RoleAssignment(name, scope=vault.id, role_definition_id=SECRETS_USER_ROLE,
+                                    principal_id=identity.principal_id, principal_type="ServicePrincipal", opts=opts)
+    return _Base(group=group, subnet=net.subnet, nsg=sg, vault=vault, identity=identity)
+
+
+def _rule(name: str, priority: int, port: int, sources: list[str]) -> dict[str, object]:
+    return {"name": name, "priority": priority, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
+            "source_port_range": "*", "destination_port_range": str(port), "destination_address_prefix": "*",
+            "source_address_prefixes": sources}
+
+
+def _secret(name: str, secret_name: str, base: _Base, parent: pulumi.Resource) -> az.keyvault.Secret:
+    return az.keyvault.Secret(name, resource_group_name=base.group.name, vault_name=base.vault.name, secret_name=secret_name,
+                              # The whole properties object is secret, so the value is encrypted in state.
+                              properties=new_token().apply(lambda t: {"value": t}),
+                              opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["properties.value"]))
+
+
+def _fetch(vault: str, secret: str) -> str:
+    # The instance signs in as its managed identity; no credential is written to the instance.
+    return (f"az login --identity >/dev/null && az keyvault secret show --vault-name {vault} --name {secret} "
+            "--query value -o tsv")
+
+
+def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
+                parent: pulumi.Resource, shared: AzureNetwork | None = None) -> list[az.compute.VirtualMachineScaleSet]:
+    region = groups[0].region
+    rules = [_rule("agent", 100, AGENT_PORT, [VPC_CIDR])]
+    if ranges.admin_cidrs:
+        rules.append(_rule("ssh", 110, 22, list(ranges.admin_cidrs)))
+    base = _base(fleet, region, rules, parent, shared)
+    _secret(f"{fleet}-agent-token", "agent-token", base, parent)
+    out = []
+    for group in groups:
+        user_data = base.vault.name.apply(lambda v: base64.b64encode(agent_boot(_fetch(v, "agent-token")).encode()).decode())
+        spot: dict[str, object] = {}
+        if group.spot:
+            spot = {"priority": "Spot", "eviction_policy": "Delete",
+                    "billing_profile": {"max_price": group.max_price if group.max_price is not None else -1}}
+        out.append(az.compute.VirtualMachineScaleSet(
+            group.name, resource_group_name=base.group.name, location=region,
+            sku={"name": group.instance_types[0], "capacity": group.min_size, "tier": "Standard"},
+            orchestration_mode="Uniform", upgrade_policy={"mode": "Manual"}, overprovision=False,
+            identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
+            virtual_machine_profile={
+                "storage_profile": {"image_reference": GPU_IMAGE if group.gpu_count else CPU_IMAGE,
+                                    "os_disk": {"create_option": "FromImage", "disk_size_gb": group.disk_gb,
+                                                "managed_disk": {"storage_account_type": "Premium_LRS"}}},
+                "os_profile": {"computer_name_prefix": group.name[:9], "admin_username": "gpustack",
+                               "linux_configuration": {"disable_password_authentication": True,
+                                                       "provision_vm_agent": True}},
+                "user_data": user_data,
+                "network_profile": {"network_interface_configurations": [{
+                    "name": group.name, "primary": True, "network_security_group": {"id": base.nsg.id},
+                    "ip_configurations": [{"name": group.name, "subnet": {"id": base.subnet.id},
+                                           "public_ip_address_configuration": {"name": group.name}}]}]},
+                **spot,
+            },
+            tags=group.labels,
+            # The controller sets the capacity between the fleet's bounds; Pulumi must not reset it.
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["sku.capacity"])))
+    return out
+
+
+@dataclass
+class AzureGateway:
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+
+def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: AzureNetwork | None = None) -> AzureGateway:
+    opts = pulumi.ResourceOptions(parent=parent)
+    rules = [_rule(f"gateway-{p}", 100 + i, p, ["*"]) for i, p in enumerate(GATEWAY_PORTS)]
+    if ranges.admin_cidrs:
+        rules += [_rule("control", 120, CONTROL_PORT, list(ranges.admin_cidrs)), _rule("ssh", 130, 22, list(ranges.admin_cidrs))]
+    base = _base(gw.name, gw.region, rules, parent, shared)
+    token = _secret(f"{gw.name}-token", "token", base, parent)
+    admin = _secret(f"{gw.name}-admin-token", "admin-token", base, parent)
+    ip = az.network.PublicIPAddress(gw.name, resource_group_name=base.group.name, location=gw.region,
+                                    public_ip_allocation_method="Static", sku={"name": "Standard"}, opts=opts)
+    nic = az.network.NetworkInterface(gw.name, resource_group_name=base.group.name, location=gw.region,
+                                      network_security_group={"id": base.nsg.id}, ip_configurations=[
+        {"name": gw.name, "subnet": {"id": base.subnet.id}, "public_ip_address": {"id": ip.id}}], opts=opts)
+    user_data = base.vault.name.apply(lambda v: base64.b64encode(
+        gateway_boot(_fetch(v, "token"), _fetch(v, "admin-token"), gw).encode()).decode())
+    az.compute.VirtualMachine(
+        gw.name, resource_group_name=base.group.name, location=gw.region, hardware_profile={"vm_size": gw.instance_type},
+        identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
+        storage_profile={"image_reference": CPU_IMAGE, "os_disk": {"create_option": "FromImage"}},
+        os_profile={"computer_name": gw.name, "admin_username": "gpustack",
+                    "linux_configuration": {"disable_password_authentication": True}},
+        network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]}, user_data=user_data, opts=opts)
+    url = ip.ip_address.apply(lambda a: f"http://{a}")
+    if gw.domain:
+        zone = az.dns.Zone(gw.name, resource_group_name=base.group.name, zone_name=gw.domain, location="global", opts=opts)
+        for label in ("@", "*"):
+            az.dns.RecordSet(f"{gw.name}-{'apex' if label == '@' else 'wildcard'}", resource_group_name=base.group.name,
+                             zone_name=zone.name, relative_record_set_name=label, record_type="A", ttl=60,
+                             a_records=[{"ipv4_address": ip.ip_address}], opts=opts)
+        url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
+    return AzureGateway(url=url, control_url=ip.ip_address.apply(lambda a: f"http://{a}:{CONTROL_PORT}"),
+                        token=token.properties.apply(lambda p: p.value),  # type: ignore[union-attr]
+                        admin_token=admin.properties.apply(lambda p: p.value))  # type: ignore[union-attr]

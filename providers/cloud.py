@@ -1,0 +1,108 @@
+"""What the cloud backends share: the plain inputs of a node group and a gateway, and the boot script.
+
+The components in stacks/ decide (from the configuration and the catalog) and hand these plain
+values to providers/aws.py, gcp.py, azure.py, which declare the cloud's own resources with the
+official Pulumi provider SDKs. Nothing here imports a provider SDK.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from dataclasses import dataclass, field
+
+import pulumi
+
+AGENT_PORT = 8600  # the agent on a cloud node; reachable only from inside the fleet's network
+CONTROL_PORT = 8443  # the gateway's control API; reachable only from the admin ranges
+GATEWAY_PORTS = (80, 443)  # the gateway's data plane, public
+VPC_CIDR = "10.60.0.0/16"
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """One scaling group: a fleet's nodes of the same spot policy over a list of instance types."""
+
+    name: str  # unique in the stack: "<fleet>" or "<fleet>-spot" / "<fleet>-on-demand"
+    fleet: str
+    region: str
+    instance_types: tuple[str, ...]  # cheapest first; the first is the template's default
+    spot: bool
+    min_size: int
+    max_size: int
+    disk_gb: int
+    gpu_vendor: str | None
+    gpu_count: int  # per node; 0 for CPU-only
+    accelerator: str | None = None  # GCP's accelerator type where the machine type does not bundle one
+    max_price: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayInstance:
+    name: str
+    region: str
+    instance_type: str
+    domain: str | None
+    certificate: str | None  # "lets-encrypt", "acm", or None (plain HTTP)
+    acm_arn: str | None = None
+    acme_directory: str | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    admin_cidrs: tuple[str, ...]  # SSH and the control API; empty closes both
+
+
+def new_token() -> pulumi.Output[str]:
+    """A fresh token as a secret. Callers keep the stored one with ignore_changes on the value, so
+    the secret store (not this run) owns it: it is generated once and rotated by replacing the entry."""
+    return pulumi.Output.secret(secrets.token_urlsafe(32))
+
+
+def _fetch(secret_cmd: str, target: str) -> str:
+    return f"umask 077; {secret_cmd} > {target}"
+
+
+def agent_boot(fetch_agent_token: str, *, name_cmd: str = "hostname") -> str:
+    """cloud-init user data for a node: install gpustack-iac, read the agent token from the cloud's
+    secret store through the instance's own identity, start the agent. `fetch_agent_token` is a
+    shell command that prints the token (it holds a secret's name, never its value)."""
+    return "\n".join([
+        "#!/bin/bash",
+        "set -euo pipefail",
+        "install -d -m 0700 /var/lib/gpustack",
+        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q gpustack-iac",
+        _fetch(fetch_agent_token, "/var/lib/gpustack/agent.token"),
+        "exec /opt/gpustack/bin/python -m gpustack_iac.runtime.agent --host 0.0.0.0 "
+        f"--port {AGENT_PORT} --token-file /var/lib/gpustack/agent.token --state-dir /var/lib/gpustack/agent "
+        f"--name \"$({name_cmd})\" >> /var/log/gpustack-agent.log 2>&1 &",
+        "",
+    ])
+
+
+def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInstance) -> str:
+    """cloud-init user data for the gateway: both tokens come from the secret store, as for agents."""
+    acme = gateway.certificate == "lets-encrypt" and bool(gateway.domain)
+    # With ACME, port 80 answers HTTP-01 challenges; plain HTTP then stays on 8080, which the
+    # firewall does not open, and clients use 443.
+    args = ["--host", "0.0.0.0", "--port", "8080" if acme else "80", "--control-port", str(CONTROL_PORT),
+            "--token-file", "/var/lib/gpustack/token", "--admin-token-file", "/var/lib/gpustack/admin.token",
+            "--state-dir", "/var/lib/gpustack/gateway"]
+    if gateway.domain:
+        args += ["--domain", gateway.domain]
+    if acme:
+        args += ["--tls-port", "443", "--certificate", "lets-encrypt", "--cert-dir", "/var/lib/gpustack/tls"]
+        if gateway.acme_directory:
+            args += ["--acme-directory", gateway.acme_directory]
+    return "\n".join([
+        "#!/bin/bash",
+        "set -euo pipefail",
+        "install -d -m 0700 /var/lib/gpustack",
+        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q gpustack-iac",
+        _fetch(fetch_token, "/var/lib/gpustack/token"),
+        _fetch(fetch_admin_token, "/var/lib/gpustack/admin.token"),
+        "exec /opt/gpustack/bin/python -m gpustack_iac.runtime.gateway " + " ".join(shlex.quote(a) for a in args)
+        + " >> /var/log/gpustack-gateway.log 2>&1 &",
+        "",
+    ])

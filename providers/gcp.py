@@ -1,0 +1,145 @@
+"""GCP resources for a fleet's node groups and a gateway, declared with pulumi-gcp.
+
+A node group is an instance template plus a regional managed instance group; the controller owns
+the target size (Pulumi ignores it). Tokens live in Secret Manager; instances read them as their
+own service account, which may access exactly those secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GatewayInstance, Network, NodeGroup,
+                                          agent_boot, gateway_boot, new_token)
+
+# Deep Learning VM image family with the NVIDIA driver and CUDA: GCP resolves the family to its
+# newest image when an instance is created.
+GPU_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-cu124-ubuntu-2204-py310"
+CPU_IMAGE = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+
+
+def _secret(name: str, secret_id: str, parent: pulumi.Resource) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+    opts = pulumi.ResourceOptions(parent=parent)
+    secret = gcp.secretmanager.Secret(name, secret_id=secret_id, replication={"auto": {}}, opts=opts)
+    version = gcp.secretmanager.SecretVersion(name, secret=secret.id, secret_data=new_token(),
+                                              opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["secretData"]))
+    return secret, version
+
+
+def _account(name: str, secrets: list[gcp.secretmanager.Secret], parent: pulumi.Resource) -> gcp.serviceaccount.Account:
+    opts = pulumi.ResourceOptions(parent=parent)
+    account = gcp.serviceaccount.Account(name, account_id=name[:28], display_name=f"gpustack {name}", opts=opts)
+    for i, secret in enumerate(secrets):
+        gcp.secretmanager.SecretIamMember(f"{name}-{i}", secret_id=secret.id, role="roles/secretmanager.secretAccessor",
+                                          member=account.email.apply(lambda e: f"serviceAccount:{e}"), opts=opts)
+    return account
+
+
+def _fetch(secret_id: str) -> str:
+    return f"gcloud secrets versions access latest --secret={secret_id}"
+
+
+@dataclass
+class GcpNetwork:
+    net: gcp.compute.Network
+    subnet: gcp.compute.Subnetwork
+
+
+def network(name: str, region: str, parent: pulumi.Resource) -> GcpNetwork:
+    opts = pulumi.ResourceOptions(parent=parent)
+    net = gcp.compute.Network(name, auto_create_subnetworks=False, opts=opts)
+    subnet = gcp.compute.Subnetwork(f"{name}-{region}", network=net.id, region=region, ip_cidr_range="10.60.0.0/20", opts=opts)
+    return GcpNetwork(net=net, subnet=subnet)
+
+
+def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], parent: pulumi.Resource) -> None:
+    if ranges.admin_cidrs:
+        gcp.compute.Firewall(f"{name}-ssh", network=net.id, direction="INGRESS", allows=[{"protocol": "tcp", "ports": ["22"]}],
+                             source_ranges=list(ranges.admin_cidrs), target_tags=tags, opts=pulumi.ResourceOptions(parent=parent))
+
+
+def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
+                parent: pulumi.Resource, shared: GcpNetwork | None = None) -> list[gcp.compute.RegionInstanceGroupManager]:
+    region = groups[0].region
+    opts = pulumi.ResourceOptions(parent=parent)
+    handle = shared or network(fleet, region, parent)
+    net, subnet = handle.net, handle.subnet
+    tag = f"gpustack-{fleet}"
+    gcp.compute.Firewall(f"{fleet}-agent", network=net.id, direction="INGRESS",
+                         allows=[{"protocol": "tcp", "ports": [str(AGENT_PORT)]}], source_ranges=["10.60.0.0/16"],
+                         target_tags=[tag], opts=opts)
+    _ssh(fleet, net, ranges, [tag], parent)
+    secret_id = f"gpustack-{project}-{stack}-{fleet}-agent-token"
+    secret, _ = _secret(f"{fleet}-agent-token", secret_id, parent)
+    account = _account(f"{fleet}-node", [secret], parent)
+    out = []
+    for group in groups:
+        scheduling: dict[str, object] = {"on_host_maintenance": "TERMINATE", "automatic_restart": not group.spot}
+        if group.spot:
+            scheduling.update(provisioning_model="SPOT", preemptible=True, instance_termination_action="DELETE")
+        template = gcp.compute.InstanceTemplate(
+            group.name, machine_type=group.instance_types[0], tags=[tag],
+            disks=[{"source_image": GPU_IMAGE if group.gpu_count else CPU_IMAGE, "disk_size_gb": group.disk_gb,
+                    "boot": True, "auto_delete": True}],
+            guest_accelerators=[{"type": group.accelerator, "count": group.gpu_count}] if group.accelerator else None,
+            network_interfaces=[{"subnetwork": subnet.id, "access_configs": [{}]}],
+            metadata_startup_script=agent_boot(_fetch(secret_id)), scheduling=scheduling,
+            service_account={"email": account.email, "scopes": ["cloud-platform"]},
+            labels={k.replace("_", "-"): v for k, v in group.labels.items()}, opts=opts)
+        out.append(gcp.compute.RegionInstanceGroupManager(
+            group.name, region=region, base_instance_name=group.name, versions=[{"instance_template": template.self_link_unique}],
+            target_size=group.min_size,
+            instance_flexibility_policy={"instance_selections": {"types": {"rank": 1, "machine_types": list(group.instance_types)}}}
+            if len(group.instance_types) > 1 else None,
+            distribution_policy_target_shape="ANY" if group.spot else "EVEN",
+            update_policy={"type": "PROACTIVE", "minimal_action": "REPLACE", "max_surge_fixed": 3, "max_unavailable_fixed": 0},
+            wait_for_instances=False,
+            # The controller resizes the group between the fleet's bounds; Pulumi must not reset it.
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["targetSize"])))
+    return out
+
+
+@dataclass
+class GcpGateway:
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+
+def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
+            shared: GcpNetwork | None = None) -> GcpGateway:
+    opts = pulumi.ResourceOptions(parent=parent)
+    handle = shared or network(gw.name, gw.region, parent)
+    net, subnet = handle.net, handle.subnet
+    tag = f"gpustack-{gw.name}"
+    gcp.compute.Firewall(f"{gw.name}-gateway", network=net.id, direction="INGRESS",
+                         allows=[{"protocol": "tcp", "ports": [str(p) for p in GATEWAY_PORTS]}], source_ranges=["0.0.0.0/0"],
+                         target_tags=[tag], opts=opts)
+    if ranges.admin_cidrs:
+        gcp.compute.Firewall(f"{gw.name}-control", network=net.id, direction="INGRESS",
+                             allows=[{"protocol": "tcp", "ports": [str(CONTROL_PORT)]}], source_ranges=list(ranges.admin_cidrs),
+                             target_tags=[tag], opts=opts)
+    _ssh(gw.name, net, ranges, [tag], parent)
+    prefix = f"gpustack-{project}-{stack}-{gw.name}"
+    token, token_version = _secret(f"{gw.name}-token", f"{prefix}-token", parent)
+    admin, admin_version = _secret(f"{gw.name}-admin-token", f"{prefix}-admin-token", parent)
+    account = _account(f"{gw.name}-gw", [token, admin], parent)
+    address = gcp.compute.Address(gw.name, region=gw.region, address_type="EXTERNAL", opts=opts)
+    gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=f"{gw.region}-a", tags=[tag],
+                         boot_disk={"initialize_params": {"image": CPU_IMAGE}},
+                         network_interfaces=[{"subnetwork": subnet.id, "access_configs": [{"nat_ip": address.address}]}],
+                         metadata_startup_script=gateway_boot(_fetch(f"{prefix}-token"), _fetch(f"{prefix}-admin-token"), gw),
+                         service_account={"email": account.email, "scopes": ["cloud-platform"]}, opts=opts)
+    url = address.address.apply(lambda ip: f"http://{ip}")
+    if gw.domain:
+        zone = gcp.dns.ManagedZone(gw.name, dns_name=f"{gw.domain}.", description=f"gpustack gateway {gw.name}", opts=opts)
+        for label in ("", "*."):
+            gcp.dns.RecordSet(f"{gw.name}-{'wildcard' if label else 'apex'}", managed_zone=zone.name, name=f"{label}{gw.domain}.",
+                              type="A", ttl=60, rrdatas=[address.address], opts=opts)
+        url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
+    return GcpGateway(url=url, control_url=address.address.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
+                      token=token_version.secret_data, admin_token=admin_version.secret_data)  # type: ignore[arg-type]

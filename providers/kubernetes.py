@@ -1,0 +1,190 @@
+"""Kubernetes resources for services and a gateway, declared with pulumi-kubernetes.
+
+Every replica group is a Deployment (the autoscaler owns `spec.replicas`; Pulumi ignores it), every
+service a ClusterIP Service, and the gateway with its controller a Deployment behind a LoadBalancer
+Service. The controller's ServiceAccount may read and scale exactly the groups' Deployments.
+Inputs are the controller's service definitions (plain dictionaries), as for the local backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from gpustack_iac import __version__
+from gpustack_iac.providers.kubernetes_names import k8s_name
+
+GATEWAY_IMAGE = f"ghcr.io/gpustack/gpustack-iac:{__version__}"
+GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+# GPU feature discovery (NVIDIA's GFD) labels each node with its product; a spec names the family.
+GFD_PRODUCTS: dict[str, list[str]] = {
+    "T4": ["Tesla-T4"],
+    "A10": ["NVIDIA-A10"],
+    "A10G": ["NVIDIA-A10G"],
+    "L4": ["NVIDIA-L4"],
+    "L40S": ["NVIDIA-L40S"],
+    "A100": ["NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-PCIE-40GB", "NVIDIA-A100-80GB-PCIe"],
+    "H100": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe"],
+    "H100NVL": ["NVIDIA-H100-NVL"],
+    "H200": ["NVIDIA-H200"],
+}
+
+
+def group_labels(service: str, group: str) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": "gpustack-iac", "gpustack.io/service": service, "gpustack.io/group": group}
+
+
+def _gpu_scheduling(gpu: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Any] | None, list[dict[str, Any]]]:
+    """(limits, node affinity, tolerations) for a group's GPU request."""
+    if not gpu:
+        return {}, None, []
+    vendor = gpu.get("vendor") or "nvidia"
+    count = gpu["count"]["min"] or 1
+    limits = {GPU_RESOURCE.get(vendor, "nvidia.com/gpu"): str(count)}
+    terms: list[dict[str, Any]] = []
+    if vendor == "nvidia":
+        terms.append({"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]})
+        products = [p for n in gpu.get("names") or [] for p in GFD_PRODUCTS.get(n.upper(), [f"NVIDIA-{n.upper()}"])]
+        if products:
+            terms.append({"key": "nvidia.com/gpu.product", "operator": "In", "values": products})
+        min_mem = (gpu.get("memory_bytes") or {}).get("min") or 0
+        if min_mem:
+            # GFD reports memory in MiB; "Gt" is strict.
+            terms.append({"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(min_mem // 2**20 - 1)]})
+    affinity = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {
+        "node_selector_terms": [{"match_expressions": terms}]}}} if terms else None
+    tolerations = [{"key": GPU_RESOURCE.get(vendor, "nvidia.com/gpu"), "operator": "Exists", "effect": "NoSchedule"}]
+    return limits, affinity, tolerations
+
+
+def _probe(probe: dict[str, Any] | None, port: int) -> dict[str, Any]:
+    if not probe:
+        return {"tcp_socket": {"port": port}, "period_seconds": 10}
+    return {"http_get": {"path": probe["url"], "port": port,
+                         "http_headers": [{"name": k, "value": v} for k, v in probe.get("headers", {}).items()] or None},
+            "period_seconds": int(probe["interval"]), "timeout_seconds": int(probe["timeout"]), "failure_threshold": 3}
+
+
+def _quantity(n_bytes: int) -> str:
+    return f"{n_bytes // 2**20}Mi"
+
+
+@dataclass
+class K8sService:
+    deployments: list[k8s.apps.v1.Deployment]
+    service: k8s.core.v1.Service
+
+
+def service(definition: dict[str, Any], namespace: pulumi.Input[str], parent: pulumi.Resource,
+            provider: pulumi.ProviderResource | None) -> K8sService:
+    name = definition["name"]
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    port = int(definition["port"])
+    deployments = []
+    for group in definition["groups"]:
+        env_name = k8s_name(name, group["name"], "env")
+        secret = None
+        if group.get("env"):
+            # Values may be secrets (HF_TOKEN): kept in a Secret the pod reads, never in the pod spec.
+            secret = k8s.core.v1.Secret(env_name, metadata={"name": env_name, "namespace": namespace},
+                                        string_data={k: pulumi.Output.secret(v) for k, v in group["env"].items()},
+                                        type="Opaque", opts=opts)
+        res = group.get("resources") or {}
+        limits, affinity, tolerations = _gpu_scheduling(res.get("gpu"))
+        requests = {"cpu": str(res.get("cpu", {}).get("min") or 1), "memory": _quantity(res.get("memory_bytes", {}).get("min") or 2**30)}
+        labels = group_labels(name, group["name"])
+        container: dict[str, Any] = {
+            "name": "replica", "image": group.get("image") or "python:3.11-slim",
+            "ports": [{"container_port": port, "name": "http"}],
+            "env": [{"name": "PORT", "value": str(port)}],
+            "resources": {"requests": requests, "limits": limits or None},
+            "readiness_probe": _probe(definition.get("probe"), port),
+        }
+        if group.get("commands"):
+            container["command"] = ["/bin/sh", "-c", " && ".join(group["commands"])]
+        if secret is not None:
+            container["env_from"] = [{"secret_ref": {"name": env_name}}]
+        deployments.append(k8s.apps.v1.Deployment(
+            k8s_name(name, group["name"]),
+            metadata={"name": k8s_name(name, group["name"]), "namespace": namespace, "labels": labels},
+            spec={
+                "replicas": group["replicas"]["min"],
+                "selector": {"match_labels": labels},
+                "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+                "template": {"metadata": {"labels": labels, "annotations": {"gpustack.io/generation": group["generation"]}},
+                             "spec": {"containers": [container], "affinity": affinity, "tolerations": tolerations or None}},
+            },
+            # The autoscaler owns the replica count; a later `up` must not reset it.
+            opts=pulumi.ResourceOptions(parent=parent, provider=provider, ignore_changes=["spec.replicas"])))
+    svc = k8s.core.v1.Service(
+        k8s_name(name), metadata={"name": k8s_name(name), "namespace": namespace, "labels": {"gpustack.io/service": name}},
+        spec={"selector": {"gpustack.io/service": name}, "ports": [{"name": "http", "port": port, "target_port": port}]},
+        opts=opts)
+    return K8sService(deployments=deployments, service=svc)
+
+
+@dataclass
+class K8sGateway:
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+
+def namespace(name: str, parent: pulumi.Resource, provider: pulumi.ProviderResource | None) -> k8s.core.v1.Namespace:
+    return k8s.core.v1.Namespace(name, metadata={"name": k8s_name(name)}, opts=pulumi.ResourceOptions(parent=parent, provider=provider))
+
+
+def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_token: pulumi.Output[str],
+            scaled: list[str], domain: str | None, parent: pulumi.Resource,
+            provider: pulumi.ProviderResource | None) -> K8sGateway:
+    """The gateway + controller Deployment, its LoadBalancer Service, its tokens and its RBAC.
+
+    `scaled` lists the Deployment names the controller may scale: RBAC names them one by one."""
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    gw = k8s_name(name, "gateway")
+    secret = k8s.core.v1.Secret(gw, metadata={"name": gw, "namespace": ns}, type="Opaque",
+                                string_data={"token": token, "admin-token": admin_token}, opts=opts)
+    account = k8s.core.v1.ServiceAccount(gw, metadata={"name": gw, "namespace": ns}, opts=opts)
+    rules: list[dict[str, Any]] = []
+    if scaled:
+        rules = [{"api_groups": ["apps"], "resources": ["deployments"], "resource_names": scaled, "verbs": ["get"]},
+                 {"api_groups": ["apps"], "resources": ["deployments/scale"], "resource_names": scaled,
+                  "verbs": ["get", "patch", "update"]}]
+    role = k8s.rbac.v1.Role(gw, metadata={"name": gw, "namespace": ns}, rules=rules, opts=opts)
+    k8s.rbac.v1.RoleBinding(gw, metadata={"name": gw, "namespace": ns},
+                            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata["name"]},
+                            subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": ns}], opts=opts)
+    args = ["--host", "0.0.0.0", "--port", "8080", "--control-port", "8443", "--token-file", "/etc/gpustack/token",
+            "--admin-token-file", "/etc/gpustack/admin-token", "--state-dir", "/var/lib/gpustack"]
+    if domain:
+        args += ["--domain", domain]
+    labels = {"app.kubernetes.io/managed-by": "gpustack-iac", "gpustack.io/gateway": name}
+    k8s.apps.v1.Deployment(gw, metadata={"name": gw, "namespace": ns, "labels": labels}, spec={
+        "replicas": 1, "selector": {"match_labels": labels},
+        "strategy": {"type": "Recreate"},  # one controller at a time: its state is a local SQLite file
+        "template": {"metadata": {"labels": labels}, "spec": {
+            "service_account_name": account.metadata["name"],
+            "containers": [{"name": "gateway", "image": GATEWAY_IMAGE,
+                            "command": ["python", "-m", "gpustack_iac.runtime.gateway", *args],
+                            "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 8443, "name": "control"}],
+                            "readiness_probe": {"tcp_socket": {"port": 8080}, "period_seconds": 5},
+                            "volume_mounts": [{"name": "tokens", "mount_path": "/etc/gpustack", "read_only": True}]}],
+            "volumes": [{"name": "tokens", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}}]}}},
+        opts=opts)
+    lb = k8s.core.v1.Service(gw, metadata={"name": gw, "namespace": ns}, spec={
+        "type": "LoadBalancer", "selector": labels, "ports": [{"name": "http", "port": 80, "target_port": 8080}]}, opts=opts)
+    host = lb.status.apply(lambda s: ((s or {}).load_balancer.ingress or [{}])[0] if s else None)  # type: ignore[union-attr]
+
+    def _addr(ingress: Any) -> str:
+        if not ingress:
+            return "pending"
+        return getattr(ingress, "hostname", None) or getattr(ingress, "ip", None) or "pending"
+
+    address = host.apply(_addr)
+    return K8sGateway(url=pulumi.Output.from_input(f"http://{domain}") if domain else address.apply(lambda a: f"http://{a}"),
+                      control_url=pulumi.Output.concat("http://", gw, ".", ns, ":8443"),
+                      token=token, admin_token=admin_token)

@@ -1,0 +1,86 @@
+"""Where a fleet's nodes and a gateway go on a cloud: instance types from the catalog, the spot
+split, one node group per (instance types, spot policy), and the hourly price of each.
+
+Decided at compile time, before any engine runs, so a group left without an offer is a plan error
+that names it, and the same figures feed the plan's cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpustack_iac.catalog.match import Offer, find_offers
+from gpustack_iac.providers.cloud import GatewayInstance, NodeGroup
+from gpustack_iac.spec.models import FleetConfig, GatewayConfig
+from gpustack_iac.spec.resources import ResourcesSpec
+
+VM_BACKENDS = ("aws", "gcp", "azure")
+MAX_TYPES = 4  # instance types per scaling group: enough for spot capacity, few enough to review
+# The gateway needs no GPU: a small general-purpose instance per cloud, priced from these list prices.
+GATEWAY_TYPES = {"aws": ("t3.medium", 0.0416), "gcp": ("e2-medium", 0.0335), "azure": ("Standard_B2s", 0.0416)}
+
+
+class NoOffer(Exception):
+    """No catalog offer fits; the message names what was asked for."""
+
+
+@dataclass(frozen=True)
+class PricedGroup:
+    group: NodeGroup
+    price: float  # $/h of one node: the cheapest offer of the group's types
+
+
+def _region(fleet: FleetConfig, backend: str, offers: list[Offer]) -> str:
+    regions = [o.region for o in offers]
+    if backend == "gcp":
+        # GCP offers are per zone; a managed instance group is regional.
+        regions = [r.rsplit("-", 1)[0] for r in regions]
+    return regions[0]
+
+
+def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
+    """Node groups of a cloud fleet, cheapest offer's region first."""
+    assert fleet.nodes is not None
+    policy = fleet.spot_policy or "on-demand"
+    spots = {"spot": [True], "on-demand": [False], "auto": [True, False]}[policy]
+    resources = fleet.resources or ResourcesSpec()
+    out = []
+    region: str | None = None
+    for spot in spots:
+        offers = find_offers(resources, backends=[backend], regions=[region] if region else fleet.regions,
+                             instance_types=fleet.instance_types, spot_policy="spot" if spot else "on-demand",
+                             max_price=fleet.max_price)
+        if not offers:
+            where = f" in {', '.join(fleet.regions)}" if fleet.regions and not region else (f" in {region}" if region else "")
+            raise NoOffer(f"no {backend} {'spot' if spot else 'on-demand'} instance type{where} fits "
+                          f"{resources.describe()}" + (f" under ${fleet.max_price}/h" if fleet.max_price else ""))
+        region = region or _region(fleet, backend, offers)
+        types: list[str] = []
+        for o in offers:
+            if o.instance_type not in types and len(types) < MAX_TYPES:
+                types.append(o.instance_type)
+        gpu = resources.gpu
+        name = str(fleet.name) if len(spots) == 1 else f"{fleet.name}-{'spot' if spot else 'on-demand'}"
+        disk_gb = (resources.disk.size.min.bytes // 1024**3) if resources.disk.size.min else 100
+        group = NodeGroup(
+            name=name, fleet=str(fleet.name), region=region, instance_types=tuple(types), spot=spot,
+            min_size=fleet.nodes.min or 0, max_size=fleet.nodes.max if fleet.nodes.max is not None else max(fleet.nodes.min or 0, 1),
+            disk_gb=max(disk_gb, 50), gpu_vendor=(gpu.vendor or "nvidia") if gpu and not gpu.none else None,
+            gpu_count=offers[0].gpu_count, max_price=fleet.max_price,
+            labels={"gpustack-fleet": str(fleet.name), "gpustack-spot": str(spot).lower()})
+        out.append(PricedGroup(group=group, price=offers[0].price))
+    if policy == "auto":
+        # Spot first; on-demand takes over only when spot capacity is short, so its minimum is 0.
+        spot_group, od = out
+        out[1] = PricedGroup(group=NodeGroup(**{**od.group.__dict__, "min_size": 0}), price=od.price)
+    return out
+
+
+def gateway_instance(config: GatewayConfig, acme_directory: str | None = None) -> tuple[GatewayInstance, float]:
+    backend = config.backend
+    default_type, price = GATEWAY_TYPES[backend]
+    cert = config.certificate
+    return GatewayInstance(
+        name=str(config.name), region=str(config.region), instance_type=config.instance_type or default_type,
+        domain=config.domain, certificate=cert.type if cert is not None else None,
+        acm_arn=getattr(cert, "arn", None), acme_directory=acme_directory), price

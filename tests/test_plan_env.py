@@ -1,0 +1,41 @@
+"""A service's env in the plan: literal values visible, values read from the environment `[secret]`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gpustack_iac.compile import compile_spec
+from gpustack_iac.engine.embedded.engine import EmbeddedEngine
+from gpustack_iac.engine.render.json import render_json
+from gpustack_iac.engine.state import StateStore
+from gpustack_iac.spec.loader import load_text
+from gpustack_iac.stacks.context import StackContext
+
+_TEXT = """\
+type: gateway
+name: gw
+backend: local
+default: true
+---
+type: service
+name: web
+port: 80
+commands: [python3 app.py]
+env:
+  - ROLE=spiky
+  - HF_TOKEN
+resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+"""
+
+
+def test_literal_env_is_a_value_and_environment_env_is_secret(tmp_path: Path) -> None:
+    spec = load_text(_TEXT, file=str(tmp_path / "s.gpustack.yml"), env={"HF_TOKEN": "hf_very_secret"})
+    compiled = compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])
+    engine = EmbeddedEngine("p", "dev", StateStore(tmp_path / "state", "p", "dev", passphrase="pw"))
+    plan = json.loads(render_json(engine.preview(compiled.program)))
+    [step] = [s for s in plan["steps"] if s["type"].endswith("ServiceRegistration")]
+    [definition] = [d for d in step["diffs"] if d["path"] == "definition"]
+    assert definition["secret"] is False
+    assert definition["new"]["groups"][0]["env"] == {"ROLE": "spiky", "HF_TOKEN": "[secret]"}
+    assert "hf_very_secret" not in json.dumps(plan)
