@@ -47,7 +47,8 @@ def test_task_definition_carries_nodes_retry_and_volume(tmp_path: Path) -> None:
     assert task["only_hosts"] == ["local-1"]
     assert task["mounts"] == [{"source": str(tmp_path / "local" / "p" / "dev" / "volumes" / "data"), "target": "/data", "name": "data"},
                               {"source": "/tmp/x", "target": "/x", "name": ""}]
-    assert ("volume", "data") in compiled.workload_specs and ("task", "t") in compiled.workload_specs
+    specs = compiled.component_specs()
+    assert ("volume", "data") in specs and ("task", "t") in specs
 
 
 def test_unknown_volume_and_multi_node_host_volume_are_rejected(tmp_path: Path) -> None:
