@@ -321,7 +321,7 @@ def test_no_capacity_backs_off_exponentially_then_resets() -> None:
     from types import SimpleNamespace
 
     from gpustack_iac.runtime.controller.replica_start import start_replicas
-    from gpustack_iac.runtime.controller.state import ServiceState
+    from gpustack_iac.runtime.controller.live import ServiceState
 
     definition = parse_service(service(group("web")))
     g = definition.groups[0]
