@@ -15,6 +15,10 @@ from gpustack_iac.spec.models import (
 
 # Backends with components in stacks/. Others validate, and plan refuses them with their name.
 IMPLEMENTED_BACKENDS = ("local", "ssh", "aws", "gcp", "azure", "kubernetes")
+# Tasks and dev environments run on fleet hosts through their agents (docs/workloads.md).
+WORKLOAD_BACKENDS = ("local",)
+# Volumes that are a directory on one fleet host.
+HOST_VOLUME_BACKENDS = ("local", "ssh")
 
 
 def fleet_backend(fleet: FleetConfig) -> str:
@@ -33,14 +37,15 @@ def not_deployable(doc: Document) -> str | None:
         return "a gateway on an SSH fleet host is not implemented yet; use backend: local (it serves SSH fleets)"
     if isinstance(doc, GatewayConfig) and doc.backend not in IMPLEMENTED_BACKENDS:
         return f"backend {doc.backend} is not implemented yet (implemented: {implemented})"
-    if isinstance(doc, (TaskConfig, DevEnvironmentConfig, VolumeConfig)):
-        return f"{doc.KIND} configurations are validated but not deployable yet"
+    if isinstance(doc, (TaskConfig, DevEnvironmentConfig)) and doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
+        return (f"backends {', '.join(doc.backends)} are not implemented yet for a {doc.KIND} "
+                f"(implemented: {', '.join(WORKLOAD_BACKENDS)})")
+    if isinstance(doc, VolumeConfig) and doc.backend not in HOST_VOLUME_BACKENDS:
+        return f"backend {doc.backend} is not implemented yet for volumes (implemented: {', '.join(HOST_VOLUME_BACKENDS)})"
     if isinstance(doc, ServiceConfig):
         for group in doc.groups:
             if group.backends and not set(group.backends) & set(IMPLEMENTED_BACKENDS):
                 return f"group {group.name}: backends {', '.join(group.backends)} are not implemented yet (implemented: {implemented})"
-        if doc.volumes:
-            return "volumes need container mode, which the local backend does not have"
         if doc.gateway is False:
             return "the local backend serves services through a gateway (gateway: false)"
     return None

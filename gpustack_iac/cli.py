@@ -39,8 +39,10 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "refresh": ("gpustack_iac.commands.stack:refresh", "Read the real state of every resource back, record it, and report drift."),
     "output": ("gpustack_iac.commands.stack:output", "Print the stack's outputs (or one of them)."),
     "state": ("gpustack_iac.commands.stack:state", "Inspect the stack's state, clear a stale lock, or restore a damaged checkpoint."),
-    "status": ("gpustack_iac.commands.runtime:status", "Show hosts, services, replica groups and their replicas."),
-    "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs."),
+    "status": ("gpustack_iac.commands.runtime:status",
+               "Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes."),
+    "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs, or a task's node logs."),
+    "ssh": ("gpustack_iac.commands.workloads:ssh", "Open an SSH session in a dev environment (or run COMMAND there)."),
     "offers": ("gpustack_iac.commands.offers:offers", "List instance types that fit a resource spec, cheapest first, with $/h."),
 }
 

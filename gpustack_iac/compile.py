@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 import pulumi
 
-from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend
+from gpustack_iac import compile_workloads as workloads
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, WORKLOAD_BACKENDS, fleet_backend
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
@@ -26,8 +27,11 @@ from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
 from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
 from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
+from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
+from gpustack_iac.stacks.task import Task
+from gpustack_iac.stacks.volume import Volume
 
 # Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
 _LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
@@ -39,6 +43,7 @@ class CompiledStack:
     program: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name → runtime definition
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task name → runner definition
     # (kind, name) → the spec each component records in state; the plan summary compares them.
     # A function: the env fingerprints in them need the stack's key, read only when a plan is made.
     component_specs: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict
@@ -83,10 +88,11 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
         elif gateway.backend == "local":
             problems += _check_local_gateway(gateway)
-    for kind, docs in (("task", spec.tasks), ("dev-environment", spec.dev_environments), ("volume", spec.volumes)):
-        for doc in docs:
-            problems.append(_diag(doc, "type", f"{kind} {getattr(doc, 'name', '')}: {kind} configurations are validated "
-                                               "but not deployable yet; remove it from the paths given to plan/up"))
+    problems += workloads.check_volumes(spec, _diag)
+    for doc in (*spec.tasks, *spec.dev_environments):
+        if doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
+            problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
+                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(WORKLOAD_BACKENDS)})"))
     return problems
 
 
@@ -138,9 +144,6 @@ def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "lo
         for prop in _LOCAL_IGNORED:
             if getattr(group, prop, None) not in (None, [], False):
                 ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
-    if service.volumes:
-        problems.append(_diag(service, "volumes", f"service {service.name}: volumes need container mode (Docker), "
-                                                  "which the local backend does not have here"))
     if service.gateway is False:
         problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
                                                   "gateway; remove gateway: false"))
@@ -275,13 +278,21 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 problems.append(_diag(router, f"members[{i}].service", f"router {router.name}: member {member.service} runs "
                                       f"behind gateway {service_gateway[member.service]}, the router behind {chosen.name}; "
                                       "a router routes within one gateway"))
-    if spec.services and not spec.fleets:
+    if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
         raise ConfigError(problems)
 
     definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
     host_lines: list[str] = []
+    for service in spec.services:
+        mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
+        for group in definitions[str(service.name)]["groups"]:
+            workloads.service_mounts(group, mounts)
+    tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
+    devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
+    if problems:
+        raise ConfigError(problems)
     if hosts is None:
         hosts = _default_hosts(spec, ctx)
         if any(f.is_ssh for f in spec.fleets):
@@ -325,6 +336,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
                 handle = shared(fleet_backend(f), groups[0].region, opts)
             fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
+        volume_resources = _workloads(spec, ctx, fleets, tasks, devs)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
@@ -343,7 +355,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         services: dict[str, Service] = {}
         for name, definition in definitions.items():
             gw_name = service_gateway[name]
-            services[name] = Service(definition, deployed[gw_name], registrations[gw_name], ctx)
+            services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volume_resources, ctx)
             # From the gateway, not the registration: the outputs are then recorded as soon as the
             # gateway runs, even when a service fails to get ready (status, logs and output need them).
             endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
@@ -358,8 +370,8 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
 
     for backend in plugin_backends:
         backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
-    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions,
-                         component_specs=lambda: _component_specs(spec, definitions, ctx), cost=cost,
+    return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
+                         component_specs=lambda: _component_specs(spec, definitions, tasks, devs, ctx), cost=cost,
                          plugin_backends=plugin_backends, hosts=host_lines)
 
 
@@ -369,7 +381,27 @@ def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, finger
     return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
 
 
-def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
+def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[str, dict[str, Any]],
+               devs: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+    """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
+    volume resources (runs that mount a volume are created after it)."""
+    fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
+    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx)) for v in spec.volumes]
+    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
+    task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
+    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+    if task_dirs:
+        pulumi.export("tasks", task_dirs)
+    if spec.volumes:
+        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
+                                                "auto_cleanup": v.auto_cleanup} for v in spec.volumes})
+    if dev_outputs:
+        pulumi.export("dev_environments", dev_outputs)
+    return volume_resources
+
+
+def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
+                     devs: dict[str, dict[str, Any]], ctx: StackContext) -> dict[tuple[str, str], dict[str, Any]]:
     """The component specs `up` records, keyed like engine/summary.specs_from_resources."""
     specs: dict[tuple[str, str], dict[str, Any]] = {}
     for fleet in spec.fleets:
@@ -380,6 +412,12 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], ctx: St
         specs[("service", name)] = Service.spec_of(definition, ctx)
     for router in spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
+    for v in spec.volumes:
+        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
+    for name, definition in tasks.items():
+        specs[("task", name)] = Task.spec_of(definition, ctx)
+    for name, definition in devs.items():
+        specs[("dev-environment", name)] = DevEnvironment.spec_of(definition, ctx)
     return specs
 
 

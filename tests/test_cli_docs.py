@@ -18,10 +18,10 @@ from gpustack_iac.commands.clidocs import CommandDoc, is_stale, render, walk
 ROOT = Path(__file__).resolve().parents[1]
 CLI_MD = ROOT / "docs" / "cli.md"
 # The pages whose examples this task owns; each `gpustack-iac ...` in their code must parse.
-CHECKED_PAGES = ("cli.md", "architecture.md", "operations.md")
+CHECKED_PAGES = ("cli.md", "architecture.md", "operations.md", "workloads.md")
 # Commands a user must find documented whatever the walker does (lazy ones and a group's subcommands).
 EXPECTED = {"plan", "up", "destroy", "refresh", "output", "status", "logs", "validate", "schema",
-            "state", "state list", "state show", "state unlock"}
+            "state", "state list", "state show", "state unlock", "ssh"}
 
 
 def _sections(page: str) -> dict[str, str]:
@@ -130,5 +130,7 @@ def test_commands_shown_in_the_docs_exist(page_name: str) -> None:
         help_option = doc.command.get_help_option(doc.context)
         names |= set(help_option.opts if help_option else ())
         for word in rest:
+            if word == "--":  # the end of options: what follows is the command's own arguments
+                break
             if word.startswith("-") and word != "-":
                 assert word.split("=", 1)[0] in names, f"{page_name}: {line!r}: {doc.path} has no option {word}"

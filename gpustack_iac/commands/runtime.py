@@ -14,15 +14,22 @@ from gpustack_iac.console import console as make_console
 from rich.table import Table
 
 from gpustack_iac import workspace as ws
+from gpustack_iac.commands import workloads
 from gpustack_iac.commands.stack import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime import sync_client as http
 
 
-def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> tuple[str, str]:
+def _outputs(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> dict[str, Any]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
-    outputs = space.engine().outputs()
+    return space.engine().outputs()
+
+
+def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+                outputs: dict[str, Any] | None = None) -> tuple[str, str]:
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    outputs = outputs if outputs is not None else space.engine().outputs()
     control_url, admin = unwrap_secret(outputs.get("control_url")), unwrap_secret(outputs.get("admin_token"))
     if not control_url or not admin:
         # No stack outputs (an up stopped before recording them): a gateway in state still answers.
@@ -43,17 +50,26 @@ def _gib(value: Any) -> str:
 @click.command()
 @existing_stack_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="json: the controller's answers (hosts, services, routers) for scripts.")
+              help="json: the controller's answers (hosts, services, routers) and the tasks' status, for scripts.")
 def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str, fmt: str) -> None:
-    """Show hosts, services, replica groups and their replicas.
+    """Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes.
 
     \b
     Examples:
       gpustack-iac status
       gpustack-iac status --format json | jq '.services[].groups[].ready'
     """
-    url, token = _controller(project, stack, state_dir, engine)
+    outputs = _outputs(project, stack, state_dir, engine)
     console = make_console()
+    has_workloads = any(outputs.get(k) for k in ("tasks", "dev_environments", "volumes"))
+    if not outputs.get("control_url") and has_workloads:
+        # No gateway (tasks and dev environments need none): only what the workloads' files say.
+        if fmt == "json":
+            click.echo(json.dumps(workloads.workloads_json(outputs), indent=2))
+        else:
+            workloads.print_workloads(outputs, console)
+        return
+    url, token = _controller(project, stack, state_dir, engine, outputs)
     try:
         agents = http.call("GET", url, "/control/agents", token)
         services = http.call("GET", url, "/control/services", token)
@@ -61,7 +77,8 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
     except GpustackError as exc:
         raise GpustackError(f"the gateway's controller does not answer ({exc}); run `gpustack-iac plan` to see what must be re-created") from exc
     if fmt == "json":
-        click.echo(json.dumps({"hosts": agents, "services": services, "routers": routers}, indent=2))
+        click.echo(json.dumps({"hosts": agents, "services": services, "routers": routers, **workloads.workloads_json(outputs)},
+                              indent=2))
         return
     hosts = Table(title="Hosts", title_justify="left")
     for col in ("host", "healthy", "cpus", "memory", "gpus", "labels"):
@@ -93,6 +110,7 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
     console.print(table)
     if routers:
         console.print(_routers_table(routers))
+    workloads.print_workloads(outputs, console)
 
 
 def _routers_table(routers: list[dict[str, Any]]) -> Table:
@@ -115,18 +133,25 @@ def _routers_table(routers: list[dict[str, Any]]) -> Table:
 @existing_stack_options
 @click.option("--group", "-g", default=None, help="Only this replica group.")
 @click.option("--replica", "-r", type=int, default=None, help="Only the replica with this number in its group.")
+@click.option("--node", type=int, default=None, help="A task's node (its rank); default: every node.")
 @click.option("--tail", "-n", type=int, default=200, show_default=True, help="Lines to show.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
 def logs(service: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, group: str | None,
-         replica: int | None, tail: int, follow: bool) -> None:
-    """Print a service's replica logs.
+         replica: int | None, node: int | None, tail: int, follow: bool) -> None:
+    """Print a service's replica logs, or a task's node logs.
 
     \b
     Examples:
       gpustack-iac logs hello
       gpustack-iac logs hello --group burst -f
+      gpustack-iac logs train --node 1 -f
     """
-    url, token = _controller(project, stack, state_dir, engine)
+    outputs = _outputs(project, stack, state_dir, engine)
+    tasks = workloads.tasks_of(outputs)
+    if service in tasks:
+        workloads.print_task_logs(tasks[service], node, tail, follow)
+        return
+    url, token = _controller(project, stack, state_dir, engine, outputs)
     _check_log_selection(url, token, service, group, replica)
     query = [f"tail={tail}"] + ([f"group={group}"] if group else []) + ([f"replica={replica}"] if replica is not None else [])
     if not follow:

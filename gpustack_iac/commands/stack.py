@@ -186,7 +186,9 @@ def _is_plan_file(paths: tuple[Path, ...]) -> bool:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True,
               help="Output format of the result.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
-def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool) -> None:
+@click.option("--wait", is_flag=True, help="Wait for the stack's tasks to finish; exit 1 if one failed.")
+def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool,
+       wait: bool) -> None:
     """Apply the configuration (or a plan saved with `plan -o FILE`).
 
     \b
@@ -225,8 +227,13 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
         failed = next(r for r in result.results if not r.ok)
         raise GpustackError(f"up failed at {failed.step.name}: {failed.error}; the state records what exists — "
                             "fix the cause and run up again")
+    from gpustack_iac.commands import workloads
+
     if fmt == "terminal":
         _print_endpoint_hint(result.outputs, console)
+        workloads.print_dev_hints(result.outputs, console)
+    if wait and not workloads.wait_for_tasks(result.outputs, console):
+        raise GpustackError("a task failed; see `gpustack-iac status` and `gpustack-iac logs TASK`")
 
 
 def _refuse_plugins_without_cli(prepared: Prepared) -> None:
@@ -273,6 +280,10 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
     console.print(f"Destroying stack [bold]{space.project}/{space.stack}[/] deletes {len(resources)} resources:")
     for res in reversed(resources):
         console.print(f"  - {res.type} {res.urn.rsplit('::', 1)[-1]}", highlight=False)
+    from gpustack_iac.commands.workloads import volume_notes
+
+    for note in volume_notes(resources):
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     _confirm("Destroy them?", yes)
     progress = _Progress(console)
     try:

@@ -13,7 +13,9 @@ from gpustack_iac.engine.model import ConfigChange
 
 # Component type → configuration kind.
 COMPONENT_KINDS = {"gpustack:index:Fleet": "fleet", "gpustack:index:Gateway": "gateway",
-                   "gpustack:index:Service": "service", "gpustack:index:Router": "router"}
+                   "gpustack:index:Service": "service", "gpustack:index:Router": "router",
+                   "gpustack:index:Volume": "volume", "gpustack:index:Task": "task",
+                   "gpustack:index:DevEnvironment": "dev-environment"}
 # What, in a group's definition, restarts its replicas when it changes (a rolling update).
 _RESTARTING = ("commands", "image", "env", "resources", "working_dir")
 _SERVICE_RESTARTING = ("port", "probe")
@@ -133,12 +135,38 @@ def _simple_changes(kind: str, name: str, old: Mapping[str, Any] | None, new: Ma
 def summarize(old: Specs, new: Specs) -> list[ConfigChange]:
     """Configuration-level changes, fleets first, then gateways, services (with groups), routers."""
     changes: list[ConfigChange] = []
-    for kind in ("fleet", "gateway", "service", "router"):
+    for kind in ("fleet", "volume", "gateway", "service", "router", "task", "dev-environment"):
         names = sorted({n for k, n in old if k == kind} | {n for k, n in new if k == kind})
         for name in names:
             before, after = old.get((kind, name)), new.get((kind, name))
             if kind == "service":
                 changes += _service_changes(name, before, after)
+            elif kind == "task":
+                changes += _task_changes(name, before, after)
+            elif kind == "volume":
+                changes += _volume_changes(name, before, after)
             else:
                 changes += _simple_changes(kind, name, before, after)
     return changes
+
+
+def _task_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
+    if old is None and new is not None:
+        return [ConfigChange("task", name, f"new task: runs on {new.get('nodes', 1)} node(s)")]
+    if new is None and old is not None:
+        return [ConfigChange("task", name, "removed → stopped if still running, its logs deleted", disruptive=True)]
+    assert old is not None and new is not None
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed:
+        return []
+    return [ConfigChange("task", name, f"{', '.join(changed)} changed → re-run (a run still going is stopped first)",
+                         disruptive=True)]
+
+
+def _volume_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
+    if old is None and new is not None:
+        return [ConfigChange("volume", name, f"new volume on {new.get('host')} at {new.get('path')}")]
+    if new is None and old is not None:
+        fate = "its data is deleted (auto_cleanup)" if old.get("auto_cleanup") else "its data is kept (no auto_cleanup)"
+        return [ConfigChange("volume", name, f"removed → {fate}", disruptive=bool(old.get("auto_cleanup")))]
+    return _simple_changes("volume", name, old, new)

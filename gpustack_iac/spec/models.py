@@ -939,6 +939,13 @@ class VolumeConfig(Document):
     availability_zone: str | None = Field(None, description="The availability zone.")
     size: MemoryValue | None = Field(None, description="The size of a new volume (e.g. `100GB`).")
     volume_id: str | None = Field(None, description="The id of an existing volume to register instead of creating one.")
+    auto_cleanup: bool = Field(
+        False, description="Delete the volume's data when the volume is destroyed. Off by default: `destroy` keeps the data."
+    )
+    host: str | None = Field(
+        None, description="`local` and `ssh` backends: the fleet host (`<fleet>-<n>`) the directory lives on. "
+        "Defaults to the first host of the first fleet."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VolumeConfig:

@@ -303,3 +303,42 @@ def test_probes_against_a_real_http_server() -> None:
             await runner.cleanup()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_group_with_volumes_goes_only_to_their_host() -> None:
+    data = service(group("web"))
+    data["groups"][0]["hosts"] = ["b"]
+    data["groups"][0]["mounts"] = [{"source": "/srv/v", "target": "/data", "name": "v"}]
+    g = parse_service(data).groups[0]
+    got = place(g, [AgentView("a", host("a")), AgentView("b", host("b"))], {})
+    assert isinstance(got, Assignment) and got.agent == "b"
+    refused = place(g, [AgentView("a", host("a"))], {})
+    assert isinstance(refused, NoCapacity) and "not the host of the group's volumes (b)" in refused.message()
+
+
+def test_no_capacity_backs_off_exponentially_then_resets() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from gpustack_iac.runtime.controller.replica_start import start_replicas
+    from gpustack_iac.runtime.controller.live import ServiceState
+
+    definition = parse_service(service(group("web")))
+    g = definition.groups[0]
+    tiny = HostFacts.from_json({"name": "t", "cpus": 0, "memory_bytes": 0, "disk_bytes": 0})
+    agent = SimpleNamespace(record=SimpleNamespace(name="t", labels={}), host=tiny, healthy=True)
+    core = SimpleNamespace(agents={"t": agent}, replicas={}, taken=lambda: {})
+    st = ServiceState(definition=definition)
+    gaps = []
+    for now in (0.0, 100.0, 200.0, 300.0):
+        asyncio.run(start_replicas(core, st, g, 1, now))  # type: ignore[arg-type]
+        gaps.append(st.backoff_until[g.name] - now)
+    assert st.no_capacity_streak[g.name] == 4 and "attempt 4" in st.messages[g.name]
+    # Each wait is base × 2^(n-1) with up to half of it taken off at random: they grow.
+    for n, gap in enumerate(gaps, start=1):
+        assert 0.5 * 0.5 * 2 ** (n - 1) <= gap <= 0.5 * 2 ** (n - 1)
+    # An agent whose facts are unknown yet is not "no capacity": no back-off for it.
+    fresh = ServiceState(definition=definition)
+    agent.host = None
+    asyncio.run(start_replicas(core, fresh, g, 1, 0.0))  # type: ignore[arg-type]
+    assert g.name not in fresh.backoff_until

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gpustack_iac import __version__
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
-from gpustack_iac.runtime.agent import logs
+from gpustack_iac.runtime.agent import logs, volumes
 from gpustack_iac.runtime.agent.hostinfo import StaticFacts, host_report
 from gpustack_iac.runtime.agent.spec import parse_replica_spec
 from gpustack_iac.runtime.agent.supervisor import Supervisor
@@ -119,4 +119,5 @@ def build_app(token: str, supervisor: Supervisor, facts: StaticFacts, state_dir:
     app.router.add_get("/v1/replicas/{id}", get_replica)
     app.router.add_get("/v1/replicas/{id}/logs", replica_logs)
     app.router.add_delete("/v1/replicas/{id}", delete_replica)
+    volumes.add_routes(app)
     return app

@@ -12,6 +12,22 @@ from gpustack_iac.errors import ReplicaSpecError
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# always: a service replica, restarted whenever it exits. never: a task node, run once (the task
+# runner decides about retries). on-failure: a dev environment, which exits 0 when it goes idle.
+RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory made available to the replica at `target` (see docs/workloads.md)."""
+
+    source: str
+    target: str
+    name: str = ""  # the volume's name; empty for an instance volume
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "name": self.name}
+
 
 @dataclass(frozen=True)
 class ReplicaSpec:
@@ -24,6 +40,8 @@ class ReplicaSpec:
     image: str | None = None
     gpus: tuple[int, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "always"
+    mounts: tuple[Mount, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +54,8 @@ class ReplicaSpec:
             "image": self.image,
             "gpus": list(self.gpus),
             "labels": dict(self.labels),
+            "restart": self.restart,
+            "mounts": [m.to_json() for m in self.mounts],
         }
 
     @property
@@ -97,6 +117,9 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
     gpu_indices = tuple(int(g) for g in gpus)
     if len(set(gpu_indices)) != len(gpu_indices):
         raise ReplicaSpecError("gpus: an index is listed twice")
+    restart = _str(data, "restart", "always")
+    if restart not in RESTART_POLICIES:
+        raise ReplicaSpecError(f"restart: expected one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
     return ReplicaSpec(
         id=rid,
         service=_str(data, "service"),
@@ -107,4 +130,23 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
         image=image,
         gpus=gpu_indices,
         labels=_str_map(data, "labels", check_names=False),
+        restart=restart,
+        mounts=_mounts(data.get("mounts")),
     )
+
+
+def _mounts(value: Any) -> tuple[Mount, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ReplicaSpecError("mounts: expected a list of {source, target} objects")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ReplicaSpecError(f"mounts[{i}]: expected an object with source and target")
+        source, target = item.get("source"), item.get("target")
+        for key, path in (("source", source), ("target", target)):
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ReplicaSpecError(f"mounts[{i}].{key}: expected an absolute path, got {path!r}")
+        out.append(Mount(source=str(source), target=str(target), name=_str(item, "name")))
+    return tuple(out)

@@ -29,6 +29,7 @@ class ReplicaRecord:
     exit_code: int | None = None
     container: bool = False
     stopping: bool = False  # a DELETE began; a restarted agent finishes it instead of re-adopting
+    finished_at: float | None = None  # when a run-once replica (restart never / on-failure) ended for good
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class ReplicaRecord:
             "exit_code": self.exit_code,
             "container": self.container,
             "stopping": self.stopping,
+            "finished_at": self.finished_at,
         }
 
     @classmethod
@@ -58,6 +60,7 @@ class ReplicaRecord:
             exit_code=int(data["exit_code"]) if data.get("exit_code") is not None else None,
             container=bool(data.get("container", False)),
             stopping=bool(data.get("stopping", False)),
+            finished_at=float(data["finished_at"]) if data.get("finished_at") is not None else None,
         )
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import psutil
 
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
 from gpustack_iac.runtime import envpolicy, procs
-from gpustack_iac.runtime.agent import pgroup
+from gpustack_iac.runtime.agent import mounts, pgroup
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 from gpustack_iac.runtime.agent.store import ReplicaRecord, Store
 
@@ -66,6 +67,7 @@ def container_argv(spec: ReplicaSpec, port: int, bind_host: str, env_names: list
     argv = ["docker", "run", "--rm", "--init", "--name", container_name(spec.id), "-p", f"{bind_host}:{port}:{port}"]
     for name in sorted(env_names):
         argv += ["-e", name]
+    argv += mounts.docker_args(spec)
     if spec.gpus:
         argv += ["--gpus", '"device=' + ",".join(str(g) for g in spec.gpus) + '"']
     if spec.working_dir:
@@ -102,6 +104,7 @@ class Supervisor:
             exit_code=record.exit_code,
             restarts=record.restarts,
             started_at=record.started_at,
+            finished_at=record.finished_at,
             url=f"http://{self._config.advertise_host}:{record.port}",
         )
         return out
@@ -139,6 +142,8 @@ class Supervisor:
                 continue
             runner = _Runner(record=record)
             self._runners[record.spec.id] = runner
+            if record.finished_at is not None:
+                continue  # a run-once replica that ended: kept for its exit code until deleted
             # Without a create_time a live pid proves nothing (after a reboot it may be anyone's).
             if record.create_time is not None and procs.is_alive(record.pid, record.create_time):
                 self._append_log(record.spec.id, f"agent restarted; re-adopted pid {record.pid}")
@@ -237,7 +242,11 @@ class Supervisor:
             GPUSTACK_REPLICA_ID=spec.id,
             GPUSTACK_SERVICE=spec.service,
             GPUSTACK_GROUP=spec.group,
+            # The interpreter running the agent: workloads that need our own helpers (a dev
+            # environment's sshd wrapper) start them with it, on any host.
+            GPUSTACK_PYTHON=sys.executable,
         )
+        own.update(mounts.mount_env(spec, record.container))
         # Only the base set of the agent's own environment: the operator's secrets are not the workload's.
         env = envpolicy.replica_env(os.environ)
         env.update(own)
@@ -274,6 +283,8 @@ class Supervisor:
             argv = ["/bin/sh", "-c", spec.shell_command]
             cwd = spec.working_dir
         self._rotate_log(spec.id)
+        for note in await asyncio.to_thread(mounts.prepare, spec, record.container):
+            self._append_log(spec.id, note)
         record.started_at = time.time()
         # exit_code keeps the previous run's code: a crash loop shows why it loops.
         try:
@@ -325,6 +336,15 @@ class Supervisor:
             if running:
                 record.exit_code = await self._wait_exit(runner)
                 ran_for = time.time() - record.started_at
+            if running and self._finished(record):
+                record.state = "exited"
+                record.finished_at = time.time()
+                record.pid = None
+                record.create_time = None
+                self._append_log(record.spec.id, f"replica exited (code {record.exit_code}) after {ran_for:.1f} s; "
+                                                 f"restart policy {record.spec.restart}: not restarted")
+                self._store.save(record)
+                return
             quick_crashes = 0 if ran_for >= self._config.backoff_reset_after else quick_crashes + 1
             delay = backoff_delay(quick_crashes, self._config.backoff_base, self._config.backoff_cap)
             if running:
@@ -339,6 +359,12 @@ class Supervisor:
             record.restarts += 1
             running = await self._spawn(runner)
 
+    @staticmethod
+    def _finished(record: ReplicaRecord) -> bool:
+        """Whether a replica that just exited stays down (its restart policy says so)."""
+        policy = record.spec.restart
+        return policy == "never" or (policy == "on-failure" and record.exit_code == 0)
+
     async def _stop(self, runner: _Runner, grace: float) -> dict[str, Any]:
         record = runner.record
         if runner.task is not None:
@@ -348,7 +374,9 @@ class Supervisor:
         self._store.save(record)
         await self._terminate(runner, grace)
         await asyncio.to_thread(pgroup.kill_replica_orphans, record.spec.id, self._state_key)
-        record.state = "stopped"
+        await asyncio.to_thread(mounts.release, record.spec)
+        if record.state != "exited":
+            record.state = "stopped"
         record.pid = None
         record.create_time = None
         self._append_log(record.spec.id, "replica stopped")

@@ -68,6 +68,7 @@ class ServiceState:
     desired: dict[str, int] = field(default_factory=dict)
     backoff_until: dict[str, float] = field(default_factory=dict)  # group -> no new start before (crash loops)
     crash_streak: dict[str, int] = field(default_factory=dict)
+    no_capacity_streak: dict[str, int] = field(default_factory=dict)  # group -> placements in a row that found no host
     last_failure: dict[str, float] = field(default_factory=dict)  # group -> clock of its last replaced replica
     last_failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (replica id, agent): its log explains a crash loop
     demand: bool = False  # a request waits at the gateway for a first replica

@@ -109,6 +109,15 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class MountDef:
+    """A host directory the agent makes available to the replica (docs/workloads.md)."""
+
+    source: str
+    target: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class GroupDef:
     name: str
     generation: str
@@ -120,6 +129,8 @@ class GroupDef:
     working_dir: str | None = None
     resources: Resources = field(default_factory=Resources)
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)
+    mounts: tuple[MountDef, ...] = ()
+    hosts: tuple[str, ...] = ()  # when set, only these agents may run the group (its volumes live there)
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))

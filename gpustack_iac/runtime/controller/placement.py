@@ -204,6 +204,9 @@ def place(
     reasons: list[tuple[str, str]] = []
     fits: list[tuple[int, int, str, Reservation]] = []
     for agent in agents:
+        if group.hosts and agent.name not in group.hosts:
+            reasons.append((agent.name, f"not the host of the group's volumes ({', '.join(group.hosts)})"))
+            continue
         why = label_mismatch(group.placement, agent.labels)
         if why is not None:
             reasons.append((agent.name, why))

@@ -10,12 +10,18 @@ from __future__ import annotations
 import time
 
 from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.backoff import Backoff
 from gpustack_iac.runtime.controller.agent_polling import as_dict
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.model import GroupDef
 from gpustack_iac.runtime.controller.placement import AgentView, Assignment, place
 from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.store import PlacementRecord
+
+# After a provider outage every group would ask again each tick; back off instead (the same policy
+# as a task's retries), but only while every agent's facts are known: a just-registered agent
+# that has not been reached yet is not "no capacity".
+NO_CAPACITY_BACKOFF = Backoff(base=0.5, cap=15.0)
 
 
 async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, count: int, now: float) -> None:
@@ -34,8 +40,15 @@ async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, co
         if not isinstance(got, Assignment):
             st.no_capacity.add(g.name)
             st.messages[g.name] = f"no capacity: {got.message()}"
+            if all(v.host is not None for v in views):
+                streak = st.no_capacity_streak.get(g.name, 0) + 1
+                st.no_capacity_streak[g.name] = streak
+                delay = NO_CAPACITY_BACKOFF.delay(streak)
+                st.backoff_until[g.name] = max(st.backoff_until.get(g.name, 0.0), now + delay)
+                st.messages[g.name] += f" (attempt {streak}; next in {delay:.1f} s)"
             return
         st.no_capacity.discard(g.name)
+        st.no_capacity_streak.pop(g.name, None)
         st.messages.pop(g.name, None)
         await _start_one(core, st, g, got, now)
 
@@ -60,6 +73,7 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
         "image": g.image,
         "gpus": list(a.reservation.gpus),
         "labels": {"gpustack.service": d.name, "gpustack.group": g.name, "gpustack.generation": g.generation},
+        "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in g.mounts],
     }
     try:
         info = as_dict(await core.clients[a.agent].start(spec))

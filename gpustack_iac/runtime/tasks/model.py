@@ -1,0 +1,85 @@
+"""The task definition a task runner is started with (the JSON shape is in docs/workloads.md).
+
+Agent tokens are not part of it: they reach the runner through its environment only.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from gpustack_iac.errors import RuntimeApiError
+from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
+
+RETRY_EVENTS = ("no-capacity", "interruption", "error")
+
+
+class TaskDefinitionError(RuntimeApiError):
+    """A task definition handed to the runner does not match the contract."""
+
+
+@dataclass(frozen=True)
+class HostDef:
+    name: str
+    url: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None  # the address other nodes reach this host at; default: the agent URL's host
+
+    @property
+    def ip(self) -> str:
+        return self.address or urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class MountDef:
+    source: str
+    target: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RetryDef:
+    on_events: tuple[str, ...] = RETRY_EVENTS
+    duration: float | None = 86400.0
+    base: float = 1.0  # the first retry's delay, doubled for each further retry
+    cap: float = 300.0
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    name: str
+    run_id: str  # changes with the task's spec: a new run id is a new run
+    commands: tuple[str, ...]
+    hosts: tuple[HostDef, ...]
+    nodes: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    image: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
+    mounts: tuple[MountDef, ...] = ()
+    only_hosts: tuple[str, ...] = ()  # a volume pins the task to its host
+    retry: RetryDef | None = None
+    max_duration: float | None = None
+    master_port: int | None = None  # default: a free port when the master is on loopback, else 29500
+    poll: float = 0.3
+    stop_grace: float = 10.0
+
+
+_ADAPTER: TypeAdapter[TaskDef] = TypeAdapter(TaskDef)
+
+
+def parse_task(data: Any) -> TaskDef:
+    try:
+        task = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise TaskDefinitionError(f"invalid task definition: {problems}") from exc
+    if task.nodes < 1:
+        raise TaskDefinitionError("invalid task definition: nodes must be at least 1")
+    if task.retry is not None and set(task.retry.on_events) - set(RETRY_EVENTS):
+        raise TaskDefinitionError(f"invalid task definition: retry.on_events must be among {list(RETRY_EVENTS)}")
+    return task

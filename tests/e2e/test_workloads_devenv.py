@@ -1,0 +1,83 @@
+"""A dev environment on the local backend, reached by a real `ssh` client."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class HomeProject(Project):
+    """A project whose HOME is its own: no real ~/.ssh is read or written."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = super().env
+        env["HOME"] = str(self.root / "home")
+        env["COLUMNS"] = "250"  # status tables unwrapped
+        return env
+
+
+@pytest.fixture
+def dev_project(tmp_path: Path) -> Iterator[HomeProject]:
+    root = tmp_path / "proj"
+    shutil.copytree(EXAMPLES / "dev-environment", root / "dev")
+    (root / "home").mkdir()
+    project = HomeProject(root=root, config=root / "dev")
+    config = project.config / "workbench.gpustack.yml"
+    config.write_text(config.read_text().replace("inactivity_duration: 30m", "inactivity_duration: 8s"))
+    try:
+        yield project
+    finally:
+        try:
+            project.cli("destroy", "--yes", check=False, timeout=120)
+        finally:
+            kill_all(processes_under(root))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists() or shutil.which("ssh") is None, reason="needs OpenSSH")
+def test_dev_environment_over_ssh_then_stops_when_idle(dev_project: HomeProject) -> None:
+    up = dev_project.cli("up", "dev", "--yes")
+    assert "vscode://vscode-remote/ssh-remote+workbench/" in up.stdout
+    info = dev_project.outputs()["dev_environments"]["workbench"]
+    assert info["address"] == "127.0.0.1" and _listening(int(info["port"]))
+    # `gpustack-iac ssh NAME -- COMMAND` through the real ssh client, host key verified.
+    ran = dev_project.cli("ssh", "workbench", "--", "echo", "$GREETING;", "cat", str(dev_project.config / ".init-done"))
+    assert "hello from the workbench" in ran.stdout
+    assert "init ran at" in ran.stdout
+    # An SSH config entry, then plain `ssh workbench` (what the IDE link uses).
+    ssh_config = dev_project.root / "home" / ".ssh" / "config"
+    dev_project.cli("ssh", "workbench", "--write-config", "--ssh-config", str(ssh_config))
+    plain = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "workbench", "hostname && echo plain-ok"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert plain.returncode == 0, plain.stderr
+    assert "plain-ok" in plain.stdout
+    assert "Host workbench" in ssh_config.read_text()
+    # A wrong key is refused: only the user's key is authorized.
+    other = dev_project.root / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    refused = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-o", f"IdentityFile={other}",
+                              "-o", "IdentitiesOnly=yes", "-i", str(other), "-p", str(info["port"]),
+                              "-o", "IdentityAgent=none", f"{info['user']}@127.0.0.1", "true"],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                             env={"HOME": str(dev_project.root / "home"), "PATH": "/usr/bin:/bin"})
+    assert refused.returncode != 0
+    status = dev_project.cli("status").stdout
+    assert "workbench" in status and "running" in status
+    # No session for the inactivity duration (8 s): it stops, and status says why.
+    wait_until(lambda: not _listening(int(info["port"])), 60, interval=0.5, what="sshd to stop after inactivity")
+    wait_until(lambda: "no SSH session for 8 s" in dev_project.cli("status").stdout, 30, what="status to say why it stopped")
