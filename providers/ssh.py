@@ -34,11 +34,16 @@ def _layout(props: dict[str, Any]) -> sshhost.HostLayout:
     return sshhost.HostLayout.of(str(props.get("install_dir") or "~/.gpustack"), str(props["name"]))
 
 
-def _tunnel(props: dict[str, Any], port: int, host_key_line: str) -> dict[str, Any]:
-    """What the controller needs to hold a port forward to the agent (no secrets: the key stays a path).
-    The host key is the one verified here, so the controller trusts exactly that key."""
+def _tunnel(props: dict[str, Any], port: int, conn: Connection) -> dict[str, Any]:
+    """What the controller needs to hold a port forward to the agent (no secrets: keys stay paths).
+    The host keys (the host's and its jump host's) are the ones verified here, so the controller
+    trusts exactly those keys."""
+    jump = props.get("proxy_jump") or None
+    if jump and isinstance(conn.gateway, Connection):
+        jump = {**jump, "host_key_line": _host_key_line(conn.gateway)}
     return {"hostname": props["hostname"], "port": int(props.get("port") or 22), "user": props.get("user"),
-            "identity_file": props.get("identity_file"), "host_key_line": host_key_line, "remote_port": port}
+            "identity_file": props.get("identity_file"), "host_key_line": _host_key_line(conn), "remote_port": port,
+            "proxy_jump": jump}
 
 
 def _host_key_line(conn: Connection) -> str:
@@ -79,7 +84,7 @@ class HostProvider(ResourceProvider):
         facts["gpus"] = facts["gpus"] or pf.gpus
         return {**props, "install_path": pf.install_dir, "agent_port": port, "supervisor": how, "package": wheels.key,
                 "token": token, "facts": facts, "os": f"{pf.os} {pf.arch}", "python": pf.python_version,
-                "tunnel": _tunnel(props, port, _host_key_line(conn)), "url": f"http://127.0.0.1:{port}", "alive": True}
+                "tunnel": _tunnel(props, port, conn), "url": f"http://127.0.0.1:{port}", "alive": True}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         target = SshTarget.from_props(props)
@@ -112,6 +117,10 @@ class HostProvider(ResourceProvider):
         if olds.get("package_key") == news.get("package_key"):
             outs = {**olds, **{k: v for k, v in news.items() if k not in ("url", "token")}}
             outs["tunnel"] = {**olds["tunnel"], **{k: outs.get(k) for k in ("identity_file", "user")}}
+            if olds.get("proxy_jump") != news.get("proxy_jump"):
+                # Another jump host: the controller's tunnels need its key, verified now.
+                with connect(SshTarget.from_props(news)) as conn:
+                    outs["tunnel"] = _tunnel(news, int(olds["agent_port"]), conn)
             return UpdateResult(outs=outs)
         target = SshTarget.from_props(news)
         with connect(target) as conn:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import time
@@ -30,6 +31,24 @@ OPEN_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
+class JumpSpec:
+    """The jump host (`proxy_jump`) between the controller and a host, with its key as verified at provisioning."""
+
+    hostname: str
+    port: int
+    user: str | None
+    identity_file: str | None
+    host_key: str  # "ssh-ed25519 AAAA..."
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> JumpSpec | None:
+        if not data:
+            return None
+        return cls(hostname=str(data["hostname"]), port=int(data.get("port") or 22), user=data.get("user") or None,
+                   identity_file=data.get("identity_file") or None, host_key=str(data.get("host_key_line") or ""))
+
+
+@dataclass(frozen=True)
 class TunnelSpec:
     """How to reach a host: its SSH endpoint, the key to log in with, its verified host key line."""
 
@@ -40,12 +59,34 @@ class TunnelSpec:
     identity_file: str | None
     host_key: str  # "ssh-ed25519 AAAA..." as verified at provisioning
     remote_port: int  # the agent's port on the host
+    jump: JumpSpec | None = None
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> TunnelSpec:
         return cls(name=name, hostname=str(data["hostname"]), port=int(data.get("port") or 22), user=data.get("user") or None,
                    identity_file=data.get("identity_file") or None, host_key=str(data.get("host_key_line") or ""),
-                   remote_port=int(data["remote_port"]))
+                   remote_port=int(data["remote_port"]), jump=JumpSpec.from_json(data.get("proxy_jump")))
+
+
+def _verified_options(known_hosts: Path, alias: str) -> list[str]:
+    """Options that make ssh trust exactly the key recorded under `alias` and never ask for input."""
+    return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias={alias}", "-o", "ConnectTimeout=10",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none"]
+
+
+def _identity(identity_file: str | None) -> list[str]:
+    return ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(identity_file)] if identity_file else []
+
+
+def proxy_command(jump: JumpSpec, known_hosts: Path, alias: str) -> str:
+    """A ProxyCommand through the jump host. Not `-J`: ssh does not pass its -o options to the jump
+    connection, so that hop would be checked against the user's own known_hosts; this one trusts
+    only the jump host key verified at provisioning."""
+    argv = ["ssh", *_verified_options(known_hosts, alias), "-p", str(jump.port), *_identity(jump.identity_file),
+            "-W", "%h:%p", f"{jump.user}@{jump.hostname}" if jump.user else jump.hostname]
+    # ssh expands %-tokens in ProxyCommand: only the -W target's may expand.
+    return " ".join(a if a == "%h:%p" else shlex.quote(a).replace("%", "%%") for a in argv)
 
 
 def _die_with_parent() -> None:
@@ -90,13 +131,10 @@ class Forward:
 
     def argv(self) -> list[str]:
         s = self.spec
-        argv = ["ssh", "-N", "-T", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias=gpustack-{s.name}",
-                "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10",
-                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-p", str(s.port)]
-        if s.identity_file:
-            argv += ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(s.identity_file)]
+        argv = ["ssh", "-N", "-T", *_verified_options(self.known_hosts, f"gpustack-{s.name}"), "-o", "ExitOnForwardFailure=yes",
+                "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3", "-p", str(s.port), *_identity(s.identity_file)]
+        if s.jump is not None:
+            argv += ["-o", f"ProxyCommand={proxy_command(s.jump, self.known_hosts, f'gpustack-{s.name}-jump')}"]
         argv += ["-L", f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"]
         argv.append(f"{s.user}@{s.hostname}" if s.user else s.hostname)
         return argv
@@ -147,6 +185,8 @@ class HostTunnels:
         fd = os.open(self.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"gpustack-{spec.name} {spec.host_key}\n")
+            if spec.jump is not None:
+                f.write(f"gpustack-{spec.name}-jump {spec.jump.host_key}\n")
         self.forwards: dict[int, Forward] = {}
         self._opening: dict[int, asyncio.Task[bool]] = {}
 

@@ -113,3 +113,48 @@ def test_systemd_unit_verifies() -> None:
         assert done.returncode == 0, done.stderr
     finally:
         shutil.rmtree(pf.install_dir, ignore_errors=True)
+
+
+def test_proxy_jump_reaches_the_agent_for_installs_and_tunnels(ssh_hosts: TestHosts, wheel_cache: Path, tmp_path: Path) -> None:
+    """Host 3 behind host 1: installed through the jump, and the controller's tunnel to its agent
+    runs through the same jump, trusting the jump host key verified at install."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from gpustack_iac.runtime.tunnels import HostTunnels, TunnelSpec
+
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs the hosts in their own namespaces")
+    jump, h = ssh_hosts.hosts[0], ssh_hosts.hosts[2]
+    provider = HostProvider()
+    props = host_props(ssh_hosts, h, wheel_cache, name="fleet-jumped",
+                       proxy_jump={"hostname": jump.address, "port": jump.port, "user": jump.user,
+                                   "identity_file": str(ssh_hosts.client_key)})
+    outs = provider.create(props).outs
+    try:
+        key = jump.host_pubkey.read_text().split()
+        assert outs["tunnel"]["proxy_jump"]["host_key_line"] == f"{key[0]} {key[1]}"
+
+        def status(url: str) -> int:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        async def run() -> int:
+            tunnels = HostTunnels(TunnelSpec.from_json("jumped", outs["tunnel"]), tmp_path)
+            try:
+                deadline = time.monotonic() + 20
+                while not await tunnels.ensure_agent():
+                    assert time.monotonic() < deadline, "the forward did not open"
+                    await asyncio.sleep(0.2)
+                return await asyncio.to_thread(status, tunnels.agent_url() + "/v1/replicas")
+            finally:
+                await tunnels.close()
+
+        assert asyncio.run(run()) == 401  # the agent answers (and wants its token)
+    finally:
+        provider.delete("fleet-jumped", outs)
+    assert h.installed_files() == []

@@ -13,16 +13,14 @@ from typing import Iterator
 
 import pytest
 
-from gpustack_iac.runtime.tunnels import HostTunnels, TunnelSpec
+from gpustack_iac.runtime.tunnels import HostTunnels, JumpSpec, TunnelSpec
 from tests.ssh.hosts import TestHost, TestHosts
 
 REMOTE_PORT = 18081
 
 
-@pytest.fixture
-def remote_server(ssh_hosts: TestHosts) -> Iterator[TestHost]:
-    h = ssh_hosts.hosts[0]
-    argv = [sys.executable, "-m", "http.server", str(REMOTE_PORT), "--bind", "127.0.0.1", "--directory", str(ssh_hosts.root)]
+def _serve(hosts: TestHosts, h: TestHost) -> Iterator[TestHost]:
+    argv = [sys.executable, "-m", "http.server", str(REMOTE_PORT), "--bind", "127.0.0.1", "--directory", str(hosts.root)]
     proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv] if h.netns else argv,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -32,10 +30,31 @@ def remote_server(ssh_hosts: TestHosts) -> Iterator[TestHost]:
         proc.wait()
 
 
-def _spec(hosts: TestHosts, h: TestHost, key_file: Path | None = None) -> TunnelSpec:
-    key = (key_file or h.host_pubkey).read_text().split()
+@pytest.fixture
+def remote_server(ssh_hosts: TestHosts) -> Iterator[TestHost]:
+    yield from _serve(ssh_hosts, ssh_hosts.hosts[0])
+
+
+@pytest.fixture
+def remote_server_h2(ssh_hosts: TestHosts) -> Iterator[TestHost]:
+    yield from _serve(ssh_hosts, ssh_hosts.hosts[1])
+
+
+def _key(path: Path) -> str:
+    key = path.read_text().split()
+    return f"{key[0]} {key[1]}"
+
+
+def _spec(hosts: TestHosts, h: TestHost, key_file: Path | None = None, jump: JumpSpec | None = None) -> TunnelSpec:
     return TunnelSpec(name="t", hostname=h.address, port=h.port, user=h.user, identity_file=str(hosts.client_key),
-                      host_key=f"{key[0]} {key[1]}", remote_port=REMOTE_PORT)
+                      host_key=_key(key_file or h.host_pubkey), remote_port=REMOTE_PORT, jump=jump)
+
+
+async def _open(tunnels: HostTunnels) -> None:
+    deadline = time.monotonic() + 20
+    while not await tunnels.ensure_agent():
+        assert time.monotonic() < deadline, "the forward did not open"
+        await asyncio.sleep(0.2)
 
 
 def _get(url: str) -> int:
@@ -79,6 +98,51 @@ def test_forward_refuses_another_host_key(ssh_hosts: TestHosts, tmp_path: Path) 
 
     async def run() -> bool:
         tunnels = HostTunnels(_spec(ssh_hosts, ssh_hosts.hosts[0], other.with_suffix(".pub")), tmp_path / "t")
+        try:
+            return await tunnels.ensure_agent()
+        finally:
+            await tunnels.close()
+
+    assert asyncio.run(run()) is False
+
+
+def _ssh_peers(h: TestHost) -> set[str]:
+    """The addresses connected to the host's sshd, as seen inside its namespace."""
+    assert h.netns
+    out = subprocess.run(["ip", "netns", "exec", h.netns, "ss", "-Htn", "state", "established", f"( sport = :{h.port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
+
+
+def test_forward_goes_through_the_jump_host(ssh_hosts: TestHosts, remote_server_h2: TestHost, tmp_path: Path) -> None:
+    """proxy_jump: the controller's forward to host 2 runs through host 1, whose key is pinned too."""
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs the server inside the host's own namespace")
+    h1, h2 = ssh_hosts.hosts[0], remote_server_h2
+    jump = JumpSpec(hostname=h1.address, port=h1.port, user=h1.user, identity_file=str(ssh_hosts.client_key),
+                    host_key=_key(h1.host_pubkey))
+
+    async def run() -> None:
+        tunnels = HostTunnels(_spec(ssh_hosts, h2, jump=jump), tmp_path)
+        try:
+            await _open(tunnels)
+            assert await asyncio.to_thread(_get, tunnels.agent_url() + "/") == 200
+            assert _ssh_peers(h2) == {h1.address}  # host 2 sees the jump host, not this machine
+        finally:
+            await tunnels.close()
+
+    asyncio.run(run())
+
+
+def test_forward_refuses_another_jump_host_key(ssh_hosts: TestHosts, tmp_path: Path) -> None:
+    other = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    h1, h2 = ssh_hosts.hosts[0], ssh_hosts.hosts[1]
+    jump = JumpSpec(hostname=h1.address, port=h1.port, user=h1.user, identity_file=str(ssh_hosts.client_key),
+                    host_key=_key(other.with_suffix(".pub")))
+
+    async def run() -> bool:
+        tunnels = HostTunnels(_spec(ssh_hosts, h2, jump=jump), tmp_path / "t")
         try:
             return await tunnels.ensure_agent()
         finally:
