@@ -34,7 +34,7 @@ def _layout(props: dict[str, Any]) -> sshhost.HostLayout:
     return sshhost.HostLayout.of(str(props.get("install_dir") or "~/.gpustack"), str(props["name"]))
 
 
-def _tunnel(props: dict[str, Any], port: int, conn: Connection) -> dict[str, Any]:
+def _tunnel(props: dict[str, Any], port: int, conn: Connection, listen: str = "127.0.0.1") -> dict[str, Any]:
     """What the controller needs to hold a port forward to the agent (no secrets: keys stay paths).
     The host keys (the host's and its jump host's) are the ones verified here, so the controller
     trusts exactly those keys."""
@@ -43,7 +43,7 @@ def _tunnel(props: dict[str, Any], port: int, conn: Connection) -> dict[str, Any
         jump = {**jump, "host_key_line": _host_key_line(conn.gateway)}
     return {"hostname": props["hostname"], "port": int(props.get("port") or 22), "user": props.get("user"),
             "identity_file": props.get("identity_file"), "host_key_line": _host_key_line(conn), "remote_port": port,
-            "proxy_jump": jump}
+            "proxy_jump": jump, "remote_host": listen, "network": props.get("network")}
 
 
 def _host_key_line(conn: Connection) -> str:
@@ -69,9 +69,13 @@ class HostProvider(ResourceProvider):
                 sshhost.install(conn, label, layout, pf, wheels)
             token = token or new_token()
             sshhost.write_secret(conn, pf, "agent.token", token)
-            port = port or int(previous.get("port") or 0) or sshhost.pick_port(conn, label, layout)
-            how = sshhost.start(conn, label, layout, pf, port, target.user or conn.user)
-            sshhost.record_install(conn, pf, {"package": wheels.key, "port": port, "supervisor": how})
+            # With a private network the agent (and its replicas' URLs) use the host's address in it,
+            # so hosts on that network reach each other directly; otherwise loopback only.
+            listen = (sshhost.private_address(conn, label, layout, str(props["network"]), props.get("internal_ip"))
+                      if props.get("network") else "127.0.0.1")
+            port = port or int(previous.get("port") or 0) or sshhost.pick_port(conn, label, layout, listen)
+            how = sshhost.start(conn, label, layout, pf, port, target.user or conn.user, listen)
+            sshhost.record_install(conn, pf, {"package": wheels.key, "port": port, "supervisor": how, "listen": listen})
             facts = sshhost.facts(conn, label, layout, pf.install_dir)
         except BaseException:
             # Nothing half-installed: what this create added goes (a directory that was there before stays).
@@ -84,7 +88,7 @@ class HostProvider(ResourceProvider):
         facts["gpus"] = facts["gpus"] or pf.gpus
         return {**props, "install_path": pf.install_dir, "agent_port": port, "supervisor": how, "package": wheels.key,
                 "token": token, "facts": facts, "os": f"{pf.os} {pf.arch}", "python": pf.python_version,
-                "tunnel": _tunnel(props, port, conn), "url": f"http://127.0.0.1:{port}", "alive": True}
+                "tunnel": _tunnel(props, port, conn, listen), "url": f"http://{listen}:{port}", "alive": True}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         target = SshTarget.from_props(props)
@@ -110,17 +114,19 @@ class HostProvider(ResourceProvider):
         replaces = [k for k in _REPLACES if olds.get(k) != news.get(k)]
         if replaces:
             return DiffResult(changes=True, replaces=replaces, delete_before_replace=True)
-        keys = ("package_key", "identity_file", "known_hosts", "host_key", "host_key_policy", "proxy_jump", "labels")
+        keys = ("package_key", "identity_file", "known_hosts", "host_key", "host_key_policy", "proxy_jump", "labels", "network", "internal_ip")
         return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys))
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        if olds.get("package_key") == news.get("package_key"):
+        # A new package, or another network (the agent listens elsewhere): re-install and restart.
+        if all(olds.get(k) == news.get(k) for k in ("package_key", "network", "internal_ip")):
             outs = {**olds, **{k: v for k, v in news.items() if k not in ("url", "token")}}
             outs["tunnel"] = {**olds["tunnel"], **{k: outs.get(k) for k in ("identity_file", "user")}}
             if olds.get("proxy_jump") != news.get("proxy_jump"):
                 # Another jump host: the controller's tunnels need its key, verified now.
                 with connect(SshTarget.from_props(news)) as conn:
-                    outs["tunnel"] = _tunnel(news, int(olds["agent_port"]), conn)
+                    outs["tunnel"] = _tunnel(news, int(olds["agent_port"]), conn,
+                                             str(olds["tunnel"].get("remote_host") or "127.0.0.1"))
             return UpdateResult(outs=outs)
         target = SshTarget.from_props(news)
         with connect(target) as conn:

@@ -7,6 +7,7 @@ undoes a half-done install before reporting it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import time
@@ -190,23 +191,46 @@ def read_file(conn: Connection, path: str) -> str | None:
         return None
 
 
-def pick_port(conn: Connection, label: str, layout: HostLayout) -> int:
+def pick_port(conn: Connection, label: str, layout: HostLayout, listen: str = "127.0.0.1") -> int:
     out = run(conn, label, f"{layout.path('venv', 'bin', 'python')} -c "
-                            "'import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'",
+                            f"'import socket; s = socket.socket(); s.bind((\"{listen}\", 0)); print(s.getsockname()[1])'",
               "choosing the agent's port")
     return int(out.strip())
 
 
-def agent_argv(layout: HostLayout, pf: Preflight, port: int) -> list[str]:
+# The host's IPv4 addresses, from the installed venv (psutil is one of the agent's dependencies).
+_ADDRESSES = "import json, psutil, socket; print(json.dumps([a.address for addrs in psutil.net_if_addrs().values() " \
+             "for a in addrs if a.family == socket.AF_INET]))"
+
+
+def private_address(conn: Connection, label: str, layout: HostLayout, network: str, internal_ip: str | None) -> str:
+    """The host's address inside the fleet's `network`: `internal_ip` when given, else the one
+    address of the host's interfaces in that network."""
+    net = ipaddress.ip_network(network, strict=False)
+    out = run(conn, label, f"{layout.path('venv', 'bin', 'python')} -c {shlex.quote(_ADDRESSES)}", "listing the host's addresses")
+    mine = [a for a in json.loads(out) if ipaddress.ip_address(a) in net]
+    if internal_ip:
+        if ipaddress.ip_address(internal_ip) not in net:
+            raise SshHostError(f"host {label}: internal_ip {internal_ip} is not in the fleet's network {network}")
+        if internal_ip not in mine:
+            raise SshHostError(f"host {label}: internal_ip {internal_ip} is not an address of this host (it has {', '.join(mine) or 'none'} in {network})")
+        return internal_ip
+    if len(mine) != 1:
+        found = f"{len(mine)} ({', '.join(mine)})" if mine else "none"
+        raise SshHostError(f"host {label}: expected one address in the fleet's network {network}, found {found}; set internal_ip")
+    return mine[0]
+
+
+def agent_argv(layout: HostLayout, pf: Preflight, port: int, listen: str = "127.0.0.1") -> list[str]:
     d = pf.install_dir
-    return [f"{d}/venv/bin/python", "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(port),
+    return [f"{d}/venv/bin/python", "-m", "gpustack_iac.runtime.agent", "--host", listen, "--port", str(port),
             "--token-file", f"{d}/agent.token", "--state-dir", f"{d}/agent", "--port-file", f"{d}/run/agent.port.json",
             "--name", layout.name]
 
 
-def systemd_unit(layout: HostLayout, pf: Preflight, port: int, user: str) -> str:
+def systemd_unit(layout: HostLayout, pf: Preflight, port: int, user: str, listen: str = "127.0.0.1") -> str:
     """The agent's unit: restarted at once when it dies, from an empty environment but for HOME/PATH."""
-    argv = " ".join(shlex.quote(a) for a in agent_argv(layout, pf, port))
+    argv = " ".join(shlex.quote(a) for a in agent_argv(layout, pf, port, listen))
     return (
         "[Unit]\n"
         f"Description=gpustack-iac agent {layout.name}\n"
@@ -224,19 +248,20 @@ def systemd_unit(layout: HostLayout, pf: Preflight, port: int, user: str) -> str
     )
 
 
-def start(conn: Connection, label: str, layout: HostLayout, pf: Preflight, port: int, user: str) -> str:
+def start(conn: Connection, label: str, layout: HostLayout, pf: Preflight, port: int, user: str,
+          listen: str = "127.0.0.1") -> str:
     """Start the agent under supervision; returns how (`systemd` or `watchdog`)."""
     run(conn, label, f"rm -f {layout.path('run', 'agent.port.json')}", "preparing the agent's start")
     if pf.systemd and (pf.root or pf.sudo):
         sudo = "" if pf.root else "sudo -n "
-        unit = systemd_unit(layout, pf, port, user)
+        unit = systemd_unit(layout, pf, port, user, listen)
         run(conn, label, f"printf %s {shlex.quote(unit)} | {sudo}tee {UNIT_DIR}/{layout.unit} >/dev/null && "
                          f"{sudo}systemctl daemon-reload && {sudo}systemctl enable --now {layout.unit}", "starting the agent (systemd)")
         how = "systemd"
     else:
         d = pf.install_dir
         watchdog = [f"{d}/venv/bin/python", "-m", "gpustack_iac.runtime.watchdog", "--pid-file", f"{d}/run/watchdog.json",
-                    "--child-pid-file", f"{d}/run/agent.json", "--", *agent_argv(layout, pf, port)]
+                    "--child-pid-file", f"{d}/run/agent.json", "--", *agent_argv(layout, pf, port, listen)]
         # The watchdog does not detach itself: its own session (setsid where present), no terminal,
         # output appended to the agent's log, so the SSH session can end.
         # Every descriptor of the background job is redirected, or the SSH channel stays open.

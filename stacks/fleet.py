@@ -98,6 +98,7 @@ def ssh_host_props(config: FleetConfig) -> list[dict[str, Any]]:
             "proxy_jump": jump.model_dump(exclude_none=True) if jump else None,
             "known_hosts": ssh_config.known_hosts, "host_key": h.host_key, "host_key_policy": ssh_config.host_key_policy,
             "install_dir": ssh_config.install_dir, "labels": labels,
+            "network": ssh_config.network, "internal_ip": h.internal_ip if ssh_config.network else None,
         })
     return hosts
 

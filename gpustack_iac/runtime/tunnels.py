@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shlex
@@ -60,12 +61,29 @@ class TunnelSpec:
     host_key: str  # "ssh-ed25519 AAAA..." as verified at provisioning
     remote_port: int  # the agent's port on the host
     jump: JumpSpec | None = None
+    remote_host: str = "127.0.0.1"  # where the agent listens on the host: loopback, or its address in the fleet's network
+    network: str | None = None  # the fleet's private network (CIDR), when it has one
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> TunnelSpec:
         return cls(name=name, hostname=str(data["hostname"]), port=int(data.get("port") or 22), user=data.get("user") or None,
                    identity_file=data.get("identity_file") or None, host_key=str(data.get("host_key_line") or ""),
-                   remote_port=int(data["remote_port"]), jump=JumpSpec.from_json(data.get("proxy_jump")))
+                   remote_port=int(data["remote_port"]), jump=JumpSpec.from_json(data.get("proxy_jump")),
+                   remote_host=str(data.get("remote_host") or "127.0.0.1"), network=data.get("network") or None)
+
+    def direct(self) -> bool:
+        """True when this machine is on the fleet's private network: the agent and replicas are then
+        reached at their own addresses, without forwards."""
+        return bool(self.network) and self.remote_host != "127.0.0.1" and on_network(str(self.network))
+
+
+def on_network(cidr: str) -> bool:
+    """Whether one of this machine's interfaces has an address in `cidr`."""
+    import psutil  # noqa: PLC0415 - only for fleets with a network
+
+    net = ipaddress.ip_network(cidr, strict=False)
+    return any(a.family == socket.AF_INET and ipaddress.ip_address(a.address) in net
+               for addrs in psutil.net_if_addrs().values() for a in addrs)
 
 
 def _verified_options(known_hosts: Path, alias: str) -> list[str]:
@@ -135,7 +153,7 @@ class Forward:
                 "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3", "-p", str(s.port), *_identity(s.identity_file)]
         if s.jump is not None:
             argv += ["-o", f"ProxyCommand={proxy_command(s.jump, self.known_hosts, f'gpustack-{s.name}-jump')}"]
-        argv += ["-L", f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"]
+        argv += ["-L", f"127.0.0.1:{self.local_port}:{s.remote_host}:{self.remote_port}"]
         argv.append(f"{s.user}@{s.hostname}" if s.user else s.hostname)
         return argv
 

@@ -158,3 +158,48 @@ def test_proxy_jump_reaches_the_agent_for_installs_and_tunnels(ssh_hosts: TestHo
     finally:
         provider.delete("fleet-jumped", outs)
     assert h.installed_files() == []
+
+
+def test_network_lets_hosts_reach_replicas_directly(ssh_hosts: TestHosts, wheel_cache: Path) -> None:
+    """`network`: the agent listens on the host's address in the fleet's network, a replica that
+    binds $GPUSTACK_HOST is reachable from another host of the network, and a controller on that
+    network (this machine, on the hosts' bridge) goes direct, without a forward."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from gpustack_iac.runtime.client import AgentClient
+    from gpustack_iac.runtime.tunnels import TunnelSpec
+
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs the hosts in their own namespaces")
+    h, other = ssh_hosts.hosts[1], ssh_hosts.hosts[2]
+    network = h.address.rsplit(".", 1)[0] + ".0/24"
+    provider = HostProvider()
+    outs = provider.create(host_props(ssh_hosts, h, wheel_cache, name="fleet-net", network=network)).outs
+    try:
+        assert outs["url"] == f"http://{h.address}:{outs['agent_port']}"
+        spec = TunnelSpec.from_json("net", outs["tunnel"])
+        assert spec.remote_host == h.address and spec.direct()
+
+        async def start() -> str:
+            client = AgentClient(outs["url"], outs["token"])
+            try:
+                replica = await client.start({"id": "net-r1", "service": "s", "group": "g", "working_dir": str(h.home),
+                                              "commands": ['exec python3 -m http.server "$PORT" --bind "$GPUSTACK_HOST"']})
+                return str(replica["url"])
+            finally:
+                await client.close()
+
+        url = asyncio.run(start())
+        assert url.startswith(f"http://{h.address}:")
+        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=3).status)"
+        assert other.netns
+        assert _wait(lambda: subprocess.run(["ip", "netns", "exec", other.netns, sys.executable, "-c", fetch],
+                                            capture_output=True, text=True).stdout.strip() == "200"), \
+            "the replica was not reachable from another host of the network"
+    finally:
+        provider.delete("fleet-net", outs)
+    assert h.installed_files() == []
+    # No agent, watchdog or replica is left: only sshd (and its closing sessions) in the namespace.
+    assert _wait(lambda: all("sshd" in Path(f"/proc/{p}/cmdline").read_text() for p in h.pids() if Path(f"/proc/{p}").exists()), 10)

@@ -4,6 +4,7 @@ and refuse a host whose key is not the one verified at provisioning."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import time
@@ -149,3 +150,37 @@ def test_forward_refuses_another_jump_host_key(ssh_hosts: TestHosts, tmp_path: P
             await tunnels.close()
 
     assert asyncio.run(run()) is False
+
+
+def test_forward_targets_the_private_address(ssh_hosts: TestHosts, tmp_path: Path) -> None:
+    """An agent on the fleet's network listens on the host's address there, not loopback; a
+    controller off that network forwards to that address."""
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs the server inside the host's own namespace")
+    h = ssh_hosts.hosts[1]
+    assert h.netns
+    argv = [sys.executable, "-m", "http.server", str(REMOTE_PORT), "--bind", h.address, "--directory", str(ssh_hosts.root)]
+    proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def run() -> None:
+        spec = dataclasses.replace(_spec(ssh_hosts, h), remote_host=h.address, network="10.255.255.0/24")
+        assert not spec.direct()  # this machine has no address in 10.255.255.0/24
+        tunnels = HostTunnels(spec, tmp_path)
+        try:
+            await _open(tunnels)
+            deadline = time.monotonic() + 20
+            while True:  # the server in the namespace may still be starting
+                try:
+                    assert await asyncio.to_thread(_get, tunnels.agent_url() + "/") == 200
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "no answer through the forward"
+                    await asyncio.sleep(0.2)
+        finally:
+            await tunnels.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        proc.kill()
+        proc.wait()

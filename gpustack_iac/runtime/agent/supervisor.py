@@ -226,7 +226,7 @@ class Supervisor:
         taken = {r.record.port for r in self._runners.values()}
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
+                sock.bind((self._config.advertise_host, 0))
                 port = int(sock.getsockname()[1])
             if port not in taken:
                 return port
@@ -239,6 +239,9 @@ class Supervisor:
         own.update(
             PORT=str(record.port),
             GPUSTACK_PORT=str(record.port),
+            # The address the replica's URL names (an SSH fleet host's private address when the
+            # fleet has a `network`): a replica that listens there is reachable from other hosts.
+            GPUSTACK_HOST=self._config.advertise_host,
             GPUSTACK_REPLICA_ID=spec.id,
             GPUSTACK_SERVICE=spec.service,
             GPUSTACK_GROUP=spec.group,

@@ -27,7 +27,7 @@ async def open_agent(core: ControllerCore, rec: AgentRecord) -> None:
     old = core.tunnels.pop(rec.name, None)
     if old is not None:
         await old.close()
-    if rec.tunnel:
+    if rec.tunnel and not TunnelSpec.from_json(rec.name, rec.tunnel).direct():
         tunnels = HostTunnels(TunnelSpec.from_json(rec.name, rec.tunnel), core.tunnel_dir / "tunnels")
         core.tunnels[rec.name] = tunnels
         url = tunnels.agent_url()
