@@ -687,10 +687,22 @@ class SSHHost(Strict):
     proxy_jump: ProxyJump | None = Field(None, description="Overrides `ssh_config.proxy_jump`.")
     host_key: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$",
                                  description="The host key's SHA256 fingerprint (`ssh-keygen -lf`); pins the key instead of known_hosts.")
-    internal_ip: str | None = Field(None, description="The host's address inside the cluster network.")
+    internal_ip: str | None = Field(None, description="The host's address inside `ssh_config.network` (when the host has "
+                                    "several there); by default its one interface address in that network.")
     blocks: Annotated[int | Literal["auto"] | None, PlainValidator(_blocks)] = Field(
         None, description="Overrides the fleet's `blocks` for this host."
     )
+
+
+    @field_validator("internal_ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError:
+                raise ValueError(f"expected an IPv4 address like 10.0.0.12, got {v!r}") from None
+        return v
 
 
 SSHHostValue = Annotated[SSHHost, BeforeValidator(lambda v: {"hostname": v} if isinstance(v, str) else v)]
@@ -707,7 +719,10 @@ class SSHConfig(Strict):
         "strict", description="`strict`: an unknown host key is an error; `accept-new`: an unknown key is recorded in known_hosts. "
         "A changed key is always an error.")
     install_dir: str = Field("~/.gpustack", description="Where the agent is installed on each host (a venv, wheels, logs, replica state).")
-    network: str | None = Field(None, description="The cluster network (CIDR, e.g. `10.0.0.0/24`) for inter-node traffic.")
+    network: str | None = Field(None, description="The hosts' private network (CIDR, e.g. `10.0.0.0/24`). When set, each "
+                                "host's agent listens on its address in that network instead of loopback, replicas get it as "
+                                "`GPUSTACK_HOST` and are reached there (by other hosts' replicas, and by a gateway on that "
+                                "network directly, without SSH forwards). Only set it for a network you trust.")
 
     @field_validator("network")
     @classmethod

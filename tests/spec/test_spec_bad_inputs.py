@@ -130,6 +130,8 @@ CASES: list[tuple[str, str, str, int]] = [
     ("fleet-placement", "type: fleet\nname: f\nnodes: 1\nplacement: clustr\n", "did you mean 'cluster'?", 4),
     ("fleet-blocks", "type: fleet\nname: f\nnodes: 1\nblocks: 0\n", "expected a number of blocks of at least 1", 4),
     ("fleet-network", "type: fleet\nname: f\nssh_config:\n  hosts: [a]\n  network: 10.0.0.0/99\n", "expected a network in CIDR form", 5),
+    ("fleet-internal-ip", "type: fleet\nname: f\nssh_config:\n  network: 10.0.0.0/24\n  hosts:\n    - hostname: a\n      internal_ip: nope\n",
+     "expected an IPv4 address like 10.0.0.12", 7),
     ("fleet-host-unknown", "type: fleet\nname: f\nssh_config:\n  hosts:\n    - hostname: a\n      passwd: x\n", "unknown property 'passwd'", 6),
     ("gateway-no-backend", "type: gateway\nname: g\nregion: us-east-1\n", "missing required property 'backend'", 1),
     ("gateway-no-region", "type: gateway\nname: g\nbackend: aws\n", "region is required for a gateway on aws", 1),
