@@ -162,16 +162,19 @@ for path in sys.argv[1:]:
 """
 
 
-def install(conn: Connection, label: str, layout: HostLayout, pf: Preflight, wheels: Wheelhouse) -> None:
+def install(conn: Connection, label: str, layout: HostLayout, pf: Preflight, wheels: Wheelhouse, sub: str = "",
+            what: str = "the agent") -> None:
     """A fresh venv without pip, and the wheelhouse unpacked into it by `installer` (run from its own
-    wheel): no ensurepip on the host, no resolver, no index; a fraction of pip's CPU."""
+    wheel): no ensurepip on the host, no resolver, no index; a fraction of pip's CPU.
+    `sub`: a subdirectory of the install directory holding its own `wheels/` and `venv/` (the gateway's)."""
     names = [p.name for p in wheels.files()]
     tool = next(n for n in names if n.startswith("installer-"))
-    targets = " ".join(layout.path("wheels", n) for n in names if n != tool)
+    at = (lambda *parts: layout.path(sub, *parts)) if sub else layout.path
+    targets = " ".join(at("wheels", n) for n in names if n != tool)
     run(conn, label,
-        f"{shlex.quote(pf.python)} -m venv --clear --without-pip {layout.path('venv')} && "
-        f"PYTHONPATH={layout.path('wheels', tool)} {layout.path('venv', 'bin', 'python')} -c {shlex.quote(_INSTALL)} {targets}",
-        "installing the agent (from the uploaded wheelhouse)", timeout=600)
+        f"{shlex.quote(pf.python)} -m venv --clear --without-pip {at('venv')} && "
+        f"PYTHONPATH={at('wheels', tool)} {at('venv', 'bin', 'python')} -c {shlex.quote(_INSTALL)} {targets}",
+        f"installing {what} (from the uploaded wheelhouse)", timeout=600)
 
 
 def write_secret(conn: Connection, pf: Preflight, name: str, value: str) -> None:

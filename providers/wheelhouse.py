@@ -21,6 +21,9 @@ from gpustack_iac.errors import GpustackError
 
 # What `python -m gpustack_iac.runtime.agent` imports beyond the standard library.
 RUNTIME_REQUIREMENTS = ("aiohttp>=3.9", "psutil>=5.9", "pydantic>=2.7,<3", "uvloop>=0.19")
+# What a gateway on a fleet host (providers/sshgateway.py) imports beyond the agent's set: the
+# data plane's HTTP parser, TLS and ACME, the autoscaler's schedules. Only that host gets them.
+GATEWAY_REQUIREMENTS = ("httptools>=0.6.2", "cryptography>=42", "acme>=3", "croniter>=2")
 # What installs them on the host (pypa's wheel installer, run from its own wheel).
 INSTALL_TOOLS = ("installer>=0.7",)
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +63,16 @@ def package_key() -> str:
     return f"{__version__}-{_source_digest()}"
 
 
-def build(cache_dir: Path, python: str, machine: str) -> Wheelhouse:
-    """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing."""
+def build(cache_dir: Path, python: str, machine: str, gateway: bool = False) -> Wheelhouse:
+    """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing;
+    with `gateway`, also what the gateway needs."""
     local_python, local_machine = local_platform()
     if (python, machine) != (local_python, local_machine):
         raise WheelhouseError(f"the host has Python {python} on {machine}; this machine builds wheels for Python "
                               f"{local_python} on {local_machine}, and the host has no package index to install from; "
                               f"run up from a machine with Python {python} on {machine}")
-    key = f"py{python}-{machine}-{__version__}-{_source_digest()}"
+    key = f"py{python}-{machine}-{__version__}-{_source_digest()}" + ("-gateway" if gateway else "")
+    requirements = list(RUNTIME_REQUIREMENTS) + (list(GATEWAY_REQUIREMENTS) if gateway else [])
     target = cache_dir / key
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".lock").open("w") as lock:
@@ -77,7 +82,7 @@ def build(cache_dir: Path, python: str, machine: str) -> Wheelhouse:
             return Wheelhouse(target, key)
         target.mkdir(parents=True, exist_ok=True)
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
-        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + list(RUNTIME_REQUIREMENTS) + list(INSTALL_TOOLS)):
+        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + requirements + list(INSTALL_TOOLS)):
             done = subprocess.run(argv, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]

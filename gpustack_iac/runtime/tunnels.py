@@ -24,7 +24,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from gpustack_iac.errors import RuntimeApiError
 
 log = logging.getLogger("gpustack_iac.tunnels")
 
@@ -258,3 +260,42 @@ class HostTunnels:
         self.forwards.clear()
         with contextlib.suppress(OSError):
             self.known_hosts.unlink()
+
+
+@contextlib.contextmanager
+def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
+    """A blocking `ssh -L` to `spec.remote_port` for the length of a with-block, for callers without
+    an event loop (the providers and the CLI reaching a gateway on a fleet host): yields
+    `http://127.0.0.1:<local>`. The same options as the controller's forwards (verified key only)."""
+    import subprocess  # noqa: PLC0415 - only callers of this helper start processes synchronously
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    known_hosts = state_dir / f"known_hosts-{spec.name}-{os.getpid()}"
+    fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"gpustack-{spec.name} {spec.host_key}\n")
+        if spec.jump is not None:
+            f.write(f"gpustack-{spec.name}-jump {spec.jump.host_key}\n")
+    fwd = Forward(spec, known_hosts, spec.remote_port)
+    proc = subprocess.Popen(fwd.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip().splitlines()
+                raise RuntimeApiError(f"no SSH tunnel to {spec.hostname}:{spec.port}: {err[-1] if err else 'ssh exited'}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", fwd.local_port), timeout=1.0):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeApiError(f"no SSH tunnel to {spec.hostname}:{spec.port} within {OPEN_TIMEOUT:g} s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{fwd.local_port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        with contextlib.suppress(OSError):
+            known_hosts.unlink()
