@@ -8,9 +8,12 @@ instead of being trusted.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -23,6 +26,26 @@ READY_TIMEOUT = 300.0
 CRASH_LOOP = 2
 # Placement reasons (runtime/controller/placement.py) that may clear up by themselves.
 TRANSIENT_NO_CAPACITY = ("host facts unknown", "agent unreachable", "no agent registered")
+
+
+@contextlib.contextmanager
+def reach(props: dict[str, Any]) -> Iterator[str]:
+    """The controller's URL as this machine reaches it: as given, or through an SSH forward for a
+    gateway on a fleet host (`control_tunnel`, providers/sshgateway.py), whose control API binds
+    that host's loopback."""
+    tunnel = props.get("control_tunnel")
+    if not tunnel:
+        yield str(props["control_url"])
+        return
+    from gpustack_iac.runtime.tunnels import TunnelSpec, forwarded  # noqa: PLC0415 - SSH gateways only
+
+    with forwarded(TunnelSpec.from_json("gateway", tunnel), Path(tempfile.gettempdir()) / "gpustack-tunnels") as url:
+        yield url
+
+
+def call(props: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    with reach(props) as url:
+        return http.call(method, url, path, props["admin_token"], body, timeout=timeout)
 
 
 class ServiceNotReady(RuntimeApiError):
@@ -50,7 +73,7 @@ class _Registration(ResourceProvider):
         return f"/control/{self.collection}/{urllib.parse.quote(self.name(props), safe='')}"
 
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
-        http.call("PUT", props["control_url"], self.path(props), props["admin_token"], self.body(props))
+        call(props, "PUT", self.path(props), self.body(props))
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -58,7 +81,7 @@ class _Registration(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
-            http.call("GET", props["control_url"], self.path(props), props["admin_token"])
+            call(props, "GET", self.path(props))
         except RuntimeApiError:
             return ReadResult(id_=None, outs={})
         return ReadResult(id_=id_, outs=props)
@@ -73,7 +96,7 @@ class _Registration(ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         try:
-            http.call("DELETE", props["control_url"], self.path(props), props["admin_token"])
+            call(props, "DELETE", self.path(props))
         except http.NotFound:
             pass
 
@@ -88,7 +111,7 @@ class AgentRegistrationProvider(_Registration):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         # The controller answers once the host's replicas run elsewhere and the old ones stopped.
         try:
-            http.call("DELETE", props["control_url"], self.path(props), props["admin_token"], timeout=READY_TIMEOUT)
+            call(props, "DELETE", self.path(props), timeout=READY_TIMEOUT)
         except http.NotFound:
             pass
 
@@ -101,7 +124,7 @@ class AgentRegistrationProvider(_Registration):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         # GET of one agent is not part of the API: the list is read and searched.
         try:
-            agents = http.call("GET", props["control_url"], "/control/agents", props["admin_token"])
+            agents = call(props, "GET", "/control/agents")
         except RuntimeApiError:
             return ReadResult(id_=None, outs={})
         known = {a["name"]: a for a in agents}
@@ -119,9 +142,14 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Poll the service's status until every group has its replicas ready, or the rollout failed."""
     name = props["definition"]["name"]
     deadline = time.monotonic() + timeout
+    with reach(props) as url:
+        return _poll_ready(name, url, props["admin_token"], deadline, timeout)
+
+
+def _poll_ready(name: str, url: str, admin_token: str, deadline: float, timeout: float) -> dict[str, Any]:
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = http.call("GET", props["control_url"], f"/control/services/{urllib.parse.quote(name, safe='')}", props["admin_token"])
+        status = http.call("GET", url, f"/control/services/{urllib.parse.quote(name, safe='')}", admin_token)
         rollout = status.get("rollout") or {}
         if rollout.get("state") == "failed":
             raise ServiceNotReady(f"service {name}: rollout failed: {rollout.get('message', 'new replicas did not get ready')}; "
@@ -160,14 +188,14 @@ class ServiceRegistrationProvider(_Registration):
         return dict(props["definition"])
 
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
-        answer = http.call("PUT", props["control_url"], self.path(props), props["admin_token"], self.body(props))
+        answer = call(props, "PUT", self.path(props), self.body(props))
         if props.get("wait", True):
             _wait_ready(props, float(props.get("ready_timeout") or READY_TIMEOUT))
         return {**props, "endpoint": answer.get("endpoint", "")}
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
-            status = http.call("GET", props["control_url"], self.path(props), props["admin_token"])
+            status = call(props, "GET", self.path(props))
         except RuntimeApiError:
             return ReadResult(id_=None, outs={})
         return ReadResult(id_=id_, outs={**props, "endpoint": status.get("endpoint", props.get("endpoint", ""))})

@@ -270,7 +270,8 @@ def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
     import subprocess  # noqa: PLC0415 - only callers of this helper start processes synchronously
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    known_hosts = state_dir / f"known_hosts-{spec.name}-{os.getpid()}"
+    # Unique per call: providers run in parallel threads of one process.
+    known_hosts = state_dir / f"known_hosts-{spec.name}-{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"gpustack-{spec.name} {spec.host_key}\n")
