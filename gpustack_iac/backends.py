@@ -32,9 +32,6 @@ def not_deployable(doc: Document) -> str | None:
     implemented = ", ".join(IMPLEMENTED_BACKENDS)
     if isinstance(doc, FleetConfig) and fleet_backend(doc) not in IMPLEMENTED_BACKENDS:
         return f"backend {fleet_backend(doc)} is not implemented yet (implemented: {implemented})"
-    if isinstance(doc, GatewayConfig) and doc.backend == "ssh":
-        # SSH fleets are served by a local gateway, which reaches their hosts through its tunnels.
-        return "a gateway on an SSH fleet host is not implemented yet; use backend: local (it serves SSH fleets)"
     if isinstance(doc, GatewayConfig) and doc.backend not in IMPLEMENTED_BACKENDS:
         return f"backend {doc.backend} is not implemented yet (implemented: {implemented})"
     if isinstance(doc, (TaskConfig, DevEnvironmentConfig)) and doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):

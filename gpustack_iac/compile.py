@@ -80,9 +80,7 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
         if gateway.backend == "ssh":
-            # SSH fleets are served by a local gateway, which reaches their hosts through its tunnels.
-            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: a gateway on an SSH fleet host is not "
-                                                      "implemented yet; use backend: local (it serves SSH fleets)"))
+            problems += _check_ssh_gateway(gateway, spec)
         elif gateway.backend not in IMPLEMENTED_BACKENDS:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
@@ -94,6 +92,22 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
                                                    f"implemented yet for a {doc.KIND} (implemented: {', '.join(WORKLOAD_BACKENDS)})"))
     return problems
+
+
+def _check_ssh_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
+    """A gateway on a fleet host: the host must be one of this stack's SSH fleet hosts; what the
+    host-installed gateway does not do yet is refused rather than ignored."""
+    hosts = [h.hostname for f in spec.fleets if f.ssh_config is not None for h in f.ssh_config.hosts]
+    if gateway.host not in hosts:
+        return [_diag(gateway, "host", f"gateway {gateway.name}: host {gateway.host!r} is not a host of an SSH fleet in this "
+                                       f"stack (hosts: {', '.join(hosts) or 'none'})")]
+    if gateway.replicas > 1:
+        return [_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}; a gateway on a fleet host is "
+                                           "one process; set replicas: 1")]
+    if gateway.certificate is not None and "certificate" in gateway.model_fields_set:
+        return [_diag(gateway, "certificate", f"gateway {gateway.name}: TLS on a gateway on a fleet host is not implemented "
+                                              "yet; set certificate: null (it binds the host's loopback, reached over SSH)")]
+    return []
 
 
 def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
@@ -348,7 +362,8 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             elif config.backend == "kubernetes":
                 k8s = provider("kubernetes", None)
             gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
-                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle)
+                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle,
+                              fleet_hosts=[h for fleet in fleets for h in fleet.hosts])
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}
@@ -447,6 +462,9 @@ def _export(deployed: dict[str, Gateway], endpoints: dict[str, pulumi.Output[str
     gateway = deployed[default]
     pulumi.export("gateway_url", gateway.url)
     pulumi.export("control_url", gateway.control_url)
+    if gateway.control_tunnel is not None:
+        # A gateway on a fleet host binds its loopback: status and logs reach it through this forward.
+        pulumi.export("control_tunnel", gateway.control_tunnel)
     pulumi.export("token", pulumi.Output.secret(gateway.token))
     pulumi.export("admin_token", pulumi.Output.secret(gateway.admin_token))
     pulumi.export("endpoints", endpoints)

@@ -23,6 +23,8 @@ class FleetHost:
     token: pulumi.Output[str]
     labels: dict[str, Any]
     tunnel: pulumi.Output[dict[str, Any]] | None = None  # SSH fleet hosts: how the controller reaches the agent
+    ssh_props: dict[str, Any] | None = None  # SSH fleet hosts: how to log in (a gateway may be installed there)
+    resource: pulumi.Resource | None = None  # SSH fleet hosts: the Host a gateway there depends on
 
 
 class Fleet(pulumi.ComponentResource):
@@ -112,7 +114,8 @@ def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[Fl
         host_name, labels = base["name"], base["labels"]
         props = {**base, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"), "package_key": package_key}
         host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
-        hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel))
+        hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel,
+                               ssh_props=props, resource=host))
     return hosts
 
 

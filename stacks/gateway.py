@@ -21,16 +21,21 @@ class Gateway(pulumi.ComponentResource):
     backend: str
     namespace: pulumi.Output[str] | None = None  # kubernetes: where the services' Deployments go
     k8s_provider: pulumi.ProviderResource | None = None
+    on_host: str | None = None  # ssh: the fleet host it runs on
+    key_paths: Any = None  # ssh: where the fleet keys were uploaded on that host
+    control_tunnel: Any = None  # ssh: how this machine reaches its control API (an SSH forward)
 
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
                  scaled: list[str] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
-                 shared_network: Any = None) -> None:
+                 shared_network: Any = None, fleet_hosts: list[FleetHost] | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = config.backend
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
         if config.backend == "local":
             self._local(config, ctx)
+        elif config.backend == "ssh":
+            self._on_host(config, fleet_hosts or [])
         elif config.backend == "kubernetes":
             from gpustack_iac.stacks.cloud import backend_module
 
@@ -66,17 +71,48 @@ class Gateway(pulumi.ComponentResource):
         self.url, self.control_url = process.url, process.control_url
         self.token, self.admin_token = process.token, process.admin_token
 
+    def _on_host(self, config: GatewayConfig, fleet_hosts: list[FleetHost]) -> None:
+        """On one SSH fleet host (providers/sshgateway.py), after that host's agent is installed."""
+        from gpustack_iac.providers import sshgateway  # noqa: PLC0415 - fabric loads only for SSH stacks
+
+        host = next(h for h in fleet_hosts if h.ssh_props and h.labels.get("hostname") == config.host)  # checked at plan
+        assert host.ssh_props is not None
+        keys = ("hostname", "port", "user", "identity_file", "known_hosts", "host_key", "host_key_policy", "proxy_jump",
+                "install_dir", "cache_dir")
+        jump = host.ssh_props.get("proxy_jump") or {}
+        props = {**{k: host.ssh_props.get(k) for k in keys}, "name": self.gateway_name, "domain": config.domain,
+                 "keys": {"identity": host.ssh_props.get("identity_file"), "jump_identity": jump.get("identity_file")}}
+        gw = sshgateway.GatewayHost(self.gateway_name, props, pulumi.ResourceOptions(parent=self, depends_on=[host.resource]
+                                                                                      if host.resource else []))
+        self.on_host, self.key_paths, self.control_tunnel = host.name, gw.key_paths, gw.tunnel
+        self._set(gw.url, gw.control_url, gw.token, gw.admin_token)
+
     @staticmethod
     def spec_of(config: GatewayConfig) -> dict[str, Any]:
         return config.model_dump(mode="json", exclude_none=True)
 
     def register_host(self, host: FleetHost) -> control.AgentRegistration:
+        tunnel: Any = host.tunnel
+        if self.on_host is not None and host.tunnel is not None:
+            # The gateway's own host: its agent on loopback, no tunnel. Other hosts: tunnels held on
+            # the gateway's host, with the fleet keys uploaded there.
+            tunnel = None if host.name == self.on_host else pulumi.Output.all(host.tunnel, self.key_paths).apply(
+                lambda args: _remote_keys(args[0], args[1]))
         return control.AgentRegistration(
             f"{self.gateway_name}-{host.name}",
             {"name": host.name, "agent_url": host.url, "agent_token": host.token, "labels": host.labels,
-             "tunnel": host.tunnel, "control_url": self.control_url, "admin_token": self.admin_token},
+             "tunnel": tunnel, "control_url": self.control_url, "admin_token": self.admin_token,
+             "control_tunnel": self.control_tunnel},
             pulumi.ResourceOptions(parent=self),
         )
+
+
+def _remote_keys(tunnel: dict[str, Any], key_paths: dict[str, str]) -> dict[str, Any]:
+    """A host's tunnel spec as the gateway's host uses it: the key paths uploaded there."""
+    out = {**tunnel, "identity_file": key_paths.get("identity") or tunnel.get("identity_file")}
+    if out.get("proxy_jump"):
+        out["proxy_jump"] = {**out["proxy_jump"], "identity_file": key_paths.get("jump_identity") or out["proxy_jump"].get("identity_file")}
+    return out
 
 
 def local_tls(config: GatewayConfig) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ class Router(pulumi.ComponentResource):
         super().__init__("gpustack:index:Router", name, {"spec": definition}, opts)
         control.RouterRegistration(
             name,
-            {"definition": definition, "control_url": gateway.control_url, "admin_token": gateway.admin_token},
+            {"definition": definition, "control_url": gateway.control_url, "admin_token": gateway.admin_token,
+             "control_tunnel": gateway.control_tunnel},
             # Members first: a router over a service the controller does not know yet would route nowhere.
             pulumi.ResourceOptions(parent=self, depends_on=list(members)),
         )

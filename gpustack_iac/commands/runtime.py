@@ -40,6 +40,13 @@ def _controller(project: str | None, stack: str | None, state_dir: Path | None, 
                 break
     if not control_url or not admin:
         raise GpustackError(f"stack {space.project}/{space.stack} has no gateway; nothing runs to report on")
+    tunnel = unwrap_secret(outputs.get("control_tunnel"))
+    if tunnel:
+        # A gateway on a fleet host binds that host's loopback: an SSH forward for this command's life.
+        from gpustack_iac.runtime.tunnels import TunnelSpec, forwarded  # noqa: PLC0415 - SSH gateways only
+
+        control_url = click.get_current_context().with_resource(
+            forwarded(TunnelSpec.from_json("gateway", dict(tunnel)), space.state_root / "tunnels"))
     return str(control_url), str(admin)
 
 

@@ -835,7 +835,10 @@ class GatewayConfig(Document):
 
     type: Literal["gateway"] = Field(description="`gateway`.")
     name: Name | None = Field(None, description="The gateway's name; defaults to the file name.")
-    backend: Backend = Field(description="Where the gateway runs (`local` runs it on this machine).")
+    backend: Backend = Field(description="Where the gateway runs (`local` runs it on this machine; `ssh` on one SSH fleet host, "
+                             "named by `host`).")
+    host: str | None = Field(None, description="`backend: ssh`: the SSH fleet host the gateway runs on (a `hostname` from a "
+                             "fleet's `ssh_config.hosts`); reached from this machine through SSH port forwards.")
     region: str | None = Field(None, description="The region; required for cloud backends.")
     domain: str | None = Field(None, description="The wildcard domain served (`*.domain` must point at the gateway).")
     default: Bool = Field(False, description="Services without `gateway:` use the default gateway.")
@@ -852,6 +855,10 @@ class GatewayConfig(Document):
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:
+        if self.backend == "ssh" and not self.host:
+            raise config_error("a gateway on backend ssh needs host: the SSH fleet host it runs on")
+        if self.host and self.backend != "ssh":
+            raise config_error(f"host is for backend ssh (the gateway runs on {self.backend})", "host")
         if self.region is None and self.backend not in _REGIONLESS_BACKENDS:
             raise config_error(f"region is required for a gateway on {self.backend}")
         if isinstance(self.certificate, ACMCertificate) and self.backend != "aws":
