@@ -124,3 +124,21 @@ def test_a_named_certificate_lifts_the_refusal_the_local_gateway_serves_tls(tmp_
     # serves TLS (runtime/gateway/tls.py), so nothing is refused.
     ok = load_text(LOCAL_GW + f"domain: example.com\ncertificate: {certificate}\n" + SVC + "https: true\n", env={})
     compile_spec(ok, StackContext(project="p", stack="dev", state_root=tmp_path))
+
+
+@pytest.mark.parametrize(("gateway", "expected", "prop"), [
+    ("host: 10.9.9.9\n", "host '10.9.9.9' is not a host of an SSH fleet in this stack (hosts: 10.0.0.1)", "host"),
+    ("host: 10.0.0.1\ncertificate: self-signed\n", "TLS on a gateway on a fleet host is not implemented yet", "certificate"),
+])
+def test_gateway_on_a_fleet_host_is_checked_at_plan(tmp_path: Path, gateway: str, expected: str, prop: str) -> None:
+    text = ("type: fleet\nname: gpus\nssh_config:\n  hosts: [10.0.0.1]\n---\n"
+            "type: gateway\nname: gw2\nbackend: ssh\n" + gateway)
+    with pytest.raises(ConfigError) as caught:
+        _compile(text, tmp_path)
+    [diag] = [d for d in caught.value.diagnostics if expected in d.message]
+    assert diag.path == prop
+
+
+def test_gateway_on_backend_ssh_needs_a_host(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a gateway on backend ssh needs host"):
+        _compile("type: gateway\nname: gw2\nbackend: ssh\n", tmp_path)
