@@ -98,6 +98,23 @@ class TestHost:
             self.sshd.kill()
             self.sshd.wait(10)
 
+    def wait_only_sshd(self, timeout: float = 20.0) -> list[str]:
+        """Poll until no process but sshd itself is left for this host (an SSH session's process
+        outlives its client by a moment); the command lines of what is left otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = []
+            for pid in self.pids():
+                if self.sshd is not None and pid == self.sshd.pid:
+                    continue
+                try:
+                    left.append(" ".join(psutil.Process(pid).cmdline()) or str(pid))
+                except psutil.NoSuchProcess:
+                    continue
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
     def installed_files(self) -> list[str]:
         """What is left in the host's home besides the test's own .ssh directory."""
         return sorted(str(p.relative_to(self.home)) for p in self.home.iterdir() if p.name != ".ssh")

@@ -53,4 +53,4 @@ def test_gateway_on_a_fleet_host_end_to_end(ssh_hosts: TestHosts, tmp_path: Path
         stack.cli("destroy", "--yes", check=False, timeout=300)
     for h in ssh_hosts.hosts[:2]:
         assert h.installed_files() == [], (h.name, h.installed_files())
-        assert [p for p in h.pids() if p != h.sshd.pid] == [], (h.name, h.pids())
+        assert h.wait_only_sshd() == [], h.name

@@ -67,7 +67,7 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
         finally:
             load.stop()
         assert load.result.outcomes and not load.result.failures, load.result.failures[:5]
-        assert victim.installed_files() == [] and victim.pids() == [victim.sshd.pid] if victim.sshd else True
+        assert victim.installed_files() == [] and victim.wait_only_sshd() == []
         placed = replicas_by_host(stack.status())
         assert sum(len(v) for v in placed.values()) == 3 and not any(victim.address.replace(".", "-") in a for a in placed)
 
@@ -105,4 +105,4 @@ def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
         stack.cli("destroy", "--yes", check=False, timeout=300)
     for h in ssh_hosts.hosts:
         assert h.installed_files() == [], (h.name, h.installed_files())
-        assert [p for p in h.pids() if p != h.sshd.pid] == [], (h.name, h.pids())
+        assert h.wait_only_sshd() == [], h.name
