@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-file", type=Path, required=True, help="service bearer token (mode 0600)")
     p.add_argument("--admin-token-file", type=Path, required=True, help="control API bearer token (mode 0600)")
     p.add_argument("--state-dir", type=Path, required=True, help="controller state (SQLite) lives here")
+    p.add_argument("--join-token-dir", type=Path, default=None,
+                   help="<fleet>.token files (mode 0600): agents holding one may join that fleet (docs/cloud.md#joining)")
     p.add_argument("--port-file", type=Path, default=None, help="written as JSON once both ports listen")
     p.add_argument("--domain", default=None, help="route <service>.<domain> by Host header")
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
@@ -134,7 +136,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
-    control_runner = web.AppRunner(create_control_app(controller, admin_token), access_log=None, handler_cancellation=True)
+    control_runner = web.AppRunner(create_control_app(controller, admin_token, args.join_token_dir), access_log=None, handler_cancellation=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
