@@ -8,14 +8,21 @@ API server of test_kubernetes_scaler.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import PYTHON, wait_until
+from controller_fixtures import GatewayProcess, echo_group, service_def
 from test_kubernetes_scaler import NS, TOKEN, StandIn
 
 from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.auth import new_token, write_token_file
 from gpustack_iac.runtime.controller.live import AgentState, ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.model import parse_service
 from gpustack_iac.runtime.controller.node_sizing import DeploymentSizer, NodeGroupSizer, demands, joined, run_sizers
@@ -187,3 +194,68 @@ def test_deployment_sizer_sets_the_autoscaler_count_through_the_api() -> None:
             await runner.cleanup()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+# ----------------------------------------------------------- the gateway process, end to end
+class _ApiThread:
+    """The stand-in API server on its own event loop in a thread, for a test that runs processes."""
+
+    def __init__(self, stand_in: StandIn) -> None:
+        self.stand_in = stand_in
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner = web.AppRunner(stand_in.app())
+
+    def __enter__(self) -> str:
+        self.thread.start()
+
+        async def start() -> int:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+            return int(self.runner.addresses[0][1])
+
+        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+def test_gateway_scales_the_group_deployment_through_the_api(tmp_path: Path) -> None:
+    stand_in = StandIn()
+    stand_in.replicas = {"llm-main": 0}
+    with _ApiThread(stand_in) as server:
+        write_token_file(tmp_path / "sa-token", TOKEN)
+        (tmp_path / "node-groups.json").write_text(json.dumps({
+            "kind": "kubernetes", "namespace": NS, "server": server, "token_file": str(tmp_path / "sa-token"),
+            "deployments": [{"service": "llm", "group": "main", "name": "llm-main"}]}))
+        root = tmp_path / "gw"
+        root.mkdir()
+        gw = GatewayProcess(root=root, token=new_token(), admin_token=new_token(),
+                            extra_flags=["--node-groups", str(tmp_path / "node-groups.json")])
+        write_token_file(root / "token", gw.token)
+        write_token_file(root / "admin-token", gw.admin_token)
+        try:
+            gw.start()
+            gw.put_service(service_def("llm", echo_group("main", "m1", replicas=2)))
+            wait_until(lambda: stand_in.replicas["llm-main"] == 2, timeout=60, what="deployment scaled to 2")
+            gw.put_service(service_def("llm", echo_group("main", "m1", replicas=3), generation="s2"))
+            wait_until(lambda: stand_in.replicas["llm-main"] == 3, timeout=60, what="deployment scaled to 3")
+        finally:
+            gw.stop_everything()
+
+
+def test_a_bad_node_groups_file_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    for name in ("token", "admin-token"):
+        write_token_file(tmp_path / name, new_token())
+    (tmp_path / "ng.json").write_text('{"kind": "gcp"}')
+    done = subprocess.run(
+        [PYTHON, "-m", "gpustack_iac.runtime.gateway", "--token-file", str(tmp_path / "token"),
+         "--admin-token-file", str(tmp_path / "admin-token"), "--state-dir", str(tmp_path / "s"),
+         "--node-groups", str(tmp_path / "ng.json")], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"gateway: {tmp_path / 'ng.json'}: not a node-groups file")
+    assert "Traceback" not in done.stderr
