@@ -85,6 +85,23 @@ def _fetch_joins(path: str, region: str) -> str:
             f"printf %s \"$value\" > {JOIN_DIR}/\"${{name##*/}}\".token; done")
 
 
+def asg_name(project: str, stack: str, group: NodeGroup) -> str:
+    """The Auto Scaling group's own name: fixed, because the controller sizes it by name and the
+    group's agents join with it as their node group."""
+    return f"gpustack-{project}-{stack}-{group.name}"
+
+
+def node_groups_file(groups: list[NodeGroup], project: str, stack: str, region: str) -> str:
+    """The gateway's --node-groups JSON (runtime/controller/sizing_config.py) for these groups."""
+    return json.dumps({"kind": "aws", "region": region, "groups": [
+        {"name": asg_name(project, stack, g), "fleet": g.fleet, "min": g.min_size, "max": g.max_size,
+         "gpus": g.gpu_count, "labels": _agent_labels(g)} for g in groups]}, sort_keys=True)
+
+
+def _agent_labels(group: NodeGroup) -> dict[str, str]:
+    return {"backend": "aws", "region": group.region, "spot": str(group.spot).lower()}
+
+
 def _fetch(path: str, region: str) -> str:
     return f"aws ssm get-parameter --region {region} --with-decryption --name {path} --query Parameter.Value --output text"
 
@@ -106,8 +123,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
     profile = _role(f"{fleet}-node", [token, join_token], parent)
     out = []
     for group in groups:
-        join = AgentJoin(_fetch(join_path, region), fleet, group.name,
-                         labels=(("backend", "aws"), ("region", region), ("spot", str(group.spot).lower())))
+        join = AgentJoin(_fetch(join_path, region), fleet, asg_name(project, stack, group),
+                         labels=tuple(sorted(_agent_labels(group).items())))
         user_data = base64.b64encode(agent_boot(_fetch(token_path, region), name_cmd="cat /var/lib/cloud/data/instance-id",
                                                 join=join).encode()).decode()
         template = aws.ec2.LaunchTemplate(
@@ -127,7 +144,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
         if group.spot and group.max_price is not None:
             distribution["spot_max_price"] = f"{group.max_price:.4f}"
         out.append(aws.autoscaling.Group(
-            group.name, min_size=group.min_size, max_size=group.max_size, desired_capacity=group.min_size,
+            group.name, name=asg_name(project, stack, group), min_size=group.min_size, max_size=group.max_size, desired_capacity=group.min_size,
             vpc_zone_identifiers=[s.id for s in vpc.subnets], capacity_rebalance=group.spot,
             mixed_instances_policy={
                 "instances_distribution": distribution,
@@ -153,7 +170,7 @@ class AwsGateway:
 
 
 def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AwsNetwork | None = None) -> AwsGateway:
+            shared: AwsNetwork | None = None, node_groups: list[NodeGroup] | None = None) -> AwsGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     vpc = shared or network(gw.name, gw.region, parent)
     ingress = [{"protocol": "tcp", "from_port": p, "to_port": p, "cidr_blocks": ["0.0.0.0/0"], "description": "gateway"}
@@ -177,8 +194,12 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
     scaling.append({"Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
                     "Resource": [f"arn:aws:ssm:{gw.region}:*:parameter{joins}", f"arn:aws:ssm:{gw.region}:*:parameter{joins}/*"]})
     profile = _role(f"{gw.name}-gateway", [token, admin], parent, scaling)
+    # The controller sizes the node groups of this gateway's network (same region).
+    sized = [g for g in node_groups or [] if g.region == gw.region]
     user_data = gateway_boot(_fetch(f"{base}/token", gw.region), _fetch(f"{base}/admin-token", gw.region), gw,
-                             fetch_join_tokens=_fetch_joins(joins, gw.region))
+                             fetch_join_tokens=_fetch_joins(joins, gw.region),
+                             node_groups=node_groups_file(sized, project, stack, gw.region) if sized else None,
+                             extra="aws-runtime" if sized else "")
     instance = aws.ec2.Instance(gw.name, ami=CPU_IMAGE, instance_type=gw.instance_type, subnet_id=vpc.subnets[0].id,
                                 private_ip=GATEWAY_PRIVATE_IP,  # agents' user data names it (CONTROLLER_URL)
                                 vpc_security_group_ids=[sg.id], iam_instance_profile=profile.name, user_data=user_data,

@@ -112,10 +112,11 @@ def agent_boot(fetch_agent_token: str, *, name_cmd: str = "hostname", join: Agen
 
 
 def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInstance,
-                 fetch_join_tokens: str | None = None) -> str:
+                 fetch_join_tokens: str | None = None, node_groups: str | None = None, extra: str = "") -> str:
     """cloud-init user data for the gateway: both tokens come from the secret store, as for agents.
     `fetch_join_tokens` writes each fleet's join token to JOIN_DIR/<fleet>.token; it runs again
-    every minute, so a fleet added after the gateway booted can join."""
+    every minute, so a fleet added after the gateway booted can join. `node_groups` is the
+    `--node-groups` JSON (no secrets in it); `extra` names the package extra it needs."""
     acme = gateway.certificate == "lets-encrypt" and bool(gateway.domain)
     # With ACME, port 80 answers HTTP-01 challenges; plain HTTP then stays on 8080, which the
     # firewall does not open, and clients use 443.
@@ -127,6 +128,11 @@ def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInsta
         args += ["--join-token-dir", JOIN_DIR]
         refresh_joins = [f"install -d -m 0700 {JOIN_DIR}",
                          f"( while true; do ( umask 077; {fetch_join_tokens} ) || true; sleep 60; done ) &"]
+    write_groups: list[str] = []
+    if node_groups is not None:
+        args += ["--node-groups", "/var/lib/gpustack/node-groups.json"]
+        write_groups = ["cat > /var/lib/gpustack/node-groups.json <<'GPUSTACK_NODE_GROUPS'", node_groups,
+                        "GPUSTACK_NODE_GROUPS"]
     if gateway.domain:
         args += ["--domain", gateway.domain]
     if acme:
@@ -137,10 +143,12 @@ def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInsta
         "#!/bin/bash",
         "set -euo pipefail",
         "install -d -m 0700 /var/lib/gpustack",
-        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q gpustack-iac",
+        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q "
+        + shlex.quote(f"gpustack-iac[{extra}]" if extra else "gpustack-iac"),
         _fetch(fetch_token, "/var/lib/gpustack/token"),
         _fetch(fetch_admin_token, "/var/lib/gpustack/admin.token"),
         *refresh_joins,
+        *write_groups,
         "exec /opt/gpustack/bin/python -m gpustack_iac.runtime.gateway " + " ".join(shlex.quote(a) for a in args)
         + " >> /var/log/gpustack-gateway.log 2>&1 &",
         "",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpustack_iac.errors import ConfigError
+from gpustack_iac.errors import ConfigError, GpustackError
+from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.agent import __main__ as agent_main
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import compile_dir, run, secret_value, write
@@ -125,19 +126,34 @@ def test_nodes_join_the_controller_by_secret_name_and_the_gateway_admits_them(tm
         assert ("aws ssm get-parameter --region us-east-1 --with-decryption --name /gpustack/proj/dev/joins/big "
                 "--query Parameter.Value --output text > /var/lib/gpustack/join.token") in script
         assert "--join-token-file /var/lib/gpustack/join.token --fleet big" in script
-        assert f"--node-group {group}" in script and "--label backend=aws" in script
+        assert f"--node-group gpustack-proj-dev-{group}" in script and "--label backend=aws" in script
+        assert graph.one("aws:autoscaling/group:Group", group).inputs["name"] == f"gpustack-proj-dev-{group}"
         assert f"--label spot={'true' if group == 'big-spot' else 'false'}" in script
         # The agent's own parser takes the command line the script runs.
         [line] = [x for x in script.splitlines() if x.startswith("exec ")]
         argv = shlex.split(line.split(" -m gpustack_iac.runtime.agent ", 1)[1].split(" >> ", 1)[0])
         args = agent_main.parse_args(argv)
-        assert (args.controller_url, args.fleet, args.node_group) == ("http://10.60.0.10:8443", "big", group)
+        assert (args.controller_url, args.fleet, args.node_group) == ("http://10.60.0.10:8443", "big", f"gpustack-proj-dev-{group}")
         assert args.advertise_url.startswith("http://$(hostname -I")
     gw = graph.one("aws:ec2/instance:Instance", "gw")
     assert gw.inputs["privateIp"] == "10.60.0.10"
     gw_script = gw.inputs["userData"]
     assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
     assert "aws ssm get-parameters-by-path --region us-east-1 --with-decryption --path /gpustack/proj/dev/joins" in gw_script
+    # The controller sizes both groups by their names, within nodes: 1..3 (on-demand from 0).
+    assert "--node-groups /var/lib/gpustack/node-groups.json" in gw_script
+    assert "pip install -q 'gpustack-iac[aws-runtime]'" in gw_script
+    body = gw_script.split("<<'GPUSTACK_NODE_GROUPS'\n", 1)[1].split("\nGPUSTACK_NODE_GROUPS\n", 1)[0]
+    groups = {g["name"]: g for g in json.loads(body)["groups"]}
+    assert json.loads(body)["kind"] == "aws" and json.loads(body)["region"] == "us-east-1"
+    assert {n: (g["fleet"], g["min"], g["max"], g["labels"]["spot"]) for n, g in groups.items()} == {
+        "gpustack-proj-dev-big-spot": ("big", 1, 3, "true"), "gpustack-proj-dev-big-on-demand": ("big", 0, 3, "false")}
+    # The gateway's own loader accepts the file (here it stops only at the missing boto3).
+    (tmp_path / "ng.json").write_text(body)
+    try:
+        load_sizers(tmp_path / "ng.json")
+    except GpustackError as exc:
+        assert "needs boto3" in str(exc)
     policy = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "gw-gateway").inputs["policy"])
     reads = [s for s in policy["Statement"] if "ssm:GetParametersByPath" in s["Action"]]
     assert reads == [{"Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
