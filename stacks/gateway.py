@@ -24,7 +24,7 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
-                 scaled: list[str] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
+                 scaled: list[tuple[str, str, str]] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
                  shared_network: Any = None, node_groups: list[NodeGroup] | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = config.backend
