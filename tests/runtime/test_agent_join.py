@@ -103,3 +103,25 @@ def test_wrong_join_token_is_refused_and_logged(tmp_path: Path) -> None:
         log = gw.log_file.read_text()
         assert "refused join of agent 'intruder'" in log and "refused join of agent 'node-bad'" in log
         assert wrong not in log and wrong not in agent_log.read_text()
+
+
+def test_a_join_token_vouches_only_for_its_own_fleet(tmp_path: Path) -> None:
+    join_dir = tmp_path / "joins"
+    join_dir.mkdir(mode=0o700)
+    gpu, cpu = new_token(), new_token()
+    write_token_file(join_dir / "gpu.token", gpu)
+    write_token_file(join_dir / "cpu.token", cpu)
+    with _gateway(tmp_path / "gw", join_dir) as gw:
+        gw.control("PUT", "/control/agents/static-1", {"url": "http://127.0.0.1:9", "token": new_token(), "labels": {}})
+        body = {"fleet": "gpu", "url": "http://127.0.0.1:9", "token": new_token(), "labels": {"fleet": "cpu"}}
+        # Another fleet's token, or a name registered outside the fleet: refused.
+        assert request("PUT", gw.control_url + "/control/join/n1", cpu, body)[0] == 401
+        assert request("PUT", gw.control_url + "/control/join/static-1", gpu, body)[0] == 409
+        # The controller sets the fleet label from the token, whatever the agent claims.
+        assert request("PUT", gw.control_url + "/control/join/n1", gpu, body)[0] == 200
+        assert _agents(gw)["n1"]["labels"]["fleet"] == "gpu"
+        assert request("GET", gw.control_url + "/control/join/n1?fleet=gpu", gpu)[0] == 200
+        assert request("GET", gw.control_url + "/control/join/n1?fleet=cpu", cpu)[0] == 404
+        # A join file others can read is not used: nobody joins that fleet.
+        (join_dir / "cpu.token").chmod(0o644)
+        assert request("PUT", gw.control_url + "/control/join/n2", cpu, {**body, "fleet": "cpu"})[0] == 401
