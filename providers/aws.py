@@ -82,7 +82,8 @@ def _fetch_joins(path: str, region: str) -> str:
     # The values pass through the shell's own builtins (read, printf), never a program's argv.
     return (f"aws ssm get-parameters-by-path --region {region} --with-decryption --path {path} "
             "--query 'Parameters[].[Name,Value]' --output text | while read -r name value; do "
-            f"printf %s \"$value\" > {JOIN_DIR}/\"${{name##*/}}\".token; done")
+            # Written aside and renamed: the controller never reads a half-written token.
+            f"printf %s \"$value\" > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/\"${{name##*/}}\".token; done")
 
 
 def asg_name(project: str, stack: str, group: NodeGroup) -> str:

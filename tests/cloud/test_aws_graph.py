@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,9 @@ def test_nodes_join_the_controller_by_secret_name_and_the_gateway_admits_them(tm
     gw = graph.one("aws:ec2/instance:Instance", "gw")
     assert gw.inputs["privateIp"] == "10.60.0.10"
     gw_script = gw.inputs["userData"]
+    for boot in (script, gw_script):  # both scripts are valid bash
+        checked = subprocess.run(["bash", "-n"], input=boot, capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
     assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
     assert "aws ssm get-parameters-by-path --region us-east-1 --with-decryption --path /gpustack/proj/dev/joins" in gw_script
     # The controller sizes both groups by their names, within nodes: 1..3 (on-demand from 0).

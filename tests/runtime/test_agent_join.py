@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
+import psutil
 from conftest import PYTHON, kill_all_replicas, wait_until
 from controller_fixtures import GatewayProcess, echo_group, request, service_def, wait_ready
 
@@ -37,7 +37,8 @@ def _gateway(root: Path, join_dir: Path) -> Iterator[GatewayProcess]:
 
 @contextlib.contextmanager
 def _joining_agent(root: Path, gw: GatewayProcess, join_token: str, name: str) -> Iterator[Path]:
-    """An agent started the way cloud user data starts one; yields its log file."""
+    """An agent started the way cloud user data starts one; yields its log file. The join token
+    is in a file, never in the agent's argv or environment."""
     root.mkdir()
     write_token_file(root / "token", new_token())
     write_token_file(root / "join.token", join_token)
@@ -50,6 +51,8 @@ def _joining_agent(root: Path, gw: GatewayProcess, join_token: str, name: str) -
          "--join-check-interval", "0.3"],
         port_file=root / "agent.port", log_file=root / "agent.log", timeout=60)
     try:
+        proc = psutil.Process(info.pid)
+        assert join_token not in " ".join(proc.cmdline()) and join_token not in str(proc.environ())
         yield root / "agent.log"
     finally:
         procs.stop_process(info.pid, info.create_time, grace=5)
