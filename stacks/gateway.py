@@ -25,7 +25,8 @@ class Gateway(pulumi.ComponentResource):
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
                  scaled: list[tuple[str, str, str]] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
-                 shared_network: Any = None, node_groups: list[NodeGroup] | None = None) -> None:
+                 shared_network: Any = None, node_groups: list[NodeGroup] | None = None,
+                 join_secrets: dict[str, Any] | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = config.backend
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
@@ -45,7 +46,9 @@ class Gateway(pulumi.ComponentResource):
 
             assert instance is not None
             # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
-            sizing = {"node_groups": node_groups or []} if config.backend == "aws" else {}
+            sizing: dict[str, Any] = {"node_groups": node_groups or []} if config.backend == "aws" else {}
+            if config.backend == "gcp":
+                sizing = {"joins": join_secrets or {}}
             out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)
             self._set(out.url, out.control_url, out.token, out.admin_token)

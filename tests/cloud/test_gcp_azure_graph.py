@@ -42,13 +42,36 @@ class TestGcp:
         graph = run(write(tmp_path, {"f.gpustack.yml": _fleet("gcp", "us-central1", "spot")}), tmp_path)
         rules = {r.name: (r.inputs["allows"][0]["ports"], r.inputs["sourceRanges"]) for r in graph.of_type("gcp:compute/firewall:Firewall")}
         assert rules == {"big-agent": (["8600"], ["10.60.0.0/16"]), "big-ssh": (["22"], ["203.0.113.0/24"])}
-        version = graph.one("gcp:secretmanager/secretVersion:SecretVersion")
-        token = secret_value(version.inputs["secretData"])
-        assert version.ignore_changes == ["secretData"] and token not in graph.dump_without(version)
+        for version in graph.of_type("gcp:secretmanager/secretVersion:SecretVersion"):
+            token = secret_value(version.inputs["secretData"])
+            assert version.ignore_changes == ["secretData"] and token not in graph.dump_without(version)
         script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", "big").inputs["metadataStartupScript"]
         assert "gcloud secrets versions access latest --secret=gpustack-proj-dev-big-agent-token" in script
-        member = graph.one("gcp:secretmanager/secretIamMember:SecretIamMember").inputs
-        assert member["role"] == "roles/secretmanager.secretAccessor"
+        members = graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        # The node account reads its agent token and its fleet's join token.
+        assert len(members) == 2 and {m.inputs["role"] for m in members} == {"roles/secretmanager.secretAccessor"}
+
+    def test_nodes_join_the_gateway_by_secret_name(self, tmp_path: Path) -> None:
+        graph = run(EXAMPLES / "gcp", tmp_path)
+        join_id = "gpustack-proj-dev-gcp-a100-join-token"
+        assert graph.one("gcp:secretmanager/secret:Secret", "gcp-a100-join-token").inputs["secretId"] == join_id
+        for group in ("gcp-a100-spot", "gcp-a100-on-demand"):
+            script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", group).inputs["metadataStartupScript"]
+            assert f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/join.token" in script
+            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {group}" in script
+            assert "--label backend=gcp" in script
+        gw = graph.one("gcp:compute/instance:Instance")
+        assert gw.inputs["networkInterfaces"][0]["networkIp"] == "10.60.0.10"
+        gw_script = gw.inputs["metadataStartupScript"]
+        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
+        assert (f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/joins/.new && "
+                "mv /var/lib/gpustack/joins/.new /var/lib/gpustack/joins/gcp-a100.token") in gw_script
+        # The gateway's account is granted the fleet's join secret (a real dependency on it).
+        gw_members = [m for m in graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+                      if m.name.startswith("gcp-gateway-gw-")]
+        assert len(gw_members) == 3
+        join_rule = graph.one("gcp:compute/firewall:Firewall", "gcp-gateway-join").inputs
+        assert join_rule["allows"] == [{"protocol": "tcp", "ports": ["8443"]}] and join_rule["sourceRanges"] == ["10.60.0.0/16"]
 
     def test_gateway_with_a_domain(self, tmp_path: Path) -> None:
         graph = run(EXAMPLES / "gcp", tmp_path)
