@@ -162,7 +162,7 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                                               "access_configs": [{"nat_ip": address.address}]}],
                          metadata_startup_script=gateway_boot(
                              _fetch(f"{prefix}-token"), _fetch(f"{prefix}-admin-token"), gw,
-                             fetch_join_tokens=_fetch_joins({f: join_secret_id(project, stack, f) for f in joins})),
+                             fetch_join_tokens=_fetch_joins({f: join_secret_id(project, stack, f) for f in joins}) or None),
                          service_account={"email": account.email, "scopes": ["cloud-platform"]}, opts=opts)
     url = address.address.apply(lambda ip: f"http://{ip}")
     if gw.domain:

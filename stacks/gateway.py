@@ -47,7 +47,7 @@ class Gateway(pulumi.ComponentResource):
             assert instance is not None
             # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
             sizing: dict[str, Any] = {"node_groups": node_groups or []} if config.backend == "aws" else {}
-            if config.backend == "gcp":
+            if config.backend in ("gcp", "azure"):
                 sizing = {"joins": join_secrets or {}}
             out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)

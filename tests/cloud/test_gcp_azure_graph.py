@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,9 @@ class TestAzure:
         rules = graph.one("azure-native:network:NetworkSecurityGroup").inputs["securityRules"]
         assert sorted((r["destinationPortRange"], tuple(r["sourceAddressPrefixes"])) for r in rules) == [
             ("22", ("203.0.113.0/24",)), ("8600", ("10.60.0.0/16",))]
-        secret = graph.one("azure-native:keyvault:Secret")
-        token = secret_value(secret.inputs["properties"])["value"]
-        assert secret.ignore_changes == ["properties.value"] and token not in graph.dump_without(secret)
+        for secret in graph.of_type("azure-native:keyvault:Secret"):  # the agent token and the join token
+            token = secret_value(secret.inputs["properties"])["value"]
+            assert secret.ignore_changes == ["properties.value"] and token not in graph.dump_without(secret)
         vmss = graph.one("azure-native:compute:VirtualMachineScaleSet").inputs
         script = base64.b64decode(vmss["virtualMachineProfile"]["userData"]).decode()
         assert "az login --identity" in script and "--name agent-token" in script
@@ -120,3 +121,28 @@ class TestAzure:
         assert names == ["*", "@"]
         vm = graph.one("azure-native:compute:VirtualMachine").inputs
         assert "--certificate lets-encrypt" in base64.b64decode(vm["userData"]).decode()
+
+    def test_nodes_join_the_gateway_by_secret_name(self, tmp_path: Path) -> None:
+        graph = run(EXAMPLES / "azure", tmp_path)
+        join = graph.one("azure-native:keyvault:Secret", "azure-a100-join-token")
+        assert join.inputs["secretName"] == "join-token"
+        vault = graph.one("azure-native:keyvault:Vault", "azure-a100")
+        for vmss in graph.of_type("azure-native:compute:VirtualMachineScaleSet"):
+            script = base64.b64decode(vmss.inputs["virtualMachineProfile"]["userData"]).decode()
+            assert "--name join-token --query value -o tsv > /var/lib/gpustack/join.token" in script
+            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {vmss.name}" in script
+            assert "--label backend=azure" in script
+            assert subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30).returncode == 0
+        nic = graph.one("azure-native:network:NetworkInterface").inputs["ipConfigurations"][0]
+        assert nic["privateIPAllocationMethod"] == "Static" and nic["privateIPAddress"] == "10.60.0.10"
+        gw_script = base64.b64decode(graph.one("azure-native:compute:VirtualMachine").inputs["userData"]).decode()
+        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
+        assert "--name join-token --query value -o tsv > /var/lib/gpustack/joins/.new" in gw_script
+        assert "/var/lib/gpustack/joins/azure-a100.token" in gw_script
+        assert subprocess.run(["bash", "-n"], input=gw_script, capture_output=True, text=True, timeout=30).returncode == 0
+        # The gateway's identity may read the fleet's vault (Key Vault Secrets User), scoped to it.
+        grant = graph.one("azure-native:authorization:RoleAssignment", "azure-gateway-join-azure-a100").inputs
+        assert grant["scope"] == f"{vault.name}-id"  # the fleet vault's id (the mock's id scheme)
+        assert grant["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")
+        rules = {r["name"]: r for r in graph.one("azure-native:network:NetworkSecurityGroup", "azure-gateway").inputs["securityRules"]}
+        assert rules["join"]["destinationPortRange"] == "8443" and rules["join"]["sourceAddressPrefixes"] == ["10.60.0.0/16"]
