@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpustack_iac import workspace as ws
-from gpustack_iac.commands.stack import existing_stack_options
+from gpustack_iac.commands.options import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, node_log, read_status
