@@ -43,6 +43,7 @@ def test_gateway_on_a_fleet_host_end_to_end(ssh_hosts: TestHosts, tmp_path: Path
         assert {a["name"] for a in status["hosts"] if a.get("healthy")} == {f"gpus-{h.address.replace('.', '-')}"
                                                                            for h in ssh_hosts.hosts[:2]}
         assert all(g["ready"] == g["desired"] for s in status["services"] for g in s["groups"])
+        assert "hello: group" in stack.cli("logs", "hello", "--tail", "50").stdout  # through the same forward
         endpoint = urllib.parse.urlsplit(out["endpoint"])
         data = TunnelSpec.from_json("gw-data", {**out["control_tunnel"], "remote_port": endpoint.port})
         with forwarded(data, tmp_path) as url:
