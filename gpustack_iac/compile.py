@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import IMPLEMENTED_BACKENDS, WORKLOAD_BACKENDS, fleet_backend
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
@@ -90,9 +90,14 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
             problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
-        if doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
+        allowed = workload_backends(doc)
+        if doc.backends and not set(doc.backends) & set(allowed):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
-                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(WORKLOAD_BACKENDS)})"))
+                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
+    if spec.dev_environments and spec.fleets and all(f.is_ssh for f in spec.fleets):
+        for dev in spec.dev_environments:
+            problems.append(_diag(dev, "type", f"dev environment {dev.name}: dev environments on SSH fleets are not "
+                                               "implemented yet; add a local fleet (type: fleet, backends: [local], nodes: 1)"))
     return problems
 
 
@@ -389,7 +394,9 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx)) for v in spec.volumes]
     volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
-    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+    # Dev environments run on the local fleets' hosts only so far (SSH fleet hosts have a tunnel).
+    dev_hosts = [h for h in fleet_hosts.values() if h.tunnel is None]
+    dev_outputs = {name: DevEnvironment(d, dev_hosts, ctx, volume_resources).outputs for name, d in devs.items()}
     if task_dirs:
         pulumi.export("tasks", task_dirs)
     if spec.volumes:

@@ -114,6 +114,12 @@ def _working_dir(run: RunParams) -> str:
     return str((base / (run.working_dir or ".")).resolve())
 
 
+def _remote_working_dir(run: RunParams) -> str | None:
+    """The working directory on an SSH fleet host: the configuration's directory is on this machine,
+    so only an absolute `working_dir` means anything there (else the agent's own directory)."""
+    return run.working_dir if run.working_dir and run.working_dir.startswith("/") else None
+
+
 def _retry(run: RunParams) -> dict[str, Any] | None:
     if run.retry is not None:
         return {"on_events": list(run.retry.on_events), "duration": run.retry.duration}
@@ -139,6 +145,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "commands": list(task.setup) + list(task.commands),
         "env": {k: v for k, v in task.env.items() if v is not None},
         "working_dir": _working_dir(task),
+        "remote_working_dir": _remote_working_dir(task),
         "image": task.image,
         "resources": task.resources.to_runtime(),
         "placement": _placement(task),

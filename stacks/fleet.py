@@ -23,6 +23,7 @@ class FleetHost:
     token: pulumi.Output[str]
     labels: dict[str, Any]
     tunnel: pulumi.Output[dict[str, Any]] | None = None  # SSH fleet hosts: how the controller reaches the agent
+    address: str | None = None  # SSH fleet hosts: where other hosts reach this one (a task's MASTER_ADDR)
 
 
 class Fleet(pulumi.ComponentResource):
@@ -107,11 +108,13 @@ def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[Fl
 
     package_key = wheelhouse.package_key()
     hosts = []
-    for base in ssh_host_props(config):
+    assert config.ssh_config is not None
+    for base, entry in zip(ssh_host_props(config), config.ssh_config.hosts):
         host_name, labels = base["name"], base["labels"]
         props = {**base, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"), "package_key": package_key}
         host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
-        hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel))
+        hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel,
+                               address=entry.internal_ip or entry.hostname))
     return hosts
 
 

@@ -1,0 +1,75 @@
+"""Tasks on an SSH fleet, end to end through the real CLI on the SSH test hosts (real sshd in
+network namespaces): the ranks of a two-node task rendezvous over TCP on the hosts' own addresses,
+the task runner on this machine reaching each agent through an SSH forward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLES, processes_under
+from tests.ssh.hosts import TestHosts
+from tests.ssh.stack import Stack
+
+pytestmark = pytest.mark.slow
+
+
+def _task_yaml(script: str, fail_rank: int | None = None) -> str:
+    # The configuration's directory is on this machine, not on the hosts: the script travels inline.
+    body = "\n".join("    " + line for line in script.splitlines())
+    env = f"env: [FAIL_RANK={fail_rank}]\n" if fail_rank is not None else ""
+    return (f"type: task\nname: train\nnodes: 2\n{env}commands:\n  - |\n    python3 - <<'PY'\n{body}\n    PY\n"
+            "resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}\n")
+
+
+def _fresh_stack(ssh_hosts: TestHosts, name: str) -> Stack:
+    root = ssh_hosts.root / name
+    (root / "conf").mkdir(parents=True)
+    for p in (root, root / "conf"):
+        p.chmod(0o755)
+    stack = Stack(root, ssh_hosts)
+    stack.write(["h1", "h2"])
+    return stack
+
+
+def _clean(ssh_hosts: TestHosts) -> None:
+    for h in ssh_hosts.hosts:
+        assert h.installed_files() == [], (h.name, h.installed_files())
+        assert [p for p in h.pids() if h.sshd is None or p != h.sshd.pid] == [], (h.name, h.pids())
+
+
+def test_two_node_task_rendezvous_on_ssh_hosts(ssh_hosts: TestHosts) -> None:
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs hosts with their own addresses (network namespaces)")
+    stack = _fresh_stack(ssh_hosts, "task-project")
+    script = (EXAMPLES / "task" / "rendezvous.py").read_text()
+    (stack.config / "train.gpustack.yml").write_text(_task_yaml(script))
+    try:
+        up = stack.cli("up", "conf", "--yes", "--wait", check=False, timeout=300)
+        assert "task train: succeeded" in up.stdout, up.stdout + stack.cli("logs", "train", check=False).stdout
+        h1, h2 = ssh_hosts.hosts[0], ssh_hosts.hosts[1]
+        logs = stack.cli("logs", "train").stdout
+        # Rank 0 is on one host, rank 1 on the other; the master is rank 0's 198.18 address, not loopback.
+        status = json.loads((Path(stack.outputs()["tasks"]["train"]) / "status.json").read_text())
+        nodes = status["attempts"][0]["nodes"]
+        assert len({n["host"] for n in nodes}) == 2, nodes
+        master = h1 if h1.address.replace(".", "-") in nodes[0]["host"] else h2
+        assert f"rank 0/2: master {master.address}:" in logs, logs
+        # The port rank 0's agent found free on its host, not a fixed one.
+        assert f"rank 0/2: master {master.address}:29500" not in logs, logs
+        assert "[node 0] rank 0: got 'hello from rank 1'" in logs, logs
+        assert "[node 1] rank 1: got 'welcome from rank 0 to 1'" in logs, logs
+        assert "succeeded" in stack.cli("status").stdout
+
+        # A failing rank fails the task and stops the other.
+        (stack.config / "train.gpustack.yml").write_text(_task_yaml(script, fail_rank=1))
+        up = stack.cli("up", "conf", "--yes", "--wait", check=False, timeout=300)
+        assert up.returncode == 1, up.stdout + up.stderr
+        status = json.loads((Path(stack.outputs()["tasks"]["train"]) / "status.json").read_text())
+        assert status["state"] == "failed" and "exited with code 3" in status["reason"], status
+    finally:
+        stack.cli("destroy", "--yes", check=False, timeout=300)
+    _clean(ssh_hosts)
+    assert processes_under(stack.root) == []  # no runner, no SSH forward left on this machine
