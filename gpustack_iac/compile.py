@@ -391,7 +391,7 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
     volume resources (runs that mount a volume are created after it)."""
     fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
-    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx)) for v in spec.volumes]
+    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
     volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
     # Dev environments run on the local fleets' hosts only so far (SSH fleet hosts have a tunnel).
@@ -400,7 +400,7 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     if task_dirs:
         pulumi.export("tasks", task_dirs)
     if spec.volumes:
-        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
+        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx, spec),
                                                 "auto_cleanup": v.auto_cleanup} for v in spec.volumes})
     if dev_outputs:
         pulumi.export("dev_environments", dev_outputs)
@@ -420,7 +420,7 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: 
     for router in spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
     for v in spec.volumes:
-        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
+        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx, spec))
     for name, definition in tasks.items():
         specs[("task", name)] = Task.spec_of(definition, ctx)
     for name, definition in devs.items():

@@ -8,25 +8,22 @@ a changed definition replaces it, which is a new run. Deleting it stops a run st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
+from gpustack_iac.providers.agentreach import agent_url
 from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
-from gpustack_iac.runtime.tunnels import OPEN_TIMEOUT, HostTunnels, TunnelSpec
 
 START_TIMEOUT = 120.0
 TOKENS_ENV = "GPUSTACK_TASK_TOKENS"
@@ -65,7 +62,7 @@ def _stop_recorded_nodes(root: Path, hosts: list[dict[str, Any]]) -> None:
                 replicas.setdefault(str(node["host"]), []).append(str(node["replica"]))
     for name, ids in replicas.items():
         host = by_name[name]
-        with _agent_url(host, root / "tunnels") as url:
+        with agent_url(str(host["name"]), str(host["url"]), host.get("tunnel")) as url:
             for replica in ids:
                 if url is None:
                     break
@@ -73,30 +70,6 @@ def _stop_recorded_nodes(root: Path, hosts: list[dict[str, Any]]) -> None:
                     http.call("DELETE", url, f"/v1/replicas/{replica}?grace=10", host["token"], timeout=40)
                 except RuntimeApiError:
                     pass
-
-
-@contextlib.contextmanager
-def _agent_url(host: dict[str, Any], tunnel_dir: Path) -> Iterator[str | None]:
-    """The agent's URL as this machine reaches it: an SSH fleet host's through a forward held for the
-    block (None when it does not open: the host is away, and its agent stops its replicas on destroy)."""
-    if not host.get("tunnel"):
-        yield str(host["url"])
-        return
-    tunnels = HostTunnels(TunnelSpec.from_json(str(host["name"]), host["tunnel"]), tunnel_dir)
-    forward = tunnels.forward(tunnels.spec.remote_port)
-    proc = subprocess.Popen(forward.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + OPEN_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", forward.local_port), timeout=1):
-                break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{forward.local_port}" if proc.poll() is None else None
-    finally:
-        proc.kill()
-        proc.wait()
-        tunnels.known_hosts.unlink(missing_ok=True)
 
 
 class TaskProvider(ResourceProvider):

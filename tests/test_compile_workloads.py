@@ -111,3 +111,20 @@ def test_dev_environment_on_an_ssh_only_stack_is_refused_at_plan(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         _compile_ssh("type: dev-environment\nname: box\nide: vscode\n", tmp_path)
     assert any("dev environments on SSH fleets are not implemented yet" in d.message for d in caught.value.diagnostics)
+
+
+def test_volume_on_an_ssh_host_lives_in_the_agent_users_home(tmp_path: Path) -> None:
+    compiled = _compile_ssh("type: volume\nname: data\nbackend: ssh\nhost: 198.18.0.11\nsize: 1GB\n---\n"
+                            "type: task\nname: t\ncommands: [echo hi]\nvolumes: [data:/data]\n", tmp_path)
+    task = compiled.tasks["t"]
+    assert task["only_hosts"] == ["gpus-198-18-0-11"]  # the hostname names the fleet's host
+    assert task["mounts"] == [{"source": "~/.gpustack-volumes/p-dev-data", "target": "/data", "name": "data"}]
+
+
+def test_agent_expands_home_in_mount_sources() -> None:
+    import os  # noqa: PLC0415
+
+    from gpustack_iac.runtime.agent.spec import host_path  # noqa: PLC0415
+
+    assert host_path("~/.gpustack-volumes/x") == os.path.expanduser("~/.gpustack-volumes/x")
+    assert host_path("/srv/x") == "/srv/x"

@@ -73,3 +73,56 @@ def test_two_node_task_rendezvous_on_ssh_hosts(ssh_hosts: TestHosts) -> None:
         stack.cli("destroy", "--yes", check=False, timeout=300)
     _clean(ssh_hosts)
     assert processes_under(stack.root) == []  # no runner, no SSH forward left on this machine
+
+
+VOLUME = """type: volume
+name: notes
+backend: ssh
+host: {host}
+size: 1GB
+auto_cleanup: {cleanup}
+"""
+
+VOLUME_TASK = """type: task
+name: notes-job
+env: [STEP={step}]
+volumes: [notes:/notes]
+commands:
+  - if [ "$STEP" = write ]; then echo "kept on $(hostname -I 2>/dev/null | cut -d' ' -f1)" > "$GPUSTACK_MOUNT_NOTES/note"; fi
+  - echo "read back - $(cat "$GPUSTACK_MOUNT_NOTES/note")"
+resources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}
+"""
+
+
+def test_volume_on_an_ssh_host_is_written_read_and_kept(ssh_hosts: TestHosts) -> None:
+    stack = _fresh_stack(ssh_hosts, "volume-project")
+    h2 = ssh_hosts.hosts[1]
+    volume_dir = h2.home / ".gpustack-volumes" / "conf-dev-notes"
+    (stack.config / "notes.gpustack.yml").write_text(VOLUME.format(host=h2.address, cleanup="false"))
+    (stack.config / "job.gpustack.yml").write_text(VOLUME_TASK.format(step="write"))
+    try:
+        up = stack.cli("up", "conf", "--yes", "--wait", check=False, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr + stack.cli("logs", "notes-job", check=False).stdout
+        # The directory is on the volume's host (in its user's home), the task ran there.
+        assert (volume_dir / "note").read_text().startswith("kept on"), list(volume_dir.iterdir())
+        status = json.loads((Path(stack.outputs()["tasks"]["notes-job"]) / "status.json").read_text())
+        assert status["attempts"][0]["nodes"][0]["host"].endswith(h2.address.replace(".", "-"))
+
+        # A new run (changed spec) reads what the first one wrote.
+        (stack.config / "job.gpustack.yml").write_text(VOLUME_TASK.format(step="read"))
+        stack.cli("up", "conf", "--yes", "--wait", timeout=300)
+        assert "read back - kept on" in stack.cli("logs", "notes-job").stdout
+
+        # destroy keeps the data (no auto_cleanup) and says so ...
+        destroy = stack.cli("destroy", "--yes", timeout=300)
+        assert "notes" in destroy.stdout and "kept" in destroy.stdout, destroy.stdout
+        assert (volume_dir / "note").exists()
+        # ... and a later stack adopts it; with auto_cleanup its destroy deletes it.
+        (stack.config / "notes.gpustack.yml").write_text(VOLUME.format(host=h2.address, cleanup="true"))
+        stack.cli("up", "conf", "--yes", "--wait", timeout=300)
+        assert "read back - kept on" in stack.cli("logs", "notes-job").stdout
+    finally:
+        stack.cli("destroy", "--yes", check=False, timeout=300)
+    assert not volume_dir.exists()
+    _clean(ssh_hosts)
+    assert processes_under(stack.root) == []
