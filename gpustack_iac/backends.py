@@ -17,8 +17,8 @@ from gpustack_iac.spec.models import (
 IMPLEMENTED_BACKENDS = ("local", "ssh", "aws", "gcp", "azure", "kubernetes")
 # Tasks run on fleet hosts through their agents (docs/workloads.md).
 WORKLOAD_BACKENDS = ("local", "ssh")
-# Dev environments: their sshd and status file are on this machine's side so far.
-DEV_ENVIRONMENT_BACKENDS = ("local",)
+# Dev environments: reached through the fleet's SSH on SSH fleets.
+DEV_ENVIRONMENT_BACKENDS = ("local", "ssh")
 
 
 def workload_backends(doc: Document) -> tuple[str, ...]:

@@ -94,10 +94,6 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
         if doc.backends and not set(doc.backends) & set(allowed):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
                                                    f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
-    if spec.dev_environments and spec.fleets and all(f.is_ssh for f in spec.fleets):
-        for dev in spec.dev_environments:
-            problems.append(_diag(dev, "type", f"dev environment {dev.name}: dev environments on SSH fleets are not "
-                                               "implemented yet; add a local fleet (type: fleet, backends: [local], nodes: 1)"))
     return problems
 
 
@@ -394,9 +390,7 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
     volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
-    # Dev environments run on the local fleets' hosts only so far (SSH fleet hosts have a tunnel).
-    dev_hosts = [h for h in fleet_hosts.values() if h.tunnel is None]
-    dev_outputs = {name: DevEnvironment(d, dev_hosts, ctx, volume_resources).outputs for name, d in devs.items()}
+    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
     if task_dirs:
         pulumi.export("tasks", task_dirs)
     if spec.volumes:

@@ -191,6 +191,7 @@ def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: Stack
         "init": list(dev.setup) + list(dev.init),
         "env": {k: v for k, v in dev.env.items() if v is not None},
         "working_dir": _working_dir(dev),
+        "remote_working_dir": _remote_working_dir(dev),
         "resources": dev.resources.to_runtime(),
         "placement": _placement(dev),
         "mounts": mounts.mounts,

@@ -40,9 +40,11 @@ class DevEnvironment(pulumi.ComponentResource):
              "identity_file": identity_file(ctx), "user": getpass.getuser()},
             pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
-        self.outputs = pulumi.Output.all(res.host, res.address, res.port, res.known_hosts, res.ide_link).apply(
+        self.outputs = pulumi.Output.all(res.host, res.address, res.port, res.known_hosts, res.ide_link, res.jump,
+                                         res.login_user).apply(
             lambda v: {"host": v[0], "address": v[1], "port": v[2], "known_hosts": v[3], "ide_link": v[4],
-                       "identity_file": identity_file(ctx), "user": getpass.getuser(), "state_dir": state_dir})
+                       "identity_file": identity_file(ctx), "user": v[6] or getpass.getuser(), "state_dir": state_dir,
+                       "jump": v[5]})
         self.register_outputs({"ide_link": res.ide_link})
 
     @staticmethod

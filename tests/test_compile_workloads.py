@@ -107,10 +107,9 @@ def test_task_on_an_ssh_fleet_compiles_with_a_remote_working_dir(tmp_path: Path)
     assert compiled.tasks["t"]["remote_working_dir"] == "/srv/job"
 
 
-def test_dev_environment_on_an_ssh_only_stack_is_refused_at_plan(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        _compile_ssh("type: dev-environment\nname: box\nide: vscode\n", tmp_path)
-    assert any("dev environments on SSH fleets are not implemented yet" in d.message for d in caught.value.diagnostics)
+def test_dev_environment_on_an_ssh_fleet_compiles(tmp_path: Path) -> None:
+    compiled = _compile_ssh("type: dev-environment\nname: box\nide: vscode\nbackends: [ssh]\n", tmp_path)
+    assert ("dev-environment", "box") in compiled.component_specs()
 
 
 def test_volume_on_an_ssh_host_lives_in_the_agent_users_home(tmp_path: Path) -> None:

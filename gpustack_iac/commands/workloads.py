@@ -6,6 +6,7 @@ logs, a dev environment's status file and known_hosts entry), so none of them ne
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -195,10 +196,26 @@ def volume_notes(resources: Iterable[Any]) -> list[str]:
     return notes
 
 
+def proxy_command(info: dict[str, Any]) -> str | None:
+    """How to reach a dev environment on an SSH fleet host (its sshd listens on that host's
+    loopback): through the fleet's own SSH, trusting only the host key verified at provisioning."""
+    jump = info.get("jump")
+    if not jump:
+        return None
+    argv = ["ssh", "-W", "%h:%p", "-p", str(jump["port"]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"HostKeyAlias={jump['host_key_alias']}"]
+    if jump.get("identity_file"):
+        argv += ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(str(jump["identity_file"]))]
+    argv.append(f"{jump['user']}@{jump['hostname']}" if jump.get("user") else str(jump["hostname"]))
+    return shlex.join(argv)
+
+
 def ssh_config_entry(name: str, info: dict[str, Any]) -> str:
+    proxy = proxy_command(info)
     return (f"Host {name}\n  HostName {info['address']}\n  Port {info['port']}\n  User {info['user']}\n"
             f"  IdentityFile {info['identity_file']}\n  IdentitiesOnly yes\n  UserKnownHostsFile {info['known_hosts']}\n"
-            "  StrictHostKeyChecking yes\n")
+            "  StrictHostKeyChecking yes\n" + (f"  ProxyCommand {proxy}\n" if proxy else ""))
 
 
 def write_ssh_config(path: Path, name: str, info: dict[str, Any]) -> None:
@@ -244,6 +261,9 @@ def ssh(name: str, command: tuple[str, ...], project: str | None, stack: str | N
     if binary is None:
         raise GpustackError("no ssh client on PATH; install OpenSSH's client")
     argv = [binary, "-p", str(info["port"]), "-i", info["identity_file"], "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
-            f"{info['user']}@{info['address']}", *command]
+            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "StrictHostKeyChecking=yes"]
+    proxy = proxy_command(info)
+    if proxy:
+        argv += ["-o", f"ProxyCommand={proxy}"]
+    argv += [f"{info['user']}@{info['address']}", *command]
     os.execv(binary, argv)

@@ -126,3 +126,37 @@ def test_volume_on_an_ssh_host_is_written_read_and_kept(ssh_hosts: TestHosts) ->
     assert not volume_dir.exists()
     _clean(ssh_hosts)
     assert processes_under(stack.root) == []
+
+
+DEV = """type: dev-environment
+name: box
+ide: vscode
+env: [GREETING=hello-from-box]
+init:
+  - echo init-ran > /dev/null
+resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+"""
+
+
+def test_dev_environment_on_an_ssh_host_through_the_fleets_ssh(ssh_hosts: TestHosts) -> None:
+    stack = _fresh_stack(ssh_hosts, "dev-project")
+    stack.write(["h3"])
+    h3 = ssh_hosts.hosts[2]
+    (stack.config / "dev.gpustack.yml").write_text(DEV)
+    try:
+        up = stack.cli("up", "conf", "--yes", timeout=300)
+        assert "gpustack-iac ssh box" in up.stdout and "vscode://vscode-remote/ssh-remote+box" in up.stdout, up.stdout
+        # A real ssh client, through the fleet host's own sshd as a jump, into the dev environment's sshd
+        # on that host's loopback; it runs as the fleet's user, in the host's network namespace.
+        ran = stack.cli("ssh", "box", "--", "echo $GREETING; id -un; hostname -I", timeout=120)
+        words = ran.stdout.split()
+        assert words[:2] == ["hello-from-box", h3.user], ran.stdout + ran.stderr
+        if ssh_hosts.mode == "netns":
+            assert h3.address in words, ran.stdout
+        config = stack.root / "ssh_config"
+        stack.cli("ssh", "box", "--write-config", "--ssh-config", str(config))
+        assert "ProxyCommand ssh -W %h:%p" in config.read_text()
+    finally:
+        stack.cli("destroy", "--yes", check=False, timeout=300)
+    _clean(ssh_hosts)
+    assert processes_under(stack.root) == []
