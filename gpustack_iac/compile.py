@@ -390,7 +390,9 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
     volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
-    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+    dev_envs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources) for name, d in devs.items()}
+    dev_outputs = {name: dev.outputs for name, dev in dev_envs.items()}
+    dev_agents = {host: agent for dev in dev_envs.values() for host, agent in dev.agents.items()}
     if task_dirs:
         pulumi.export("tasks", task_dirs)
     if spec.volumes:
@@ -398,6 +400,8 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
                                                 "auto_cleanup": v.auto_cleanup} for v in spec.volumes})
     if dev_outputs:
         pulumi.export("dev_environments", dev_outputs)
+    if dev_agents:
+        pulumi.export("dev_environment_agents", pulumi.Output.secret(dev_agents))
     return volume_resources
 
 

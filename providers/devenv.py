@@ -21,8 +21,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers.agentreach import agent_url
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
 from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, fit, label_mismatch
 from gpustack_iac.runtime.devenv import READY_MARKER
@@ -68,7 +68,7 @@ def pick_host(definition: dict[str, Any], hosts: list[dict[str, Any]]) -> dict[s
             reasons.append(f"{host['name']}: {why}")
             continue
         try:
-            with agent_url(host["name"], host["url"], host.get("tunnel")) as url:
+            with forwarded_agent_url(host["name"], host["url"], host.get("tunnel")) as url:
                 if url is None:
                     raise RuntimeApiError("no SSH forward")
                 facts = HostFacts.from_json(http.call("GET", url, "/v1/host", host["token"]))
@@ -84,7 +84,7 @@ def pick_host(definition: dict[str, Any], hosts: list[dict[str, Any]]) -> dict[s
 
 
 def _reach(host: dict[str, Any]) -> contextlib.AbstractContextManager[str | None]:
-    return agent_url(str(host["name"]), str(host["url"]), host.get("tunnel"))
+    return forwarded_agent_url(str(host["name"]), str(host["url"]), host.get("tunnel"))
 
 
 def _digest(text: str) -> str:

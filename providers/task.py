@@ -20,8 +20,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.providers.agentreach import agent_url
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
 
@@ -62,7 +62,7 @@ def _stop_recorded_nodes(root: Path, hosts: list[dict[str, Any]]) -> None:
                 replicas.setdefault(str(node["host"]), []).append(str(node["replica"]))
     for name, ids in replicas.items():
         host = by_name[name]
-        with agent_url(str(host["name"]), str(host["url"]), host.get("tunnel")) as url:
+        with forwarded_agent_url(str(host["name"]), str(host["url"]), host.get("tunnel")) as url:
             for replica in ids:
                 if url is None:
                     break

@@ -15,8 +15,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from gpustack_iac.errors import ConfigError, Diagnostic, RuntimeApiError
-from gpustack_iac.providers.agentreach import agent_url
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 
 
 class VolumeHostUnreachable(RuntimeApiError):
@@ -24,7 +24,7 @@ class VolumeHostUnreachable(RuntimeApiError):
 
 
 def _reach(props: dict[str, Any]) -> contextlib.AbstractContextManager[str | None]:
-    return agent_url(str(props["host"]), str(props["agent_url"]), props.get("agent_tunnel"))
+    return forwarded_agent_url(str(props["host"]), str(props["agent_url"]), props.get("agent_tunnel"))
 
 
 def _path(props: dict[str, Any]) -> str:

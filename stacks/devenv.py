@@ -27,6 +27,7 @@ def identity_file(ctx: StackContext) -> str:
 
 class DevEnvironment(pulumi.ComponentResource):
     outputs: pulumi.Output[dict[str, Any]]
+    agents: dict[str, dict[str, Any]]
 
     def __init__(self, definition: dict[str, Any], hosts: Sequence[FleetHost], ctx: StackContext,
                  depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
@@ -45,6 +46,9 @@ class DevEnvironment(pulumi.ComponentResource):
             lambda v: {"host": v[0], "address": v[1], "port": v[2], "known_hosts": v[3], "ide_link": v[4],
                        "identity_file": identity_file(ctx), "user": v[6] or getpass.getuser(), "state_dir": state_dir,
                        "jump": v[5]})
+        # SSH fleet hosts keep no status file here: `status` asks their agent (through SSH), so it
+        # needs their agent URL, token and tunnel (exported apart, as a secret).
+        self.agents = {h.name: {"url": h.url, "token": h.token, "tunnel": h.tunnel} for h in hosts if h.tunnel is not None}
         self.register_outputs({"ide_link": res.ide_link})
 
     @staticmethod

@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,8 +20,10 @@ from rich.table import Table
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands.stack import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
-from gpustack_iac.errors import GpustackError
+from gpustack_iac.errors import GpustackError, RuntimeApiError
+from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, node_log, read_status
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 
 FOLLOW_POLL = 0.25
 
@@ -40,7 +43,10 @@ def tasks_of(outputs: dict[str, Any]) -> dict[str, str]:
 
 
 def dev_environments_of(outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return dict(unwrap_secret(outputs.get("dev_environments")) or {})
+    devs = dict(unwrap_secret(outputs.get("dev_environments")) or {})
+    # SSH fleet hosts' agents (a secret output apart): how `status` asks them about their dev environment.
+    agents = dict(unwrap_secret(outputs.get("dev_environment_agents")) or {})
+    return {name: {**info, "agents": agents} if agents else info for name, info in devs.items()}
 
 
 def task_table(tasks: dict[str, str]) -> Table:
@@ -80,7 +86,7 @@ def dev_table(devs: dict[str, dict[str, Any]]) -> Table:
     for col in ("dev environment", "state", "host", "ssh", "sessions", "ide"):
         table.add_column(col)
     for name, info in devs.items():
-        status = _dev_status(info)
+        status = _dev_status(name, info)
         state = status.get("state", "unknown")
         if status.get("reason"):
             state += f" ({status['reason']})"
@@ -89,13 +95,33 @@ def dev_table(devs: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def _dev_status(info: dict[str, Any]) -> dict[str, Any]:
+def _dev_status(name: str, info: dict[str, Any]) -> dict[str, Any]:
     import json
 
+    agent = (info.get("agents") or {}).get(info.get("host"))
+    if agent:
+        return _remote_dev_status(name, info, agent)
     try:
         return json.loads((Path(info["state_dir"]) / "status.json").read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def _remote_dev_status(name: str, info: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
+    """A dev environment on an SSH fleet host, as its agent sees its replica (through SSH)."""
+    replica = urllib.parse.quote(f"dev-{name}", safe="")
+    with forwarded_agent_url(str(info["host"]), str(agent["url"]), agent.get("tunnel")) as url:
+        if url is None:
+            return {"state": "unknown", "reason": "its host cannot be reached over SSH"}
+        try:
+            got = http.call("GET", url, f"/v1/replicas/{replica}", str(agent["token"]))
+            log = str(http.call("GET", url, f"/v1/replicas/{replica}/logs?tail=50", str(agent["token"])) or "")
+        except RuntimeApiError as exc:
+            return {"state": "unknown", "reason": str(exc)}
+    if got.get("finished_at") is None:
+        return {"state": str(got.get("state") or "running")}
+    stopping = [line.split("stopping: ", 1)[1] for line in log.splitlines() if "stopping: " in line]
+    return {"state": "stopped", "reason": stopping[-1] if stopping else f"exited {got.get('exit_code')}"}
 
 
 def volume_table(volumes: dict[str, Any]) -> Table:
@@ -113,7 +139,9 @@ def workloads_json(outputs: dict[str, Any]) -> dict[str, Any]:
     if tasks := tasks_of(outputs):
         out["tasks"] = {name: read_status(Path(d)) for name, d in tasks.items()}
     if devs := dev_environments_of(outputs):
-        out["dev_environments"] = {name: {**info, "status": _dev_status(info)} for name, info in devs.items()}
+        # Agent tokens (SSH hosts' `agents`) are how `status` asks; they are not part of its answer.
+        out["dev_environments"] = {name: {**{k: v for k, v in info.items() if k != "agents"}, "status": _dev_status(name, info)}
+                                   for name, info in devs.items()}
     if volumes := unwrap_secret(outputs.get("volumes")):
         out["volumes"] = dict(volumes)
     return out

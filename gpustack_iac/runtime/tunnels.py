@@ -18,11 +18,13 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger("gpustack_iac.tunnels")
 
@@ -200,3 +202,30 @@ class HostTunnels:
         self.forwards.clear()
         with contextlib.suppress(OSError):
             self.known_hosts.unlink()
+
+
+@contextlib.contextmanager
+def forwarded_agent_url(name: str, url: str, tunnel: dict[str, Any] | None) -> Iterator[str | None]:
+    """An agent's URL for a few synchronous calls (providers, `status`): a local agent's own URL; an
+    SSH fleet agent's through an `ssh -N -L` forward held for the block, with the same command line
+    and trust as the controller's. None when the forward does not open (the host is away)."""
+    if not tunnel:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="gpustack-forward-") as tmp:
+        tunnels = HostTunnels(TunnelSpec.from_json(name, tunnel), Path(tmp))
+        forward = tunnels.forward(tunnels.spec.remote_port)
+        proc = subprocess.Popen(forward.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + OPEN_TIMEOUT
+            opened = False
+            while not opened and time.monotonic() < deadline and proc.poll() is None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", forward.local_port), timeout=1):
+                    opened = True
+                if not opened:
+                    time.sleep(0.05)
+            yield f"http://127.0.0.1:{forward.local_port}" if opened and proc.poll() is None else None
+        finally:
+            proc.kill()
+            proc.wait()

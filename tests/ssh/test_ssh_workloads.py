@@ -153,6 +153,10 @@ def test_dev_environment_on_an_ssh_host_through_the_fleets_ssh(ssh_hosts: TestHo
         assert words[:2] == ["hello-from-box", h3.user], ran.stdout + ran.stderr
         if ssh_hosts.mode == "netns":
             assert h3.address in words, ran.stdout
+        # status asks the host's agent through SSH (no status file here for an SSH host).
+        status = stack.cli("status", "--format", "json").stdout
+        dev = json.loads(status)["dev_environments"]["box"]
+        assert dev["status"]["state"] == "running" and "agents" not in dev, dev
         config = stack.root / "ssh_config"
         stack.cli("ssh", "box", "--write-config", "--ssh-config", str(config))
         assert "ProxyCommand ssh -W %h:%p" in config.read_text()
