@@ -349,7 +349,11 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             elif config.backend == "kubernetes":
                 k8s = provider("kubernetes", None)
             gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
-                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle)
+                              scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle,
+                              node_groups=[g for f in spec.fleets if fleet_backend(f) == config.backend
+                                           for g in node_groups.get(str(f.name)) or []],
+                              join_secrets={str(f.name): fl.join_secret for f, fl in zip(spec.fleets, fleets)
+                                            if fleet_backend(f) == config.backend and fl.join_secret is not None})
             deployed[str(config.name)] = gateway
             registrations[str(config.name)] = [gateway.register_host(h) for fleet in fleets for h in fleet.hosts]
         endpoints: dict[str, pulumi.Output[str]] = {}

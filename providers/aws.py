@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, VPC_CIDR, GatewayInstance, Network,
-                                          NodeGroup, agent_boot, gateway_boot, new_token)
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
+                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          new_token)
 
 # The AWS Deep Learning Base AMI (NVIDIA driver, CUDA, Docker), resolved per region by EC2 itself from
 # the public SSM parameter: no lookup at plan time, always the current image.
@@ -72,6 +73,36 @@ def _role(name: str, parameters: list[aws.ssm.Parameter], parent: pulumi.Resourc
     return aws.iam.InstanceProfile(name, role=role.name, opts=opts)
 
 
+def _joins_path(project: str, stack: str) -> str:
+    """Where the fleets' join tokens live: one path, so the gateway can list them all."""
+    return f"/gpustack/{project}/{stack}/joins"
+
+
+def _fetch_joins(path: str, region: str) -> str:
+    # The values pass through the shell's own builtins (read, printf), never a program's argv.
+    return (f"aws ssm get-parameters-by-path --region {region} --with-decryption --path {path} "
+            "--query 'Parameters[].[Name,Value]' --output text | while read -r name value; do "
+            # Written aside and renamed: the controller never reads a half-written token.
+            f"printf %s \"$value\" > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/\"${{name##*/}}\".token; done")
+
+
+def asg_name(project: str, stack: str, group: NodeGroup) -> str:
+    """The Auto Scaling group's own name: fixed, because the controller sizes it by name and the
+    group's agents join with it as their node group."""
+    return f"gpustack-{project}-{stack}-{group.name}"
+
+
+def node_groups_file(groups: list[NodeGroup], project: str, stack: str, region: str) -> str:
+    """The gateway's --node-groups JSON (runtime/controller/sizing_config.py) for these groups."""
+    return json.dumps({"kind": "aws", "region": region, "groups": [
+        {"name": asg_name(project, stack, g), "fleet": g.fleet, "min": g.min_size, "max": g.max_size,
+         "gpus": g.gpu_count, "labels": _agent_labels(g)} for g in groups]}, sort_keys=True)
+
+
+def _agent_labels(group: NodeGroup) -> dict[str, str]:
+    return {"backend": "aws", "region": group.region, "spot": str(group.spot).lower()}
+
+
 def _fetch(path: str, region: str) -> str:
     return f"aws ssm get-parameter --region {region} --with-decryption --name {path} --query Parameter.Value --output text"
 
@@ -88,11 +119,15 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
         egress=_egress(), opts=opts)
     token_path = f"/gpustack/{project}/{stack}/fleets/{fleet}/agent-token"
     token = _secure_parameter(f"{fleet}-agent-token", token_path, parent)
-    profile = _role(f"{fleet}-node", [token], parent)
-    user_data = base64.b64encode(agent_boot(_fetch(token_path, region),
-                                            name_cmd="cat /var/lib/cloud/data/instance-id").encode()).decode()
+    join_path = f"{_joins_path(project, stack)}/{fleet}"
+    join_token = _secure_parameter(f"{fleet}-join-token", join_path, parent)
+    profile = _role(f"{fleet}-node", [token, join_token], parent)
     out = []
     for group in groups:
+        join = AgentJoin(_fetch(join_path, region), fleet, asg_name(project, stack, group),
+                         labels=tuple(sorted(_agent_labels(group).items())))
+        user_data = base64.b64encode(agent_boot(_fetch(token_path, region), name_cmd="cat /var/lib/cloud/data/instance-id",
+                                                join=join).encode()).decode()
         template = aws.ec2.LaunchTemplate(
             group.name, image_id=GPU_IMAGE if group.gpu_count else CPU_IMAGE,
             instance_type=group.instance_types[0], user_data=user_data,
@@ -110,7 +145,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
         if group.spot and group.max_price is not None:
             distribution["spot_max_price"] = f"{group.max_price:.4f}"
         out.append(aws.autoscaling.Group(
-            group.name, min_size=group.min_size, max_size=group.max_size, desired_capacity=group.min_size,
+            group.name, name=asg_name(project, stack, group), min_size=group.min_size, max_size=group.max_size, desired_capacity=group.min_size,
             vpc_zone_identifiers=[s.id for s in vpc.subnets], capacity_rebalance=group.spot,
             mixed_instances_policy={
                 "instances_distribution": distribution,
@@ -136,11 +171,14 @@ class AwsGateway:
 
 
 def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AwsNetwork | None = None) -> AwsGateway:
+            shared: AwsNetwork | None = None, node_groups: list[NodeGroup] | None = None) -> AwsGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     vpc = shared or network(gw.name, gw.region, parent)
     ingress = [{"protocol": "tcp", "from_port": p, "to_port": p, "cidr_blocks": ["0.0.0.0/0"], "description": "gateway"}
                for p in GATEWAY_PORTS]
+    # Agents in the network join through the control API (the join token guards it).
+    ingress.append({"protocol": "tcp", "from_port": CONTROL_PORT, "to_port": CONTROL_PORT, "cidr_blocks": [VPC_CIDR],
+                    "description": "agents joining"})
     if net.admin_cidrs:
         ingress.append({"protocol": "tcp", "from_port": CONTROL_PORT, "to_port": CONTROL_PORT,
                         "cidr_blocks": list(net.admin_cidrs), "description": "control API"})
@@ -152,9 +190,19 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
     # The controller scales the node groups: it may set their desired capacity, nothing more.
     scaling = [{"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:DescribeAutoScalingGroups"],
                 "Resource": "*", "Condition": {"StringEquals": {"autoscaling:ResourceTag/gpustack-stack": f"{project}/{stack}"}}}]
+    joins = _joins_path(project, stack)
+    # The controller reads every fleet's join token (and nothing else under the stack's path).
+    scaling.append({"Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
+                    "Resource": [f"arn:aws:ssm:{gw.region}:*:parameter{joins}", f"arn:aws:ssm:{gw.region}:*:parameter{joins}/*"]})
     profile = _role(f"{gw.name}-gateway", [token, admin], parent, scaling)
-    user_data = gateway_boot(_fetch(f"{base}/token", gw.region), _fetch(f"{base}/admin-token", gw.region), gw)
+    # The controller sizes the node groups of this gateway's network (same region).
+    sized = [g for g in node_groups or [] if g.region == gw.region]
+    user_data = gateway_boot(_fetch(f"{base}/token", gw.region), _fetch(f"{base}/admin-token", gw.region), gw,
+                             fetch_join_tokens=_fetch_joins(joins, gw.region),
+                             node_groups=node_groups_file(sized, project, stack, gw.region) if sized else None,
+                             extra="aws-runtime" if sized else "")
     instance = aws.ec2.Instance(gw.name, ami=CPU_IMAGE, instance_type=gw.instance_type, subnet_id=vpc.subnets[0].id,
+                                private_ip=GATEWAY_PRIVATE_IP,  # agents' user data names it (CONTROLLER_URL)
                                 vpc_security_group_ids=[sg.id], iam_instance_profile=profile.name, user_data=user_data,
                                 metadata_options={"http_tokens": "required", "http_endpoint": "enabled"},
                                 tags={"Name": gw.name}, opts=opts)

@@ -8,13 +8,14 @@ user-assigned managed identity, which holds "Key Vault Secrets User" on that vau
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pulumi
 import pulumi_azure_native as az
 
-from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, VPC_CIDR, GatewayInstance, Network,
-                                          NodeGroup, agent_boot, gateway_boot, new_token)
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
+                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          new_token)
 
 # Ubuntu HPC images carry the NVIDIA driver, CUDA and InfiniBand drivers; "latest" per region.
 GPU_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
@@ -85,16 +86,19 @@ def _fetch(vault: str, secret: str) -> str:
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
-                parent: pulumi.Resource, shared: AzureNetwork | None = None) -> list[az.compute.VirtualMachineScaleSet]:
+                parent: pulumi.Resource, shared: AzureNetwork | None = None) -> "AzureFleet":
     region = groups[0].region
     rules = [_rule("agent", 100, AGENT_PORT, [VPC_CIDR])]
     if ranges.admin_cidrs:
         rules.append(_rule("ssh", 110, 22, list(ranges.admin_cidrs)))
     base = _base(fleet, region, rules, parent, shared)
     _secret(f"{fleet}-agent-token", "agent-token", base, parent)
+    _secret(f"{fleet}-join-token", "join-token", base, parent)
     out = []
     for group in groups:
-        user_data = base.vault.name.apply(lambda v: base64.b64encode(agent_boot(_fetch(v, "agent-token")).encode()).decode())
+        join = AgentJoin("", fleet, group.name, labels=(("backend", "azure"), ("region", region), ("spot", str(group.spot).lower())))
+        user_data = base.vault.name.apply(lambda v, j=join: base64.b64encode(agent_boot(
+            _fetch(v, "agent-token"), join=replace(j, fetch_join_token=_fetch(v, "join-token"))).encode()).decode())
         spot: dict[str, object] = {}
         if group.spot:
             spot = {"priority": "Spot", "eviction_policy": "Delete",
@@ -121,7 +125,13 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             tags=group.labels,
             # The controller sets the capacity between the fleet's bounds; Pulumi must not reset it.
             opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["sku.capacity"])))
-    return out
+    return AzureFleet(groups=out, join_secret=base.vault)
+
+
+@dataclass
+class AzureFleet:
+    groups: list[az.compute.VirtualMachineScaleSet]
+    join_secret: az.keyvault.Vault  # the vault holding the join token; the gateway's identity may read it
 
 
 @dataclass
@@ -133,21 +143,38 @@ class AzureGateway:
 
 
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AzureNetwork | None = None) -> AzureGateway:
+            shared: AzureNetwork | None = None, joins: dict[str, az.keyvault.Vault] | None = None) -> AzureGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     rules = [_rule(f"gateway-{p}", 100 + i, p, ["*"]) for i, p in enumerate(GATEWAY_PORTS)]
+    # Agents in the network join through the control API (the join token guards it).
+    rules.append(_rule("join", 115, CONTROL_PORT, [VPC_CIDR]))
     if ranges.admin_cidrs:
         rules += [_rule("control", 120, CONTROL_PORT, list(ranges.admin_cidrs)), _rule("ssh", 130, 22, list(ranges.admin_cidrs))]
     base = _base(gw.name, gw.region, rules, parent, shared)
     token = _secret(f"{gw.name}-token", "token", base, parent)
     admin = _secret(f"{gw.name}-admin-token", "admin-token", base, parent)
+    joins = joins or {}
+    fleets = sorted(joins)
+    for fleet in fleets:
+        # The controller reads each fleet's join token: "Key Vault Secrets User" on that vault.
+        az.authorization.RoleAssignment(f"{gw.name}-join-{fleet}", scope=joins[fleet].id, role_definition_id=SECRETS_USER_ROLE,
+                                        principal_id=base.identity.principal_id, principal_type="ServicePrincipal", opts=opts)
     ip = az.network.PublicIPAddress(gw.name, resource_group_name=base.group.name, location=gw.region,
                                     public_ip_allocation_method="Static", sku={"name": "Standard"}, opts=opts)
     nic = az.network.NetworkInterface(gw.name, resource_group_name=base.group.name, location=gw.region,
                                       network_security_group={"id": base.nsg.id}, ip_configurations=[
-        {"name": gw.name, "subnet": {"id": base.subnet.id}, "public_ip_address": {"id": ip.id}}], opts=opts)
-    user_data = base.vault.name.apply(lambda v: base64.b64encode(
-        gateway_boot(_fetch(v, "token"), _fetch(v, "admin-token"), gw).encode()).decode())
+        {"name": gw.name, "subnet": {"id": base.subnet.id}, "public_ip_address": {"id": ip.id},
+         # A fixed address: the nodes' user data names the controller (CONTROLLER_URL).
+         "private_ip_allocation_method": "Static", "private_ip_address": GATEWAY_PRIVATE_IP}], opts=opts)
+
+    def boot(names: list[str]) -> str:
+        own, vaults = names[0], dict(zip(fleets, names[1:]))
+        fetch_joins = "; ".join(f"{_fetch(vaults[f], 'join-token')} > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/{f}.token"
+                                for f in fleets)
+        return base64.b64encode(gateway_boot(_fetch(own, "token"), _fetch(own, "admin-token"), gw,
+                                             fetch_join_tokens=fetch_joins or None).encode()).decode()
+
+    user_data = pulumi.Output.all(base.vault.name, *(joins[f].name for f in fleets)).apply(boot)
     az.compute.VirtualMachine(
         gw.name, resource_group_name=base.group.name, location=gw.region, hardware_profile={"vm_size": gw.instance_type},
         identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},

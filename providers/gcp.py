@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GatewayInstance, Network, NodeGroup,
-                                          agent_boot, gateway_boot, new_token)
+from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
+                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          new_token)
 
 # Deep Learning VM image family with the NVIDIA driver and CUDA: GCP resolves the family to its
 # newest image when an instance is created.
@@ -42,6 +43,22 @@ def _fetch(secret_id: str) -> str:
     return f"gcloud secrets versions access latest --secret={secret_id}"
 
 
+def join_secret_id(project: str, stack: str, fleet: str) -> str:
+    return f"gpustack-{project}-{stack}-{fleet}-join-token"
+
+
+def _fetch_joins(secret_ids: dict[str, str]) -> str:
+    """Each fleet's join token into JOIN_DIR/<fleet>.token, written aside and renamed."""
+    return "; ".join(f"{_fetch(sid)} > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/{fleet}.token"
+                     for fleet, sid in sorted(secret_ids.items()))
+
+
+@dataclass
+class GcpFleet:
+    groups: list[gcp.compute.RegionInstanceGroupManager]
+    join_secret: gcp.secretmanager.Secret  # the gateway's account is granted access to it
+
+
 @dataclass
 class GcpNetwork:
     net: gcp.compute.Network
@@ -62,7 +79,7 @@ def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], 
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
-                parent: pulumi.Resource, shared: GcpNetwork | None = None) -> list[gcp.compute.RegionInstanceGroupManager]:
+                parent: pulumi.Resource, shared: GcpNetwork | None = None) -> GcpFleet:
     region = groups[0].region
     opts = pulumi.ResourceOptions(parent=parent)
     handle = shared or network(fleet, region, parent)
@@ -74,9 +91,13 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
     _ssh(fleet, net, ranges, [tag], parent)
     secret_id = f"gpustack-{project}-{stack}-{fleet}-agent-token"
     secret, _ = _secret(f"{fleet}-agent-token", secret_id, parent)
-    account = _account(f"{fleet}-node", [secret], parent)
+    join_id = join_secret_id(project, stack, fleet)
+    join_secret, _ = _secret(f"{fleet}-join-token", join_id, parent)
+    account = _account(f"{fleet}-node", [secret, join_secret], parent)
     out = []
     for group in groups:
+        join = AgentJoin(_fetch(join_id), fleet, group.name,
+                         labels=(("backend", "gcp"), ("region", region), ("spot", str(group.spot).lower())))
         scheduling: dict[str, object] = {"on_host_maintenance": "TERMINATE", "automatic_restart": not group.spot}
         if group.spot:
             scheduling.update(provisioning_model="SPOT", preemptible=True, instance_termination_action="DELETE")
@@ -86,7 +107,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
                     "boot": True, "auto_delete": True}],
             guest_accelerators=[{"type": group.accelerator, "count": group.gpu_count}] if group.accelerator else None,
             network_interfaces=[{"subnetwork": subnet.id, "access_configs": [{}]}],
-            metadata_startup_script=agent_boot(_fetch(secret_id)), scheduling=scheduling,
+            metadata_startup_script=agent_boot(_fetch(secret_id), join=join), scheduling=scheduling,
             service_account={"email": account.email, "scopes": ["cloud-platform"]},
             labels={k.replace("_", "-"): v for k, v in group.labels.items()}, opts=opts)
         out.append(gcp.compute.RegionInstanceGroupManager(
@@ -99,7 +120,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             wait_for_instances=False,
             # The controller resizes the group between the fleet's bounds; Pulumi must not reset it.
             opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["targetSize"])))
-    return out
+    return GcpFleet(groups=out, join_secret=join_secret)
 
 
 @dataclass
@@ -111,13 +132,17 @@ class GcpGateway:
 
 
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: GcpNetwork | None = None) -> GcpGateway:
+            shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None) -> GcpGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     handle = shared or network(gw.name, gw.region, parent)
     net, subnet = handle.net, handle.subnet
     tag = f"gpustack-{gw.name}"
     gcp.compute.Firewall(f"{gw.name}-gateway", network=net.id, direction="INGRESS",
                          allows=[{"protocol": "tcp", "ports": [str(p) for p in GATEWAY_PORTS]}], source_ranges=["0.0.0.0/0"],
+                         target_tags=[tag], opts=opts)
+    # Agents in the network join through the control API (the join token guards it).
+    gcp.compute.Firewall(f"{gw.name}-join", network=net.id, direction="INGRESS",
+                         allows=[{"protocol": "tcp", "ports": [str(CONTROL_PORT)]}], source_ranges=[VPC_CIDR],
                          target_tags=[tag], opts=opts)
     if ranges.admin_cidrs:
         gcp.compute.Firewall(f"{gw.name}-control", network=net.id, direction="INGRESS",
@@ -127,12 +152,17 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
     prefix = f"gpustack-{project}-{stack}-{gw.name}"
     token, token_version = _secret(f"{gw.name}-token", f"{prefix}-token", parent)
     admin, admin_version = _secret(f"{gw.name}-admin-token", f"{prefix}-admin-token", parent)
-    account = _account(f"{gw.name}-gw", [token, admin], parent)
+    joins = joins or {}
+    # The controller reads the join token of each fleet it admits, nothing else of theirs.
+    account = _account(f"{gw.name}-gw", [token, admin, *(joins[f] for f in sorted(joins))], parent)
     address = gcp.compute.Address(gw.name, region=gw.region, address_type="EXTERNAL", opts=opts)
     gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=f"{gw.region}-a", tags=[tag],
                          boot_disk={"initialize_params": {"image": CPU_IMAGE}},
-                         network_interfaces=[{"subnetwork": subnet.id, "access_configs": [{"nat_ip": address.address}]}],
-                         metadata_startup_script=gateway_boot(_fetch(f"{prefix}-token"), _fetch(f"{prefix}-admin-token"), gw),
+                         network_interfaces=[{"subnetwork": subnet.id, "network_ip": GATEWAY_PRIVATE_IP,
+                                              "access_configs": [{"nat_ip": address.address}]}],
+                         metadata_startup_script=gateway_boot(
+                             _fetch(f"{prefix}-token"), _fetch(f"{prefix}-admin-token"), gw,
+                             fetch_join_tokens=_fetch_joins({f: join_secret_id(project, stack, f) for f in joins}) or None),
                          service_account={"email": account.email, "scopes": ["cloud-platform"]}, opts=opts)
     url = address.address.apply(lambda ip: f"http://{ip}")
     if gw.domain:

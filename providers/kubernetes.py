@@ -8,6 +8,7 @@ Inputs are the controller's service definitions (plain dictionaries), as for the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,20 +140,22 @@ def namespace(name: str, parent: pulumi.Resource, provider: pulumi.ProviderResou
 
 
 def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_token: pulumi.Output[str],
-            scaled: list[str], domain: str | None, parent: pulumi.Resource,
+            scaled: list[tuple[str, str, str]], domain: str | None, parent: pulumi.Resource,
             provider: pulumi.ProviderResource | None) -> K8sGateway:
     """The gateway + controller Deployment, its LoadBalancer Service, its tokens and its RBAC.
 
-    `scaled` lists the Deployment names the controller may scale: RBAC names them one by one."""
+    `scaled` lists (service, group, Deployment) of the groups the controller sizes: RBAC names the
+    Deployments one by one, and a ConfigMap hands the list to the gateway as `--node-groups`."""
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    names = [name for _, _, name in scaled]
     gw = k8s_name(name, "gateway")
     secret = k8s.core.v1.Secret(gw, metadata={"name": gw, "namespace": ns}, type="Opaque",
                                 string_data={"token": token, "admin-token": admin_token}, opts=opts)
     account = k8s.core.v1.ServiceAccount(gw, metadata={"name": gw, "namespace": ns}, opts=opts)
     rules: list[dict[str, Any]] = []
     if scaled:
-        rules = [{"api_groups": ["apps"], "resources": ["deployments"], "resource_names": scaled, "verbs": ["get"]},
-                 {"api_groups": ["apps"], "resources": ["deployments/scale"], "resource_names": scaled,
+        rules = [{"api_groups": ["apps"], "resources": ["deployments"], "resource_names": names, "verbs": ["get"]},
+                 {"api_groups": ["apps"], "resources": ["deployments/scale"], "resource_names": names,
                   "verbs": ["get", "patch", "update"]}]
     role = k8s.rbac.v1.Role(gw, metadata={"name": gw, "namespace": ns}, rules=rules, opts=opts)
     k8s.rbac.v1.RoleBinding(gw, metadata={"name": gw, "namespace": ns},
@@ -162,6 +165,18 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
             "--admin-token-file", "/etc/gpustack/admin-token", "--state-dir", "/var/lib/gpustack"]
     if domain:
         args += ["--domain", domain]
+    volumes: list[dict[str, Any]] = [{"name": "tokens", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}}]
+    mounts: list[dict[str, Any]] = [{"name": "tokens", "mount_path": "/etc/gpustack", "read_only": True}]
+    if scaled:
+        # The controller sets each group's Deployment to the autoscaler's count (runtime/controller/node_sizing.py).
+        sizing = k8s.core.v1.ConfigMap(f"{gw}-node-groups", metadata={"name": f"{gw}-node-groups", "namespace": ns},
+                                       data={"node-groups.json": pulumi.Output.from_input(ns).apply(
+                                           lambda n: json.dumps({"kind": "kubernetes", "namespace": n, "deployments": [
+                                               {"service": s, "group": g, "name": d} for s, g, d in scaled]}, sort_keys=True))},
+                                       opts=opts)
+        volumes.append({"name": "node-groups", "config_map": {"name": sizing.metadata["name"]}})
+        mounts.append({"name": "node-groups", "mount_path": "/etc/gpustack-sizing", "read_only": True})
+        args += ["--node-groups", "/etc/gpustack-sizing/node-groups.json"]
     labels = {"app.kubernetes.io/managed-by": "gpustack-iac", "gpustack.io/gateway": name}
     k8s.apps.v1.Deployment(gw, metadata={"name": gw, "namespace": ns, "labels": labels}, spec={
         "replicas": 1, "selector": {"match_labels": labels},
@@ -172,8 +187,8 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
                             "command": ["python", "-m", "gpustack_iac.runtime.gateway", *args],
                             "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 8443, "name": "control"}],
                             "readiness_probe": {"tcp_socket": {"port": 8080}, "period_seconds": 5},
-                            "volume_mounts": [{"name": "tokens", "mount_path": "/etc/gpustack", "read_only": True}]}],
-            "volumes": [{"name": "tokens", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}}]}}},
+                            "volume_mounts": mounts}],
+            "volumes": volumes}}},
         opts=opts)
     lb = k8s.core.v1.Service(gw, metadata={"name": gw, "namespace": ns}, spec={
         "type": "LoadBalancer", "selector": labels, "ports": [{"name": "http", "port": 80, "target_port": 8080}]}, opts=opts)

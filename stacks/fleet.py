@@ -28,6 +28,7 @@ class FleetHost:
 
 class Fleet(pulumi.ComponentResource):
     hosts: list[FleetHost]
+    join_secret: Any = None
 
     def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  node_groups: list[NodeGroup] | None = None, network: Network | None = None,
@@ -45,8 +46,10 @@ class Fleet(pulumi.ComponentResource):
             if node_groups:
                 from gpustack_iac.stacks.cloud import backend_module
 
-                backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project, ctx.stack, self,
-                                                    shared=shared_network)
+                made = backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project,
+                                                           ctx.stack, self, shared=shared_network)
+                # Where the backend keeps the join secret in a resource the gateway must be granted (GCP).
+                self.join_secret = getattr(made, "join_secret", None)
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.providers import control, local
-from gpustack_iac.providers.cloud import GatewayInstance, Network, new_token
+from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup, new_token
 from gpustack_iac.spec.models import GatewayConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import FleetHost
@@ -24,8 +24,9 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
-                 scaled: list[str] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
-                 shared_network: Any = None) -> None:
+                 scaled: list[tuple[str, str, str]] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
+                 shared_network: Any = None, node_groups: list[NodeGroup] | None = None,
+                 join_secrets: dict[str, Any] | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = config.backend
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
@@ -44,8 +45,12 @@ class Gateway(pulumi.ComponentResource):
             from gpustack_iac.stacks.cloud import backend_module
 
             assert instance is not None
+            # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
+            sizing: dict[str, Any] = {"node_groups": node_groups or []} if config.backend == "aws" else {}
+            if config.backend in ("gcp", "azure"):
+                sizing = {"joins": join_secrets or {}}
             out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
-                                                         shared=shared_network)
+                                                         shared=shared_network, **sizing)
             self._set(out.url, out.control_url, out.token, out.admin_token)
         self.register_outputs({"url": self.url, "control_url": self.control_url})
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands import workloads
-from gpustack_iac.commands.stack import existing_stack_options
+from gpustack_iac.commands.options import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime import sync_client as http

@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpustack_iac.commands.options import existing_stack_options, stack_options
 from gpustack_iac.console import console as make_console
 
 from gpustack_iac.compile import CompiledStack, compile_stack
@@ -42,20 +43,6 @@ class Interrupted(GpustackError):
     """Ctrl-C while applying."""
 
     exit_code = 130
-
-
-def stack_options(f: Any) -> Any:
-    f = click.option("--stack", "-s", default=None, help=f"Stack name (default: {ws.DEFAULT_STACK}).")(f)
-    f = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-                     help=f"State directory (default: ./.gpustack/state, or ${ws.STATE_DIR_ENV}).")(f)
-    f = click.option("--engine", type=click.Choice(["auto", "embedded", "pulumi"]), default="auto", show_default=True,
-                     help="auto = the Pulumi CLI when it is on PATH, else the embedded engine.")(f)
-    return f
-
-
-def existing_stack_options(f: Any) -> Any:
-    f = click.option("--project", "-p", default=None, help="Project name (default: the only one in the state directory).")(f)
-    return stack_options(f)
 
 
 @dataclass

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from gpustack_iac.errors import ConfigError
+from gpustack_iac.errors import ConfigError, GpustackError
+from gpustack_iac.runtime.controller.sizing_config import load_sizers
+from gpustack_iac.runtime.agent import __main__ as agent_main
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import compile_dir, run, secret_value, write
 
@@ -85,8 +89,10 @@ def test_security_groups_open_only_the_needed_ports(tmp_path: Path) -> None:
     assert sorted((r["fromPort"], r["toPort"], tuple(r["cidrBlocks"])) for r in node) == [
         (22, 22, ("203.0.113.0/24",)), (8600, 8600, ("10.60.0.0/16",))]
     gw = graph.one("aws:ec2/securityGroup:SecurityGroup", "gw").inputs["ingress"]
-    # No ssh_from on the gateway: SSH and the control API stay closed; only 80 and 443 are public.
-    assert sorted((r["fromPort"], tuple(r["cidrBlocks"])) for r in gw) == [(80, ("0.0.0.0/0",)), (443, ("0.0.0.0/0",))]
+    # No ssh_from on the gateway: SSH stays closed and the control API is open only to the VPC
+    # (agents joining); only 80 and 443 are public.
+    assert sorted((r["fromPort"], tuple(r["cidrBlocks"])) for r in gw) == [
+        (80, ("0.0.0.0/0",)), (443, ("0.0.0.0/0",)), (8443, ("10.60.0.0/16",))]
 
 
 def test_user_data_bootstraps_the_agent_and_holds_no_token(tmp_path: Path) -> None:
@@ -101,9 +107,62 @@ def test_user_data_bootstraps_the_agent_and_holds_no_token(tmp_path: Path) -> No
         assert len(token) >= 32
         # The token is only in its own parameter: not in user data, tags, policies or anything else.
         assert token not in graph.dump_without(param)
-    # The node role reads exactly its parameter.
+    # The node role reads exactly its two parameters: the agent token and the fleet's join token.
     policy = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "big-node").inputs["policy"])
-    assert policy["Statement"] == [{"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": ["arn:aws:mock:::big-agent-token"]}]
+    assert policy["Statement"] == [{"Effect": "Allow", "Action": ["ssm:GetParameter"],
+                                    "Resource": ["arn:aws:mock:::big-agent-token", "arn:aws:mock:::big-join-token"]}]
+
+
+def test_nodes_join_the_controller_by_secret_name_and_the_gateway_admits_them(tmp_path: Path) -> None:
+    write(tmp_path, {"f.gpustack.yml": FLEET.format(policy="auto", gpu="A10G:1"), "g.gpustack.yml": GATEWAY})
+    graph = run(tmp_path, tmp_path)
+    join = graph.one("aws:ssm/parameter:Parameter", "big-join-token")
+    assert join.inputs["name"] == "/gpustack/proj/dev/joins/big" and join.inputs["type"] == "SecureString"
+    join_value = secret_value(join.inputs["value"])
+    assert join_value not in graph.dump_without(join)
+    for group in ("big-spot", "big-on-demand"):
+        script = base64.b64decode(graph.one("aws:ec2/launchTemplate:LaunchTemplate", group).inputs["userData"]).decode()
+        # The controller's URL and the join secret's name, never its value.
+        assert "--controller-url http://10.60.0.10:8443" in script
+        assert ("aws ssm get-parameter --region us-east-1 --with-decryption --name /gpustack/proj/dev/joins/big "
+                "--query Parameter.Value --output text > /var/lib/gpustack/join.token") in script
+        assert "--join-token-file /var/lib/gpustack/join.token --fleet big" in script
+        assert f"--node-group gpustack-proj-dev-{group}" in script and "--label backend=aws" in script
+        assert graph.one("aws:autoscaling/group:Group", group).inputs["name"] == f"gpustack-proj-dev-{group}"
+        assert f"--label spot={'true' if group == 'big-spot' else 'false'}" in script
+        # The agent's own parser takes the command line the script runs.
+        [line] = [x for x in script.splitlines() if x.startswith("exec ")]
+        argv = shlex.split(line.split(" -m gpustack_iac.runtime.agent ", 1)[1].split(" >> ", 1)[0])
+        args = agent_main.parse_args(argv)
+        assert (args.controller_url, args.fleet, args.node_group) == ("http://10.60.0.10:8443", "big", f"gpustack-proj-dev-{group}")
+        assert args.advertise_url.startswith("http://$(hostname -I")
+    gw = graph.one("aws:ec2/instance:Instance", "gw")
+    assert gw.inputs["privateIp"] == "10.60.0.10"
+    gw_script = gw.inputs["userData"]
+    for boot in (script, gw_script):  # both scripts are valid bash
+        checked = subprocess.run(["bash", "-n"], input=boot, capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
+    assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
+    assert "aws ssm get-parameters-by-path --region us-east-1 --with-decryption --path /gpustack/proj/dev/joins" in gw_script
+    # The controller sizes both groups by their names, within nodes: 1..3 (on-demand from 0).
+    assert "--node-groups /var/lib/gpustack/node-groups.json" in gw_script
+    assert "pip install -q 'gpustack-iac[aws-runtime]'" in gw_script
+    body = gw_script.split("<<'GPUSTACK_NODE_GROUPS'\n", 1)[1].split("\nGPUSTACK_NODE_GROUPS\n", 1)[0]
+    groups = {g["name"]: g for g in json.loads(body)["groups"]}
+    assert json.loads(body)["kind"] == "aws" and json.loads(body)["region"] == "us-east-1"
+    assert {n: (g["fleet"], g["min"], g["max"], g["labels"]["spot"]) for n, g in groups.items()} == {
+        "gpustack-proj-dev-big-spot": ("big", 1, 3, "true"), "gpustack-proj-dev-big-on-demand": ("big", 0, 3, "false")}
+    # The gateway's own loader accepts the file (here it stops only at the missing boto3).
+    (tmp_path / "ng.json").write_text(body)
+    try:
+        load_sizers(tmp_path / "ng.json")
+    except GpustackError as exc:
+        assert "needs boto3" in str(exc)
+    policy = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "gw-gateway").inputs["policy"])
+    reads = [s for s in policy["Statement"] if "ssm:GetParametersByPath" in s["Action"]]
+    assert reads == [{"Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
+                      "Resource": ["arn:aws:ssm:us-east-1:*:parameter/gpustack/proj/dev/joins",
+                                   "arn:aws:ssm:us-east-1:*:parameter/gpustack/proj/dev/joins/*"]}]
 
 
 def test_gateway_with_a_domain_has_a_static_ip_dns_and_tls(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,36 @@ class TestGcp:
         graph = run(write(tmp_path, {"f.gpustack.yml": _fleet("gcp", "us-central1", "spot")}), tmp_path)
         rules = {r.name: (r.inputs["allows"][0]["ports"], r.inputs["sourceRanges"]) for r in graph.of_type("gcp:compute/firewall:Firewall")}
         assert rules == {"big-agent": (["8600"], ["10.60.0.0/16"]), "big-ssh": (["22"], ["203.0.113.0/24"])}
-        version = graph.one("gcp:secretmanager/secretVersion:SecretVersion")
-        token = secret_value(version.inputs["secretData"])
-        assert version.ignore_changes == ["secretData"] and token not in graph.dump_without(version)
+        for version in graph.of_type("gcp:secretmanager/secretVersion:SecretVersion"):
+            token = secret_value(version.inputs["secretData"])
+            assert version.ignore_changes == ["secretData"] and token not in graph.dump_without(version)
         script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", "big").inputs["metadataStartupScript"]
         assert "gcloud secrets versions access latest --secret=gpustack-proj-dev-big-agent-token" in script
-        member = graph.one("gcp:secretmanager/secretIamMember:SecretIamMember").inputs
-        assert member["role"] == "roles/secretmanager.secretAccessor"
+        members = graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        # The node account reads its agent token and its fleet's join token.
+        assert len(members) == 2 and {m.inputs["role"] for m in members} == {"roles/secretmanager.secretAccessor"}
+
+    def test_nodes_join_the_gateway_by_secret_name(self, tmp_path: Path) -> None:
+        graph = run(EXAMPLES / "gcp", tmp_path)
+        join_id = "gpustack-proj-dev-gcp-a100-join-token"
+        assert graph.one("gcp:secretmanager/secret:Secret", "gcp-a100-join-token").inputs["secretId"] == join_id
+        for group in ("gcp-a100-spot", "gcp-a100-on-demand"):
+            script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", group).inputs["metadataStartupScript"]
+            assert f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/join.token" in script
+            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {group}" in script
+            assert "--label backend=gcp" in script
+        gw = graph.one("gcp:compute/instance:Instance")
+        assert gw.inputs["networkInterfaces"][0]["networkIp"] == "10.60.0.10"
+        gw_script = gw.inputs["metadataStartupScript"]
+        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
+        assert (f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/joins/.new && "
+                "mv /var/lib/gpustack/joins/.new /var/lib/gpustack/joins/gcp-a100.token") in gw_script
+        # The gateway's account is granted the fleet's join secret (a real dependency on it).
+        gw_members = [m for m in graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+                      if m.name.startswith("gcp-gateway-gw-")]
+        assert len(gw_members) == 3
+        join_rule = graph.one("gcp:compute/firewall:Firewall", "gcp-gateway-join").inputs
+        assert join_rule["allows"] == [{"protocol": "tcp", "ports": ["8443"]}] and join_rule["sourceRanges"] == ["10.60.0.0/16"]
 
     def test_gateway_with_a_domain(self, tmp_path: Path) -> None:
         graph = run(EXAMPLES / "gcp", tmp_path)
@@ -80,9 +104,9 @@ class TestAzure:
         rules = graph.one("azure-native:network:NetworkSecurityGroup").inputs["securityRules"]
         assert sorted((r["destinationPortRange"], tuple(r["sourceAddressPrefixes"])) for r in rules) == [
             ("22", ("203.0.113.0/24",)), ("8600", ("10.60.0.0/16",))]
-        secret = graph.one("azure-native:keyvault:Secret")
-        token = secret_value(secret.inputs["properties"])["value"]
-        assert secret.ignore_changes == ["properties.value"] and token not in graph.dump_without(secret)
+        for secret in graph.of_type("azure-native:keyvault:Secret"):  # the agent token and the join token
+            token = secret_value(secret.inputs["properties"])["value"]
+            assert secret.ignore_changes == ["properties.value"] and token not in graph.dump_without(secret)
         vmss = graph.one("azure-native:compute:VirtualMachineScaleSet").inputs
         script = base64.b64decode(vmss["virtualMachineProfile"]["userData"]).decode()
         assert "az login --identity" in script and "--name agent-token" in script
@@ -97,3 +121,28 @@ class TestAzure:
         assert names == ["*", "@"]
         vm = graph.one("azure-native:compute:VirtualMachine").inputs
         assert "--certificate lets-encrypt" in base64.b64decode(vm["userData"]).decode()
+
+    def test_nodes_join_the_gateway_by_secret_name(self, tmp_path: Path) -> None:
+        graph = run(EXAMPLES / "azure", tmp_path)
+        join = graph.one("azure-native:keyvault:Secret", "azure-a100-join-token")
+        assert join.inputs["secretName"] == "join-token"
+        vault = graph.one("azure-native:keyvault:Vault", "azure-a100")
+        for vmss in graph.of_type("azure-native:compute:VirtualMachineScaleSet"):
+            script = base64.b64decode(vmss.inputs["virtualMachineProfile"]["userData"]).decode()
+            assert "--name join-token --query value -o tsv > /var/lib/gpustack/join.token" in script
+            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {vmss.name}" in script
+            assert "--label backend=azure" in script
+            assert subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30).returncode == 0
+        nic = graph.one("azure-native:network:NetworkInterface").inputs["ipConfigurations"][0]
+        assert nic["privateIPAllocationMethod"] == "Static" and nic["privateIPAddress"] == "10.60.0.10"
+        gw_script = base64.b64decode(graph.one("azure-native:compute:VirtualMachine").inputs["userData"]).decode()
+        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
+        assert "--name join-token --query value -o tsv > /var/lib/gpustack/joins/.new" in gw_script
+        assert "/var/lib/gpustack/joins/azure-a100.token" in gw_script
+        assert subprocess.run(["bash", "-n"], input=gw_script, capture_output=True, text=True, timeout=30).returncode == 0
+        # The gateway's identity may read the fleet's vault (Key Vault Secrets User), scoped to it.
+        grant = graph.one("azure-native:authorization:RoleAssignment", "azure-gateway-join-azure-a100").inputs
+        assert grant["scope"] == f"{vault.name}-id"  # the fleet vault's id (the mock's id scheme)
+        assert grant["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")
+        rules = {r["name"]: r for r in graph.one("azure-native:network:NetworkSecurityGroup", "azure-gateway").inputs["securityRules"]}
+        assert rules["join"]["destinationPortRange"] == "8443" and rules["join"]["sourceAddressPrefixes"] == ["10.60.0.0/16"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from tests.cloud.conftest import need_sdk
@@ -84,6 +86,13 @@ def test_env_goes_through_a_secret_and_rbac_scales_exactly_these_deployments(tmp
     assert svc["selector"] == {"gpustack.io/service": "llm"} and svc["ports"][0]["port"] == 8000
     gw = deployments["gw-gateway"].inputs["spec"]["template"]["spec"]
     assert gw["volumes"][0]["secret"]["defaultMode"] == 0o400
+    # The controller sizes exactly these Deployments: a ConfigMap hands them to --node-groups.
+    command = gw["containers"][0]["command"]
+    assert command[command.index("--node-groups") + 1] == "/etc/gpustack-sizing/node-groups.json"
+    assert {"name": "node-groups", "mountPath": "/etc/gpustack-sizing", "readOnly": True} in gw["containers"][0]["volumeMounts"]
+    sizing = json.loads(graph.one("kubernetes:core/v1:ConfigMap", "gw-gateway-node-groups").inputs["data"]["node-groups.json"])
+    assert sizing == {"kind": "kubernetes", "namespace": "proj-dev", "deployments": [
+        {"service": "llm", "group": "big", "name": "llm-big"}, {"service": "llm", "group": "amd", "name": "llm-amd"}]}
 
 
 def test_the_example_plans_under_mocks(tmp_path: Path) -> None:

@@ -327,7 +327,7 @@ def test_no_capacity_backs_off_exponentially_then_resets() -> None:
     g = definition.groups[0]
     tiny = HostFacts.from_json({"name": "t", "cpus": 0, "memory_bytes": 0, "disk_bytes": 0})
     agent = SimpleNamespace(record=SimpleNamespace(name="t", labels={}), host=tiny, healthy=True)
-    core = SimpleNamespace(agents={"t": agent}, replicas={}, taken=lambda: {})
+    core = SimpleNamespace(agents={"t": agent}, replicas={}, taken=lambda: {}, draining=set())
     st = ServiceState(definition=definition)
     gaps = []
     for now in (0.0, 100.0, 200.0, 300.0):

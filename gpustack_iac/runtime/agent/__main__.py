@@ -14,7 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 from gpustack_iac.errors import GpustackError
-from gpustack_iac.runtime.agent.hostinfo import StaticFacts
+from gpustack_iac.runtime.agent.hostinfo import StaticFacts, host_report
+from gpustack_iac.runtime.agent.join import JoinConfig, keep_joined
 from gpustack_iac.runtime.agent.server import build_app
 from gpustack_iac.runtime.agent.store import Store
 from gpustack_iac.runtime.agent.supervisor import Supervisor, SupervisorConfig
@@ -33,7 +34,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, required=True, help="where replica records and logs live")
     parser.add_argument("--port-file", type=Path, help="write {port, pid} here as JSON once listening")
     parser.add_argument("--name", help="host name reported by /v1/host (default: the machine's hostname)")
-    return parser.parse_args(argv)
+    join = parser.add_argument_group("joining a controller (docs/cloud.md#joining)")
+    join.add_argument("--controller-url", help="register with this controller's control API")
+    join.add_argument("--join-token-file", type=Path, help="file (mode 0600) holding the fleet's join token")
+    join.add_argument("--fleet", help="the fleet this host belongs to (its join token's fleet)")
+    join.add_argument("--node-group", help="the node group (scaling group) this host belongs to")
+    join.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label for placement")
+    join.add_argument("--advertise-url", help="where the controller reaches this agent (default http://HOST:PORT)")
+    join.add_argument("--join-check-interval", type=float, default=10.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.controller_url and not (args.join_token_file and args.fleet):
+        parser.error("--controller-url needs --join-token-file and --fleet")
+    return args
+
+
+def _join_config(args: argparse.Namespace, token: str, name: str, port: int) -> JoinConfig:
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GpustackError(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    return JoinConfig(
+        controller_url=args.controller_url.rstrip("/"), join_token=read_token_file(args.join_token_file),
+        fleet=args.fleet, name=name, url=(args.advertise_url or f"http://{_advertise_host(args.host)}:{port}").rstrip("/"),
+        agent_token=token, node_group=args.node_group, labels=labels, check_interval=args.join_check_interval)
 
 
 def _advertise_host(listen_host: str) -> str:
@@ -43,6 +68,8 @@ def _advertise_host(listen_host: str) -> str:
 
 async def serve(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
+    # Read before anything starts, so a bad join file is one message and a non-zero exit.
+    join_check = _join_config(args, token, "", 0) if args.controller_url else None
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     facts = await asyncio.to_thread(StaticFacts.gather, args.name)
@@ -67,11 +94,19 @@ async def serve(args: argparse.Namespace) -> None:
         write_port_file(args.port_file, {"port": port, "pid": os.getpid()})
     log.info("agent %s listening on %s:%d (%d replicas resumed)", facts.name, args.host, port, len(supervisor.list()))
 
+    joining: asyncio.Task[None] | None = None
+    if join_check is not None:
+        cfg = _join_config(args, token, facts.name, port)
+        joining = asyncio.create_task(keep_joined(cfg, host_report(facts, state_dir)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if joining is not None:
+        joining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await joining
     log.info("shutting down; replicas keep running and are re-adopted by the next agent")
     await supervisor.close()
     await runner.cleanup()

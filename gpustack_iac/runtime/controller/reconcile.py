@@ -32,6 +32,7 @@ from gpustack_iac.runtime.controller.agent_polling import (
 )
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
+from gpustack_iac.runtime.controller.node_sizing import Sizer, run_sizers
 from gpustack_iac.runtime.controller.readiness import probe_all
 from gpustack_iac.runtime.controller.replica_counts import desired_counts
 from gpustack_iac.runtime.controller.rollout import RolloutReport
@@ -44,6 +45,7 @@ log = logging.getLogger("gpustack_iac.controller")
 
 class Controller(ControllerCore):
     _loop_task: asyncio.Task[None] | None = None
+    sizers: tuple[Sizer, ...] = ()  # node groups / Deployments to grow (node_sizing.py); set before start()
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -131,6 +133,7 @@ class Controller(ControllerCore):
                     st.messages["*"] = str(exc)
                     log.warning("service %s: %s", st.definition.name, exc)
             publish_routes(self)
+            await run_sizers(self, self.sizers, now)
 
     def desired_counts(self, service: str, now: float) -> dict[str, int]:
         """Replicas wanted per group: the fixed count, or the autoscaler's decision for ranges."""

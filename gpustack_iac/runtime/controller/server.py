@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -9,11 +10,13 @@ from aiohttp import web
 from gpustack_iac.errors import GpustackError, ScalingConfigError
 from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
 from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_router, parse_service
+from gpustack_iac.runtime.controller import join
 from gpustack_iac.runtime.controller.errors import UnknownAgentError, UnknownRouterError, UnknownServiceError
 from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.status import agents_json, router_json, routers_json, service_json, services_json
 
 CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("controller", Controller)
+JOIN_KEY: web.AppKey[join.JoinTokens] = web.AppKey("join_tokens", join.JoinTokens)
 
 
 
@@ -64,6 +67,41 @@ async def delete_agent(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await request.app[CONTROLLER_KEY].delete_agent(name)
     return json_response({"name": name})
+
+
+async def put_join(request: web.Request) -> web.Response:
+    """An agent registers itself with its fleet's join token (docs/cloud.md#joining)."""
+    name = request.match_info["name"]
+    body = await _body(request)
+    fleet = body.get("fleet") if isinstance(body, dict) else None
+    if not request.app[JOIN_KEY].admits(str(fleet), join.presented(request)):
+        return join.refuse(request, fleet if isinstance(fleet, str) else None, name)
+    problem = join.check_join_body(body)
+    if problem is not None:
+        raise ServiceDefinitionError(problem)
+    controller = request.app[CONTROLLER_KEY]
+    known = controller.agents.get(name)
+    if known is not None and known.record.labels.get("fleet") != body["fleet"]:
+        # A fleet's join token vouches for that fleet's hosts only, never for another's name.
+        return json_error(409, "agent_exists", f"agent {name!r} is registered outside fleet {body['fleet']!r}")
+    try:
+        labels = join.join_labels(body)
+    except ValueError as exc:
+        raise ServiceDefinitionError(str(exc)) from exc
+    await controller.put_agent(name, body["url"], body["token"], labels, None)
+    return json_response({"name": name, "fleet": body["fleet"]})
+
+
+async def get_join(request: web.Request) -> web.Response:
+    """Whether the controller knows this agent at this URL; a joined agent polls it to re-join
+    after the controller lost its state (a new gateway instance)."""
+    name, fleet = request.match_info["name"], request.query.get("fleet", "")
+    if not request.app[JOIN_KEY].admits(fleet, join.presented(request)):
+        return join.refuse(request, fleet, name)
+    known = request.app[CONTROLLER_KEY].agents.get(name)
+    if known is None or known.record.labels.get("fleet") != fleet:
+        return json_error(404, "unknown_agent", f"agent {name!r} has not joined fleet {fleet!r}")
+    return json_response({"name": name, "url": known.record.url})
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -143,10 +181,16 @@ async def get_router(request: web.Request) -> web.Response:
     return json_response(router_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
 
 
-def create_control_app(controller: Controller, admin_token: str) -> web.Application:
-    """The control API app; the caller owns the controller's lifecycle (start/close)."""
-    app = web.Application(middlewares=[bearer_auth_middleware(lambda _r: admin_token), _errors])
+def create_control_app(controller: Controller, admin_token: str, join_token_dir: Path | None = None) -> web.Application:
+    """The control API app; the caller owns the controller's lifecycle (start/close).
+
+    Join routes check a fleet's join token themselves; every other route needs the admin token."""
+    app = web.Application(middlewares=[
+        bearer_auth_middleware(lambda r: None if join.is_join_path(r) else admin_token), _errors])
     app[CONTROLLER_KEY] = controller
+    app[JOIN_KEY] = join.JoinTokens(join_token_dir)
+    app.router.add_put("/control/join/{name}", put_join)
+    app.router.add_get("/control/join/{name}", get_join)
     app.router.add_get("/control/health", health)
     app.router.add_put("/control/agents/{name}", put_agent)
     app.router.add_delete("/control/agents/{name}", delete_agent)

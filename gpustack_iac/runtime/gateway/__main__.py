@@ -26,6 +26,7 @@ from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.auth import read_token_file
 from gpustack_iac.runtime.controller.reconcile import Controller
 from gpustack_iac.runtime.controller.server import create_control_app
+from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.tls_site import start_tls_site, tls_options
@@ -48,7 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-file", type=Path, required=True, help="service bearer token (mode 0600)")
     p.add_argument("--admin-token-file", type=Path, required=True, help="control API bearer token (mode 0600)")
     p.add_argument("--state-dir", type=Path, required=True, help="controller state (SQLite) lives here")
+    p.add_argument("--join-token-dir", type=Path, default=None,
+                   help="<fleet>.token files (mode 0600): agents holding one may join that fleet (docs/cloud.md#joining)")
     p.add_argument("--port-file", type=Path, default=None, help="written as JSON once both ports listen")
+    p.add_argument("--node-groups", type=Path, default=None,
+                   help="JSON: the node groups or Deployments the controller sizes (runtime/controller/sizing_config.py)")
     p.add_argument("--domain", default=None, help="route <service>.<domain> by Host header")
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
     p.add_argument("--hold-queue", type=int, default=GatewaySettings.hold_queue)
@@ -106,6 +111,7 @@ def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int 
 async def serve(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
     admin_token = read_token_file(args.admin_token_file)
+    sizers = load_sizers(args.node_groups) if args.node_groups is not None else ()
     args.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(args.state_dir, 0o700)
     store = Store(args.state_dir / "controller.db")
@@ -125,6 +131,7 @@ async def serve(args: argparse.Namespace) -> None:
         ),
     )
     controller = Controller(store, table, metrics, settings, tunnel_dir=args.state_dir)
+    controller.sizers = sizers
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
         GatewaySettings(
@@ -134,7 +141,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
-    control_runner = web.AppRunner(create_control_app(controller, admin_token), access_log=None, handler_cancellation=True)
+    control_runner = web.AppRunner(create_control_app(controller, admin_token, args.join_token_dir), access_log=None, handler_cancellation=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -67,5 +67,12 @@ class DeploymentScaler:
                                 f"{exc.status.message}") from None
         return ScaleState(desired=scale.spec.replicas or 0, current=scale.status.replicas or 0)
 
+    # The NodeGroupScaler protocol (runtime/scaling/nodegroups.py): a Deployment is the node group.
+    async def get_size(self, name: str) -> int:
+        return (await self.get(name)).desired
+
+    async def set_size(self, name: str, size: int) -> int:
+        return (await self.scale(name, size)).desired
+
     async def close(self) -> None:
         await self._client.close()

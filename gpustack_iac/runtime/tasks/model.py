@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
+from gpustack_iac.runtime.controller.model import MountDef, PlacementPolicy, Resources
 
 RETRY_EVENTS = ("no-capacity", "interruption", "error")
 
@@ -34,13 +34,6 @@ class HostDef:
     @property
     def ip(self) -> str:
         return self.address or urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class MountDef:
-    source: str
-    target: str
-    name: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""The gateway's `--node-groups FILE`: which node groups (or Deployments) the controller sizes.
+
+A JSON object, written by the stack next to the gateway's other files:
+
+    {"kind": "aws", "region": "us-east-1", "interval": 30,
+     "groups": [{"name": "gpu-spot", "fleet": "gpu", "min": 1, "max": 4, "gpus": 4,
+                 "labels": {"backend": "aws", "region": "us-east-1", "spot": "true"}}]}
+    {"kind": "kubernetes", "namespace": "proj-dev",
+     "deployments": [{"service": "llm", "group": "main", "name": "llm-main"}],
+     "server": "https://...", "token_file": "/path"}   # both optional: in-cluster by default
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.auth import read_token_file
+from gpustack_iac.runtime.controller.node_sizing import DeploymentSizer, NodeGroupSizer, Sizer
+from gpustack_iac.runtime.scaling.nodegroups import NodeGroupSpec
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    fleet: str
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+    gpus: int = Field(default=0, ge=0)
+    labels: dict[str, str] = {}
+
+
+class _Deployment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: str
+    group: str
+    name: str
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(pattern="^(aws|kubernetes)$")
+    region: str | None = None
+    interval: float = Field(default=30.0, gt=0)
+    groups: list[_Group] = []
+    namespace: str | None = None
+    deployments: list[_Deployment] = []
+    server: str | None = None
+    token_file: Path | None = None
+
+
+def load_sizers(path: Path) -> tuple[Sizer, ...]:
+    try:
+        cfg = _Config.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise GpustackError(f"{path}: not a node-groups file: {exc}") from None
+    if cfg.kind == "aws":
+        from gpustack_iac.runtime.scaling.aws import AsgScaler  # boto3 only where AWS groups are sized
+
+        if not cfg.region:
+            raise GpustackError(f"{path}: region: required for kind aws")
+        specs = [NodeGroupSpec(g.name, g.fleet, g.min, g.max, g.gpus, g.labels) for g in cfg.groups]
+        return (NodeGroupSizer(AsgScaler.from_region(cfg.region), specs, cfg.interval),)
+    from gpustack_iac.runtime.scaling.kubernetes import DeploymentScaler, from_token, in_cluster
+
+    if not cfg.namespace:
+        raise GpustackError(f"{path}: namespace: required for kind kubernetes")
+    kube: Any = (from_token(cfg.server, read_token_file(cfg.token_file), cfg.namespace)
+                 if cfg.server and cfg.token_file else in_cluster())
+    deployments = {(d.service, d.group): d.name for d in cfg.deployments}
+    return (DeploymentSizer(DeploymentScaler(kube, cfg.namespace), deployments),)

@@ -1,0 +1,89 @@
+"""Sizing node groups: how many nodes (or pods) a group should have, and the protocol that sets it.
+
+The autoscaler decides replicas; when the joined hosts cannot hold them, the fleet's node groups
+must grow. A node group is a cloud scaling group (an AWS Auto Scaling group, runtime/scaling/aws.py)
+or, on Kubernetes, a replica group's Deployment (runtime/scaling/kubernetes.py). The decisions
+here are pure functions; runtime/controller/node_sizing.py feeds them the controller's state and
+calls a `NodeGroupScaler`. Growth only: the clouds pick which instance a shrink terminates, so
+shrinking needs the idle node drained first (docs/cloud.md, "Not done yet").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class NodeGroupScaler(Protocol):
+    """Reads and sets the desired size of named node groups."""
+
+    async def get_size(self, name: str) -> int: ...
+
+    async def set_size(self, name: str, size: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class NodeGroupSpec:
+    """One node group as the stack declared it: its fleet, `nodes: min..max`, what one node has."""
+
+    name: str
+    fleet: str
+    min: int
+    max: int
+    gpus: int = 0  # per node
+    labels: Mapping[str, str] = field(default_factory=dict)  # what its agents register with (backend, region, spot)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Replicas the controller could not place, and how many of them one node of each group holds."""
+
+    replicas: int
+    slots: Mapping[str, int]  # node group -> replicas per node; absent or 0: that group cannot host them
+
+
+def nodes_for(replicas: int, slots: int) -> int:
+    """Nodes that hold `replicas` at `slots` per node."""
+    return -(-replicas // slots) if replicas > 0 else 0
+
+
+def slots_per_node(spec: NodeGroupSpec, gpus_per_replica: int) -> int:
+    """Replicas of a group one node holds, by GPUs (CPU-only replicas: one per node)."""
+    if gpus_per_replica <= 0:
+        return 1
+    return spec.gpus // gpus_per_replica
+
+
+def grow_sizes(specs: Sequence[NodeGroupSpec], sizes: Mapping[str, int], joined: Mapping[str, int],
+               demands: Sequence[Demand]) -> dict[str, int]:
+    """New desired sizes for the groups that must grow, within each group's min..max.
+
+    Nodes already asked for but not joined yet (size - joined) count first, so a tick while
+    instances boot does not ask again; then groups grow in `specs` order (the stack lists the
+    cheaper one, spot, first)."""
+    current = {s.name: min(max(sizes.get(s.name, s.min), s.min), s.max) for s in specs}
+    booting = {s.name: max(current[s.name] - joined.get(s.name, 0), 0) for s in specs}
+    new = dict(current)
+    for demand in demands:
+        need = demand.replicas
+        for s in specs:
+            slots = demand.slots.get(s.name, 0)
+            if need <= 0:
+                break
+            if slots <= 0:
+                continue
+            use = min(booting[s.name], nodes_for(need, slots))
+            booting[s.name] -= use
+            need -= use * slots
+            add = min(nodes_for(need, slots), s.max - new[s.name]) if need > 0 else 0
+            if add > 0:
+                new[s.name] += add
+                need -= add * slots
+    return {name: size for name, size in new.items() if size != sizes.get(name)}
+
+
+def deployment_sizes(wanted: Mapping[str, int], sizes: Mapping[str, int | None]) -> dict[str, int]:
+    """Kubernetes: a replica group is a Deployment and each replica a pod, so a Deployment's size
+    is the autoscaler's count; only the ones that differ from what was last set are returned."""
+    return {name: n for name, n in wanted.items() if sizes.get(name) != n}

@@ -1,0 +1,261 @@
+"""Node-group sizing (runtime/scaling/nodegroups.py, runtime/controller/node_sizing.py).
+
+The decisions as pure functions; the controller's demands from its state; the AWS scaler
+against a stand-in boto3 client (boto3 is optional); the Kubernetes path against the stand-in
+API server of test_kubernetes_scaler.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import PYTHON, wait_until
+from controller_fixtures import GatewayProcess, echo_group, service_def
+from test_kubernetes_scaler import NS, TOKEN, StandIn
+
+from gpustack_iac.errors import GpustackError
+from gpustack_iac.runtime.auth import new_token, write_token_file
+from gpustack_iac.runtime.controller.live import AgentState, ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.model import parse_service
+from gpustack_iac.runtime.controller.node_sizing import DeploymentSizer, NodeGroupSizer, demands, joined, run_sizers
+from gpustack_iac.runtime.controller.store import AgentRecord, PlacementRecord
+from gpustack_iac.runtime.scaling.aws import AsgScaler
+from gpustack_iac.runtime.scaling.kubernetes import DeploymentScaler, from_token
+from gpustack_iac.runtime.scaling.nodegroups import Demand, NodeGroupSpec, deployment_sizes, grow_sizes, nodes_for, slots_per_node
+
+SPOT = NodeGroupSpec("gpu-spot", "gpu", 1, 4, gpus=4, labels={"backend": "aws", "region": "us-east-1", "spot": "true"})
+OD = NodeGroupSpec("gpu-on-demand", "gpu", 0, 2, gpus=4, labels={"backend": "aws", "region": "us-east-1", "spot": "false"})
+
+
+# ------------------------------------------------------------------------------ pure decisions
+def test_nodes_and_slots() -> None:
+    assert [nodes_for(n, 2) for n in (0, 1, 2, 3)] == [0, 1, 1, 2]
+    assert slots_per_node(SPOT, 2) == 2 and slots_per_node(SPOT, 0) == 1 and slots_per_node(SPOT, 8) == 0
+
+
+def test_grows_the_first_group_by_the_nodes_the_missing_replicas_need() -> None:
+    # 3 replicas of 2 GPUs each, 2 per 4-GPU node: 2 more nodes.
+    demand = Demand(3, {"gpu-spot": 2, "gpu-on-demand": 2})
+    assert grow_sizes([SPOT, OD], {"gpu-spot": 1, "gpu-on-demand": 0}, {"gpu-spot": 1}, [demand]) == {"gpu-spot": 3}
+
+
+def test_spills_to_the_next_group_at_max_and_stays_within_bounds() -> None:
+    demand = Demand(20, {"gpu-spot": 1, "gpu-on-demand": 1})
+    assert grow_sizes([SPOT, OD], {"gpu-spot": 3, "gpu-on-demand": 0}, {"gpu-spot": 3}, [demand]) == {
+        "gpu-spot": 4, "gpu-on-demand": 2}
+    # Already at max everywhere: nothing to ask for.
+    assert grow_sizes([SPOT, OD], {"gpu-spot": 4, "gpu-on-demand": 2}, {"gpu-spot": 4, "gpu-on-demand": 2}, [demand]) == {}
+
+
+def test_nodes_still_booting_are_not_asked_for_again() -> None:
+    demand = Demand(2, {"gpu-spot": 1})
+    # Size 3, one joined: two nodes are on their way and will hold the two replicas.
+    assert grow_sizes([SPOT], {"gpu-spot": 3}, {"gpu-spot": 1}, [demand]) == {}
+    assert grow_sizes([SPOT], {"gpu-spot": 3}, {"gpu-spot": 1}, [Demand(3, {"gpu-spot": 1})]) == {"gpu-spot": 4}
+
+
+def test_a_group_that_cannot_host_the_replicas_is_not_grown() -> None:
+    assert grow_sizes([SPOT, OD], {"gpu-spot": 1, "gpu-on-demand": 0}, {}, [Demand(2, {"gpu-on-demand": 1})]) == {
+        "gpu-on-demand": 2}
+    assert grow_sizes([SPOT], {"gpu-spot": 1}, {}, [Demand(2, {})]) == {}
+
+
+def test_a_size_below_min_is_raised_to_min() -> None:
+    assert grow_sizes([SPOT], {"gpu-spot": 0}, {}, []) == {"gpu-spot": 1}
+
+
+def test_deployment_sizes_are_the_autoscaler_counts_that_changed() -> None:
+    assert deployment_sizes({"a-main": 2, "a-burst": 0}, {"a-main": 2, "a-burst": 1}) == {"a-burst": 0}
+    assert deployment_sizes({"a-main": 2}, {}) == {"a-main": 2}
+
+
+# --------------------------------------------------------------------- demands from controller state
+def _core(no_capacity: bool = True, spot_policy: str | None = None) -> Any:
+    group: dict[str, Any] = {"name": "main", "generation": "g1", "replicas": {"min": 1, "max": 6}, "commands": ["x"],
+                             "resources": {"gpu": {"count": {"min": 2}}}}
+    if spot_policy:
+        group["placement"] = {"spot_policy": spot_policy}
+    definition = parse_service({"name": "llm", "generation": "s1", "groups": [group], "scaling": {"metric": "rps", "target": 10}})
+    st = ServiceState(definition=definition, desired={"main": 5}, no_capacity={"main"} if no_capacity else set())
+    replica = ReplicaState(record=PlacementRecord("llm-main-g1-1", "llm", "main", "g1", "node-1", (0, 1), 0.0))
+    agent = AgentState(record=AgentRecord("node-1", "http://10.60.0.20:8600", "t", {"fleet": "gpu", "node_group": "gpu-spot"}),
+                       healthy=True)
+    return SimpleNamespace(services={"llm": st}, replicas={replica.record.replica_id: replica}, agents={"node-1": agent})
+
+
+def test_demands_count_the_replicas_without_a_host_per_accepting_group() -> None:
+    core = _core()
+    assert demands(core, [SPOT, OD]) == [Demand(4, {"gpu-spot": 2, "gpu-on-demand": 2})]
+    assert demands(_core(spot_policy="on-demand"), [SPOT, OD]) == [Demand(4, {"gpu-on-demand": 2})]
+    assert demands(_core(no_capacity=False), [SPOT, OD]) == []
+    assert joined(core) == {"gpu-spot": 1}
+
+
+class FakeScaler:
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+        self.calls: list[tuple[str, int]] = []
+
+    async def get_size(self, name: str) -> int:
+        return self.sizes[name]
+
+    async def set_size(self, name: str, size: int) -> int:
+        self.calls.append((name, size))
+        self.sizes[name] = size
+        return size
+
+
+def test_node_group_sizer_asks_once_per_interval() -> None:
+    scaler = FakeScaler({"gpu-spot": 1, "gpu-on-demand": 0})
+    sizer = NodeGroupSizer(scaler, [SPOT, OD], interval=30)
+    core = _core()
+    asyncio.run(sizer.step(core, 100.0))
+    # 4 replicas of 2 GPUs: 2 more spot nodes (1 joined, size 1 -> 3).
+    assert scaler.calls == [("gpu-spot", 3)]
+    asyncio.run(sizer.step(core, 110.0))
+    assert scaler.calls == [("gpu-spot", 3)]
+    asyncio.run(sizer.step(core, 131.0))  # both still booting: nothing more
+    assert scaler.calls == [("gpu-spot", 3)]
+
+
+# ------------------------------------------------------------------------------ AWS stand-in
+class StandInAutoscaling:
+    """The two calls of boto3's `autoscaling` client that AsgScaler makes."""
+
+    def __init__(self) -> None:
+        self.groups = {"gpu-spot": 1}
+        self.calls: list[dict[str, Any]] = []
+
+    def describe_auto_scaling_groups(self, AutoScalingGroupNames: list[str]) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        return {"AutoScalingGroups": [{"AutoScalingGroupName": n, "DesiredCapacity": self.groups[n]}
+                                      for n in AutoScalingGroupNames if n in self.groups]}
+
+    def set_desired_capacity(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        self.groups[kwargs["AutoScalingGroupName"]] = kwargs["DesiredCapacity"]
+        return {}
+
+
+def test_asg_scaler_sets_desired_capacity() -> None:
+    client = StandInAutoscaling()
+    scaler = AsgScaler(client)
+    assert asyncio.run(scaler.get_size("gpu-spot")) == 1
+    assert asyncio.run(scaler.set_size("gpu-spot", 3)) == 3
+    assert client.calls == [{"AutoScalingGroupName": "gpu-spot", "DesiredCapacity": 3, "HonorCooldown": False}]
+    with pytest.raises(GpustackError, match="gpu-x does not exist"):
+        asyncio.run(scaler.get_size("gpu-x"))
+
+
+def test_a_failing_cloud_call_does_not_stall_the_tick() -> None:
+    class Broken(FakeScaler):
+        async def get_size(self, name: str) -> int:
+            raise GpustackError("aws: throttled")
+
+    asyncio.run(run_sizers(_core(), [NodeGroupSizer(Broken({}), [SPOT])], 1.0))
+
+
+# ------------------------------------------------------------------- Kubernetes stand-in API server
+def test_deployment_sizer_sets_the_autoscaler_count_through_the_api() -> None:
+    async def scenario() -> None:
+        stand_in = StandIn()
+        stand_in.replicas = {"llm-main": 1}
+        runner = web.AppRunner(stand_in.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        scaler = DeploymentScaler(from_token(f"http://127.0.0.1:{runner.addresses[0][1]}", TOKEN, NS), NS)
+        try:
+            sizer = DeploymentSizer(scaler, {("llm", "main"): "llm-main"})
+            core = _core()
+            await sizer.step(core, 1.0)
+            assert stand_in.replicas["llm-main"] == 5
+            patches = [r for r in stand_in.requests if r[0] == "PATCH"]
+            assert len(patches) == 1 and patches[0][3] == {"spec": {"replicas": 5}}
+            await sizer.step(core, 2.0)  # unchanged: no second call
+            assert len([r for r in stand_in.requests if r[0] == "PATCH"]) == 1
+            core.services["llm"].desired["main"] = 2
+            await sizer.step(core, 3.0)
+            assert stand_in.replicas["llm-main"] == 2
+            assert await scaler.get_size("llm-main") == 2
+            # A Deployment outside the RBAC names: one clear error, which run_sizers logs.
+            forbidden = DeploymentSizer(scaler, {("llm", "main"): "other"})
+            with pytest.raises(GpustackError, match="forbidden"):
+                await forbidden.step(core, 4.0)
+            await run_sizers(core, [forbidden], 5.0)
+        finally:
+            await scaler.close()
+            await runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+# ----------------------------------------------------------- the gateway process, end to end
+class _ApiThread:
+    """The stand-in API server on its own event loop in a thread, for a test that runs processes."""
+
+    def __init__(self, stand_in: StandIn) -> None:
+        self.stand_in = stand_in
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner = web.AppRunner(stand_in.app())
+
+    def __enter__(self) -> str:
+        self.thread.start()
+
+        async def start() -> int:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+            return int(self.runner.addresses[0][1])
+
+        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+def test_gateway_scales_the_group_deployment_through_the_api(tmp_path: Path) -> None:
+    stand_in = StandIn()
+    stand_in.replicas = {"llm-main": 0}
+    with _ApiThread(stand_in) as server:
+        write_token_file(tmp_path / "sa-token", TOKEN)
+        (tmp_path / "node-groups.json").write_text(json.dumps({
+            "kind": "kubernetes", "namespace": NS, "server": server, "token_file": str(tmp_path / "sa-token"),
+            "deployments": [{"service": "llm", "group": "main", "name": "llm-main"}]}))
+        root = tmp_path / "gw"
+        root.mkdir()
+        gw = GatewayProcess(root=root, token=new_token(), admin_token=new_token(),
+                            extra_flags=["--node-groups", str(tmp_path / "node-groups.json")])
+        write_token_file(root / "token", gw.token)
+        write_token_file(root / "admin-token", gw.admin_token)
+        try:
+            gw.start()
+            gw.put_service(service_def("llm", echo_group("main", "m1", replicas=2)))
+            wait_until(lambda: stand_in.replicas["llm-main"] == 2, timeout=60, what="deployment scaled to 2")
+            gw.put_service(service_def("llm", echo_group("main", "m1", replicas=3), generation="s2"))
+            wait_until(lambda: stand_in.replicas["llm-main"] == 3, timeout=60, what="deployment scaled to 3")
+        finally:
+            gw.stop_everything()
+
+
+def test_a_bad_node_groups_file_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    for name in ("token", "admin-token"):
+        write_token_file(tmp_path / name, new_token())
+    (tmp_path / "ng.json").write_text('{"kind": "gcp"}')
+    done = subprocess.run(
+        [PYTHON, "-m", "gpustack_iac.runtime.gateway", "--token-file", str(tmp_path / "token"),
+         "--admin-token-file", str(tmp_path / "admin-token"), "--state-dir", str(tmp_path / "s"),
+         "--node-groups", str(tmp_path / "ng.json")], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"gateway: {tmp_path / 'ng.json'}: not a node-groups file")
+    assert "Traceback" not in done.stderr
