@@ -15,8 +15,14 @@ from gpustack_iac.spec.models import (
 
 # Backends with components in stacks/. Others validate, and plan refuses them with their name.
 IMPLEMENTED_BACKENDS = ("local", "ssh", "aws", "gcp", "azure", "kubernetes")
-# Tasks and dev environments run on fleet hosts through their agents (docs/workloads.md).
-WORKLOAD_BACKENDS = ("local",)
+# Tasks run on fleet hosts through their agents (docs/workloads.md).
+WORKLOAD_BACKENDS = ("local", "ssh")
+# Dev environments: reached through the fleet's SSH on SSH fleets.
+DEV_ENVIRONMENT_BACKENDS = ("local", "ssh")
+
+
+def workload_backends(doc: Document) -> tuple[str, ...]:
+    return DEV_ENVIRONMENT_BACKENDS if isinstance(doc, DevEnvironmentConfig) else WORKLOAD_BACKENDS
 # Volumes that are a directory on one fleet host.
 HOST_VOLUME_BACKENDS = ("local", "ssh")
 
@@ -34,9 +40,9 @@ def not_deployable(doc: Document) -> str | None:
         return f"backend {fleet_backend(doc)} is not implemented yet (implemented: {implemented})"
     if isinstance(doc, GatewayConfig) and doc.backend not in IMPLEMENTED_BACKENDS:
         return f"backend {doc.backend} is not implemented yet (implemented: {implemented})"
-    if isinstance(doc, (TaskConfig, DevEnvironmentConfig)) and doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
+    if isinstance(doc, (TaskConfig, DevEnvironmentConfig)) and doc.backends and not set(doc.backends) & set(workload_backends(doc)):
         return (f"backends {', '.join(doc.backends)} are not implemented yet for a {doc.KIND} "
-                f"(implemented: {', '.join(WORKLOAD_BACKENDS)})")
+                f"(implemented: {', '.join(workload_backends(doc))})")
     if isinstance(doc, VolumeConfig) and doc.backend not in HOST_VOLUME_BACKENDS:
         return f"backend {doc.backend} is not implemented yet for volumes (implemented: {', '.join(HOST_VOLUME_BACKENDS)})"
     if isinstance(doc, ServiceConfig):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import IMPLEMENTED_BACKENDS, WORKLOAD_BACKENDS, fleet_backend
+from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
@@ -88,9 +88,10 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
             problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
-        if doc.backends and not set(doc.backends) & set(WORKLOAD_BACKENDS):
+        allowed = workload_backends(doc)
+        if doc.backends and not set(doc.backends) & set(allowed):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
-                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(WORKLOAD_BACKENDS)})"))
+                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
     return problems
 
 
@@ -405,17 +406,21 @@ def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[s
     """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
     volume resources (runs that mount a volume are created after it)."""
     fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
-    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx)) for v in spec.volumes]
+    volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
     volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
-    dev_outputs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources).outputs for name, d in devs.items()}
+    dev_envs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources) for name, d in devs.items()}
+    dev_outputs = {name: dev.outputs for name, dev in dev_envs.items()}
+    dev_agents = {host: agent for dev in dev_envs.values() for host, agent in dev.agents.items()}
     if task_dirs:
         pulumi.export("tasks", task_dirs)
     if spec.volumes:
-        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx),
+        pulumi.export("volumes", {str(v.name): {"host": str(workloads.volume_host(v, spec)), "path": workloads.volume_path(v, ctx, spec),
                                                 "auto_cleanup": v.auto_cleanup} for v in spec.volumes})
     if dev_outputs:
         pulumi.export("dev_environments", dev_outputs)
+    if dev_agents:
+        pulumi.export("dev_environment_agents", pulumi.Output.secret(dev_agents))
     return volume_resources
 
 
@@ -432,7 +437,7 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: 
     for router in spec.routers:
         specs[("router", str(router.name))] = Router.definition_of(router)
     for v in spec.volumes:
-        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx))
+        specs[("volume", str(v.name))] = Volume.spec_of(v, str(workloads.volume_host(v, spec)), workloads.volume_path(v, ctx, spec))
     for name, definition in tasks.items():
         specs[("task", name)] = Task.spec_of(definition, ctx)
     for name, definition in devs.items():

@@ -17,6 +17,9 @@ from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, TaskConfig, VolumeConfig
 from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.fleet import ssh_host_name
+
+SSH_VOLUME_ROOT = "~/.gpustack-volumes"
 
 Diag = Callable[[Document, str, str], Diagnostic]
 
@@ -31,20 +34,37 @@ def host_names(spec: Spec) -> list[str]:
     """Every fleet host, named as the Fleet component names them."""
     out = []
     for fleet in spec.fleets:
-        count = max(fleet.nodes.min, 1) if fleet.nodes is not None else len(fleet.ssh_config.hosts if fleet.ssh_config else [])
-        out += [f"{fleet.name}-{i}" for i in range(count)]
+        if fleet.ssh_config is not None:
+            out += [ssh_host_name(str(fleet.name), h.hostname) for h in fleet.ssh_config.hosts]
+        else:
+            count = max(fleet.nodes.min, 1) if fleet.nodes is not None else 0
+            out += [f"{fleet.name}-{i}" for i in range(count)]
+    return out
+
+
+def _ssh_host_names(spec: Spec) -> dict[str, str]:
+    """SSH fleet hosts: resource name → itself, and hostname → resource name (`host:` may give either)."""
+    out: dict[str, str] = {}
+    for fleet in spec.fleets:
+        for h in fleet.ssh_config.hosts if fleet.ssh_config is not None else []:
+            name = ssh_host_name(str(fleet.name), h.hostname)
+            out[name] = out.setdefault(h.hostname, name)
     return out
 
 
 def volume_host(volume: VolumeConfig, spec: Spec) -> str | None:
     if volume.host:
-        return volume.host
+        return _ssh_host_names(spec).get(volume.host, volume.host)
     hosts = host_names(spec)
     return hosts[0] if hosts else None
 
 
-def volume_path(volume: VolumeConfig, ctx: StackContext) -> str:
-    # Outside every agent's own directory: destroying a host must not take the data with it.
+def volume_path(volume: VolumeConfig, ctx: StackContext, spec: Spec) -> str:
+    """Outside every agent's own directory: destroying a host must not take the data with it."""
+    if volume_host(volume, spec) in _ssh_host_names(spec).values():
+        # On the SSH host, in the agent user's home (the agent expands `~`): the install directory
+        # goes when the host leaves the fleet, this one stays.
+        return f"{SSH_VOLUME_ROOT}/{ctx.project}-{ctx.stack}-{volume.name}"
     return str(ctx.local_dir("volumes", str(volume.name)))
 
 
@@ -84,7 +104,7 @@ def resolve_mounts(run: RunParams, what: str, spec: Spec, ctx: StackContext, dia
                                                       "(add a type: volume document)"))
             continue
         host = volume_host(found, spec)
-        out.mounts.append({"source": volume_path(found, ctx), "target": mount.path, "name": str(found.name)})
+        out.mounts.append({"source": volume_path(found, ctx, spec), "target": mount.path, "name": str(found.name)})
         if host and host not in out.hosts:
             out.hosts.append(host)
     if len(out.hosts) > 1:
@@ -114,6 +134,12 @@ def _working_dir(run: RunParams) -> str:
     return str((base / (run.working_dir or ".")).resolve())
 
 
+def _remote_working_dir(run: RunParams) -> str | None:
+    """The working directory on an SSH fleet host: the configuration's directory is on this machine,
+    so only an absolute `working_dir` means anything there (else the agent's own directory)."""
+    return run.working_dir if run.working_dir and run.working_dir.startswith("/") else None
+
+
 def _retry(run: RunParams) -> dict[str, Any] | None:
     if run.retry is not None:
         return {"on_events": list(run.retry.on_events), "duration": run.retry.duration}
@@ -139,6 +165,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "commands": list(task.setup) + list(task.commands),
         "env": {k: v for k, v in task.env.items() if v is not None},
         "working_dir": _working_dir(task),
+        "remote_working_dir": _remote_working_dir(task),
         "image": task.image,
         "resources": task.resources.to_runtime(),
         "placement": _placement(task),
@@ -164,6 +191,7 @@ def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: Stack
         "init": list(dev.setup) + list(dev.init),
         "env": {k: v for k, v in dev.env.items() if v is not None},
         "working_dir": _working_dir(dev),
+        "remote_working_dir": _remote_working_dir(dev),
         "resources": dev.resources.to_runtime(),
         "placement": _placement(dev),
         "mounts": mounts.mounts,

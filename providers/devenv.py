@@ -7,6 +7,8 @@ Talks to the agent API only, so any backend's agents can host it; the files it k
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import shlex
 import subprocess
@@ -20,11 +22,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 from gpustack_iac.runtime.controller.model import PlacementPolicy, Resources
 from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, fit, label_mismatch
 from gpustack_iac.runtime.devenv import READY_MARKER
 
 READY_TIMEOUT = 600.0  # init commands (pip installs) may take a while
+SSH_DEVENV_ROOT = ".gpustack-devenv"  # under the agent user's home on an SSH fleet host
 IDE_SCHEMES = {"vscode": "vscode", "cursor": "cursor", "windsurf": "windsurf"}
 
 
@@ -64,7 +68,10 @@ def pick_host(definition: dict[str, Any], hosts: list[dict[str, Any]]) -> dict[s
             reasons.append(f"{host['name']}: {why}")
             continue
         try:
-            facts = HostFacts.from_json(http.call("GET", host["url"], "/v1/host", host["token"]))
+            with forwarded_agent_url(host["name"], host["url"], host.get("tunnel")) as url:
+                if url is None:
+                    raise RuntimeApiError("no SSH forward")
+                facts = HostFacts.from_json(http.call("GET", url, "/v1/host", host["token"]))
         except RuntimeApiError:
             reasons.append(f"{host['name']}: unreachable")
             continue
@@ -74,6 +81,14 @@ def pick_host(definition: dict[str, Any], hosts: list[dict[str, Any]]) -> dict[s
             continue
         return host
     raise DevEnvironmentNotReady(f"dev environment {definition['name']}: no host fits ({'; '.join(reasons) or 'no hosts'})")
+
+
+def _reach(host: dict[str, Any]) -> contextlib.AbstractContextManager[str | None]:
+    return forwarded_agent_url(str(host["name"]), str(host["url"]), host.get("tunnel"))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _replica_path(name: str) -> str:
@@ -90,38 +105,64 @@ class DevEnvironmentProvider(ResourceProvider):
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         public_key = ensure_identity(Path(props["identity_file"]))
         host = pick_host(definition, props["hosts"])
+        with _reach(host) as url:
+            if url is None:
+                raise DevEnvironmentNotReady(f"dev environment {definition['name']}: host {host['name']} cannot be reached over SSH")
+            return self._create(props, definition, root, public_key, host, url)
+
+    def _create(self, props: dict[str, Any], definition: dict[str, Any], root: Path, public_key: str,
+                host: dict[str, Any], url: str) -> CreateResult:
+        name = definition["name"]
         try:  # a previous run of it (stopped for inactivity) still holds the id
-            http.call("DELETE", host["url"], _replica_path(name) + "?grace=10", host["token"], timeout=40)
+            http.call("DELETE", url, _replica_path(name) + "?grace=10", host["token"], timeout=40)
         except http.NotFound:
             pass
         inactivity = definition.get("inactivity_duration") or 0
-        command = (f'exec "$GPUSTACK_PYTHON" -m gpustack_iac.runtime.devenv --dir {shlex.quote(str(root / "sshd"))} '
-                   f'--port "$PORT" --inactivity {float(inactivity):g} --status-file {shlex.quote(str(root / "status.json"))}')
+        tunnel = host.get("tunnel")
+        if tunnel:
+            # On an SSH host the sshd's files live in the agent user's home, and go when it stops;
+            # its status is the replica's, read through the agent.
+            where = f'"$HOME"/{SSH_DEVENV_ROOT}/{shlex.quote(name + "-" + _digest(str(root)))} --remove-dir'
+        else:
+            where = f'{shlex.quote(str(root / "sshd"))} --status-file {shlex.quote(str(root / "status.json"))}'
+        command = (f'exec "$GPUSTACK_PYTHON" -m gpustack_iac.runtime.devenv --port "$PORT" '
+                   f'--inactivity {float(inactivity):g} --dir {where}')
         env = dict(definition.get("env") or {})
         env.update(GPUSTACK_DEVENV_AUTHORIZED_KEYS=public_key, GPUSTACK_DEVENV_INIT=json.dumps(definition.get("init") or []),
                    GPUSTACK_DEVENV_ENV_NAMES=",".join(sorted(definition.get("env") or {})))
-        spec = {"id": f"dev-{name}", "service": name, "group": "dev-environment", "commands": [command], "env": env,
-                "working_dir": definition.get("working_dir"), "restart": "on-failure", "mounts": definition.get("mounts") or [],
+        # The configuration's directory is on this machine; on an SSH host only an absolute working_dir holds.
+        working_dir = definition.get("remote_working_dir") if tunnel else definition.get("working_dir")
+        spec = {"id": f"dev-{name}", "working_dir": working_dir, "service": name, "group": "dev-environment", "commands": [command], "env": env,
+                "restart": "on-failure", "mounts": definition.get("mounts") or [],
                 "labels": {"dev_environment": name}}
-        http.call("POST", host["url"], "/v1/replicas", host["token"], spec, timeout=120)
-        address, port, host_key = self._wait_ready(host, name, float(props.get("ready_timeout") or READY_TIMEOUT))
+        http.call("POST", url, "/v1/replicas", host["token"], spec, timeout=120)
+        address, port, host_key = self._wait_ready(host, url, name, float(props.get("ready_timeout") or READY_TIMEOUT))
         known_hosts = root / "known_hosts"
-        known_hosts.write_text(f"[{address}]:{port} {host_key}\n")
+        lines = f"[{address}]:{port} {host_key}\n"
+        jump = None
+        if tunnel:
+            # The sshd listens on the host's loopback: the client goes through the fleet's own SSH,
+            # trusting the host key verified when the host was provisioned.
+            jump = {"hostname": tunnel["hostname"], "port": int(tunnel.get("port") or 22), "user": tunnel.get("user"),
+                    "identity_file": tunnel.get("identity_file"), "host_key_alias": f"gpustack-{host['name']}"}
+            lines += f"gpustack-{host['name']} {tunnel['host_key_line']}\n"
+        known_hosts.write_text(lines)
         outs = {**props, "host": host["name"], "address": address, "port": port, "known_hosts": str(known_hosts),
-                "ide_link": ide_link(definition.get("ide", "vscode"), name, definition.get("working_dir") or "/")}
+                "jump": jump, "login_user": (tunnel.get("user") if tunnel else None) or props.get("user"),
+                "ide_link": ide_link(definition.get("ide", "vscode"), name, working_dir or "/")}
         return CreateResult(id_=name, outs=outs)
 
     @staticmethod
-    def _wait_ready(host: dict[str, Any], name: str, timeout: float) -> tuple[str, int, str]:
+    def _wait_ready(host: dict[str, Any], url: str, name: str, timeout: float) -> tuple[str, int, str]:
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
-            text = http.call("GET", host["url"], _replica_path(name) + "/logs?tail=500", host["token"]) or ""
+            text = http.call("GET", url, _replica_path(name) + "/logs?tail=500", host["token"]) or ""
             for line in str(text).splitlines():
                 if READY_MARKER in line:
                     address, port, *key = line.split(READY_MARKER, 1)[1].split()
                     return address, int(port), " ".join(key)
-            replica = http.call("GET", host["url"], _replica_path(name), host["token"])
+            replica = http.call("GET", url, _replica_path(name), host["token"])
             if replica.get("finished_at") is not None or replica.get("state") == "failed":
                 break
             time.sleep(0.3)
@@ -135,10 +176,13 @@ class DevEnvironmentProvider(ResourceProvider):
         host = self._host(props)
         if host is None:
             return ReadResult(id_=None, outs={})
-        try:
-            replica = http.call("GET", host["url"], _replica_path(props["definition"]["name"]), host["token"])
-        except RuntimeApiError:
-            return ReadResult(id_=None, outs={})
+        with _reach(host) as url:
+            try:
+                if url is None:
+                    return ReadResult(id_=id_, outs=props)  # the SSH host is away: not gone
+                replica = http.call("GET", url, _replica_path(props["definition"]["name"]), host["token"])
+            except RuntimeApiError:
+                return ReadResult(id_=None, outs={})
         # Stopped after its inactivity duration: gone, so the next `up` starts it again.
         if replica.get("finished_at") is not None:
             return ReadResult(id_=None, outs={})
@@ -157,14 +201,17 @@ class DevEnvironmentProvider(ResourceProvider):
         host = self._host(props)
         if host is None:
             return
-        try:
-            http.call("DELETE", host["url"], _replica_path(props["definition"]["name"]) + "?grace=10", host["token"], timeout=40)
-        except http.NotFound:
-            pass
+        with _reach(host) as url:
+            try:
+                if url is not None:
+                    http.call("DELETE", url, _replica_path(props["definition"]["name"]) + "?grace=10", host["token"], timeout=40)
+            except http.NotFound:
+                pass
 
 
 class DevEnvironment(Resource, module="workload", name="DevEnvironment"):
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         secret = pulumi.ResourceOptions(additional_secret_outputs=["hosts"])
-        outputs = {"host": None, "address": None, "port": None, "known_hosts": None, "ide_link": None}
+        outputs = {"host": None, "address": None, "port": None, "known_hosts": None, "ide_link": None, "jump": None,
+                   "login_user": None}
         super().__init__(DevEnvironmentProvider(), name, {**outputs, **props}, pulumi.ResourceOptions.merge(opts, secret))

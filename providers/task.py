@@ -21,6 +21,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 from gpustack_iac.runtime import envpolicy, procs
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
 
@@ -54,15 +55,21 @@ def _stop_recorded_nodes(root: Path, hosts: list[dict[str, Any]]) -> None:
     """Delete every node replica the run's status file names (404s and unreachable hosts are skipped)."""
     status = read_status(root) or {}
     by_name = {h["name"]: h for h in hosts}
+    replicas: dict[str, list[str]] = {}
     for attempt in status.get("attempts") or []:
         for node in attempt.get("nodes") or []:
-            host = by_name.get(node.get("host"))
-            if host is None:
-                continue
-            try:
-                http.call("DELETE", host["url"], f"/v1/replicas/{node['replica']}?grace=10", host["token"], timeout=40)
-            except RuntimeApiError:
-                pass
+            if node.get("host") in by_name:
+                replicas.setdefault(str(node["host"]), []).append(str(node["replica"]))
+    for name, ids in replicas.items():
+        host = by_name[name]
+        with forwarded_agent_url(str(host["name"]), str(host["url"]), host.get("tunnel")) as url:
+            for replica in ids:
+                if url is None:
+                    break
+                try:
+                    http.call("DELETE", url, f"/v1/replicas/{replica}?grace=10", host["token"], timeout=40)
+                except RuntimeApiError:
+                    pass
 
 
 class TaskProvider(ResourceProvider):

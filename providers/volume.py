@@ -7,6 +7,7 @@ refused at plan time, since the data would stay behind.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from typing import Any
 
@@ -15,6 +16,15 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import ConfigError, Diagnostic, RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
+
+
+class VolumeHostUnreachable(RuntimeApiError):
+    """The volume's SSH host did not answer over SSH."""
+
+
+def _reach(props: dict[str, Any]) -> contextlib.AbstractContextManager[str | None]:
+    return forwarded_agent_url(str(props["host"]), str(props["agent_url"]), props.get("agent_tunnel"))
 
 
 def _path(props: dict[str, Any]) -> str:
@@ -26,18 +36,23 @@ class VolumeProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        info = http.call("PUT", props["agent_url"], _path(props), props["agent_token"],
-                         {"path": props["path"], "size_bytes": int(props.get("size_bytes") or 0)})
+        with _reach(props) as url:
+            if url is None:
+                raise VolumeHostUnreachable(f"volume {props['name']}: host {props['host']} cannot be reached over SSH")
+            info = http.call("PUT", url, _path(props), props["agent_token"],
+                             {"path": props["path"], "size_bytes": int(props.get("size_bytes") or 0)})
         return CreateResult(id_=str(props["name"]), outs={**props, "created_at": info.get("created_at")})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         query = urllib.parse.urlencode({"path": props["path"]})
-        try:
-            http.call("GET", props["agent_url"], f"{_path(props)}?{query}", props["agent_token"])
-        except http.NotFound:
-            return ReadResult(id_=None, outs={})
-        except RuntimeApiError:
-            pass  # the host is down: its data is not gone
+        with _reach(props) as url:
+            try:
+                if url is not None:
+                    http.call("GET", url, f"{_path(props)}?{query}", props["agent_token"])
+            except http.NotFound:
+                return ReadResult(id_=None, outs={})
+            except RuntimeApiError:
+                pass  # the host is down: its data is not gone
         return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -48,7 +63,7 @@ class VolumeProvider(ResourceProvider):
                                                       f"{olds.get(key)} → {news.get(key)}); the data stays at "
                                                       f"{olds.get('host')}:{olds.get('path')}. Keep {key} as it was, or "
                                                       "give the volume a new name (the old one is then kept unless auto_cleanup)")])
-        keys = ("size_bytes", "auto_cleanup", "agent_url", "agent_token")
+        keys = ("size_bytes", "auto_cleanup", "agent_url", "agent_token", "agent_tunnel")
         return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys))
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -58,10 +73,14 @@ class VolumeProvider(ResourceProvider):
         if not props.get("auto_cleanup"):
             return  # kept: data is deleted only when the configuration says auto_cleanup
         query = urllib.parse.urlencode({"path": props["path"]})
-        try:
-            http.call("DELETE", props["agent_url"], f"{_path(props)}?{query}", props["agent_token"])
-        except http.NotFound:
-            pass
+        with _reach(props) as url:
+            if url is None:
+                raise VolumeHostUnreachable(f"volume {props['name']}: host {props['host']} cannot be reached over SSH; "
+                                            "its data was not deleted")
+            try:
+                http.call("DELETE", url, f"{_path(props)}?{query}", props["agent_token"])
+            except http.NotFound:
+                pass
 
 
 class Volume(Resource, module="workload", name="Volume"):

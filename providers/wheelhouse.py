@@ -8,13 +8,16 @@ state root; the host's Python and machine must match it (checked before anything
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import platform
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from gpustack_iac import __version__
 from gpustack_iac.errors import GpustackError
@@ -63,6 +66,21 @@ def package_key() -> str:
     return f"{__version__}-{_source_digest()}"
 
 
+def _pip(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise WheelhouseError(f"building the wheelhouse for fleet hosts failed: {tail}")
+
+
+@contextlib.contextmanager
+def _checkout_lock() -> Iterator[None]:
+    digest = hashlib.sha256(str(PACKAGE_ROOT).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"gpustack-iac-wheel-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(cache_dir: Path, python: str, machine: str, gateway: bool = False) -> Wheelhouse:
     """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing;
     with `gateway`, also what the gateway needs."""
@@ -82,10 +100,10 @@ def build(cache_dir: Path, python: str, machine: str, gateway: bool = False) -> 
             return Wheelhouse(target, key)
         target.mkdir(parents=True, exist_ok=True)
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
-        for argv in (pip + ["--no-deps", str(PACKAGE_ROOT)], pip + requirements + list(INSTALL_TOOLS)):
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
-                raise WheelhouseError(f"building the wheelhouse for fleet hosts failed: {tail}")
+        # pip builds this package inside its source tree (build/, *.egg-info), which stacks with
+        # other state roots share: one build per checkout at a time.
+        with _checkout_lock():
+            _pip(pip + ["--no-deps", str(PACKAGE_ROOT)])
+        _pip(pip + requirements + list(INSTALL_TOOLS))
         (target / ".complete").write_text(key)
     return Wheelhouse(target, key)

@@ -27,6 +27,7 @@ def identity_file(ctx: StackContext) -> str:
 
 class DevEnvironment(pulumi.ComponentResource):
     outputs: pulumi.Output[dict[str, Any]]
+    agents: dict[str, dict[str, Any]]
 
     def __init__(self, definition: dict[str, Any], hosts: Sequence[FleetHost], ctx: StackContext,
                  depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
@@ -40,9 +41,14 @@ class DevEnvironment(pulumi.ComponentResource):
              "identity_file": identity_file(ctx), "user": getpass.getuser()},
             pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
-        self.outputs = pulumi.Output.all(res.host, res.address, res.port, res.known_hosts, res.ide_link).apply(
+        self.outputs = pulumi.Output.all(res.host, res.address, res.port, res.known_hosts, res.ide_link, res.jump,
+                                         res.login_user).apply(
             lambda v: {"host": v[0], "address": v[1], "port": v[2], "known_hosts": v[3], "ide_link": v[4],
-                       "identity_file": identity_file(ctx), "user": getpass.getuser(), "state_dir": state_dir})
+                       "identity_file": identity_file(ctx), "user": v[6] or getpass.getuser(), "state_dir": state_dir,
+                       "jump": v[5]})
+        # SSH fleet hosts keep no status file here: `status` asks their agent (through SSH), so it
+        # needs their agent URL, token and tunnel (exported apart, as a secret).
+        self.agents = {h.name: {"url": h.url, "token": h.token, "tunnel": h.tunnel} for h in hosts if h.tunnel is not None}
         self.register_outputs({"ide_link": res.ide_link})
 
     @staticmethod

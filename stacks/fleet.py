@@ -25,6 +25,7 @@ class FleetHost:
     tunnel: pulumi.Output[dict[str, Any]] | None = None  # SSH fleet hosts: how the controller reaches the agent
     ssh_props: dict[str, Any] | None = None  # SSH fleet hosts: how to log in (a gateway may be installed there)
     resource: pulumi.Resource | None = None  # SSH fleet hosts: the Host a gateway there depends on
+    address: str | None = None  # SSH fleet hosts: where other hosts reach this one (a task's MASTER_ADDR)
 
 
 class Fleet(pulumi.ComponentResource):
@@ -113,12 +114,13 @@ def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[Fl
 
     package_key = wheelhouse.package_key()
     hosts = []
-    for base in ssh_host_props(config):
+    assert config.ssh_config is not None
+    for base, entry in zip(ssh_host_props(config), config.ssh_config.hosts):
         host_name, labels = base["name"], base["labels"]
         props = {**base, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"), "package_key": package_key}
         host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
         hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel,
-                               ssh_props=props, resource=host))
+                               ssh_props=props, resource=host, address=entry.internal_ip or entry.hostname))
     return hosts
 
 

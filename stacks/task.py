@@ -20,7 +20,13 @@ def run_id(definition: dict[str, Any]) -> str:
 
 
 def host_inputs(hosts: Sequence[FleetHost]) -> list[dict[str, Any]]:
-    return [{"name": h.name, "url": h.url, "token": h.token, "labels": h.labels} for h in hosts]
+    out: list[dict[str, Any]] = []
+    for h in hosts:
+        host: dict[str, Any] = {"name": h.name, "url": h.url, "token": h.token, "labels": h.labels}
+        if h.tunnel is not None:  # an SSH fleet host: the runner reaches its agent through SSH
+            host.update(tunnel=h.tunnel, address=h.address)
+        out.append(host)
+    return out
 
 
 class Task(pulumi.ComponentResource):

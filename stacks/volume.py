@@ -18,6 +18,7 @@ class Volume(pulumi.ComponentResource):
         self.resource = volume_provider.Volume(
             name,
             {"name": name, "host": host.name, "path": path, "agent_url": host.url, "agent_token": host.token,
+             "agent_tunnel": host.tunnel,
              "size_bytes": config.size.bytes if config.size is not None else 0, "auto_cleanup": config.auto_cleanup},
             pulumi.ResourceOptions(parent=self),
         )

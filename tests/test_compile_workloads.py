@@ -83,3 +83,47 @@ def test_properties_a_host_process_ignores_are_warned(tmp_path: Path) -> None:
                         "type: dev-environment\nname: d\nide: cursor\nversion: '1.2'\n", tmp_path).warnings
     assert "task t: python is ignored by the local backend" in warnings
     assert "dev environment d: version is ignored; the IDE installs its own server over SSH" in warnings
+
+
+SSH_FLEET = """
+type: fleet
+name: gpus
+ssh_config:
+  identity_file: /nonexistent/key
+  hosts: [198.18.0.10, {hostname: 198.18.0.11, internal_ip: 10.0.0.11}]
+---
+"""
+
+
+def _compile_ssh(text: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    spec = load_text(SSH_FLEET + text, file=str(tmp_path / "stack.gpustack.yml"), env={})
+    return compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])
+
+
+def test_task_on_an_ssh_fleet_compiles_with_a_remote_working_dir(tmp_path: Path) -> None:
+    compiled = _compile_ssh("type: task\nname: t\nbackends: [ssh]\nnodes: 2\ncommands: [echo hi]\n", tmp_path)
+    assert compiled.tasks["t"]["remote_working_dir"] is None  # the configuration's directory is on this machine
+    compiled = _compile_ssh("type: task\nname: t\nworking_dir: /srv/job\ncommands: [echo hi]\n", tmp_path)
+    assert compiled.tasks["t"]["remote_working_dir"] == "/srv/job"
+
+
+def test_dev_environment_on_an_ssh_fleet_compiles(tmp_path: Path) -> None:
+    compiled = _compile_ssh("type: dev-environment\nname: box\nide: vscode\nbackends: [ssh]\n", tmp_path)
+    assert ("dev-environment", "box") in compiled.component_specs()
+
+
+def test_volume_on_an_ssh_host_lives_in_the_agent_users_home(tmp_path: Path) -> None:
+    compiled = _compile_ssh("type: volume\nname: data\nbackend: ssh\nhost: 198.18.0.11\nsize: 1GB\n---\n"
+                            "type: task\nname: t\ncommands: [echo hi]\nvolumes: [data:/data]\n", tmp_path)
+    task = compiled.tasks["t"]
+    assert task["only_hosts"] == ["gpus-198-18-0-11"]  # the hostname names the fleet's host
+    assert task["mounts"] == [{"source": "~/.gpustack-volumes/p-dev-data", "target": "/data", "name": "data"}]
+
+
+def test_agent_expands_home_in_mount_sources() -> None:
+    import os  # noqa: PLC0415
+
+    from gpustack_iac.runtime.agent.spec import host_path  # noqa: PLC0415
+
+    assert host_path("~/.gpustack-volumes/x") == os.path.expanduser("~/.gpustack-volumes/x")
+    assert host_path("/srv/x") == "/srv/x"

@@ -6,8 +6,10 @@ logs, a dev environment's status file and known_hosts entry), so none of them ne
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,8 +20,10 @@ from rich.table import Table
 from gpustack_iac import workspace as ws
 from gpustack_iac.commands.options import existing_stack_options
 from gpustack_iac.engine.wire import unwrap_secret
-from gpustack_iac.errors import GpustackError
+from gpustack_iac.errors import GpustackError, RuntimeApiError
+from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, node_log, read_status
+from gpustack_iac.runtime.tunnels import forwarded_agent_url
 
 FOLLOW_POLL = 0.25
 
@@ -39,7 +43,10 @@ def tasks_of(outputs: dict[str, Any]) -> dict[str, str]:
 
 
 def dev_environments_of(outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return dict(unwrap_secret(outputs.get("dev_environments")) or {})
+    devs = dict(unwrap_secret(outputs.get("dev_environments")) or {})
+    # SSH fleet hosts' agents (a secret output apart): how `status` asks them about their dev environment.
+    agents = dict(unwrap_secret(outputs.get("dev_environment_agents")) or {})
+    return {name: {**info, "agents": agents} if agents else info for name, info in devs.items()}
 
 
 def task_table(tasks: dict[str, str]) -> Table:
@@ -79,7 +86,7 @@ def dev_table(devs: dict[str, dict[str, Any]]) -> Table:
     for col in ("dev environment", "state", "host", "ssh", "sessions", "ide"):
         table.add_column(col)
     for name, info in devs.items():
-        status = _dev_status(info)
+        status = _dev_status(name, info)
         state = status.get("state", "unknown")
         if status.get("reason"):
             state += f" ({status['reason']})"
@@ -88,13 +95,33 @@ def dev_table(devs: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def _dev_status(info: dict[str, Any]) -> dict[str, Any]:
+def _dev_status(name: str, info: dict[str, Any]) -> dict[str, Any]:
     import json
 
+    agent = (info.get("agents") or {}).get(info.get("host"))
+    if agent:
+        return _remote_dev_status(name, info, agent)
     try:
         return json.loads((Path(info["state_dir"]) / "status.json").read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def _remote_dev_status(name: str, info: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
+    """A dev environment on an SSH fleet host, as its agent sees its replica (through SSH)."""
+    replica = urllib.parse.quote(f"dev-{name}", safe="")
+    with forwarded_agent_url(str(info["host"]), str(agent["url"]), agent.get("tunnel")) as url:
+        if url is None:
+            return {"state": "unknown", "reason": "its host cannot be reached over SSH"}
+        try:
+            got = http.call("GET", url, f"/v1/replicas/{replica}", str(agent["token"]))
+            log = str(http.call("GET", url, f"/v1/replicas/{replica}/logs?tail=50", str(agent["token"])) or "")
+        except RuntimeApiError as exc:
+            return {"state": "unknown", "reason": str(exc)}
+    if got.get("finished_at") is None:
+        return {"state": str(got.get("state") or "running")}
+    stopping = [line.split("stopping: ", 1)[1] for line in log.splitlines() if "stopping: " in line]
+    return {"state": "stopped", "reason": stopping[-1] if stopping else f"exited {got.get('exit_code')}"}
 
 
 def volume_table(volumes: dict[str, Any]) -> Table:
@@ -112,7 +139,9 @@ def workloads_json(outputs: dict[str, Any]) -> dict[str, Any]:
     if tasks := tasks_of(outputs):
         out["tasks"] = {name: read_status(Path(d)) for name, d in tasks.items()}
     if devs := dev_environments_of(outputs):
-        out["dev_environments"] = {name: {**info, "status": _dev_status(info)} for name, info in devs.items()}
+        # Agent tokens (SSH hosts' `agents`) are how `status` asks; they are not part of its answer.
+        out["dev_environments"] = {name: {**{k: v for k, v in info.items() if k != "agents"}, "status": _dev_status(name, info)}
+                                   for name, info in devs.items()}
     if volumes := unwrap_secret(outputs.get("volumes")):
         out["volumes"] = dict(volumes)
     return out
@@ -195,10 +224,26 @@ def volume_notes(resources: Iterable[Any]) -> list[str]:
     return notes
 
 
+def proxy_command(info: dict[str, Any]) -> str | None:
+    """How to reach a dev environment on an SSH fleet host (its sshd listens on that host's
+    loopback): through the fleet's own SSH, trusting only the host key verified at provisioning."""
+    jump = info.get("jump")
+    if not jump:
+        return None
+    argv = ["ssh", "-W", "%h:%p", "-p", str(jump["port"]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"HostKeyAlias={jump['host_key_alias']}"]
+    if jump.get("identity_file"):
+        argv += ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(str(jump["identity_file"]))]
+    argv.append(f"{jump['user']}@{jump['hostname']}" if jump.get("user") else str(jump["hostname"]))
+    return shlex.join(argv)
+
+
 def ssh_config_entry(name: str, info: dict[str, Any]) -> str:
+    proxy = proxy_command(info)
     return (f"Host {name}\n  HostName {info['address']}\n  Port {info['port']}\n  User {info['user']}\n"
             f"  IdentityFile {info['identity_file']}\n  IdentitiesOnly yes\n  UserKnownHostsFile {info['known_hosts']}\n"
-            "  StrictHostKeyChecking yes\n")
+            "  StrictHostKeyChecking yes\n" + (f"  ProxyCommand {proxy}\n" if proxy else ""))
 
 
 def write_ssh_config(path: Path, name: str, info: dict[str, Any]) -> None:
@@ -244,6 +289,9 @@ def ssh(name: str, command: tuple[str, ...], project: str | None, stack: str | N
     if binary is None:
         raise GpustackError("no ssh client on PATH; install OpenSSH's client")
     argv = [binary, "-p", str(info["port"]), "-i", info["identity_file"], "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
-            f"{info['user']}@{info['address']}", *command]
+            "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "StrictHostKeyChecking=yes"]
+    proxy = proxy_command(info)
+    if proxy:
+        argv += ["-o", f"ProxyCommand={proxy}"]
+    argv += [f"{info['user']}@{info['address']}", *command]
     os.execv(binary, argv)

@@ -20,6 +20,8 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -267,7 +269,6 @@ def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
     """A blocking `ssh -L` to `spec.remote_port` for the length of a with-block, for callers without
     an event loop (the providers and the CLI reaching a gateway on a fleet host): yields
     `http://127.0.0.1:<local>`. The same options as the controller's forwards (verified key only)."""
-    import subprocess  # noqa: PLC0415 - only callers of this helper start processes synchronously
 
     state_dir.mkdir(parents=True, exist_ok=True)
     # Unique per call: providers run in parallel threads of one process.
@@ -300,3 +301,19 @@ def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
             proc.stderr.close()
         with contextlib.suppress(OSError):
             known_hosts.unlink()
+
+
+@contextlib.contextmanager
+def forwarded_agent_url(name: str, url: str, tunnel: dict[str, Any] | None) -> Iterator[str | None]:
+    """An agent's URL for a few synchronous calls (providers, `status`): a local agent's own URL; an
+    SSH fleet agent's through a forward held for the block (`forwarded`). None when the forward does
+    not open (the host is away)."""
+    if not tunnel:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="gpustack-forward-") as tmp, contextlib.ExitStack() as stack:
+        try:
+            local: str | None = stack.enter_context(forwarded(TunnelSpec.from_json(name, tunnel), Path(tmp)))
+        except RuntimeApiError:
+            local = None
+        yield local

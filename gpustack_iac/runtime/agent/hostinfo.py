@@ -95,6 +95,12 @@ class StaticFacts:
         return cls(name=name or socket.gethostname(), gpus=tuple(detect_gpus()), docker=detect_docker())
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
 def host_report(facts: StaticFacts, disk_path: Path) -> dict[str, Any]:
     mem = psutil.virtual_memory()
     disk = shutil.disk_usage(disk_path)
@@ -107,4 +113,7 @@ def host_report(facts: StaticFacts, disk_path: Path) -> dict[str, Any]:
         "disk_free_bytes": disk.free,
         "gpus": [asdict(g) for g in facts.gpus],
         "docker": facts.docker,
+        # A port free on this host now: a multi-node task's MASTER_PORT when rank 0 is here
+        # (this machine's free ports say nothing about another host's).
+        "free_port": free_port(),
     }

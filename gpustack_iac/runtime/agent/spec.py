@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,12 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
     )
 
 
+def host_path(raw: str) -> str:
+    """A path on this host: `~/...` is the agent user's home (SSH fleets' volumes live there, and the
+    machine that compiled the stack does not know that home)."""
+    return os.path.expanduser(raw) if raw.startswith("~/") else raw
+
+
 def _mounts(value: Any) -> tuple[Mount, ...]:
     if value is None:
         return ()
@@ -145,6 +152,8 @@ def _mounts(value: Any) -> tuple[Mount, ...]:
         if not isinstance(item, dict):
             raise ReplicaSpecError(f"mounts[{i}]: expected an object with source and target")
         source, target = item.get("source"), item.get("target")
+        if isinstance(source, str):
+            source = host_path(source)
         for key, path in (("source", source), ("target", target)):
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ReplicaSpecError(f"mounts[{i}].{key}: expected an absolute path, got {path!r}")

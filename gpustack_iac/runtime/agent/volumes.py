@@ -6,6 +6,7 @@ marker names the volume asked for, so a wrong path can never remove someone else
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,15 +17,18 @@ from typing import Any
 from aiohttp import web
 
 from gpustack_iac.errors import AgentApiError
+from gpustack_iac.runtime.agent.spec import host_path
 from gpustack_iac.runtime.auth import json_response
 
 MARKER = ".gpustack-volume.json"
+VOLUME_ROOT_NAME = ".gpustack-volumes"  # compile_workloads.SSH_VOLUME_ROOT's last part
 
 
 def _path(request: web.Request, body: dict[str, Any] | None = None) -> Path:
     raw = (body or {}).get("path") if body is not None else request.query.get("path")
+    raw = host_path(raw) if isinstance(raw, str) else raw
     if not isinstance(raw, str) or not raw.startswith("/") or ".." in Path(raw).parts:
-        raise AgentApiError("path: expected an absolute path without '..'", 400, "bad_request")
+        raise AgentApiError("path: expected an absolute path (or ~/...) without '..'", 400, "bad_request")
     return Path(raw)
 
 
@@ -79,6 +83,10 @@ async def delete_volume(request: web.Request) -> web.Response:
     name, root = request.match_info["name"], _path(request)
     info = describe(name, root)
     shutil.rmtree(root)
+    if root.parent.name == VOLUME_ROOT_NAME:
+        # The SSH backend's shared volume root goes with its last volume (nothing left in a home).
+        with contextlib.suppress(OSError):
+            root.parent.rmdir()
     return json_response({**info, "deleted": True})
 
 

@@ -10,8 +10,10 @@ A line starting with READY_MARKER tells whoever started it the address and host 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--listen", default="127.0.0.1", help="the address sshd listens on")
     parser.add_argument("--inactivity", type=float, default=0.0, help="stop after this many seconds without a session; 0: never")
     parser.add_argument("--status-file", type=Path, help="write {state, sessions, last_session_at} here")
+    parser.add_argument("--remove-dir", action="store_true",
+                        help="remove --dir once stopped (on an SSH fleet host, where nothing may stay behind)")
     return parser.parse_args(argv)
 
 
@@ -113,6 +117,10 @@ def main(args: argparse.Namespace) -> int:
     except subprocess.TimeoutExpired:
         sshd.kill()
     _write_status(args.status_file, state="stopped", reason=reason or "stopped", sessions=0, last_session_at=last_session)
+    if args.remove_dir:
+        shutil.rmtree(args.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            args.dir.parent.rmdir()  # the shared parent goes with its last dev environment
     return 0
 
 

@@ -27,6 +27,9 @@ class HostDef:
     url: str
     labels: dict[str, Any] = field(default_factory=dict)
     address: str | None = None  # the address other nodes reach this host at; default: the agent URL's host
+    # SSH fleet hosts: the agent binds 127.0.0.1 there, so the runner reaches it through an SSH forward
+    # (runtime/tunnels.py's TunnelSpec JSON: endpoint, key path, verified host key, the agent's port).
+    tunnel: dict[str, Any] | None = None
 
     @property
     def ip(self) -> str:
@@ -50,6 +53,7 @@ class TaskDef:
     nodes: int = 1
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
+    remote_working_dir: str | None = None  # on hosts with a tunnel (SSH fleets), instead of working_dir
     image: str | None = None
     resources: Resources = field(default_factory=Resources)
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)

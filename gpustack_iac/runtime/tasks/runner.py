@@ -20,6 +20,7 @@ from gpustack_iac.runtime.client import AgentClient
 from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, Reservation, fit, label_mismatch
 from gpustack_iac.runtime.tasks.model import HostDef, TaskDef
 from gpustack_iac.runtime.tasks.status import node_log, write_status
+from gpustack_iac.runtime.tunnels import HostTunnels, TunnelSpec
 
 UNREACHABLE_AFTER = 15.0  # seconds an agent may not answer before its node counts as interrupted
 FOLLOW_GRACE = 30.0  # seconds a node's log copy may take to finish once the node is deleted
@@ -106,14 +107,31 @@ class TaskRunner:
         self._started_at = time.time()
         self._finished_at: float | None = None
         self._followers: list[asyncio.Task[None]] = []
+        self._tunnels: dict[str, HostTunnels] = {}
+        self._free_ports: dict[str, int] = {}  # host → a port its agent found free, from the last placement
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def client(self, host: HostDef) -> AgentClient:
         if host.name not in self._clients:
-            self._clients[host.name] = AgentClient(host.url, self._tokens.get(host.name, ""))
+            tunnels = self._tunnels.get(host.name)
+            url = tunnels.agent_url() if tunnels is not None else host.url
+            self._clients[host.name] = AgentClient(url, self._tokens.get(host.name, ""))
         return self._clients[host.name]
+
+    async def _open_tunnels(self) -> None:
+        """Forwards to the agents of SSH fleet hosts (bound to 127.0.0.1 there). A host whose forward
+        does not open reads as unreachable at placement, like any agent that does not answer."""
+        for host in self.task.hosts:
+            if host.tunnel and host.name not in self._tunnels:
+                self._tunnels[host.name] = HostTunnels(TunnelSpec.from_json(host.name, host.tunnel), self.state_dir / "tunnels")
+        await asyncio.gather(*(t.ensure_agent() for t in self._tunnels.values()))
+
+    def _reopen_tunnel(self, host: HostDef) -> None:
+        tunnels = self._tunnels.get(host.name)
+        if tunnels is not None:
+            tunnels.agent_ready()  # re-opens a dropped forward in the background, on the same local port
 
     # -- status ------------------------------------------------------------------------
 
@@ -138,6 +156,7 @@ class TaskRunner:
         backoff = Backoff(base=retry.base, cap=retry.cap, duration=retry.duration) if retry else None
         delay = 0.0
         try:
+            await self._open_tunnels()
             while True:
                 attempt = Attempt(number=len(self._attempts) + 1, started_at=time.time(), delay_before=delay)
                 self._attempts.append(attempt)
@@ -161,6 +180,8 @@ class TaskRunner:
         finally:
             for client in self._clients.values():
                 await client.close()
+            for tunnels in self._tunnels.values():
+                await tunnels.close()
 
     def _finish(self, state: str, reason: str) -> str:
         self._state, self._reason, self._finished_at, self._next_retry_at = state, reason, time.time(), None
@@ -184,6 +205,8 @@ class TaskRunner:
             if why is not None:
                 reasons.append(f"{host.name}: {why}")
                 continue
+            if got.get("free_port"):
+                self._free_ports[host.name] = int(got["free_port"])
             view = AgentView(name=host.name, host=HostFacts.from_json(got), labels=host.labels)
             reservation: Reservation | str = fit(task.resources, view, [])
             if isinstance(reservation, str):
@@ -203,7 +226,7 @@ class TaskRunner:
             return Outcome("failed", "no-capacity", placed)
         attempt.nodes = placed
         self._save()
-        master_port = self.task.master_port or (_free_loopback_port() if placed[0].host.ip.startswith("127.") else 29500)
+        master_port = self.task.master_port or self._master_port(placed[0].host)
         envs = node_env(self.task, placed, master_port, attempt.number)
         started = await asyncio.gather(*(self._start(n, e) for n, e in zip(placed, envs)), return_exceptions=True)
         failed = [(n, r) for n, r in zip(placed, started) if isinstance(r, BaseException)]
@@ -226,10 +249,18 @@ class TaskRunner:
             self._followers.clear()
             self._save()
 
+    def _master_port(self, host: HostDef) -> int:
+        """A port free on rank 0's host: this machine's own when that host is on loopback here, else the
+        one its agent reported with its facts (29500, torchrun's default, from an agent too old to say)."""
+        if host.ip.startswith("127.") and not host.tunnel:
+            return _free_loopback_port()
+        return self._free_ports.get(host.name) or 29500
+
     async def _start(self, node: Node, env: dict[str, str]) -> None:
         task = self.task
         spec = {"id": node.replica, "service": task.name, "group": f"node-{node.rank}", "commands": list(task.commands),
-                "env": env, "working_dir": task.working_dir, "image": task.image, "gpus": list(node.gpus),
+                "env": env,
+                "working_dir": task.remote_working_dir if node.host.tunnel else task.working_dir, "image": task.image, "gpus": list(node.gpus),
                 "labels": {"task": task.name, "rank": str(node.rank)}, "restart": "never",
                 "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in task.mounts]}
         answer = await self.client(node.host).start(spec)
@@ -269,6 +300,7 @@ class TaskRunner:
         try:
             replica = await self.client(node.host).get(node.replica)
         except RuntimeApiError:
+            self._reopen_tunnel(node.host)
             node.unreachable_since = node.unreachable_since or time.time()
             if time.time() - node.unreachable_since > UNREACHABLE_AFTER:
                 node.state = "lost"
