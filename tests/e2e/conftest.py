@@ -90,7 +90,7 @@ def local_project(tmp_path: Path) -> Iterator[Project]:
         yield project
     finally:
         try:
-            project.cli("destroy", "--yes", check=False, timeout=120)
+            project.cli("destroy", "--yes", check=False, timeout=300)
         finally:
             kill_all(processes_under(root))
 

@@ -42,6 +42,12 @@ class TestHost:
     sshd_config: Path
     host_pubkey: Path
     sshd: subprocess.Popen[bytes] | None = None
+    # Processes already there when a test began (another test's SSH sessions still closing on a
+    # shared host): a test's "nothing left" check is about what its own stack started.
+    baseline: set[int] = field(default_factory=set)
+
+    def mark(self) -> None:
+        self.baseline = set(self.pids())
 
     @property
     def host_key_line(self) -> str:
@@ -105,14 +111,14 @@ class TestHost:
         while True:
             left = []
             for pid in self.pids():
-                if self.sshd is not None and pid == self.sshd.pid:
+                if (self.sshd is not None and pid == self.sshd.pid) or pid in self.baseline:
                     continue
                 try:
                     left.append(" ".join(psutil.Process(pid).cmdline()) or str(pid))
                 except psutil.NoSuchProcess:
                     continue
             if not left or time.monotonic() > deadline:
-                return left
+                return left + _session_clients(self.pids())
             time.sleep(0.2)
 
     def installed_files(self) -> list[str]:
@@ -261,3 +267,25 @@ def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str |
     except BaseException:
         hosts.teardown()
         raise
+
+
+def _session_clients(pids: list[int]) -> list[str]:
+    """For an SSH session still open on a host: which process on this machine holds its client end
+    (so a failing "nothing left" check names the culprit, not just `sshd: user [priv]`)."""
+    peers = set()
+    for pid in pids:
+        try:
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.raddr:
+                    peers.add(conn.raddr.port)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port in peers and conn.pid:
+            try:
+                proc = psutil.Process(conn.pid)
+                found.append(f"client pid {conn.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline())[:300]}")
+            except psutil.NoSuchProcess:
+                continue
+    return found

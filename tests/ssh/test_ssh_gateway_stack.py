@@ -25,6 +25,8 @@ def test_gateway_on_a_fleet_host_end_to_end(ssh_hosts: TestHosts, tmp_path: Path
     if ssh_hosts.mode != "netns":
         pytest.skip("needs the hosts in their own namespaces")
     h1 = ssh_hosts.hosts[0]
+    for h in ssh_hosts.hosts:
+        h.mark()
     root = ssh_hosts.root / "project-gw"
     (root / "conf").mkdir(parents=True)
     root.chmod(0o755)
@@ -54,4 +56,5 @@ def test_gateway_on_a_fleet_host_end_to_end(ssh_hosts: TestHosts, tmp_path: Path
         stack.cli("destroy", "--yes", check=False, timeout=300)
     for h in ssh_hosts.hosts[:2]:
         assert h.installed_files() == [], (h.name, h.installed_files())
-        assert h.wait_only_sshd() == [], h.name
+        left = h.wait_only_sshd()
+        assert left == [], (h.name, left)

@@ -34,6 +34,8 @@ def replicas_by_host(status: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def test_ssh_fleet_life(ssh_hosts: TestHosts) -> None:
+    for h in ssh_hosts.hosts:
+        h.mark()
     root = ssh_hosts.root / "project"
     (root / "conf").mkdir(parents=True)
     root.chmod(0o755)

@@ -29,6 +29,8 @@ def _fresh_stack(ssh_hosts: TestHosts, name: str) -> Stack:
     (root / "conf").mkdir(parents=True)
     for p in (root, root / "conf"):
         p.chmod(0o755)
+    for h in ssh_hosts.hosts:
+        h.mark()
     stack = Stack(root, ssh_hosts)
     stack.write(["h1", "h2"])
     return stack
@@ -37,7 +39,8 @@ def _fresh_stack(ssh_hosts: TestHosts, name: str) -> Stack:
 def _clean(ssh_hosts: TestHosts) -> None:
     for h in ssh_hosts.hosts:
         assert h.installed_files() == [], (h.name, h.installed_files())
-        assert [p for p in h.pids() if h.sshd is None or p != h.sshd.pid] == [], (h.name, h.pids())
+        left = h.wait_only_sshd()
+        assert left == [], (h.name, left)
 
 
 def test_two_node_task_rendezvous_on_ssh_hosts(ssh_hosts: TestHosts) -> None:
