@@ -7,6 +7,7 @@ kills them by pid even when a test fails half-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,11 +82,21 @@ class Project:
         return json.loads(self.cli("output", "--json", "--show-secrets").stdout)
 
 
-@pytest.fixture
-def local_project(tmp_path: Path) -> Iterator[Project]:
+class WideProject(Project):
+    """Status tables printed unwrapped, so a test can find a row's cells on one line."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "COLUMNS": "250"}
+
+
+@contextlib.contextmanager
+def example_project(tmp_path: Path, example: str, folder: str | None = None,
+                    kind: type[Project] = Project) -> Iterator[Project]:
+    """A copy of `examples/<example>` in `<tmp>/proj/<folder>`, destroyed and its processes killed afterwards."""
     root = tmp_path / "proj"
-    shutil.copytree(EXAMPLES / "local", root / "local")
-    project = Project(root=root, config=root / "local")
+    shutil.copytree(EXAMPLES / example, root / (folder or example))
+    project = kind(root=root, config=root / (folder or example))
     try:
         yield project
     finally:
@@ -93,6 +104,12 @@ def local_project(tmp_path: Path) -> Iterator[Project]:
             project.cli("destroy", "--yes", check=False, timeout=300)
         finally:
             kill_all(processes_under(root))
+
+
+@pytest.fixture
+def local_project(tmp_path: Path) -> Iterator[Project]:
+    with example_project(tmp_path, "local") as project:
+        yield project
 
 
 def http(method: str, url: str, token: str | None = None, body: bytes | None = None, timeout: float = 10) -> tuple[int, bytes]:

@@ -11,37 +11,26 @@ from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
+from tests.e2e.conftest import Project, WideProject, example_project, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-class HomeProject(Project):
+class HomeProject(WideProject):
     """A project whose HOME is its own: no real ~/.ssh is read or written."""
 
     @property
     def env(self) -> dict[str, str]:
-        env = super().env
-        env["HOME"] = str(self.root / "home")
-        env["COLUMNS"] = "250"  # status tables unwrapped
-        return env
+        return {**super().env, "HOME": str(self.root / "home")}
 
 
 @pytest.fixture
-def dev_project(tmp_path: Path) -> Iterator[HomeProject]:
-    root = tmp_path / "proj"
-    shutil.copytree(EXAMPLES / "dev-environment", root / "dev")
-    (root / "home").mkdir()
-    project = HomeProject(root=root, config=root / "dev")
-    config = project.config / "workbench.gpustack.yml"
-    config.write_text(config.read_text().replace("inactivity_duration: 30m", "inactivity_duration: 8s"))
-    try:
+def dev_project(tmp_path: Path) -> Iterator[Project]:
+    (tmp_path / "proj" / "home").mkdir(parents=True)
+    with example_project(tmp_path, "dev-environment", "dev", kind=HomeProject) as project:
+        config = project.config / "workbench.gpustack.yml"
+        config.write_text(config.read_text().replace("inactivity_duration: 30m", "inactivity_duration: 8s"))
         yield project
-    finally:
-        try:
-            project.cli("destroy", "--yes", check=False, timeout=120)
-        finally:
-            kill_all(processes_under(root))
 
 
 def _listening(port: int) -> bool:

@@ -4,39 +4,21 @@ a failing rank stopping the other, retries, no re-run of a finished task, destro
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 from typing import Iterator
 
-import psutil
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under, wait_until
+from tests.e2e.conftest import Project, WideProject, example_project, processes_under, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-class WideProject(Project):
-    """Status tables printed unwrapped, so a test can find a row's cells on one line."""
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "COLUMNS": "250"}
-
-
 @pytest.fixture
-def task_project(tmp_path: Path) -> Iterator[WideProject]:
-    root = tmp_path / "proj"
-    shutil.copytree(EXAMPLES / "task", root / "task")
-    project = WideProject(root=root, config=root / "task")
-    try:
+def task_project(tmp_path: Path) -> Iterator[Project]:
+    with example_project(tmp_path, "task", kind=WideProject) as project:
         yield project
-    finally:
-        try:
-            project.cli("destroy", "--yes", check=False, timeout=120)
-        finally:
-            kill_all(processes_under(root))
 
 
 def _write_task(project: Project, body: str) -> None:

@@ -4,40 +4,23 @@ keeps the data unless auto_cleanup, and a plan that would move the data fails.""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, Project, http, kill_all, processes_under, wait_until
+from tests.e2e.conftest import Project, WideProject, example_project, http, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-class WideProject(Project):
-    """Status tables printed unwrapped, so a test can find a row's cells on one line."""
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "COLUMNS": "250"}
-
-
 @pytest.fixture
-def volume_project(tmp_path: Path) -> Iterator[WideProject]:
-    root = tmp_path / "proj"
-    shutil.copytree(EXAMPLES / "volume", root / "vol")
-    project = WideProject(root=root, config=root / "vol")
-    notes = project.config / "notes.gpustack.yml"
-    # The mount path inside the test's directory: the link the agent makes stays there.
-    notes.write_text(notes.read_text().replace("notes-data:/data", f"notes-data:{root}/mnt/data"))
-    try:
+def volume_project(tmp_path: Path) -> Iterator[Project]:
+    with example_project(tmp_path, "volume", "vol", kind=WideProject) as project:
+        notes = project.config / "notes.gpustack.yml"
+        # The mount path inside the test's directory: the link the agent makes stays there.
+        notes.write_text(notes.read_text().replace("notes-data:/data", f"notes-data:{project.root}/mnt/data"))
         yield project
-    finally:
-        try:
-            project.cli("destroy", "--yes", check=False, timeout=120)
-        finally:
-            kill_all(processes_under(root))
 
 
 def _get(project: Project) -> dict:
