@@ -163,16 +163,24 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "name": str(task.name),
         "nodes": task.nodes,
         "commands": list(task.setup) + list(task.commands),
-        "env": {k: v for k, v in task.env.items() if v is not None},
-        "working_dir": _working_dir(task),
-        "remote_working_dir": _remote_working_dir(task),
+        **_on_hosts(task, mounts),
         "image": task.image,
-        "resources": task.resources.to_runtime(),
-        "placement": _placement(task),
-        "mounts": mounts.mounts,
-        "only_hosts": mounts.hosts,
         "retry": _retry(task),
         "max_duration": task.max_duration,
+    }
+
+
+def _on_hosts(config: TaskConfig | DevEnvironmentConfig, mounts: Mounts) -> dict[str, Any]:
+    """What a task's nodes and a dev environment share in their definitions: where and how their
+    processes run on fleet hosts."""
+    return {
+        "env": {k: v for k, v in config.env.items() if v is not None},
+        "working_dir": _working_dir(config),
+        "remote_working_dir": _remote_working_dir(config),
+        "resources": config.resources.to_runtime(),
+        "placement": _placement(config),
+        "mounts": mounts.mounts,
+        "only_hosts": mounts.hosts,
     }
 
 
@@ -189,13 +197,7 @@ def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: Stack
         "name": str(dev.name),
         "ide": dev.ide,
         "init": list(dev.setup) + list(dev.init),
-        "env": {k: v for k, v in dev.env.items() if v is not None},
-        "working_dir": _working_dir(dev),
-        "remote_working_dir": _remote_working_dir(dev),
-        "resources": dev.resources.to_runtime(),
-        "placement": _placement(dev),
-        "mounts": mounts.mounts,
-        "only_hosts": mounts.hosts,
+        **_on_hosts(dev, mounts),
         "inactivity_duration": dev.inactivity_duration,
     }
 

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
                                           new_token)
 
 # The AWS Deep Learning Base AMI (NVIDIA driver, CUDA, Docker), resolved per region by EC2 itself from
@@ -162,16 +162,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
     return out
 
 
-@dataclass
-class AwsGateway:
-    url: pulumi.Output[str]
-    control_url: pulumi.Output[str]
-    token: pulumi.Output[str]
-    admin_token: pulumi.Output[str]
-
-
 def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AwsNetwork | None = None, node_groups: list[NodeGroup] | None = None) -> AwsGateway:
+            shared: AwsNetwork | None = None, node_groups: list[NodeGroup] | None = None) -> CloudGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     vpc = shared or network(gw.name, gw.region, parent)
     ingress = [{"protocol": "tcp", "from_port": p, "to_port": p, "cidr_blocks": ["0.0.0.0/0"], "description": "gateway"}
@@ -225,7 +217,7 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
                 aws.route53.Record(f"{gw.name}-{'wildcard' if label else 'apex'}", name=f"{label}{gw.domain}", ttl=60,
                                    records=[eip.public_ip], **record)  # type: ignore[arg-type]
         url = pulumi.Output.from_input(f"{scheme}://{gw.domain}")
-    return AwsGateway(url=url, control_url=eip.public_ip.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
+    return CloudGateway(url=url, control_url=eip.public_ip.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
                       token=token.value, admin_token=admin.value)
 
 

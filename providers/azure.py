@@ -14,7 +14,7 @@ import pulumi
 import pulumi_azure_native as az
 
 from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
                                           new_token)
 
 # Ubuntu HPC images carry the NVIDIA driver, CUDA and InfiniBand drivers; "latest" per region.
@@ -134,16 +134,8 @@ class AzureFleet:
     join_secret: az.keyvault.Vault  # the vault holding the join token; the gateway's identity may read it
 
 
-@dataclass
-class AzureGateway:
-    url: pulumi.Output[str]
-    control_url: pulumi.Output[str]
-    token: pulumi.Output[str]
-    admin_token: pulumi.Output[str]
-
-
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AzureNetwork | None = None, joins: dict[str, az.keyvault.Vault] | None = None) -> AzureGateway:
+            shared: AzureNetwork | None = None, joins: dict[str, az.keyvault.Vault] | None = None) -> CloudGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     rules = [_rule(f"gateway-{p}", 100 + i, p, ["*"]) for i, p in enumerate(GATEWAY_PORTS)]
     # Agents in the network join through the control API (the join token guards it).
@@ -190,6 +182,6 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                              zone_name=zone.name, relative_record_set_name=label, record_type="A", ttl=60,
                              a_records=[{"ipv4_address": ip.ip_address}], opts=opts)
         url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
-    return AzureGateway(url=url, control_url=ip.ip_address.apply(lambda a: f"http://{a}:{CONTROL_PORT}"),
+    return CloudGateway(url=url, control_url=ip.ip_address.apply(lambda a: f"http://{a}:{CONTROL_PORT}"),
                         token=token.properties.apply(lambda p: p.value),  # type: ignore[union-attr]
                         admin_token=admin.properties.apply(lambda p: p.value))  # type: ignore[union-attr]

@@ -81,6 +81,16 @@ class AgentJoin:
     labels: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass
+class CloudGateway:
+    """What each backend's gateway hands the stack: where clients and the control API reach it, and its tokens."""
+
+    url: pulumi.Output[str]
+    control_url: pulumi.Output[str]
+    token: pulumi.Output[str]
+    admin_token: pulumi.Output[str]
+
+
 def agent_boot(fetch_agent_token: str, *, name_cmd: str = "hostname", join: AgentJoin | None = None) -> str:
     """cloud-init user data for a node: install gpustack-iac, read the agent token (and the fleet's
     join token) from the cloud's secret store through the instance's own identity, start the agent,

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
+                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
                                           new_token)
 
 # Deep Learning VM image family with the NVIDIA driver and CUDA: GCP resolves the family to its
@@ -123,16 +123,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
     return GcpFleet(groups=out, join_secret=join_secret)
 
 
-@dataclass
-class GcpGateway:
-    url: pulumi.Output[str]
-    control_url: pulumi.Output[str]
-    token: pulumi.Output[str]
-    admin_token: pulumi.Output[str]
-
-
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None) -> GcpGateway:
+            shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None) -> CloudGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     handle = shared or network(gw.name, gw.region, parent)
     net, subnet = handle.net, handle.subnet
@@ -171,5 +163,5 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
             gcp.dns.RecordSet(f"{gw.name}-{'wildcard' if label else 'apex'}", managed_zone=zone.name, name=f"{label}{gw.domain}.",
                               type="A", ttl=60, rrdatas=[address.address], opts=opts)
         url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
-    return GcpGateway(url=url, control_url=address.address.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
+    return CloudGateway(url=url, control_url=address.address.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
                       token=token_version.secret_data, admin_token=admin_version.secret_data)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from gpustack_iac import __version__
+from gpustack_iac.providers.cloud import CloudGateway
 from gpustack_iac.providers.kubernetes_names import k8s_name
 
 GATEWAY_IMAGE = f"ghcr.io/gpustack/gpustack-iac:{__version__}"
@@ -127,21 +128,13 @@ def service(definition: dict[str, Any], namespace: pulumi.Input[str], parent: pu
     return K8sService(deployments=deployments, service=svc)
 
 
-@dataclass
-class K8sGateway:
-    url: pulumi.Output[str]
-    control_url: pulumi.Output[str]
-    token: pulumi.Output[str]
-    admin_token: pulumi.Output[str]
-
-
 def namespace(name: str, parent: pulumi.Resource, provider: pulumi.ProviderResource | None) -> k8s.core.v1.Namespace:
     return k8s.core.v1.Namespace(name, metadata={"name": k8s_name(name)}, opts=pulumi.ResourceOptions(parent=parent, provider=provider))
 
 
 def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_token: pulumi.Output[str],
             scaled: list[tuple[str, str, str]], domain: str | None, parent: pulumi.Resource,
-            provider: pulumi.ProviderResource | None) -> K8sGateway:
+            provider: pulumi.ProviderResource | None) -> CloudGateway:
     """The gateway + controller Deployment, its LoadBalancer Service, its tokens and its RBAC.
 
     `scaled` lists (service, group, Deployment) of the groups the controller sizes: RBAC names the
@@ -200,6 +193,6 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
         return getattr(ingress, "hostname", None) or getattr(ingress, "ip", None) or "pending"
 
     address = host.apply(_addr)
-    return K8sGateway(url=pulumi.Output.from_input(f"http://{domain}") if domain else address.apply(lambda a: f"http://{a}"),
+    return CloudGateway(url=pulumi.Output.from_input(f"http://{domain}") if domain else address.apply(lambda a: f"http://{a}"),
                       control_url=pulumi.Output.concat("http://", gw, ".", ns, ":8443"),
                       token=token, admin_token=admin_token)
