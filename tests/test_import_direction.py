@@ -11,9 +11,8 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Installed package name → source folder (pyproject.toml's package-dir).
-ROOTS = {"gpustack_iac": REPO / "gpustack_iac", "gpustack_iac.stacks": REPO / "stacks",
-         "gpustack_iac.providers": REPO / "providers"}
+# Installed package name → source folder.
+ROOTS = {"gpustack_iac": REPO / "gpustack_iac"}
 # The package's own __init__ holds only __version__: anything may read it.
 VERSION_MODULE = "gpustack_iac"
 

@@ -1,4 +1,4 @@
-"""The wheel must carry every package: pyproject lists them by hand because of the package-dir mapping."""
+"""The wheel must carry every package: setuptools finds them under gpustack_iac/ (no package-dir remapping)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _declared() -> set[str]:
+    from setuptools import find_packages
+
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return set(config["tool"]["setuptools"]["packages"])
+    return set(find_packages(str(REPO), include=config["tool"]["setuptools"]["packages"]["find"]["include"]))
 
 
 def _on_disk() -> set[str]:
     found = set()
-    roots = {"gpustack_iac": REPO / "gpustack_iac", "gpustack_iac.providers": REPO / "providers",
-             "gpustack_iac.stacks": REPO / "stacks"}
+    roots = {"gpustack_iac": REPO / "gpustack_iac"}
     for prefix, root in roots.items():
         for init in root.rglob("__init__.py"):
             rel = init.parent.relative_to(root).parts
@@ -52,6 +53,6 @@ def test_the_python_floor_is_one_the_code_parses_under() -> None:
 
     floor = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert floor == ">=3.11"
-    for root in ("gpustack_iac", "providers", "stacks", "tests", "bench"):
+    for root in ("gpustack_iac", "tests", "bench"):
         for path in (REPO / root).rglob("*.py"):
             ast.parse(path.read_text(), filename=str(path), feature_version=(3, 11))

@@ -53,7 +53,7 @@ def local_platform() -> tuple[str, str]:
 def _source_digest() -> str:
     """A digest of the package's sources, so an edited checkout gets a fresh wheel."""
     h = hashlib.sha256()
-    for root in ("gpustack_iac", "providers", "stacks"):
+    for root in ("gpustack_iac",):
         for p in sorted((PACKAGE_ROOT / root).rglob("*.py")):
             h.update(str(p.relative_to(PACKAGE_ROOT)).encode())
             h.update(p.read_bytes())
