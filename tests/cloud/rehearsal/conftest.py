@@ -1,0 +1,95 @@
+"""Session-scoped stand-ins for the boot rehearsal: the namespace network, moto's server, the
+metadata stub and the runtime bundles. Where namespaces cannot be made (no root, no `ip`), the
+rehearsal skips, except under CI=true, where it fails."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gpustack_iac.providers import runtime_bundle, wheelhouse
+from gpustack_iac.providers.runtime_bundle import RuntimeBundle
+from tests.cloud.rehearsal.metadata import MetadataStub
+from tests.cloud.rehearsal.netns import Network, can_netns, create_network
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"the boot rehearsal needs {what} (CI installs it: .ci/run)")
+        pytest.skip(f"the boot rehearsal needs {what}")
+
+
+@pytest.fixture(scope="session")
+def network() -> Iterator[Network]:
+    _require(can_netns(), "root, ip, nsenter and unshare")
+    net = create_network()
+    try:
+        yield net
+    finally:
+        net.teardown()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{what} did not listen on {host}:{port} within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def moto(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        _require(False, "moto[server] (the test extra)")
+    host, port = network.host_address, free_port(network.host_address)
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", host, "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(host, port, proc, "moto's server")
+        yield f"http://{host}:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def metadata(network: Network) -> Iterator[MetadataStub]:
+    with MetadataStub(network.host_address) as stub:
+        yield stub
+
+
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wheelhouse")
+
+
+def bundle(cache: Path, *, gateway: bool, cloud: str) -> tuple[RuntimeBundle, wheelhouse.Wheelhouse]:
+    """This machine's Python stands in for the image's 3.12: the instance runs on this machine."""
+    python, machine = wheelhouse.local_platform()
+    return runtime_bundle.build(cache, machine, gateway=gateway, cloud=cloud, python=python)
