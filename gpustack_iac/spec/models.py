@@ -476,20 +476,6 @@ class ReplicaGroup(ProfileParams):
 
     _resolve_env = field_validator("env")(_resolve_env_field)
 
-    def runtime_generation(self, port: int, probe: dict[str, Any] | None, working_dir: str | None) -> str:
-        """A hash of what needs a restart of the group's replicas when it changes."""
-        return _sha256(
-            {
-                "commands": self.commands,
-                "image": self.image,
-                "env": self.env,
-                "resources": self.resources.to_runtime() if self.resources else None,
-                "port": port,
-                "probe": probe,
-                "working_dir": working_dir,
-            }
-        )
-
 
 def _group_aliases(value: Any) -> Any:
     # The later spellings of the same idea: `replicas:` as a list, or `groups:`.
@@ -633,7 +619,6 @@ class ServiceConfig(RunParams, Document):
             groups.append(
                 {
                     "name": g.name,
-                    "generation": g.runtime_generation(self.port, probe, self.working_dir),
                     "replicas": g.replicas.to_runtime(),
                     "scaling": g.scaling.to_runtime() if g.scaling else None,
                     "commands": list(g.commands or []),
