@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from gpustack_iac.contract import scaling as scaling_defaults
 from gpustack_iac.contract.restart import restart_reasons
 from gpustack_iac.engine.model import ConfigChange
 
@@ -110,7 +111,7 @@ def _scaling_rules(scaling: Mapping[str, Any] | None) -> str:
     if up is None or down is None:
         return text
     text += f", up after {up:g}s"
-    if metric == "rps" and scaling.get("burst_sigmas", 3.0) is not None:
+    if metric == "rps" and scaling.get("burst_sigmas", scaling_defaults.BURST_SIGMAS) is not None:
         text += " (bursts at once)"
     return text + f", down after {down:g}s"
 

@@ -15,8 +15,8 @@ from croniter import croniter
 from gpustack_iac.errors import ScalingConfigError
 
 # Defaults of the `scaling:` block (seconds; sigmas; fractions).
-SCALE_UP_DELAY = 300.0
-SCALE_DOWN_DELAY = 600.0
+SCALE_UP_DELAY: float = 300
+SCALE_DOWN_DELAY: float = 600
 WINDOW = 60.0  # `window`: the stable path's averaging window
 BURST_WINDOW = 6.0  # `burst.window`
 BURST_SIGMAS = 3.0  # `burst.sigmas`
@@ -74,7 +74,7 @@ class ScalingConfig:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ScalingConfigError(f"scaling.metric must be one of {list(METRICS[:4])}, got {self.metric!r}")
+            raise ScalingConfigError(f"scaling.metric: expected one of {list(METRICS[:4])}, got {self.metric!r}")
         if self.target <= 0:
             raise ScalingConfigError(f"scaling.target must be > 0, got {self.target}")
         if self.in_flight_target is not None and self.in_flight_target <= 0:
