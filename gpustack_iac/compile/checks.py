@@ -14,26 +14,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
+from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, ClusterBackend, Local, Ssh, WithPulumiPlugin, fleet_backend, get,
+                                   workload_backends)
+from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.compile.facts import Facts
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, unsatisfiable_groups
-from gpustack_iac.providers.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.gateway import local_tls
-from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, vm_backend
 
 # A runtime definition in the wire shape of docs/runtime-api.md (what the controller parses).
 Definition = dict[str, Any]
-
-# Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
-_LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
-                  "idle_duration", "creation_policy", "termination_policy", "termination_idle_time")
-
 
 @dataclass
 class StackPlan:
@@ -75,7 +71,7 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     plan.plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in plan.node_groups}
-                                  | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
+                                  | {g.backend for g in spec.gateways if isinstance(get(g.backend), WithPulumiPlugin)})
     return plan
 
 
@@ -84,9 +80,9 @@ def _plan_fleets(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
     for fleet in spec.fleets:
         backend = fleet_backend(fleet)
         try:
-            if backend in VM_BACKENDS:
+            if vm_backend(backend) is not None:
                 plan.node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
-            if backend in IMPLEMENTED_BACKENDS or backend == "ssh":
+            if get(backend).implemented:
                 plan.cost.items.append(fleet_cost(fleet))
         except NoOffer as exc:
             problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
@@ -95,9 +91,9 @@ def _plan_fleets(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
 
 def _plan_gateways(spec: Spec, plan: StackPlan) -> None:
     for gateway in spec.gateways:
-        if gateway.backend in VM_BACKENDS:
+        if vm_backend(gateway.backend) is not None:
             plan.instances[str(gateway.name)] = gateway_instance(gateway)[0]
-        if gateway.backend in IMPLEMENTED_BACKENDS:
+        if get(gateway.backend).implemented:
             plan.cost.items.append(gateway_cost(gateway))
 
 
@@ -141,7 +137,7 @@ def _plan_definitions(spec: Spec, ctx: StackContext, plan: StackPlan) -> list[Di
     """The services' final runtime definitions (generations stamped), the tasks' and dev environments'."""
     problems: list[Diagnostic] = []
     for service in spec.services:
-        definition = _definition(service, local=plan.service_backend[str(service.name)] == "local")
+        definition = _definition(service, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
         for group in definition["groups"]:
             workloads.service_mounts(group, mounts)
@@ -175,12 +171,13 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
-        if gateway.backend == "ssh":
+        backend = get(gateway.backend)
+        if isinstance(backend, Ssh):
             problems += _check_ssh_gateway(gateway, spec)
-        elif gateway.backend not in IMPLEMENTED_BACKENDS:
+        elif not backend.implemented:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        elif gateway.backend == "local":
+        elif isinstance(backend, Local):
             problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
@@ -231,7 +228,7 @@ def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
 
 def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
     """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
-    if gateway.backend != "local" or not service.https or local_tls(gateway) is not None:
+    if not isinstance(get(gateway.backend), Local) or not service.https or local_tls(gateway) is not None:
         return []
     # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
     if not gateway.domain and "https" not in service.model_fields_set:
@@ -243,9 +240,10 @@ def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnos
 
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, backend: str = "local") -> list[Diagnostic]:
-    if backend != "local":
-        return _check_remote_service(service, backend)
+def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, backend_name: str) -> list[Diagnostic]:
+    backend = get(backend_name)
+    if not isinstance(backend, Local):
+        return _check_remote_service(service, backend_name)
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
@@ -253,10 +251,10 @@ def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, back
         if group.image and not facts.docker():
             problems.append(_diag(service, f"{at}.image".lstrip("."), f"service {service.name}: image {group.image} needs Docker, "
                                   "and the local backend found no Docker daemon on this machine; remove image and run commands directly"))
-        if group.backends and not set(group.backends) & set(IMPLEMENTED_BACKENDS):
+        if group.backends and not any(get(b).implemented for b in group.backends):
             problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: backends "
                                   f"{', '.join(group.backends)} are not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        for prop in _LOCAL_IGNORED:
+        for prop in backend.ignored_placement:
             if getattr(group, prop, None) not in (None, [], False):
                 ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
     if service.gateway is False:
@@ -280,10 +278,10 @@ def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnost
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
-        if backend == "kubernetes" and not group.image:
+        if not get(backend).runs_processes and not group.image:
             problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
-                                  f"{group.name}: a Kubernetes replica is a container; set image"))
-        if group.backends and backend == "kubernetes" and set(group.backends) - {"kubernetes"}:
+                                  f"{group.name}: a {backend} replica is a container; set image"))
+        if group.backends and isinstance(get(backend), ClusterBackend) and set(group.backends) - {backend}:
             problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
                                   f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
     return problems
@@ -294,7 +292,7 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
     for group in service.groups:
         if group.backends:
             return group.backends[0]
-    return gateway.backend if gateway is not None else "local"
+    return gateway.backend if gateway is not None else Local.name  # no gateway: refused below
 
 
 

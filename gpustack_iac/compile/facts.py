@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from gpustack_iac.backends import fleet_backend
+from gpustack_iac.backends import fleet_backend, get
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
@@ -53,7 +53,7 @@ class Facts:
 def _measured_hosts(spec: Spec, ctx: StackContext) -> HostFacts:
     # With a fleet of another backend the facts of some hosts are not known here, and a group only
     # they could run must not be refused: no check (no hosts).
-    every_known = all(fleet_backend(f) in ("local", "ssh") for f in spec.fleets)
+    every_known = all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets)
     local = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root) if every_known else []
     if not any(f.is_ssh for f in spec.fleets):
         return HostFacts(local)

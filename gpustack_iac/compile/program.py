@@ -14,19 +14,19 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import fleet_backend
+from gpustack_iac.backends import ClusterBackend, fleet_backend, get
+from gpustack_iac.backends.cloud import Network
 from gpustack_iac.compile.checks import Definition, StackPlan, check
 from gpustack_iac.compile.facts import Facts
 from gpustack_iac.cost import Cost, deployed_cost
 from gpustack_iac.hostcheck import PlannedHost
-from gpustack_iac.providers.cloud import Network
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import GatewayConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
-from gpustack_iac.stacks.placement import VM_BACKENDS
+from gpustack_iac.stacks.placement import vm_backend
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 from gpustack_iac.stacks.task import Task
@@ -62,10 +62,8 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     probed over SSH (an unreachable one is shown, and left out of the check).
     """
     plan = check(spec, ctx, Facts(spec, ctx, hosts))
-    from gpustack_iac.stacks.cloud import backend_module
-
-    for backend in plan.plugin_backends:
-        backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
+    for backend_name in plan.plugin_backends:
+        get(backend_name).resources()  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=lambda: _Program(spec, ctx, plan).declare(), warnings=list(ctx.warnings),
                          definitions=plan.definitions, tasks=plan.tasks,
                          component_specs=lambda: _component_specs(spec, plan.definitions, plan.tasks, plan.devs, ctx),
@@ -125,10 +123,10 @@ class _Program:
 
     def _gateway(self, config: GatewayConfig, fleets: list[Fleet]) -> Gateway:
         opts, k8s, handle = None, None, None
-        if config.backend in VM_BACKENDS:
+        if vm_backend(config.backend) is not None:
             opts, handle = self._placed(config.backend, str(config.region))
-        elif config.backend == "kubernetes":
-            k8s = self._provider("kubernetes", None)
+        elif isinstance(get(config.backend), ClusterBackend):
+            k8s = self._provider(config.backend, None)
         same = [(f, fl) for f, fl in zip(self.spec.fleets, fleets) if fleet_backend(f) == config.backend]
         return Gateway(config, self.ctx, opts, instance=self.plan.instances.get(str(config.name)),
                        network=Network(tuple(config.ssh_from)), scaled=self._scaled(str(config.name)), k8s_provider=k8s,
@@ -137,7 +135,7 @@ class _Program:
                        fleet_hosts=[h for fleet in fleets for h in fleet.hosts])
 
     def _scaled(self, gateway: str) -> Any:
-        from gpustack_iac.providers.kubernetes_names import deployment_names
+        from gpustack_iac.backends.kubernetes.names import deployment_names
 
         return deployment_names([d for n, d in self.plan.definitions.items() if self.plan.service_gateway.get(n) == gateway])
 
