@@ -8,7 +8,6 @@ import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,14 +15,12 @@ import boto3
 from gpustack_iac.providers.cloudboot import BootSource, Endpoints, GatewayBoot, NodeJoin, gateway_boot, node_boot
 from gpustack_iac.providers.runtime_bundle import RuntimeBundle
 from gpustack_iac.providers.wheelhouse import Wheelhouse
+from tests.cloud.rehearsal.harness import AGENT_PORT, GATEWAY_ARGS
 from tests.cloud.rehearsal.metadata import MetadataStub
 
 REGION = "us-east-1"
 BUCKET = "gpustack-rehearsal-runtime"
 PREFIX = "/gpustack/rehearsal/dev"
-AGENT_PORT = 8600
-CONTROL_PORT = 8443
-DATA_PORT = 8080
 
 
 def client(service: str, moto: str) -> Any:
@@ -93,7 +90,7 @@ def gateway_script(world: AwsWorld, bundle: RuntimeBundle, max_nodes: int = 3) -
         {"name": world.asg, "fleet": "gpu", "min": 0, "max": max_nodes, "gpus": 0,
          "labels": {"backend": "aws", "region": REGION, "spot": "false"}}]})
     gw = GatewayBoot(token_secret=f"{PREFIX}/gateway/token", admin_token_secret=f"{PREFIX}/gateway/admin-token",
-                     args=("--host", "0.0.0.0", "--port", str(DATA_PORT), "--control-port", str(CONTROL_PORT)),
+                     args=GATEWAY_ARGS,
                      joins_path=f"{PREFIX}/joins", node_groups=groups)
     return gateway_boot(world.source(bundle), gw)
 
@@ -103,11 +100,3 @@ def node_script(world: AwsWorld, bundle: RuntimeBundle, controller: str) -> str:
                     fleet="gpu", node_group=world.asg, controller_url=controller, agent_port=AGENT_PORT,
                     labels=(("backend", "aws"), ("region", REGION), ("spot", "false")))
     return node_boot(world.source(bundle), join)
-
-
-def site(tmp: Path) -> Path:
-    """The replica's content: a static file served by the standard library's HTTP server."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "hello.txt").write_text("hello from a rehearsed node\n")
-    tmp.chmod(0o755)
-    return tmp

@@ -20,7 +20,7 @@ from tests.cloud.rehearsal.metadata import MetadataStub
 from tests.cloud.rehearsal.netns import Network, can_netns, create_network
 
 
-def _require(ok: bool, what: str) -> None:
+def require(ok: bool, what: str) -> None:
     if not ok:
         if os.environ.get("CI"):
             pytest.fail(f"the boot rehearsal needs {what} (CI installs it: .ci/run)")
@@ -29,7 +29,7 @@ def _require(ok: bool, what: str) -> None:
 
 @pytest.fixture(scope="session")
 def network() -> Iterator[Network]:
-    _require(can_netns(), "root, ip, nsenter and unshare")
+    require(can_netns(), "root, ip, nsenter and unshare")
     net = create_network()
     try:
         yield net
@@ -61,7 +61,7 @@ def moto(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         import moto.server  # noqa: F401
     except ImportError:
-        _require(False, "moto[server] (the test extra)")
+        require(False, "moto[server] (the test extra)")
     host, port = network.host_address, free_port(network.host_address)
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", host, "-p", str(port)],
@@ -89,7 +89,10 @@ def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("wheelhouse")
 
 
-def bundle(cache: Path, *, gateway: bool, cloud: str) -> tuple[RuntimeBundle, wheelhouse.Wheelhouse]:
-    """This machine's Python stands in for the image's 3.12: the instance runs on this machine."""
+@pytest.fixture(scope="session")
+def runtime_wheels(wheel_cache: Path) -> tuple[RuntimeBundle, wheelhouse.Wheelhouse]:
+    """One bundle for every rehearsal and both roles: the gateway's set with the AWS SDK, a
+    superset of the node's (building a wheelhouse is most of the rehearsal's time on a loaded
+    machine). This machine's Python stands in for the image's 3.12: the instance runs here."""
     python, machine = wheelhouse.local_platform()
-    return runtime_bundle.build(cache, machine, gateway=gateway, cloud=cloud, python=python)
+    return runtime_bundle.build(wheel_cache, machine, gateway=True, cloud="aws", python=python)

@@ -1,12 +1,17 @@
 """A small instance-metadata stand-in for the boot rehearsal: AWS's IMDSv2 (token first, then
 role credentials, instance id, private address) and GCP's metadata server (Metadata-Flavor header,
 service-account token, instance name, address). The instance is told apart by its source address.
+
+It also stands in for GCP's Secret Manager (no emulator exists): `/v1/projects/P/secrets/S/versions/
+latest:access` and the list with a `name:` filter, answered only with the metadata server's token.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import urllib.parse
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +27,7 @@ class Identity:
     session_token: str = field(default_factory=lambda: secrets.token_hex(32))
     gcp_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     imds_tokens: set[str] = field(default_factory=set)
+    gcp_secrets: dict[str, str] = field(default_factory=dict)  # "projects/P/secrets/S" -> value
     refused: int = 0  # requests without a session token (IMDSv1) or without Metadata-Flavor
 
 
@@ -52,6 +58,11 @@ def _handler(ident: Identity) -> type[BaseHTTPRequestHandler]:
                     ident.refused += 1
                     return self._send(401, "")
                 return self._aws(self.path[len("/latest/"):], client)
+            if self.path.startswith("/v1/projects/"):
+                if self.headers.get("Authorization") != f"Bearer {ident.gcp_token}":
+                    ident.refused += 1
+                    return self._send(401, "")
+                return self._secret_manager(self.path[len("/v1/"):])
             if self.path.startswith("/computeMetadata/v1/"):
                 if self.headers.get("Metadata-Flavor") != "Google":
                     ident.refused += 1
@@ -84,6 +95,21 @@ def _handler(ident: Identity) -> type[BaseHTTPRequestHandler]:
             }
             if path in answers:
                 return self._send(200, answers[path], "application/json")
+            self._send(404, "")
+
+        def _secret_manager(self, path: str) -> None:
+            name, _, query = path.partition("?")
+            if name.endswith("/versions/latest:access"):
+                secret = ident.gcp_secrets.get(name[: -len("/versions/latest:access")])
+                if secret is None:
+                    return self._send(404, "")
+                data = base64.b64encode(secret.encode()).decode()
+                return self._send(200, json.dumps({"name": name, "payload": {"data": data}}), "application/json")
+            if name.endswith("/secrets"):
+                wanted = urllib.parse.parse_qs(query).get("filter", ["name:"])[0].removeprefix("name:")
+                listed = [{"name": n} for n in ident.gcp_secrets if n.startswith(name + "/")
+                          and wanted in n.rsplit("/", 1)[-1]]
+                return self._send(200, json.dumps({"secrets": listed}), "application/json")
             self._send(404, "")
 
     return Handler

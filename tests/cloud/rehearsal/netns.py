@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,13 @@ import psutil
 HERE = Path(__file__).resolve().parent
 # The directories a boot script writes, each replaced by a private temp dir inside its instance.
 PRIVATE = ("/opt", "/var/lib", "/etc/systemd/system", "/var/log")
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _run(*argv: str) -> None:
@@ -77,7 +85,12 @@ class Instance:
                 procs.append(p)
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(procs, timeout=10)
+        # Units were detached (setsid) from a boot script that has exited, so they are nobody's
+        # children here: gone means gone or a zombie left for init to reap.
+        deadline = time.monotonic() + 30
+        while procs and time.monotonic() < deadline:
+            procs = [p for p in procs if _alive(p)]
+            time.sleep(0.1)
 
 
 @dataclass
