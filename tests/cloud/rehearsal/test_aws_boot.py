@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.cloud.rehearsal import aws
-from tests.cloud.rehearsal.harness import CONTROL_PORT, assert_refused, boot_gateway, join_and_serve, units_and_runtime
+from tests.cloud.rehearsal.harness import (CONTROL_PORT, assert_refused, boot_gateway, call, join_and_serve, logs,
+                                          units_and_runtime, wait_for)
 from tests.cloud.rehearsal.netns import Instance, Network
 
 pytestmark = pytest.mark.slow
@@ -53,3 +54,21 @@ def test_a_tampered_wheel_is_refused(network: Network, world: aws.AwsWorld, runt
     tampered = aws.upload(world.moto, *runtime_wheels, tamper="gpustack_iac-")
     inst = network.add("awsbad")
     assert_refused(inst, inst.boot(aws.node_script(world, tampered, "http://127.0.0.1:9")))
+
+
+def test_the_controller_grows_the_node_group_in_moto(gateway: Instance, world: aws.AwsWorld) -> None:
+    """A replica no joined host can hold: the controller on the rehearsed gateway (boto3 with the
+    instance-profile credentials from the metadata stub) raises the Auto Scaling group's desired
+    capacity in moto from 0 to the one node the replica needs."""
+    aws.client("autoscaling", world.moto).set_desired_capacity(AutoScalingGroupName=world.asg, DesiredCapacity=0)
+    big = {"name": "big", "generation": "g1", "auth": True,
+           "probe": {"url": "/", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.5},
+           "groups": [{"name": "main", "generation": "g1", "replicas": {"min": 1, "max": 1}, "commands": ["true"],
+                       "env": {}, "resources": {"cpu": {"min": 4096}, "memory_bytes": {"min": 0},
+                                                "disk_bytes": {"min": 0}, "gpu": None}}]}
+    controller = f"http://{gateway.address}:{CONTROL_PORT}"
+    status, body = call("PUT", f"{controller}/control/services/big", world.admin_token, big)
+    assert status in (200, 201), body
+    wait_for(lambda: aws.desired_capacity(world) == 1, "the group's desired capacity became 1",
+             explain=lambda: logs(gateway))
+    call("DELETE", f"{controller}/control/services/big", world.admin_token)
