@@ -53,11 +53,11 @@ class Prepared:
     paths: list[Path]
 
 
-def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
+def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, offline: bool = False) -> Prepared:
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key, offline)
     return Prepared(space, spec, compiled, path_list)
 
 
@@ -92,8 +92,10 @@ def _emit_plan(plan: Plan, fmt: str, console: Console) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the plan for `up FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 1 on error, 2 when there are changes.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
+@click.option("--offline", is_flag=True,
+              help="Contact no host: no SSH fleet host is probed for its facts (placement is not checked), no refresh.")
 def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, fmt: str, out: Path | None,
-         detailed_exitcode: bool, refresh: bool) -> None:
+         detailed_exitcode: bool, refresh: bool, offline: bool) -> None:
     """Show what `up` would change.
 
     \b
@@ -103,9 +105,9 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
       gpustack-iac plan . -o plan.json --detailed-exitcode
     """
     console = make_console(stderr=fmt != "terminal")
-    prepared = prepare(paths, stack, state_dir, engine)
+    prepared = prepare(paths, stack, state_dir, engine, offline)
     with console.status("planning…") if sys.stderr.isatty() else nullcontext():
-        result = make_plan(prepared, refresh)
+        result = make_plan(prepared, refresh and not offline)
     _emit_plan(result, fmt, console)
     if out is not None:
         planfile.save_plan(result, out)
