@@ -29,8 +29,10 @@ class HostFacts:
 class Facts:
     """Read-only answers about the world outside the configuration, each looked up at most once."""
 
-    def __init__(self, spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> None:
+    def __init__(self, spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None,
+                 offline: bool = False) -> None:
         self._spec, self._ctx = spec, ctx
+        self._offline = offline  # contact no SSH host (`plan --offline`)
         self._given = list(hosts) if hosts is not None else None
         self._docker: bool | None = None
         self._hosts: HostFacts | None = None
@@ -46,18 +48,18 @@ class Facts:
         the local fleets' hosts, measured here, and the SSH fleets' hosts, probed over SSH (an
         unreachable one is shown, and then no host is checked: it might be the one a group needs)."""
         if self._hosts is None:
-            self._hosts = HostFacts(self._given) if self._given is not None else _measured_hosts(self._spec, self._ctx)
+            self._hosts = HostFacts(self._given) if self._given is not None else _measured_hosts(self._spec, self._ctx, self._offline)
         return self._hosts
 
 
-def _measured_hosts(spec: Spec, ctx: StackContext) -> HostFacts:
+def _measured_hosts(spec: Spec, ctx: StackContext, offline: bool) -> HostFacts:
     # With a fleet of another backend the facts of some hosts are not known here, and a group only
     # they could run must not be refused: no check (no hosts).
     every_known = all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets)
     local = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root) if every_known else []
     if not any(f.is_ssh for f in spec.fleets):
         return HostFacts(local)
-    probed = probe_ssh_hosts(spec.fleets)
+    probed = probe_ssh_hosts(spec.fleets, offline)
     lines = [h.summary() for h in probed]
     if any(h.facts is None for h in probed) or not every_known:
         return HostFacts([], lines)
