@@ -7,6 +7,7 @@ before any engine runs, so `plan` fails exactly where `up` would.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, ClusterBackend, Local, Ssh, WithPulumiPlugin, fleet_backend, get,
-                                   workload_backends)
+from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend, HostBackend, Local, Ssh, WithPulumiPlugin,
+                                   fleet_backend, get, implemented, workload_backends)
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
@@ -26,7 +27,7 @@ from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, Servi
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
-from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, vm_backend
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, model_disk_gb, vm_backend
 from gpustack_iac.backends.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.router import Router
@@ -75,21 +76,56 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        else:
+            problems += _check_fleet_placement(fleet, get(backend))
     for gateway in spec.gateways:
-        backend = get(gateway.backend)
-        if isinstance(backend, Ssh):
-            problems += _check_ssh_gateway(gateway, spec)
-        elif not backend.implemented:
-            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
-                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        elif isinstance(backend, Local):
-            problems += _check_local_gateway(gateway)
+        problems += _check_gateway(gateway, spec)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
         allowed = workload_backends(doc)
         if doc.backends and not set(doc.backends) & set(allowed):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
                                                    f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
+    return problems
+
+
+def _check_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
+    backend = get(gateway.backend)
+    if not backend.implemented:
+        return [_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
+                                          f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
+    problems = []
+    if isinstance(backend, Ssh):
+        problems += _check_ssh_gateway(gateway, spec)
+    elif isinstance(backend, Local):
+        problems += _check_local_gateway(gateway)
+    if not gateway.public_ip and not backend.private_gateway:
+        where = ", ".join(b.name for b in implemented() if b.private_gateway)
+        problems.append(_diag(gateway, "public_ip", f"gateway {gateway.name}: public_ip: false is not implemented on "
+                                                    f"{backend.name} (implemented on: {where}); remove it to give the "
+                                                    "gateway a public address"))
+    return problems
+
+
+def _check_fleet_placement(fleet: FleetConfig, backend: Backend) -> list[Diagnostic]:
+    """`placement`, `reservation` and `blocks` on a cloud or cluster fleet: honoured where the backend
+    can, refused (naming where it can) elsewhere. Host fleets have their own rules."""
+    if not backend.implemented or isinstance(backend, HostBackend):
+        return []
+    where = {k: ", ".join(b.name for b in implemented() if getattr(b, k)) or "none" for k in ("cluster_placement", "reservations")}
+    problems = []
+    if fleet.placement == "cluster" and not backend.cluster_placement:
+        problems.append(_diag(fleet, "placement", f"fleet {fleet.name}: placement: cluster is not implemented on {backend.name} "
+                                                  f"(implemented on: {where['cluster_placement']})"))
+    if fleet.reservation and not backend.reservations:
+        problems.append(_diag(fleet, "reservation", f"fleet {fleet.name}: reservation is not implemented on {backend.name} "
+                                                    f"(implemented on: {where['reservations']})"))
+    if fleet.reservation and fleet.spot_policy in ("spot", "auto"):
+        problems.append(_diag(fleet, "reservation", f"fleet {fleet.name}: a capacity reservation holds on-demand capacity; "
+                                                    "set spot_policy: on-demand"))
+    if fleet.blocks != 1:
+        problems.append(_diag(fleet, "blocks", f"fleet {fleet.name}: blocks (sharing a node between workloads) is not "
+                                               f"implemented on {backend.name}; the controller places replicas by their resources"))
     return problems
 
 
@@ -260,10 +296,22 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
     instances: dict[str, GatewayInstance] = {}
     for gateway_config in spec.gateways:
-        if vm_backend(gateway_config.backend) is not None:
-            instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
+        try:
+            if vm_backend(gateway_config.backend) is not None:
+                instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
+        except NoOffer as exc:
+            problems.append(_diag(gateway_config, "region", str(exc)))
         if get(gateway_config.backend).implemented:
             cost.items.append(gateway_cost(gateway_config))
+    images: dict[str, str] = {}  # kubernetes gateway → its runtime image, pinned by digest
+    for gateway_config in spec.gateways:
+        if isinstance(get(gateway_config.backend), ClusterBackend):
+            from gpustack_iac.backends.kubernetes.image import ImageError, image_ref, pinned
+
+            try:
+                images[str(gateway_config.name)] = pinned(image_ref())
+            except ImageError as exc:
+                problems.append(_diag(gateway_config, "backend", f"gateway {gateway_config.name}: {exc}"))
     fleet_backends = {fleet_backend(f) for f in spec.fleets}
     service_backend: dict[str, str] = {}
     for service in spec.services:
@@ -292,6 +340,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 problems.append(_diag(router, f"members[{i}].service", f"router {router.name}: member {member.service} runs "
                                       f"behind gateway {service_gateway[member.service]}, the router behind {chosen.name}; "
                                       "a router routes within one gateway"))
+    _size_model_disks(spec, node_groups, service_backend, ctx)
     if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
@@ -364,6 +413,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 k8s = provider(config.backend, None)
             gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
                               scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle,
+                              runtime_image=images.get(str(config.name)),
                               node_groups=[g for f in spec.fleets if fleet_backend(f) == config.backend
                                            for g in node_groups.get(str(f.name)) or []],
                               join_secrets={str(f.name): fl.join_secret for f, fl in zip(spec.fleets, fleets)
@@ -391,6 +441,27 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
                          component_specs=lambda: _component_specs(spec, definitions, tasks, devs, ctx), cost=cost,
                          plugin_backends=plugin_backends, hosts=host_lines)
+
+
+def _size_model_disks(spec: Spec, node_groups: dict[str, list[NodeGroup]], service_backend: dict[str, str],
+                      ctx: StackContext) -> None:
+    """Cloud nodes' boot disks hold the models their services serve: the default disk grows to fit
+    ("70B" → about 220 GB); a `disk:` the fleet names is kept, with a warning when it is too small."""
+    for fleet in spec.fleets:
+        groups = node_groups.get(str(fleet.name))
+        if not groups:
+            continue
+        needs = [(str(s.name), gb) for s in spec.services if s.model is not None and service_backend[str(s.name)] == fleet_backend(fleet)
+                 for gb in [model_disk_gb(s.model.name)] if gb]
+        if not needs:
+            continue
+        service, needed = max(needs, key=lambda n: n[1])
+        if fleet.resources is not None and "disk" in fleet.resources.model_fields_set:
+            if groups[0].disk_gb < needed:
+                ctx.warn(f"fleet {fleet.name}: disk {groups[0].disk_gb}GB may not hold service {service}'s model "
+                         f"(about {needed}GB with the image); raise resources.disk")
+            continue
+        node_groups[str(fleet.name)] = [dataclasses.replace(g, disk_gb=max(g.disk_gb, needed)) for g in groups]
 
 
 def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
