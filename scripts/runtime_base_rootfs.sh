@@ -16,8 +16,12 @@ ln -s python3.11 "$root/usr/bin/python3"
 # The standard library, without its tests and GUI toolkits.
 tar -C /usr/lib -c --exclude='python3.11/test' --exclude='python3.11/idlelib' --exclude='python3.11/tkinter' \
     --exclude='__pycache__' python3.11 | tar -C "$root/usr/lib" -x
-# Every shared library the interpreter and its extension modules load, at the same paths.
-{ ldd "$python"; find /usr/lib/python3.11/lib-dynload -name '*.so' -exec ldd {} \; ; } 2>/dev/null \
+# Every shared library the interpreter and its extension modules load, at the same paths, and
+# the ones the manylinux policy lets binary wheels (pydantic-core, uvloop, ...) expect.
+manylinux() { ldconfig -p | awk -v n="$1" '!found && $1 == n && /x86-64|x86_64|AArch64/ {print "=> " $NF; found = 1}'; }  # reads all: no SIGPIPE
+{ ldd "$python"; find /usr/lib/python3.11/lib-dynload -name '*.so' -exec ldd {} \; ;
+  for lib in libgcc_s.so.1 libstdc++.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1; do manylinux "$lib"; done
+} 2>/dev/null \
     | grep -o '/[^ ]*\.so[^ ]*' | sort -u | while read -r lib; do
         mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
     done

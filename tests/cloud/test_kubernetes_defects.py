@@ -47,6 +47,12 @@ def test_pods_drop_privileges_and_the_gateway_runs_as_non_root_read_only(tmp_pat
     assert gateway["securityContext"]["runAsNonRoot"] is True and gateway["securityContext"]["runAsUser"] == 10001
     container = gateway["containers"][0]["securityContext"]
     assert container["readOnlyRootFilesystem"] is True and container["allowPrivilegeEscalation"] is False
+    # fsGroup makes the Secret's files group-readable, which the runtime refuses for a token file:
+    # an init container copies them owner-only into a memory volume the gateway reads.
+    [init] = gateway["initContainers"]
+    assert init["image"] == gateway["containers"][0]["image"] and init["securityContext"] == container
+    assert "--token-file" in gateway["containers"][0]["command"]
+    assert gateway["containers"][0]["command"][gateway["containers"][0]["command"].index("--token-file") + 1] == "/run/gpustack/token"
 
 
 def test_controller_state_is_on_a_persistent_volume_claim(tmp_path: Path) -> None:

@@ -19,6 +19,14 @@ from gpustack_iac.backends.cloud import CloudGateway
 from gpustack_iac.backends.kubernetes.names import k8s_name
 
 RUNTIME_UID = 10001  # the runtime image's user (Containerfile)
+TOKENS = "/run/gpustack"
+# Run by the gateway pod's init container (and by tests/cloud/test_runtime_image.py the same way).
+COPY_TOKENS = ("import os, pathlib\n"
+               "for f in pathlib.Path('/etc/gpustack-secret').iterdir():\n"
+               "    if f.name.startswith('.'): continue\n"
+               "    fd = os.open(f'/run/gpustack/{f.name}', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+               "    os.write(fd, f.read_bytes()); os.close(fd)\n")
+_RESTRICTED = {"read_only_root_filesystem": True, "allow_privilege_escalation": False, "capabilities": {"drop": ["ALL"]}}
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 # GPU feature discovery (NVIDIA's GFD) labels each node with its product; a spec names the family.
 GFD_PRODUCTS: dict[str, list[str]] = {
@@ -170,12 +178,13 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
     k8s.rbac.v1.RoleBinding(gw, metadata={"name": gw, "namespace": ns},
                             role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata["name"]},
                             subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": ns}], opts=opts)
-    args = ["--host", "0.0.0.0", "--port", "8080", "--control-port", "8443", "--token-file", "/etc/gpustack/token",
-            "--admin-token-file", "/etc/gpustack/admin-token", "--state-dir", "/var/lib/gpustack"]
+    args = ["--host", "0.0.0.0", "--port", "8080", "--control-port", "8443", "--token-file", f"{TOKENS}/token",
+            "--admin-token-file", f"{TOKENS}/admin-token", "--state-dir", "/var/lib/gpustack"]
     if domain:
         args += ["--domain", domain]
-    volumes: list[dict[str, Any]] = [{"name": "tokens", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}}]
-    mounts: list[dict[str, Any]] = [{"name": "tokens", "mount_path": "/etc/gpustack", "read_only": True}]
+    volumes: list[dict[str, Any]] = [{"name": "secret", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}},
+                                     {"name": "tokens", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tokens", "mount_path": TOKENS, "read_only": True}]
     if scaled:
         # The controller sets each group's Deployment to the autoscaler's count (runtime/controller/node_sizing.py).
         sizing = k8s.core.v1.ConfigMap(f"{gw}-node-groups", metadata={"name": f"{gw}-node-groups", "namespace": ns},
@@ -200,12 +209,17 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
             "service_account_name": account.metadata["name"],
             "security_context": {"run_as_non_root": True, "run_as_user": RUNTIME_UID, "run_as_group": RUNTIME_UID,
                                  "fs_group": RUNTIME_UID, "seccomp_profile": {"type": "RuntimeDefault"}},
+            # fsGroup makes the Secret's files group-readable, which the runtime refuses for a token:
+            # copy them, owner-only, into a memory volume first.
+            "init_containers": [{"name": "tokens", "image": image, "command": ["python", "-c", COPY_TOKENS],
+                                 "security_context": _RESTRICTED,
+                                 "volume_mounts": [{"name": "secret", "mount_path": "/etc/gpustack-secret", "read_only": True},
+                                                   {"name": "tokens", "mount_path": TOKENS}]}],
             "containers": [{"name": "gateway", "image": image,
                             "command": ["python", "-m", "gpustack_iac.runtime.gateway", *args],
                             "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 8443, "name": "control"}],
                             "readiness_probe": {"tcp_socket": {"port": 8080}, "period_seconds": 5},
-                            "security_context": {"read_only_root_filesystem": True, "allow_privilege_escalation": False,
-                                                 "capabilities": {"drop": ["ALL"]}},
+                            "security_context": _RESTRICTED,
                             "volume_mounts": mounts}],
             "volumes": volumes}}},
         opts=opts)
