@@ -310,6 +310,8 @@ def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnos
 def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, backend_name: str) -> list[Diagnostic]:
     backend = get(backend_name)
     if not isinstance(backend, Local):
+        if isinstance(backend, ClusterBackend):
+            _warn_gpu_labels(service, ctx)
         return _check_remote_service(service, backend_name)
     problems = []
     for i, group in enumerate(service.groups):
@@ -339,6 +341,17 @@ def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, back
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
 
+
+
+def _warn_gpu_labels(service: ServiceConfig, ctx: StackContext) -> None:
+    """On Kubernetes a GPU count is the device plugin's resource; GPU names and memory become node
+    affinity on labels only GPU feature discovery sets (the GPU Operator runs it)."""
+    for group in service.groups:
+        gpu = group.resources.gpu if group.resources is not None else None
+        if gpu is not None and not gpu.none and (gpu.names or gpu.memory is not None):
+            ctx.warn(f"service {service.name} group {group.name}: GPU names or memory on kubernetes select nodes by "
+                     "the nvidia.com/gpu.product and nvidia.com/gpu.memory labels GPU feature discovery sets; without "
+                     "it no node matches (a GPU count alone needs only the device plugin)")
 
 
 def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:

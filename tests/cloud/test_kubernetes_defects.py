@@ -65,3 +65,12 @@ def test_controller_state_is_on_a_persistent_volume_claim(tmp_path: Path) -> Non
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "k8s-gateway-gateway-state"
     mounts = {m["name"]: m["mountPath"] for m in spec["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["state"] == "/var/lib/gpustack"
+
+
+def test_gpu_names_on_kubernetes_warn_that_they_need_feature_discovery_labels(tmp_path: Path) -> None:
+    from tests.cloud.mockstack import compile_dir, write
+    from tests.cloud.test_kubernetes_graph import GATEWAY, SERVICE
+
+    compiled = compile_dir(write(tmp_path, {"s.gpustack.yml": SERVICE, "g.gpustack.yml": GATEWAY}), tmp_path)
+    assert any("group big: GPU names or memory on kubernetes" in w and "GPU feature discovery" in w for w in compiled.warnings)
+    assert not any("group default" in w for w in compile_dir(EXAMPLE, tmp_path).warnings)  # a count alone: no warning
