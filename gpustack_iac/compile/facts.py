@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gpustack_iac.backends import fleet_backend, get
+from gpustack_iac.backends.kubernetes.image import ImageError, image_ref, pinned
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
@@ -36,12 +37,25 @@ class Facts:
         self._given = list(hosts) if hosts is not None else None
         self._docker: bool | None = None
         self._hosts: HostFacts | None = None
+        self._image: str | ImageError | None = None
 
     def docker(self) -> bool:
         """Whether a Docker (or Podman) daemon answers on this machine."""
         if self._docker is None:
             self._docker = detect_docker()
         return self._docker
+
+    def runtime_image(self) -> str:
+        """The Kubernetes gateway's runtime image pinned by digest (a local Podman/Docker lookup for a
+        tag); raises ImageError naming how to build or pin it."""
+        if self._image is None:
+            try:
+                self._image = pinned(image_ref())
+            except ImageError as exc:
+                self._image = exc
+        if isinstance(self._image, ImageError):
+            raise self._image
+        return self._image
 
     def hosts(self) -> HostFacts:
         """Every host the stack's fleets will have, from whichever backend knows them; by default

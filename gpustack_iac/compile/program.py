@@ -132,7 +132,7 @@ class _Program:
                        network=Network(tuple(config.ssh_from)), scaled=self._scaled(str(config.name)), k8s_provider=k8s,
                        shared_network=handle, node_groups=[g for f, _ in same for g in self.plan.node_groups.get(str(f.name)) or []],
                        join_secrets={str(f.name): fl.join_secret for f, fl in same if fl.join_secret is not None},
-                       fleet_hosts=[h for fleet in fleets for h in fleet.hosts])
+                       fleet_hosts=[h for fleet in fleets for h in fleet.hosts], runtime_image=self.plan.images.get(str(config.name)))
 
     def _scaled(self, gateway: str) -> Any:
         from gpustack_iac.backends.kubernetes.names import deployment_names
