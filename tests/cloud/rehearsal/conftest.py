@@ -4,6 +4,8 @@ rehearsal skips, except under CI=true, where it fails."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -56,18 +58,17 @@ def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, ti
     pytest.fail(f"{what} did not listen on {host}:{port} within {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def moto(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        require(False, "moto[server] (the test extra)")
+@contextlib.contextmanager
+def stand_in(module: str, package: str, code: str, args: list[str], network: Network, log: Path) -> Iterator[str]:
+    """A stand-in server (`python -c code args... HOST PORT` as the options name them) on the
+    bridge's address and a free port, stopped by pid afterwards; its URL."""
+    require(importlib.util.find_spec(module) is not None, f"{package} (the test extra)")
     host, port = network.host_address, free_port(network.host_address)
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", host, "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    argv = [sys.executable, "-c", code, *(a.format(host=host, port=port) for a in args)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_port(host, port, proc, "moto's server")
+        wait_port(host, port, proc, package)
         yield f"http://{host}:{port}"
     finally:
         proc.terminate()
@@ -75,7 +76,14 @@ def moto(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def moto(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with stand_in("moto.server", "moto[server]", "from moto.server import main; main()", ["-H", "{host}", "-p", "{port}"],
+                  network, tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

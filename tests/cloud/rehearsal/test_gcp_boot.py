@@ -4,14 +4,12 @@ token, identity) and its Secret Manager stand-in. Same checks as AWS's."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any, Iterator
 
 import pytest
 
 from tests.cloud.rehearsal import gcp
-from tests.cloud.rehearsal.conftest import free_port, require, wait_port
+from tests.cloud.rehearsal.conftest import stand_in
 from tests.cloud.rehearsal.harness import CONTROL_PORT, assert_refused, boot_gateway, join_and_serve, units_and_runtime
 from tests.cloud.rehearsal.netns import Instance, Network
 
@@ -19,24 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def storage(network: Network) -> Iterator[str]:
-    try:
-        import gcp_storage_emulator  # noqa: F401
-    except ImportError:
-        require(False, "gcp-storage-emulator (the test extra)")
-    host, port = network.host_address, free_port(network.host_address)
-    code = "from gcp_storage_emulator.__main__ import main; main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "start", "-H", host, "--port", str(port), "-q", "-M",
-                             "--default-bucket", gcp.BUCKET], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(host, port, proc, "gcp-storage-emulator")
-        yield f"http://{host}:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def storage(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    args = ["start", "-H", "{host}", "--port", "{port}", "-q", "-M", "--default-bucket", gcp.BUCKET]
+    with stand_in("gcp_storage_emulator", "gcp-storage-emulator", "from gcp_storage_emulator.__main__ import main; main()",
+                  args, network, tmp_path_factory.mktemp("gcs") / "gcs.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
