@@ -88,6 +88,8 @@ def _controller_rolls(old: Definition, new: Definition) -> set[str]:
 def test_summary_verdict_equals_the_controllers(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fact, not the rule under test: compile as on a machine with Docker, so image examples compile.
     monkeypatch.setattr(Facts, "docker", lambda self: True)
+    # Likewise the Kubernetes gateway's runtime image: a pinned reference, as tests/cloud/conftest.py sets.
+    monkeypatch.setenv("GPUSTACK_RUNTIME_IMAGE", "registry.invalid/gpustack-iac@sha256:" + "ab" * 32)
     definitions = _compiled(REPO / "examples" / example, tmp_path)
     ctx = StackContext(project="p", stack="dev", state_root=tmp_path, fingerprint_key=lambda: b"k" * 32)
     for old in definitions.values():
