@@ -21,12 +21,12 @@ from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime import sync_client as http
 
 
-def _outputs(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> dict[str, Any]:
+def _outputs(project: str | None, stack: str | None, state_dir: str | None, engine: str) -> dict[str, Any]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     return space.engine().outputs()
 
 
-def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+def _controller(project: str | None, stack: str | None, state_dir: str | None, engine: str,
                 outputs: dict[str, Any] | None = None) -> tuple[str, str]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     outputs = outputs if outputs is not None else space.engine().outputs()
@@ -58,7 +58,7 @@ def _gib(value: Any) -> str:
 @existing_stack_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="json: the controller's answers (hosts, services, routers) and the tasks' status, for scripts.")
-def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str, fmt: str) -> None:
+def status(project: str | None, stack: str | None, state_dir: str | None, engine: str, fmt: str) -> None:
     """Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes.
 
     \b
@@ -143,7 +143,7 @@ def _routers_table(routers: list[dict[str, Any]]) -> Table:
 @click.option("--node", type=int, default=None, help="A task's node (its rank); default: every node.")
 @click.option("--tail", "-n", type=int, default=200, show_default=True, help="Lines to show.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-def logs(service: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, group: str | None,
+def logs(service: str, project: str | None, stack: str | None, state_dir: str | None, engine: str, group: str | None,
          replica: int | None, node: int | None, tail: int, follow: bool) -> None:
     """Print a service's replica logs, or a task's node logs.
 

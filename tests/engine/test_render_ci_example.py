@@ -68,8 +68,8 @@ def test_apply_job_runs_on_main_only(workflow: dict[str, Any]) -> None:
 
 
 def test_marker_the_workflow_expects_is_what_the_renderer_writes() -> None:
-    first_line = render_markdown(Plan(stack="prod")).splitlines()[0]
-    assert first_line == marker("prod") == f"<!-- {MARKER_PREFIX}:prod -->"
+    first_line = render_markdown(Plan(stack="prod", project="infra")).splitlines()[0]
+    assert first_line == marker("prod", "infra") == f"<!-- {MARKER_PREFIX}:infra/prod -->"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
