@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gpustack_iac.engine.base import Engine, EngineKind
 from gpustack_iac.engine.factory import pulumi_cli_available, select_engine
-from gpustack_iac.engine.state import StateStore, list_stacks
+from gpustack_iac.engine.state import StateStore
+from gpustack_iac.engine.stores import list_stacks, open_store
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.spec.loader import Spec
 
@@ -75,7 +76,7 @@ class Workspace:
     # 0.3 s) the first time it touches a secret, so a plan that also reads the state must not open a second.
     @cached_property
     def _store(self) -> StateStore:
-        return StateStore.from_url(self.state_url, self.project, self.stack, None)
+        return open_store(self.state_url, self.project, self.stack, None)
 
     @cached_property
     def _engine(self) -> Engine:

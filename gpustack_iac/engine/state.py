@@ -196,19 +196,12 @@ def _check_name(kind: str, name: str) -> None:
         raise StateError(f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' and '.'")
 
 
-def list_stacks(url: str) -> list[tuple[str, str]]:
-    """(project, stack) of every checkpoint at a remote state location."""
-    from gpustack_iac.engine.remote.objects import open_object_store
-    from gpustack_iac.engine.remote.store import list_stacks as remote_stacks
-
-    return remote_stacks(open_object_store(url))
-
-
 class StateStore:
     """The state of one stack of one project, under a file-backend root.
 
     RemoteStateStore (engine/remote/store.py) implements the same operations over an object store or
-    PostgreSQL; the engine and the commands use only these public methods.
+    PostgreSQL; the engine and the commands use only these public methods, and open either through
+    engine/stores.py's `open_store(url, ...)`.
     """
 
     def __init__(self, root: Path, project: str, stack: str, passphrase: str | None = None) -> None:
@@ -246,9 +239,7 @@ class StateStore:
             path = rest or DEFAULT_STATE_URL.split("://", 1)[1]
             return StateStore(Path(path).expanduser().absolute(), project, stack, passphrase)
         if scheme in REMOTE_SCHEMES:
-            from gpustack_iac.engine.remote.store import RemoteStateStore  # SDKs load only for remote state
-
-            return RemoteStateStore(url, project, stack, passphrase)
+            raise StateError(f"internal error: {scheme}:// state is opened by engine.stores.open_store")
         raise StateError(
             f"unknown state location scheme {scheme}://: use file://, s3://, gs://, azblob:// or postgres://"
         )

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.engine.embedded.engine import EmbeddedEngine
-from gpustack_iac.engine.state import StateStore
+from gpustack_iac.engine.stores import open_store
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers.file import File, FileProvider
 
@@ -103,7 +103,7 @@ class RecordingFileProvider(FileProvider):
 
 def open_engine(state: Path | str, passphrase: str = "test-passphrase") -> EmbeddedEngine:
     """An engine on the state at `state`: a directory, or a URL (remote state)."""
-    return EmbeddedEngine(PROJECT, STACK, StateStore.from_url(str(state), PROJECT, STACK, passphrase=passphrase))
+    return EmbeddedEngine(PROJECT, STACK, open_store(str(state), PROJECT, STACK, passphrase=passphrase))
 
 
 def files_program(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from filestack import PROJECT, STACK, GatedFileProvider, files_program, numbered, open_engine
-from gpustack_iac.engine.remote.objects import open_object_store
+from gpustack_iac.engine.remote.open import open_object_store
 from gpustack_iac.engine.remote.store import RemoteStateStore
 from gpustack_iac.errors import StateError, StateLockedError
 from tests.support.standins import StandIn, standin  # noqa: F401 (a fixture)

@@ -5,7 +5,8 @@ Every store holds byte objects under keys relative to the URL's prefix (`.pulumi
 whether it did (S3 and Azure: `If-None-Match: *`; GCS: `ifGenerationMatch=0`; PostgreSQL: the
 primary key). The lock is built on it and nothing else.
 
-SDKs are imported lazily, by the store that needs them; a missing one is one line naming the extra.
+SDKs are imported lazily, by the store that needs them (open.py picks it); a missing one is one line
+naming the extra.
 """
 
 from __future__ import annotations
@@ -70,24 +71,3 @@ def require(module: str, extra: str) -> ModuleType:
         raise StateError(
             f"this state location needs {module.split('.')[0]}: pip install 'gpustack-iac[{extra}]'"
         ) from None
-
-
-def open_object_store(url: str) -> ObjectStore:
-    location = parse_location(url)
-    if location.scheme == "s3":
-        from gpustack_iac.engine.remote.s3 import S3Store
-
-        return S3Store(location)
-    if location.scheme == "gs":
-        from gpustack_iac.engine.remote.gcs import GcsStore
-
-        return GcsStore(location)
-    if location.scheme == "azblob":
-        from gpustack_iac.engine.remote.azblob import AzureBlobStore
-
-        return AzureBlobStore(location)
-    if location.scheme == "postgres":
-        from gpustack_iac.engine.remote.postgres import PostgresStore
-
-        return PostgresStore(location)
-    raise StateError(f"unknown state location scheme {location.scheme}://")

@@ -31,7 +31,8 @@ from gpustack_iac.engine.checkpoint import RawState, checkpoint_bytes, checkpoin
 from gpustack_iac.engine.journal import apply_records
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.remote import lock as remote_lock
-from gpustack_iac.engine.remote.objects import ObjectStore, open_object_store
+from gpustack_iac.engine.remote.objects import ObjectStore
+from gpustack_iac.engine.remote.open import open_object_store
 from gpustack_iac.engine.secrets import PASSPHRASE_ENV_VARS, Passphrase
 from gpustack_iac.engine.state import Checkpoint, StateStore
 from gpustack_iac.errors import StateError
