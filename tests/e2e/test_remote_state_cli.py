@@ -1,5 +1,10 @@
 """`up` from one runner's directory, `status`, `output` and `destroy` from another with no configuration,
-the state in each remote store (stand-ins started by tests/support/standins.py)."""
+with the state in S3 (moto) and PostgreSQL.
+
+Each run starts an agent and a gateway (about two minutes on a busy 2-core machine), so the CLI path is
+run on two stores with different implementations; every store's own operations, the same ones this
+path uses, are covered per store by tests/engine/test_remote_state.py.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import EXAMPLES, Project, kill_all, processes_under
-from tests.support.standins import StandIn, standin  # noqa: F401 (a fixture)
+from tests.support.standins import STARTERS, StandIn
+
+
+@pytest.fixture(scope="module", params=["s3", "postgres"])
+def standin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with STARTERS[request.param](tmp_path_factory.mktemp(f"cli-{request.param}")) as running:
+        yield running
 
 
 @pytest.mark.slow
-def test_up_here_status_and_destroy_there(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
+def test_up_here_status_and_destroy_there(standin: StandIn, tmp_path: Path) -> None:
     url = standin.url(f"gpustack-{uuid.uuid4().hex[:12]}")
     config = tmp_path / "runner-a" / "infra"
     config.mkdir(parents=True)
