@@ -203,3 +203,53 @@ def test_missing_passphrase_is_one_clear_error(state_url: str, tmp_path: Path, m
     with store.lock("up"), pytest.raises(StateError, match="set GPUSTACK_PASSPHRASE"):
         store.set_outputs({"token": {SECRET_SIG_KEY: SECRET_SIG, "value": "s3cret"}})
     assert not list(tmp_path.iterdir()), "no passphrase file left on the runner"
+
+
+def test_every_command_reaches_the_remote_stack(state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--state URL` or `GPUSTACK_STATE` from a directory with no configuration; `stack ls` / `stack rm`;
+    a destroyed stack is no candidate when the commands pick the one stack."""
+    from click.testing import CliRunner
+
+    from gpustack_iac.cli import main
+    from gpustack_iac.engine.embedded.engine import EmbeddedEngine
+    from gpustack_iac.engine.stores import open_store
+
+    monkeypatch.chdir(tmp_path)
+    files = tmp_path / "files"
+    assert open_engine(state_url).up(files_program(files, numbered(3))).ok
+    old = EmbeddedEngine(PROJECT, "old", open_store(state_url, PROJECT, "old", "test-passphrase"))
+    assert old.up(files_program(tmp_path / "old-files", numbered(1))).ok and old.destroy().ok
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["state", "list", "--state", state_url])
+    assert listed.exit_code == 0, listed.output
+    assert "f000.txt" in listed.output  # the destroyed stack `old` does not make the choice ambiguous
+    monkeypatch.setenv("GPUSTACK_STATE", state_url)
+    stacks = runner.invoke(main, ["stack", "ls"])
+    assert stacks.exit_code == 0, stacks.output
+    assert f"{PROJECT}/{STACK}\t3 resources" in stacks.output and f"{PROJECT}/old\tempty (destroyed)" in stacks.output
+    refused = runner.invoke(main, ["stack", "rm", "--project", PROJECT, "--stack", STACK])
+    assert refused.exit_code == 1 and "still records 3 resources" in refused.output
+    removed = runner.invoke(main, ["stack", "rm", "--project", PROJECT, "--stack", "old"])
+    assert removed.exit_code == 0, removed.output
+    assert f"{PROJECT}/old" not in runner.invoke(main, ["stack", "ls"]).output
+    destroyed = runner.invoke(main, ["destroy", "--yes"])
+    assert destroyed.exit_code == 0, destroyed.output
+    assert not any(files.iterdir())
+
+
+def test_stack_ls_and_rm_on_file_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from gpustack_iac.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPUSTACK_PASSPHRASE", "test-passphrase")
+    engine = open_engine(tmp_path / "state")
+    assert engine.up(files_program(tmp_path / "files", numbered(1))).ok and engine.destroy().ok
+    runner = CliRunner()
+    assert f"{PROJECT}/{STACK}\tempty (destroyed)" in runner.invoke(main, ["stack", "ls", "--state-dir", "state"]).output
+    done = runner.invoke(main, ["stack", "rm", "--state", "state", "--project", PROJECT, "--stack", STACK])
+    assert done.exit_code == 0, done.output
+    assert not list((tmp_path / "state" / ".pulumi" / "stacks" / PROJECT).iterdir())
+    assert "No stack at" in runner.invoke(main, ["stack", "ls", "--state", "state"]).output
