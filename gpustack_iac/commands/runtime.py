@@ -115,9 +115,36 @@ def status(project: str | None, stack: str | None, state_dir: str | None, engine
             line += f"  rollout {rollout.get('state')}: {rollout.get('message', '')}"
         table.caption = ((table.caption + "\n") if table.caption else "") + line
     console.print(table)
+    for reason in not_ready_reasons(services):
+        console.print(f"[yellow]not ready[/] {reason}", soft_wrap=True)
     if routers:
         console.print(_routers_table(routers))
     workloads.print_workloads(outputs, console)
+
+
+def not_ready_reasons(services: list[dict[str, Any]]) -> list[str]:
+    """One line per replica group below its desired count, saying why (the controller's reason first)."""
+    lines = []
+    for service in services:
+        for group in service.get("groups", []):
+            ready, desired = int(group.get("ready") or 0), int(group.get("desired") or 0)
+            if ready >= desired:
+                continue
+            replicas = [r for r in group.get("replicas") or [] if r]
+            if group.get("message"):
+                why = str(group["message"])
+            elif group.get("no_capacity"):
+                why = "no host with room for a replica of this group"
+            elif int(group.get("crash_streak") or 0):
+                why = f"replicas keep exiting ({group['crash_streak']} in a row)"
+            elif replicas:
+                states = ", ".join(sorted({str(r.get("state", "?")) for r in replicas}))
+                why = f"{len(replicas)} replica(s) placed, waiting for their readiness probe ({states})"
+            else:
+                why = "no replica placed yet"
+            lines.append(f"{service['name']}/{group['name']} {ready}/{desired}: {why}; "
+                         f"see `gpustack-iac logs {service['name']} --group {group['name']}`")
+    return lines
 
 
 def _routers_table(routers: list[dict[str, Any]]) -> Table:
