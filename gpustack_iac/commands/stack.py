@@ -132,20 +132,26 @@ class _Progress:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.finished: list[str] = []
+        self.running: dict[str, str] = {}  # URN -> "create hello": steps started and not finished
 
     def start(self, step: Step) -> None:
         if step.custom and step.changes:
+            self.running[step.urn] = f"{step.op.value} {step.name}"
             self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
 
     def interrupted(self, what: str) -> GpustackError:
         """Ctrl-C: say what was applied; every finished step is journaled, so the state is consistent."""
         done = ", ".join(self.finished) or "nothing"
-        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}. The state is consistent "
-                           "(a step cut short is recorded as pending and re-checked next time): run `gpustack-iac plan` "
-                           "to see what remains")
+        cut = ", ".join(self.running.values())
+        left = (f" Cut short: {cut}; what it started keeps running (a service's replicas keep starting under "
+                "its controller, `gpustack-iac status` shows them)." if cut else "")
+        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}.{left} The state is consistent "
+                           "(a step cut short is recorded as pending and re-checked next time): run "
+                           f"`gpustack-iac {what}` again to resume, or `gpustack-iac plan` to see what remains")
 
     def done(self, result: StepResult) -> None:
         step = result.step
+        self.running.pop(step.urn, None)
         if not (step.custom and step.changes):
             return
         if result.ok:

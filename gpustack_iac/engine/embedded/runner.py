@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_in_stack
 
+from gpustack_iac.contract import cancel
+
 from gpustack_iac.engine.base import Program
 from gpustack_iac.engine.embedded import shortcuts
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
@@ -78,9 +80,14 @@ def run_program(
         )
         loop.set_default_executor(executor)
         asyncio.set_event_loop(loop)
+        cancel.reset()
         try:
             with shortcuts.active(monitor_log):
                 loop.run_until_complete(run_in_stack(_settled(program)))
+        except KeyboardInterrupt:
+            # Steps still running are in executor threads: end their waits now, not after minutes.
+            cancel.request_stop()
+            raise
         finally:
             pending = asyncio.all_tasks(loop)
             for task in pending:
