@@ -151,7 +151,8 @@ class _Progress:
 
     def done(self, result: StepResult) -> None:
         step = result.step
-        self.running.pop(step.urn, None)
+        if result.ok:  # a step that failed as the interrupt ended its wait was cut short
+            self.running.pop(step.urn, None)
         if not (step.custom and step.changes):
             return
         if result.ok:
