@@ -99,7 +99,8 @@ def run_program(
                     with contextlib.suppress(BaseException):
                         loop.run_until_complete(task)
                 loop.close()
-            executor.shutdown(wait=not interrupted, cancel_futures=interrupted)
+            # Steps in flight finish (their waits end at once) before the lock is released; queued ones never start.
+            executor.shutdown(wait=True, cancel_futures=interrupted)
             asyncio.set_event_loop(None)
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
