@@ -22,7 +22,7 @@ from gpustack_iac.engine.base import Engine, EngineKind
 from gpustack_iac.engine.factory import pulumi_cli_available, select_engine
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.engine.stores import list_stacks, open_store
-from gpustack_iac.errors import GpustackError
+from gpustack_iac.errors import GpustackError, StateError
 from gpustack_iac.spec.loader import Spec
 
 DEFAULT_STACK = "dev"
@@ -140,19 +140,13 @@ def existing(project: str | None, stack: str | None, state_dir: str | Path | Non
         return Workspace(project, stack, url, engine)
     stacks_dir = Path(url[len("file://"):]) / ".pulumi" / "stacks" if url.startswith("file://") else None
     found: list[tuple[str, str]] = []
-    names: set[tuple[str, str]] = set()
-    if stacks_dir is None:
-        names = set(list_stacks(url))
-    elif stacks_dir.is_dir():
-        # A first `up` killed before its first compaction leaves only the journal.
-        names = {(f.parent.name, f.name.split(".")[0]) for pattern in ("*/*.json", "*/*.journal.jsonl")
-                 for f in stacks_dir.glob(pattern)}
+    names = set(list_stacks(url)) if stacks_dir is None else _file_stacks(stacks_dir)
     for candidate in sorted(names):
         if (project in (None, candidate[0])) and (stack in (None, candidate[1])):
             found.append(candidate)
     if len(found) > 1:
         # Destroyed (or never applied) stacks stay listed by `stack ls` but are no candidate.
-        found = [c for c in found if Workspace(c[0], c[1], url, engine).store().deployed()] or found
+        found = [c for c in found if _has_resources(Workspace(c[0], c[1], url, engine))] or found
     if len(found) == 1:
         return Workspace(found[0][0], found[0][1], url, engine)
     where = stacks_dir or shown_url(url)
@@ -168,8 +162,21 @@ def all_stacks(state: str | Path | None) -> tuple[str, list[tuple[str, str]]]:
     url = _state_url(None, state)
     if not url.startswith("file://"):
         return url, list_stacks(url)
-    stacks_dir = Path(url[len("file://"):]) / ".pulumi" / "stacks"
+    return url, sorted(_file_stacks(Path(url[len("file://"):]) / ".pulumi" / "stacks"))
+
+
+def _file_stacks(stacks_dir: Path) -> set[tuple[str, str]]:
     if not stacks_dir.is_dir():
-        return url, []
-    return url, sorted({(f.parent.name, f.name.split(".")[0]) for pattern in ("*/*.json", "*/*.journal.jsonl")
-                        for f in stacks_dir.glob(pattern)})
+        return set()
+    # A first `up` killed before its first compaction leaves only the journal; a checkpoint deleted by
+    # hand leaves its copy, and that stack still runs things: it must be found (loading it then says
+    # how to restore), never reported as "no stack".
+    patterns = ("*/*.json", "*/*.journal.jsonl", "*/*.json.bak")
+    return {(f.parent.name, f.name.split(".")[0]) for pattern in patterns for f in stacks_dir.glob(pattern)}
+
+
+def _has_resources(space: Workspace) -> bool:
+    try:
+        return space.store().deployed() > 0
+    except StateError:
+        return True  # unreadable: a candidate, so the command that loads it says what is wrong

@@ -245,7 +245,7 @@ class StateStore:
         )
 
     def exists(self) -> bool:
-        return self.path.exists() or self.journal_path.exists()
+        return self.path.exists() or self.journal_path.exists() or self.backup_path.exists()
 
     def describe(self) -> str:
         """Where the checkpoint lives, for messages."""
