@@ -162,14 +162,15 @@ def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "lo
     if service.gateway is False:
         problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
                                                   "gateway; remove gateway: false"))
-    if service.registry_auth:
-        ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
+    # Container options are honoured by the agent for image groups; a group without an image is a process.
+    processes = [g.name for g in service.groups if not g.image]
     for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
-                       ("home_dir", service.home_dir != "/root"),
+                       ("registry_auth", service.registry_auth is not None), ("user", service.user is not None), ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
-        if set_:
-            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
+        if set_ and (processes or prop == "home_dir"):
+            where = f"group {', '.join(processes)} (no image)" if prop != "home_dir" else "containers and processes"
+            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend for {where}")
     if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
@@ -448,11 +449,16 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: 
 def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
-    for group in definition["groups"]:
+    for group, config in zip(definition["groups"], service.groups):
         # A replica's process is its own "instance" here: setup runs before the commands, every start.
         group["commands"] = list(service.setup) + group["commands"]
-        # Commands run from the configuration's directory, as they would from the repository in a container.
-        group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        if group.get("image"):
+            # Inside the image: an absolute working_dir, else the image's own (never this machine's path).
+            group["working_dir"] = service.working_dir if (service.working_dir or "").startswith("/") else None
+            group["container"] = workloads.container_options(service, config.resources)
+        else:
+            # Commands run from the configuration's directory, as they would from the repository in a container.
+            group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
         if not local:
             continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,

@@ -56,7 +56,7 @@ def test_ignored_properties_are_warnings(tmp_path: Path) -> None:
     warnings = _compile(text, tmp_path).warnings
     assert "service web group default: regions is ignored by the local backend" in warnings
     assert not [w for w in warnings if "rate_limits" in w]  # enforced by the gateway
-    assert "service web: resources.shm_size is ignored by the local backend" in warnings
+    assert "service web: resources.shm_size is ignored by the local backend for group default (no image)" in warnings
 
 
 def test_rate_limits_reach_the_service_definition(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import task as task_provider
-from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.context import StackContext, hide_registry_password
 from gpustack_iac.stacks.fleet import FleetHost
 
 
@@ -49,10 +49,12 @@ class Task(pulumi.ComponentResource):
     def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
         out = copy.deepcopy(definition)
         out["env"] = ctx.fingerprint_values(out.get("env") or {})
+        hide_registry_password(out.get("container"), lambda v: ctx.fingerprint_values({"p": v})["p"])
         return out
 
 
 def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(definition)
     out["env"] = {k: pulumi.Output.secret(v) for k, v in (out.get("env") or {}).items()}
+    hide_registry_password(out.get("container"), pulumi.Output.secret)
     return out

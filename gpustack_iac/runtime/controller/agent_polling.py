@@ -108,7 +108,8 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
         if (r.agent_state in CRASHED_STATES or restarted) and not r.stopping:
             r.ready = False
             r.failed = True
-            r.detail = f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})"
+            # An agent's `error` (an image it cannot pull) says more than an exit code.
+            r.detail = str(info.get("error") or f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})")
     # Forwards to replica ports an SSH host no longer serves are closed.
     for name, tunnels in core.tunnels.items():
         listing = core.agents[name].listing if name in core.agents else None

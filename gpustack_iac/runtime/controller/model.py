@@ -118,6 +118,23 @@ class MountDef:
 
 
 @dataclass(frozen=True)
+class RegistryAuthDef:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ContainerDef:
+    """How an `image:` group's containers run (docs/workloads.md, "Containers"); the port is the service's."""
+
+    entrypoint: str | None = None
+    user: str | None = None
+    privileged: bool = False
+    shm_size: int | None = None  # bytes
+    registry_auth: RegistryAuthDef | None = None
+
+
+@dataclass(frozen=True)
 class GroupDef:
     name: str
     generation: str
@@ -131,6 +148,7 @@ class GroupDef:
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     mounts: tuple[MountDef, ...] = ()
     hosts: tuple[str, ...] = ()  # when set, only these agents may run the group (its volumes live there)
+    container: ContainerDef = field(default_factory=ContainerDef)
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))
