@@ -7,6 +7,9 @@ before any engine runs, so `plan` fails exactly where `up` would.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsat
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
-from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.context import StackContext, hide_registry_password
 from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
 from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
@@ -299,7 +302,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     if problems:
         raise ConfigError(problems)
 
-    definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
+    definitions = {str(s.name): _definition(s, ctx, local=service_backend[str(s.name)] == "local") for s in spec.services}
     host_lines: list[str] = []
     for service in spec.services:
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
@@ -446,7 +449,7 @@ def _component_specs(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: 
     return specs
 
 
-def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
+def _definition(service: ServiceConfig, ctx: StackContext, local: bool = True) -> dict[str, Any]:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
     for group, config in zip(definition["groups"], service.groups):
@@ -456,6 +459,11 @@ def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
             # Inside the image: an absolute working_dir, else the image's own (never this machine's path).
             group["working_dir"] = service.working_dir if (service.working_dir or "").startswith("/") else None
             group["container"] = workloads.container_options(service, config.resources)
+            # A changed entrypoint, user or credential restarts the replicas; the password enters
+            # the generation (which state keeps in plaintext) only as the stack's keyed fingerprint.
+            shown = copy.deepcopy(group["container"])
+            hide_registry_password(shown, lambda v: ctx.fingerprint_values({"p": v})["p"])
+            group["generation"] = hashlib.sha256(json.dumps([group["generation"], shown], sort_keys=True).encode()).hexdigest()
         else:
             # Commands run from the configuration's directory, as they would from the repository in a container.
             group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
