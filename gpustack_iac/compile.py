@@ -208,9 +208,32 @@ def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
     return local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
 
 
+_PORT_VARIABLE = re.compile(r"\$\{?(GPUSTACK_)?PORT\b")
+
+
+def _binds_declared_port(commands: Sequence[str], port: int) -> bool:
+    """Commands that name the declared port (`--port 8000`, as most of dstack's examples do) and
+    never $PORT bind it themselves. A program that reads PORT from its environment names neither."""
+    text = "\n".join(commands)
+    return not _PORT_VARIABLE.search(text) and re.search(rf"(?<![\d.]){port}(?!\d)", text) is not None
+
+
+def _check_host_ports(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """Groups whose commands bind the declared port need a host each per replica: refuse more replicas than hosts."""
+    problems = []
+    for i, (group, config) in enumerate(zip(definition["groups"], service.groups)):
+        wanted = config.replicas.max if config.replicas.max is not None else config.replicas.min
+        if group.get("host_port") and hosts and wanted is not None and wanted > len(hosts):
+            at = f"replica_groups[{i}].replicas" if service.replica_groups else "replicas"
+            problems.append(_diag(service, at, f"service {service.name} group {config.name}: {wanted} replicas bind port "
+                                  f"{group['host_port']} themselves (no $PORT in commands), one per host, and the fleets have "
+                                  f"{len(hosts)} host(s); use $PORT in the commands, or image:, or fewer replicas"))
+    return problems
+
+
 def _check_placement(service: ServiceConfig, definition: dict[str, Any], hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
     """A group no host can take one replica of would wait for capacity forever: refuse it now."""
-    problems = []
+    problems = _check_host_ports(service, definition, hosts)
     for bad in unsatisfiable_groups(definition, hosts):
         group = service.groups[bad.group_index]
         at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
@@ -466,6 +489,12 @@ def _definition(service: ServiceConfig, ctx: StackContext, local: bool = True) -
         else:
             # Commands run from the configuration's directory, as they would from the repository in a container.
             group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+            if service.port and _binds_declared_port(group["commands"], int(service.port)):
+                # dstack's services listen on their declared port: two such processes on one host would
+                # collide, so the replica gets that port and placement puts one per host and port.
+                group["host_port"] = int(service.port)
+                ctx.warn(f"service {service.name} group {config.name}: the commands bind port {service.port} themselves "
+                         "(no $PORT), so at most one replica runs per host; use $PORT, or image:, for several per host")
         if not local:
             continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,

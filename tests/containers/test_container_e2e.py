@@ -82,6 +82,7 @@ def test_two_replicas_on_one_host_listen_on_the_declared_port_then_roll_and_leav
     seen = _seen(endpoint, token)
     assert set(seen) == {"replica 0 of web v1", "replica 1 of web v1"}, seen
     assert len(engine.containers()) == 2
+    _no_credentials_inside(one_host, engine, [token, outputs["admin_token"]])
 
     # A new tag under bounded load (one client, back to back): not one request fails.
     failures: list[tuple[int, bytes]] = []
@@ -111,6 +112,25 @@ def test_two_replicas_on_one_host_listen_on_the_declared_port_then_roll_and_leav
 
     one_host.cli("destroy", "--yes")
     assert engine.containers() == []
+
+
+def _no_credentials_inside(project: Project, engine: Engine, secrets: list[str]) -> None:
+    """Each replica searches its whole filesystem and environment for every token and key of the
+    runtime (the gateway's, the admin's, each agent's) and finds none. The search itself is shown
+    to work: the same grep finds a value planted in the container."""
+    secrets = secrets + [f.read_text().strip() for f in (project.root / ".gpustack").rglob("*.token")]
+    assert len(secrets) >= 3
+    for name in engine.containers():
+        for value in secrets:
+            found = engine.run("exec", name, "grep", "-rlF", value, "/", "--exclude-dir=proc", "--exclude-dir=sys", check=False)
+            assert found.returncode == 1, (name, found.stdout, found.stderr)
+        env = engine.run("exec", name, "env").stdout.decode()
+        assert not [line for line in env.splitlines() if line.split("=")[0] in ("DOCKER_HOST", "GPUSTACK_PYTHON", "GPUSTACK_AGENT_STATE_DIR")]
+        assert not any(value in env for value in secrets)
+    planted = engine.containers()[0]
+    engine.run("exec", planted, "sh", "-c", f"echo {secrets[-1]} > /tmp/planted")
+    assert engine.run("exec", planted, "grep", "-rlF", secrets[-1], "/tmp", check=False).stdout.decode().strip() == "/tmp/planted"
+    engine.run("exec", planted, "sh", "-c", ": > /tmp/planted")
 
 
 def test_a_private_image_is_pulled_with_registry_auth_and_a_wrong_password_fails_up_naming_it(

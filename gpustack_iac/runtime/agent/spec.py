@@ -74,6 +74,7 @@ class ReplicaSpec:
     restart: str = "always"
     mounts: tuple[Mount, ...] = ()
     container: ContainerOptions = field(default_factory=ContainerOptions)
+    host_port: int | None = None  # a process replica whose commands bind this port themselves (no $PORT)
 
     def to_json(self, secrets: bool = False) -> dict[str, Any]:
         """The spec as the API shows it; `secrets` only for the agent's own records."""
@@ -90,6 +91,7 @@ class ReplicaSpec:
             "restart": self.restart,
             "mounts": [m.to_json() for m in self.mounts],
             "container": self.container.to_json(secrets),
+            "host_port": self.host_port,
         }
 
     @property
@@ -167,6 +169,7 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
         restart=restart,
         mounts=_mounts(data.get("mounts")),
         container=_container(data.get("container")),
+        host_port=_int_or_none(data, "host_port", 1, 65535, ""),
     )
 
 
@@ -195,12 +198,12 @@ def _mounts(value: Any) -> tuple[Mount, ...]:
     return tuple(out)
 
 
-def _int_or_none(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
+def _int_or_none(data: dict[str, Any], key: str, low: int, high: int, where: str = "container.") -> int | None:
     value = data.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or not low <= value <= high:
-        raise ReplicaSpecError(f"container.{key}: expected an integer {low}..{high}, got {value!r}")
+        raise ReplicaSpecError(f"{where}{key}: expected an integer {low}..{high}, got {value!r}")
     return int(value)
 
 

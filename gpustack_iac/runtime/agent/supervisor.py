@@ -150,7 +150,8 @@ class Supervisor:
                 "replica_conflict",
             )
         self._check_honourable(spec)
-        record = ReplicaRecord(spec=spec, port=self._free_port(), container=spec.image is not None, started_at=time.time())
+        port = self._free_port() if spec.host_port is None else self._claim_port(spec.host_port)
+        record = ReplicaRecord(spec=spec, port=port, container=spec.image is not None, started_at=time.time())
         runner = _Runner(record=record)
         self._runners[spec.id] = runner
         # Recorded before the process exists: a crash of the agent right after the spawn still
@@ -200,6 +201,21 @@ class Supervisor:
             raise ReplicaSpecError(f"gpus: index {missing} not present on this host (GPUs present: {have or 'none'})")
         if spec.image is None and spec.working_dir and not Path(spec.working_dir).is_dir():
             raise ReplicaSpecError(f"working_dir: {spec.working_dir!r} is not a directory on this host")
+
+    def _claim_port(self, port: int) -> int:
+        """The port a replica's commands bind themselves: refused while another replica or process holds it."""
+        holder = next((r.record.spec.id for r in self._runners.values() if r.record.port == port), None)
+        if holder is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no holder
+                try:
+                    sock.bind((self._config.advertise_host, port))
+                except OSError:
+                    holder = "another process"
+        if holder is not None:
+            raise AgentApiError(f"port {port} is in use on this host ({holder}); the replica's commands bind it themselves",
+                                409, "port_in_use")
+        return port
 
     def _free_port(self) -> int:
         taken = {r.record.port for r in self._runners.values()}

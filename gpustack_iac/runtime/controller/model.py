@@ -149,6 +149,9 @@ class GroupDef:
     mounts: tuple[MountDef, ...] = ()
     hosts: tuple[str, ...] = ()  # when set, only these agents may run the group (its volumes live there)
     container: ContainerDef = field(default_factory=ContainerDef)
+    # Process replicas whose commands bind the service's declared port themselves (no $PORT): the
+    # agent gives them that port, and placement puts at most one per host and port.
+    host_port: int | None = None
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))

@@ -78,6 +78,7 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
         "labels": {"gpustack.service": d.name, "gpustack.group": g.name, "gpustack.generation": g.generation},
         "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in g.mounts],
         "container": _container(d, g),
+        "host_port": g.host_port,
     }
     try:
         info = as_dict(await core.clients[a.agent].start(spec))
