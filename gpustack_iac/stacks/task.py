@@ -39,7 +39,7 @@ class Task(pulumi.ComponentResource):
         self.state_dir = str(ctx.local_dir("tasks", name))
         task_provider.Task(
             name,
-            {"definition": _secret_env(definition), "run_id": run_id(definition), "hosts": host_inputs(hosts),
+            {"definition": _secret_env(definition), "run_id": run_id(self.spec_of(definition, ctx)), "hosts": host_inputs(hosts),
              "state_dir": self.state_dir},
             pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )

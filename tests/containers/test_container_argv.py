@@ -85,3 +85,14 @@ def test_registry_of_an_image() -> None:
     assert containers.registry_of("127.0.0.1:5000/private/app:1") == "127.0.0.1:5000"
     assert containers.registry_of("ghcr.io/org/app") == "ghcr.io"
     assert containers.registry_of("vllm/vllm-openai:latest") == "https://index.docker.io/v1/"
+
+
+def test_a_registry_password_never_enters_the_generation_but_its_fingerprint_does() -> None:
+    from gpustack_iac.contract.restart import group_generation, restart_inputs
+
+    def group(password: str, fingerprint: str) -> dict[str, object]:
+        return {"image": "img:1", "container": {"registry_auth": {"username": "u", "password": password},
+                                                "auth_fingerprint": fingerprint}}
+    assert "s3cret" not in json.dumps(restart_inputs({}, group("s3cret", "hmac-sha256:1")))
+    assert group_generation({}, group("a", "hmac-sha256:1")) == group_generation({}, group("b", "hmac-sha256:1"))
+    assert group_generation({}, group("a", "hmac-sha256:1")) != group_generation({}, group("a", "hmac-sha256:2"))
