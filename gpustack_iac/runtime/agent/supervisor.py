@@ -157,10 +157,20 @@ class Supervisor:
         # Recorded before the process exists: a crash of the agent right after the spawn still
         # leaves a record, and the next agent finds the process by its environment.
         self._store.save(record)
+        if record.container:
+            # A pull may take many minutes (a CUDA image): answer now, state `pulling`, and start after it.
+            record.state = "pulling"
+            runner.task = asyncio.create_task(self._start_then_supervise(runner))
+            return self.view(record), True
         running = await self._spawn(runner)
         if runner.stopping is None and record.error is None:
             runner.task = asyncio.create_task(self._supervise(runner, running=running))
         return self.view(record), True
+
+    async def _start_then_supervise(self, runner: _Runner) -> None:
+        running = await self._spawn(runner)
+        if runner.stopping is None and runner.record.error is None:
+            await self._supervise(runner, running=running)
 
     async def stop(self, replica_id: str, grace: float) -> dict[str, Any]:
         runner = self._runner(replica_id)

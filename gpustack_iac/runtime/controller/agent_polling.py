@@ -103,6 +103,8 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
         # count is the same crash seen late. (Unknown before the first listing of this process.)
         restarted = r.agent_state != "adopting" and r.agent_state != "pending" and restarts > r.restarts
         r.agent_state = str(info.get("state", "unknown"))
+        if r.agent_state == "pulling":
+            r.created_mono = now  # the startup deadline counts from the end of the image's pull
         r.restarts = restarts
         r.exit_code = info.get("exit_code")
         if (r.agent_state in CRASHED_STATES or restarted) and not r.stopping:
