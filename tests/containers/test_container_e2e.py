@@ -10,6 +10,7 @@ import shutil
 import textwrap
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 # publishes a different free host port to each.
 WEB = """\
 type: service
-name: web
+name: {name}
 port: 8000
 image: {image}
 replicas: 2
@@ -60,8 +61,18 @@ def one_host(tmp_path: Path, engine: Engine) -> Iterator[Project]:
             kill_all(processes_under(root))
 
 
+# Unique names: with pytest-xdist another worker's engine shares the container storage, and a
+# test counts only its own containers.
+NAME = f"web{uuid.uuid4().hex[:6]}"
+TASK_NAME = f"train{uuid.uuid4().hex[:6]}"
+
+
 def _write(project: Project, image: str, extra: str = "") -> None:
-    (project.config / "web.gpustack.yml").write_text(WEB.format(image=image, extra=extra))
+    (project.config / "web.gpustack.yml").write_text(WEB.format(name=NAME, image=image, extra=extra))
+
+
+def _mine(engine: Engine, name: str = NAME) -> list[str]:
+    return engine.containers(f"gpustack-{name}-")
 
 
 def _seen(endpoint: str, token: str, n: int = 20) -> Counter[str]:
@@ -80,8 +91,8 @@ def test_two_replicas_on_one_host_listen_on_the_declared_port_then_roll_and_leav
     outputs = one_host.outputs()
     endpoint, token = outputs["endpoint"], outputs["token"]
     seen = _seen(endpoint, token)
-    assert set(seen) == {"replica 0 of web v1", "replica 1 of web v1"}, seen
-    assert len(engine.containers()) == 2
+    assert set(seen) == {f"replica 0 of {NAME} v1", f"replica 1 of {NAME} v1"}, seen
+    assert len(_mine(engine)) == 2
     _no_credentials_inside(one_host, engine, [token, outputs["admin_token"]])
 
     # A new tag under bounded load (one client, back to back): not one request fails.
@@ -107,11 +118,10 @@ def test_two_replicas_on_one_host_listen_on_the_declared_port_then_roll_and_leav
         stop.set()
         client.join(timeout=60)
     assert not failures, failures[:5]
-    assert set(_seen(endpoint, token)) <= {"replica 2 of web v2", "replica 3 of web v2", "replica 0 of web v2",
-                                           "replica 1 of web v2"}
+    assert set(_seen(endpoint, token)) <= {f"replica {i} of {NAME} v2" for i in range(4)}
 
     one_host.cli("destroy", "--yes")
-    assert engine.containers() == []
+    assert _mine(engine) == []
 
 
 def _no_credentials_inside(project: Project, engine: Engine, secrets: list[str]) -> None:
@@ -120,7 +130,7 @@ def _no_credentials_inside(project: Project, engine: Engine, secrets: list[str])
     to work: the same grep finds a value planted in the container."""
     secrets = secrets + [f.read_text().strip() for f in (project.root / ".gpustack").rglob("*.token")]
     assert len(secrets) >= 3
-    for name in engine.containers():
+    for name in _mine(engine):
         for value in secrets:
             # Every top-level directory but the kernel's (/proc, /sys) and devices (/dev/zero never ends).
             found = engine.run("exec", name, "sh", "-c", 'for d in /*; do case $d in /proc|/sys|/dev) ;; *) grep -rlF "$1" "$d";; '
@@ -129,7 +139,7 @@ def _no_credentials_inside(project: Project, engine: Engine, secrets: list[str])
         env = engine.run("exec", name, "env").stdout.decode()
         assert not [line for line in env.splitlines() if line.split("=")[0] in ("DOCKER_HOST", "GPUSTACK_PYTHON", "GPUSTACK_AGENT_STATE_DIR")]
         assert not any(value in env for value in secrets)
-    planted = engine.containers()[0]
+    planted = _mine(engine)[0]
     engine.run("exec", planted, "sh", "-c", f"echo {secrets[-1]} > /tmp/planted")
     assert engine.run("exec", planted, "grep", "-rlF", secrets[-1], "/tmp", check=False).stdout.decode().strip() == "/tmp/planted"
     engine.run("exec", planted, "sh", "-c", ": > /tmp/planted")
@@ -152,8 +162,7 @@ def test_a_private_image_is_pulled_with_registry_auth_and_a_wrong_password_fails
     _write(one_host, image, auth.replace("wrong-password", registry.password))
     one_host.cli("up", "web", "--yes")
     outputs = one_host.outputs()
-    assert set(_seen(outputs["endpoint"], outputs["token"], 6)) <= {"replica 2 of web private", "replica 3 of web private",
-                                                                    "replica 0 of web private", "replica 1 of web private"}
+    assert set(_seen(outputs["endpoint"], outputs["token"], 6)) <= {f"replica {i} of {NAME} private" for i in range(4)}
     # The password is a secret in the stack's state: encrypted, never plaintext on disk there.
     state = one_host.root / ".gpustack" / "state"
     assert not [f for f in state.rglob("*") if f.is_file() and registry.password.encode() in f.read_bytes()]
@@ -168,7 +177,7 @@ def test_a_missing_image_fails_up_with_a_clear_error(one_host: Project) -> None:
 
 TASK = """\
 type: task
-name: train
+name: {name}
 nodes: 2
 image: {image}
 commands:
@@ -189,15 +198,15 @@ def test_a_two_node_task_in_containers_meets_over_the_master_address(tmp_path: P
     config = root / "task"
     config.mkdir(parents=True)
     shutil.copy(EXAMPLES / "task" / "fleet.gpustack.yml", config)
-    (config / "train.gpustack.yml").write_text(TASK.format(image=web_images.v1))
+    (config / "train.gpustack.yml").write_text(TASK.format(name=TASK_NAME, image=web_images.v1))
     project = Project(root=root, config=config, extra_env=dict(engine.env))
     try:
         up = project.cli("up", "task", "--yes", "--wait")
-        assert "task train: succeeded" in up.stdout, up.stdout
-        logs = project.cli("logs", "train").stdout
+        assert f"task {TASK_NAME}: succeeded" in up.stdout, up.stdout
+        logs = project.cli("logs", TASK_NAME).stdout
         assert "rank 0 got: hello from rank 1 of 2" in logs, logs
         project.cli("destroy", "--yes")
-        assert engine.containers() == []
+        assert _mine(engine, TASK_NAME) == []
     finally:
         project.cli("destroy", "--yes", check=False, timeout=300)
         kill_all(processes_under(root))

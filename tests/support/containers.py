@@ -101,7 +101,9 @@ def insecure_registries_conf(tmp: Path, registries: list[str]) -> None:
 def container_engine(registries: list[str]) -> Iterator[Engine]:
     """The Docker daemon if one answers, else our own Podman service."""
     plain = engine_client.client_argv(os.environ)
-    if shutil.which(plain[0]) and _answers(plain, {}):
+    # A Docker daemon that answers is used as it is; otherwise our own Podman service, so the tests
+    # go through DOCKER_HOST and the Docker API as a user's set-up would (not Podman's local mode).
+    if Path(plain[0]).name == "docker" and shutil.which(plain[0]) and _answers(plain, {}):
         yield Engine(env=envpolicy.container_client_env(os.environ), client=tuple(plain))
         return
     if shutil.which("podman") is None:
