@@ -80,6 +80,7 @@ def registry(engine: Engine) -> Iterator[Registry]:
             _push_private(engine, root)
             yield Registry(address=REGISTRY, username="puller", password="right-password")
         finally:
+            engine.run("rmi", "--force", f"{REGISTRY}/private/web:1", check=False)  # what `up` pulled
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
