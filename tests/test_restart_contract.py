@@ -59,6 +59,8 @@ CHANGES: dict[str, tuple[Callable[[Definition], None], bool]] = {
     "working_dir": (_group(lambda g: g.__setitem__("working_dir", "/moved/elsewhere")), True),
     "resources": (_group(lambda g: g["resources"]["cpu"].__setitem__("min", g["resources"]["cpu"]["min"] + 1)), True),
     "mounts": (_group(lambda g: g.__setitem__("mounts", [{"source": "/srv/d", "target": "/d", "name": ""}])), True),
+    "container": (_group(lambda g: g.__setitem__("container", {**(g.get("container") or {}), "user": "nobody"})), True),
+    "host_port": (_group(lambda g: g.__setitem__("host_port", 9999)), True),
     "port": (lambda s: s.__setitem__("port", (s["port"] or 80) + 1), True),
     "probe": (lambda s: s.__setitem__("probe", {"url": "/other", "method": "GET", "headers": {}, "body": None,
                                                 "timeout": 5.0, "interval": 2.0}), True),

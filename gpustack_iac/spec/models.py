@@ -415,6 +415,7 @@ class RunParams(ProfileParams):
     working_dir: str | None = Field(None, description="The working directory, relative to the repository. Defaults to `.`.")
     home_dir: str = Field("/root", description="The home directory inside the container.")
     privileged: Bool = Field(False, description="Run the container in privileged mode.")
+    user: str | None = Field(None, description="The user the container runs as (`name`, `uid` or `uid:gid`); image runs only.")
     registry_auth: RegistryAuth | None = Field(None, description="Credentials for pulling a private Docker image.")
     env: EnvVars = Field(
         default_factory=dict,
