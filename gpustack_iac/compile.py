@@ -15,10 +15,11 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
+from gpustack_iac import support
 from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
-from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, unsatisfiable_groups
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, task_shortfall, unsatisfiable_groups
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
@@ -95,6 +96,30 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     return problems
 
 
+def _support(doc: Document, backend: str, ctx: StackContext) -> list[Diagnostic]:
+    """support.MATRIX's enforced rows: refusals become diagnostics, warnings the plan's warnings."""
+    problems = []
+    for finding in support.check(doc, backend):
+        if finding.status == support.REFUSED:
+            problems.append(_diag(doc, finding.path, finding.message))
+        else:
+            ctx.warn(finding.message)
+    return problems
+
+
+def _check_support(spec: Spec, ctx: StackContext) -> list[Diagnostic]:
+    """Fleets, gateways and workloads against support.MATRIX (services: where their backend is known)."""
+    problems = []
+    for fleet in spec.fleets:
+        problems += _support(fleet, fleet_backend(fleet), ctx)
+    for gateway in spec.gateways:
+        problems += _support(gateway, gateway.backend, ctx)
+    workload_backend = "ssh" if spec.fleets and all(f.is_ssh for f in spec.fleets) else "local"
+    for doc in (*spec.tasks, *spec.dev_environments):
+        problems += _support(doc, workload_backend, ctx)
+    return problems
+
+
 def _check_ssh_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
     """A gateway on a fleet host: the host must be one of this stack's SSH fleet hosts; what the
     host-installed gateway does not do yet is refused rather than ignored."""
@@ -164,7 +189,7 @@ def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "lo
                                                   "gateway; remove gateway: false"))
     if service.registry_auth:
         ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
-    for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
+    for prop, set_ in (("entrypoint", service.entrypoint is not None),
                        ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
@@ -177,6 +202,9 @@ def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "lo
 
 def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
     problems = []
+    if backend not in IMPLEMENTED_BACKENDS:
+        return [_diag(service, "backends" if service.backends else "replica_groups", f"service {service.name}: backend "
+                      f"{backend} is not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
         if backend == "kubernetes" and not group.image:
@@ -246,6 +274,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     probed over SSH (an unreachable one is shown, and left out of the check).
     """
     problems = _check_backends(spec)
+    problems += _check_support(spec, ctx)
     gateways = {str(g.name): g for g in spec.gateways}
     service_gateway: dict[str, str] = {}
     cost = Cost()
@@ -271,6 +300,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         gateway = _pick_gateway(service, gateways)
         backend = service_backend[str(service.name)] = _service_backend(service, gateway)
         problems += _check_service(service, ctx, backend)
+        problems += _support(service, backend, ctx)
         try:
             cost.items += group_costs(service, backend, fleet_backends)
         except NoOffer as exc:
@@ -315,6 +345,11 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             every_host_known = ssh_planned is not None and all(fleet_backend(f) in ("local", "ssh") for f in spec.fleets)
             hosts = [*hosts, *(ssh_planned or [])] if every_host_known else []
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
+    for task in spec.tasks:
+        # Tasks too: a node no host can run would wait for capacity after `up`, so refuse it now.
+        short = task_shortfall(tasks[str(task.name)]["resources"], task.nodes, hosts)
+        if short:
+            problems.append(_diag(task, "resources", f"task {task.name}: no placement on the fleet's hosts: {short}"))
     if problems:
         raise ConfigError(problems)
 
@@ -451,10 +486,12 @@ def _definition(service: ServiceConfig, local: bool = True) -> dict[str, Any]:
     for group in definition["groups"]:
         # A replica's process is its own "instance" here: setup runs before the commands, every start.
         group["commands"] = list(service.setup) + group["commands"]
+        if not local:
+            # A cloud node has no copy of this machine's directories: no path of the planning machine
+            # goes into the definition (a `working_dir` is refused there, support.MATRIX).
+            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Commands run from the configuration's directory, as they would from the repository in a container.
         group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
-        if not local:
-            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
         # or no local host would ever match `regions: [eu-west-1]`.
         placement = group.get("placement") or {}

@@ -57,8 +57,17 @@ def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, 
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
+    _resolve_secrets(spec, space)
     compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
     return Prepared(space, spec, compiled, path_list)
+
+
+def _resolve_secrets(spec: Spec, space: ws.Workspace) -> None:
+    """`${{ secrets.NAME }}` from the stack's run secrets; read (and decrypted) only when referenced."""
+    from gpustack_iac.spec import secretrefs
+
+    if secretrefs.referenced_names(spec):
+        secretrefs.resolve(spec, space.run_secrets().values(), space.stack)
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:

@@ -463,6 +463,15 @@ class Document(Strict):
 # ---------------------------------------------------------------- service and replica groups
 
 
+def _group_count(value: Any) -> Any:
+    # dstack's current spelling of a group's size is `count:`; `replicas:` is the older one.
+    if isinstance(value, dict) and "count" in value:
+        if "replicas" in value:
+            raise config_error("count and replicas are the same property of a group: use one of them", "count")
+        value = {("replicas" if k == "count" else k): v for k, v in value.items()}
+    return value
+
+
 class ReplicaGroup(ProfileParams):
     """A group of identical replicas; a service has one or more."""
 
@@ -475,6 +484,7 @@ class ReplicaGroup(ProfileParams):
     env: EnvVars | None = Field(None, description="Merged over the service's env.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
+    _count = model_validator(mode="before")(_group_count)
 
     def runtime_generation(self, port: int, probe: dict[str, Any] | None, working_dir: str | None) -> str:
         """A hash of what needs a restart of the group's replicas when it changes."""
@@ -499,7 +509,11 @@ def _group_aliases(value: Any) -> Any:
     if isinstance(data.get("replicas"), list):
         if "replica_groups" in data:
             raise config_error("replicas given as a list and replica_groups: use one of them", "replicas")
-        data["replica_groups"] = data.pop("replicas")
+        # dstack's list form: each item has `count` and an optional `name` (unnamed groups are numbered).
+        data["replica_groups"] = [
+            {"name": f"group-{i}", **item} if isinstance(item, dict) and "name" not in item else item
+            for i, item in enumerate(data.pop("replicas"))
+        ]
     if "groups" in data:
         if "replica_groups" in data:
             raise config_error("groups and replica_groups are the same property: use one of them", "groups")
@@ -772,6 +786,32 @@ class FleetConfig(Document):
                                 "cloud backends (e.g. `[203.0.113.0/24]`); empty keeps SSH closed.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
+    _nodes_target: int | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _target(cls, data: Any, handler: Any) -> FleetConfig:
+        # dstack writes `nodes: {min, max, target}`: target is how many nodes to start with. It is
+        # kept beside the range (not in it) so every reader of `nodes` keeps seeing min..max.
+        target = None
+        if isinstance(data, dict) and isinstance(data.get("nodes"), dict) and "target" in data["nodes"]:
+            nodes = dict(data["nodes"])
+            target = nodes.pop("target")
+            data = {**data, "nodes": nodes}
+        fleet: FleetConfig = handler(data)
+        if target is not None and fleet.nodes is not None:
+            if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+                raise config_error(f"expected a whole number of nodes, got {target!r}", "nodes.target")
+            lo, hi = fleet.nodes.min or 0, fleet.nodes.max
+            if target < lo or (hi is not None and target > hi):
+                raise config_error(f"nodes.target {target} is outside nodes {fleet.nodes}", "nodes.target")
+            fleet._nodes_target = target
+        return fleet
+
+    @property
+    def nodes_target(self) -> int | None:
+        """dstack's `nodes.target`: the number of nodes to start with (None: the minimum)."""
+        return self._nodes_target
 
     @model_validator(mode="after")
     def _check(self) -> FleetConfig:
@@ -937,7 +977,9 @@ class DevEnvironmentConfig(RunParams, Document):
     KIND: ClassVar[str] = "dev-environment"
 
     type: Literal["dev-environment"] = Field(description="`dev-environment`.")
-    ide: Literal["vscode", "cursor", "windsurf"] = Field(description="The desktop IDE to connect: `vscode`, `cursor` or `windsurf`.")
+    ide: Literal["vscode", "cursor", "windsurf"] | None = Field(
+        None, description="The desktop IDE to connect: `vscode`, `cursor` or `windsurf`; omit it for SSH access only."
+    )
     version: str | None = Field(None, description="The IDE server version.")
     init: StrList = Field(default_factory=list, description="Commands run before the IDE attaches.")
     inactivity_duration: Duration = Field(None, description="Stop after this long without an attached IDE (e.g. `2h`).")
