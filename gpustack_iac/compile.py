@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import pulumi
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac import support
+from gpustack_iac import compile_code, support
 from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
@@ -28,6 +28,7 @@ from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
 from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
 from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
+from gpustack_iac.stacks.code import code_resources
 from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
@@ -336,6 +337,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
             workloads.service_mounts(group, mounts)
     tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
     devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
+    archives = compile_code.ship(spec, definitions, tasks, devs, ctx, _diag, problems)
     if problems:
         raise ConfigError(problems)
     if hosts is None:
@@ -386,7 +388,9 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
                 handle = shared(fleet_backend(f), groups[0].region, opts)
             fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
-        volume_resources = _workloads(spec, ctx, fleets, tasks, devs)
+        # Runs are created after the code they run from has landed.
+        code = code_resources(archives, compile_code.code_root(ctx))
+        volume_resources = _workloads(spec, ctx, fleets, tasks, devs, code)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
@@ -437,12 +441,12 @@ def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, finger
 
 
 def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[str, dict[str, Any]],
-               devs: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+               devs: dict[str, dict[str, Any]], code: list[pulumi.Resource]) -> list[pulumi.Resource]:
     """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
-    volume resources (runs that mount a volume are created after it)."""
+    volume and code resources (runs are created after the volumes they mount and their code)."""
     fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
     volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
-    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
+    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes] + code
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
     dev_envs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources) for name, d in devs.items()}
     dev_outputs = {name: dev.outputs for name, dev in dev_envs.items()}

@@ -207,6 +207,60 @@ class VolumeMount(Strict):
 
 VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
 
+# Where a run's code lands in dstack: the default working directory of its container.
+CODE_ROOT = "/workflow"
+
+
+def _file_short(value: Any) -> Any:
+    # `local:path` maps a local path to a path in the run; `local` alone keeps the same relative path.
+    if isinstance(value, str):
+        local, sep, path = value.partition(":")
+        return {"local_path": local, "path": path if sep else local}
+    return value
+
+
+class FileMapping(Strict):
+    local_path: str = Field(description="A file or directory on this machine, relative to the configuration's directory.")
+    path: str = Field(description=f"Where it lands in the run: relative to the working directory, or absolute under `{CODE_ROOT}`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FileMapping:
+        if not self.local_path:
+            raise config_error("expected a local path", "local_path")
+        if not self.path:
+            raise config_error("expected a path in the run", "path")
+        return self
+
+
+def _repo_short(value: Any) -> Any:
+    # `.` or `../repo` (a local checkout, optionally `:/path` where it lands), or a git URL.
+    if isinstance(value, str):
+        if "://" in value or value.startswith("git@"):
+            return {"url": value}
+        local, sep, path = value.partition(":")
+        return {"local_path": local, **({"path": path} if sep else {})}
+    return value
+
+
+class RepoSpec(Strict):
+    local_path: str | None = Field(None, description="A local git checkout, relative to the configuration's directory.")
+    url: str | None = Field(None, description="A git URL cloned on the host (`https://...` or `git@...`).")
+    branch: str | None = Field(None, description="The branch to check out (a `url` repo).")
+    hash: str | None = Field(None, description="The commit to check out (a `url` repo).")
+    path: str = Field(CODE_ROOT, description=f"Where the repo lands in the run (default `{CODE_ROOT}`, the working directory).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RepoSpec:
+        if (self.local_path is None) == (self.url is None):
+            raise config_error("a repo needs exactly one of local_path (a checkout here) or url (cloned on the host)")
+        if self.local_path is not None and (self.branch or self.hash):
+            raise config_error("branch and hash are for a url repo; a local checkout ships as it is", "branch" if self.branch else "hash")
+        return self
+
+
+FileMappingValue = Annotated[FileMapping, BeforeValidator(_file_short)]
+RepoValue = Annotated[RepoSpec, BeforeValidator(_repo_short)]
+
 
 class BurstSpec(Strict):
     window: Duration = Field(None, description="The short window whose request count is tested for a burst (e.g. `6s`). Defaults to `6s`.")
@@ -424,6 +478,16 @@ class RunParams(ProfileParams):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The resource requirements.")
     volumes: list[VolumeMountValue] = Field(
         default_factory=list, description="Volume mounts: `name:/path`, `/instance/path:/path` or objects."
+    )
+    files: list[FileMappingValue] = Field(
+        default_factory=list,
+        description="Local files and directories shipped to the run: `local:path`, `local`, or `{local_path, path}` "
+        "(`.gitignore`/`.dstackignore` honoured; shipped once per content change).",
+    )
+    repos: list[RepoValue] = Field(
+        default_factory=list,
+        description=f"Git repos in the run: a local checkout (`.`, `..:/{CODE_ROOT[1:]}/x`) or `{{url, branch, hash, path}}` "
+        f"cloned on the host; by default at `{CODE_ROOT}`, the working directory.",
     )
 
     _resolve_env = field_validator("env")(_resolve_env_field)

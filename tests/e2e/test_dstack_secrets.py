@@ -1,6 +1,7 @@
-"""A service written the way dstack writes it (`replicas:` groups with `count`, `${{ secrets.X }}`)
-on the local backend: the secret reaches the replica's environment, and neither `plan`, `logs`, the
-state files nor any process's command line shows it."""
+"""A service written the way dstack writes it (`replicas:` groups with `count`, `${{ secrets.X }}`,
+`files:`) and a task with `repos:` (a local git checkout) on the local backend: the secret reaches the
+replica's environment, and neither `plan`, `logs`, the state files nor any process's command line
+shows it; the code lands in the run's working directory with ignore files honoured, once per change."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         token = os.environ.get("HF_TOKEN", "")
-        body = json.dumps({"sha": hashlib.sha256(token.encode()).hexdigest(),
+        files = sorted(os.path.join(d, f)[2:] for d, _, fs in os.walk(".") for f in fs)
+        body = json.dumps({"sha": hashlib.sha256(token.encode()).hexdigest(), "files": files, "cwd": os.getcwd(),
                            "url_sha": hashlib.sha256(os.environ.get("URL", "").encode()).hexdigest()}).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
@@ -56,13 +58,29 @@ commands:
 env:
   HF_TOKEN: ${{ secrets.HF_TOKEN }}
   URL: https://user:${{ secrets.HF_TOKEN }}@example.com/
+files:
+  - src:.
+  - notes.txt:/workflow/data/notes.txt
 probes:
   - url: /
     interval: 2
 replicas:
   - count: 1
     resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
+---
+type: task
+name: listing
+repos:
+  - ./checkout
+commands:
+  - "find . -type f -not -path './.git/*' | sort | sed 's/^/shipped: /'"
+resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
 '''
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True,
+                   capture_output=True)
 
 
 @pytest.fixture
@@ -70,7 +88,20 @@ def secret_project(tmp_path: Path) -> Iterator[Project]:
     root = tmp_path / "proj"
     config = root / "secretive"
     config.mkdir(parents=True)
-    (config / "app.py").write_text(APP)
+    (config / "src").mkdir()
+    (config / "src" / "app.py").write_text(APP)
+    (config / "src" / "big.bin").write_bytes(b"x" * 4096)
+    (config / "src" / ".dstackignore").write_text("*.bin\n")
+    (config / "notes.txt").write_text("notes\n")
+    checkout = config / "checkout"
+    checkout.mkdir()
+    (checkout / "train.py").write_text("print('train')\n")
+    (checkout / ".gitignore").write_text("*.key\n")
+    (checkout / "private.key").write_text("ignored\n")
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", "train.py", ".gitignore")
+    _git(checkout, "commit", "-q", "-m", "first")
+    (checkout / "untracked.py").write_text("print('new')\n")
     (config / "stack.dstack.yml").write_text(CONFIG)
     project = Project(root=root, config=config)
     try:
@@ -106,11 +137,21 @@ def test_secret_reaches_replica_env_only(secret_project: Project) -> None:
     assert p.cli("secret", "list", "--project", "secretive").stdout.split() == ["HF_TOKEN"]
 
     plan = p.cli("plan", "secretive")
-    up = p.cli("up", "secretive", "--yes")
+    up = p.cli("up", "secretive", "--yes", "--wait")
+    assert "task listing: succeeded" in up.stdout, up.stdout
     endpoint, token = p.outputs()["endpoint"], p.outputs()["token"]
     status, body = http("GET", endpoint + "/", token)
     assert status == 200, body
     seen = json.loads(body)
+    # files: the directory's content at the working directory's root (its .dstackignore honoured), the
+    # single file where its path says; the replica runs there.
+    assert seen["files"] == [".dstackignore", "app.py", "data/notes.txt"], seen["files"]
+    assert "/code/" in seen["cwd"] and not seen["cwd"].startswith(str(p.config))
+    # repos: what git ships (tracked and untracked files, .gitignore honoured), nothing else.
+    shipped = [line.split("shipped: ", 1)[1] for line in p.cli("logs", "listing").stdout.splitlines() if "shipped: " in line]
+    assert shipped == ["./.gitignore", "./train.py", "./untracked.py"], shipped
+    # Unchanged code is not shipped again: the next plan has nothing to do.
+    assert p.cli("plan", "secretive", "--detailed-exitcode", check=False).returncode == 0
     assert seen["sha"] == hashlib.sha256(SECRET.encode()).hexdigest()
     assert seen["url_sha"] == hashlib.sha256(f"https://user:{SECRET}@example.com/".encode()).hexdigest()
 
