@@ -16,7 +16,8 @@ import pulumi
 
 from gpustack_iac import compile_workloads as workloads
 from gpustack_iac import compile_code, support
-from gpustack_iac.backends import IMPLEMENTED_BACKENDS, fleet_backend, workload_backends
+from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, ClusterBackend, Local, Ssh, WithPulumiPlugin, fleet_backend, get,
+                                   workload_backends)
 from gpustack_iac.cost import Cost, deployed_cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host, task_shortfall, unsatisfiable_groups
@@ -26,18 +27,14 @@ from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, Servi
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import Fleet, local_host_names, probe_ssh_hosts
 from gpustack_iac.stacks.gateway import Gateway, local_tls
-from gpustack_iac.stacks.placement import VM_BACKENDS, NoOffer, fleet_groups, gateway_instance
-from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, vm_backend
+from gpustack_iac.backends.cloud import GatewayInstance, Network, NodeGroup
 from gpustack_iac.stacks.code import code_resources
 from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.router import Router
 from gpustack_iac.stacks.service import Service
 from gpustack_iac.stacks.task import Task
 from gpustack_iac.stacks.volume import Volume
-
-# Placement properties the local backend has nothing to decide with: accepted, reported as ignored.
-_LOCAL_IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "retry", "max_duration", "python", "nvcc",
-                  "idle_duration", "creation_policy", "termination_policy", "termination_idle_time")
 
 
 @dataclass
@@ -81,12 +78,13 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
     for gateway in spec.gateways:
-        if gateway.backend == "ssh":
+        backend = get(gateway.backend)
+        if isinstance(backend, Ssh):
             problems += _check_ssh_gateway(gateway, spec)
-        elif gateway.backend not in IMPLEMENTED_BACKENDS:
+        elif not backend.implemented:
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
                                                       f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        elif gateway.backend == "local":
+        elif isinstance(backend, Local):
             problems += _check_local_gateway(gateway)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
@@ -158,7 +156,7 @@ def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
 
 def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
     """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
-    if gateway.backend != "local" or not service.https or local_tls(gateway) is not None:
+    if not isinstance(get(gateway.backend), Local) or not service.https or local_tls(gateway) is not None:
         return []
     # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
     if not gateway.domain and "https" not in service.model_fields_set:
@@ -169,9 +167,10 @@ def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnos
                                     f"{gateway.name} a certificate (lets-encrypt with its domain, self-signed or files)")]
 
 
-def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "local") -> list[Diagnostic]:
-    if backend != "local":
-        return _check_remote_service(service, backend)
+def _check_service(service: ServiceConfig, ctx: StackContext, backend_name: str) -> list[Diagnostic]:
+    backend = get(backend_name)
+    if not isinstance(backend, Local):
+        return _check_remote_service(service, backend_name)
     problems = []
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
@@ -179,10 +178,10 @@ def _check_service(service: ServiceConfig, ctx: StackContext, backend: str = "lo
         if group.image and not detect_docker():
             problems.append(_diag(service, f"{at}.image".lstrip("."), f"service {service.name}: image {group.image} needs Docker, "
                                   "and the local backend found no Docker daemon on this machine; remove image and run commands directly"))
-        if group.backends and not set(group.backends) & set(IMPLEMENTED_BACKENDS):
+        if group.backends and not any(get(b).implemented for b in group.backends):
             problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: backends "
                                   f"{', '.join(group.backends)} are not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        for prop in _LOCAL_IGNORED:
+        for prop in backend.ignored_placement:
             if getattr(group, prop, None) not in (None, [], False):
                 ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
     if service.gateway is False:
@@ -208,10 +207,10 @@ def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnost
                       f"{backend} is not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
-        if backend == "kubernetes" and not group.image:
+        if not get(backend).runs_processes and not group.image:
             problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
-                                  f"{group.name}: a Kubernetes replica is a container; set image"))
-        if group.backends and backend == "kubernetes" and set(group.backends) - {"kubernetes"}:
+                                  f"{group.name}: a {backend} replica is a container; set image"))
+        if group.backends and isinstance(get(backend), ClusterBackend) and set(group.backends) - {backend}:
             problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
                                   f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
     return problems
@@ -221,14 +220,14 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
     for group in service.groups:
         if group.backends:
             return group.backends[0]
-    return gateway.backend if gateway is not None else "local"
+    return gateway.backend if gateway is not None else Local.name  # no gateway: refused below
 
 
 def _default_hosts(spec: Spec, ctx: StackContext) -> list[PlannedHost]:
     """Local fleets' hosts, measured here (SSH fleets' hosts are probed by the caller). With any other
     fleet the facts of some hosts are not known here, and a group only they could run must not be
     refused: no check (empty list)."""
-    if any(fleet_backend(f) not in ("local", "ssh") for f in spec.fleets):
+    if not all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets):
         return []
     return local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root)
 
@@ -283,17 +282,17 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     for fleet in spec.fleets:
         backend = fleet_backend(fleet)
         try:
-            if backend in VM_BACKENDS:
+            if vm_backend(backend) is not None:
                 node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
-            if backend in IMPLEMENTED_BACKENDS or backend == "ssh":
+            if get(backend).implemented:
                 cost.items.append(fleet_cost(fleet))
         except NoOffer as exc:
             problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
     instances: dict[str, GatewayInstance] = {}
     for gateway_config in spec.gateways:
-        if gateway_config.backend in VM_BACKENDS:
+        if vm_backend(gateway_config.backend) is not None:
             instances[str(gateway_config.name)] = gateway_instance(gateway_config)[0]
-        if gateway_config.backend in IMPLEMENTED_BACKENDS:
+        if get(gateway_config.backend).implemented:
             cost.items.append(gateway_cost(gateway_config))
     fleet_backends = {fleet_backend(f) for f in spec.fleets}
     service_backend: dict[str, str] = {}
@@ -329,7 +328,8 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     if problems:
         raise ConfigError(problems)
 
-    definitions = {str(s.name): _definition(s, local=service_backend[str(s.name)] == "local") for s in spec.services}
+    definitions = {str(s.name): _definition(s, local=isinstance(get(service_backend[str(s.name)]), Local))
+                   for s in spec.services}
     host_lines: list[str] = []
     for service in spec.services:
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
@@ -344,7 +344,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         hosts = _default_hosts(spec, ctx)
         if any(f.is_ssh for f in spec.fleets):
             ssh_planned, host_lines = _ssh_planned_hosts(spec)
-            every_host_known = ssh_planned is not None and all(fleet_backend(f) in ("local", "ssh") for f in spec.fleets)
+            every_host_known = ssh_planned is not None and all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets)
             hosts = [*hosts, *(ssh_planned or [])] if every_host_known else []
     problems = [p for s in spec.services for p in _check_placement(s, definitions[str(s.name)], hosts)]
     for task in spec.tasks:
@@ -355,7 +355,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     if problems:
         raise ConfigError(problems)
 
-    from gpustack_iac.providers.kubernetes_names import deployment_names
+    from gpustack_iac.backends.kubernetes.names import deployment_names
 
     scaled = {g: deployment_names([d for n, d in definitions.items() if service_gateway.get(n) == g])
               for g in gateways}
@@ -395,12 +395,12 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in spec.gateways:
             opts, k8s, handle = None, None, None
-            if config.backend in VM_BACKENDS:
+            if vm_backend(config.backend) is not None:
                 p = provider(config.backend, config.region)
                 opts = pulumi.ResourceOptions(providers=[p]) if p is not None else None
                 handle = shared(config.backend, str(config.region), opts)
-            elif config.backend == "kubernetes":
-                k8s = provider("kubernetes", None)
+            elif isinstance(get(config.backend), ClusterBackend):
+                k8s = provider(config.backend, None)
             gateway = Gateway(config, ctx, opts, instance=instances.get(str(config.name)), network=Network(tuple(config.ssh_from)),
                               scaled=scaled[str(config.name)], k8s_provider=k8s, shared_network=handle,
                               node_groups=[g for f in spec.fleets if fleet_backend(f) == config.backend
@@ -424,11 +424,9 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
         _export(deployed, endpoints, gateways)
 
     plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in node_groups}
-                             | {g.backend for g in spec.gateways if g.backend in (*VM_BACKENDS, "kubernetes")})
-    from gpustack_iac.stacks.cloud import backend_module
-
-    for backend in plugin_backends:
-        backend_module(backend)  # a missing provider SDK is one line naming the extra, before any engine runs
+                             | {g.backend for g in spec.gateways if isinstance(get(g.backend), WithPulumiPlugin)})
+    for backend_name in plugin_backends:
+        get(backend_name).resources()  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=program, warnings=list(ctx.warnings), definitions=definitions, tasks=tasks,
                          component_specs=lambda: _component_specs(spec, definitions, tasks, devs, ctx), cost=cost,
                          plugin_backends=plugin_backends, hosts=host_lines)

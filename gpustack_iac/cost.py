@@ -14,9 +14,8 @@ from typing import Any
 from gpustack_iac.catalog.match import find_offers
 from gpustack_iac.catalog.snapshot import load
 from gpustack_iac.spec.models import FleetConfig, GatewayConfig, ServiceConfig
-from gpustack_iac.stacks.placement import GATEWAY_TYPES, VM_BACKENDS, NoOffer, fleet_groups
-
-FREE_BACKENDS = ("local", "ssh")
+from gpustack_iac.backends import fleet_host_backend, get
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, vm_backend
 
 
 @dataclass
@@ -84,7 +83,7 @@ def cost_line(cost: dict[str, Any]) -> str:
     change, total = cost["change"], cost["total"]
     text = f"{_money(change['min_hourly'], True)} at min, up to {_money(change['max_hourly'], True)}"
     text += f" (total {_money(total['min_hourly'])} at min, up to {_money(total['max_hourly'])})"
-    if any(i["backend"] in FREE_BACKENDS for i in cost["items"]):
+    if any(get(i["backend"]).free for i in cost["items"]):
         text += "; local and SSH capacity costs $0"
     unpriced = sorted({i["backend"] for i in cost["items"] if not i["counted"] and not i["hourly"]})
     if unpriced:
@@ -92,17 +91,13 @@ def cost_line(cost: dict[str, Any]) -> str:
     return text
 
 
-def _fleet_backend(fleet: FleetConfig) -> str:
-    return "ssh" if fleet.is_ssh else (fleet.backends or ["local"])[0]
-
-
 def fleet_cost(fleet: FleetConfig) -> CostItem:
-    backend = _fleet_backend(fleet)
+    backend = fleet_host_backend(fleet).name
     lo = fleet.nodes.min if fleet.nodes is not None and fleet.nodes.min is not None else len(fleet.ssh_config.hosts if fleet.ssh_config else [])
     hi = fleet.nodes.max if fleet.nodes is not None else lo
-    if backend in FREE_BACKENDS:
+    if get(backend).free:
         return CostItem("fleet", str(fleet.name), backend, lo or 0, hi, note=f"{backend} hosts cost $0 here")
-    if backend not in VM_BACKENDS:
+    if vm_backend(backend) is None:
         return CostItem("fleet", str(fleet.name), backend, lo or 0, hi, counted=False, note=f"{backend} capacity is not priced")
     groups = fleet_groups(fleet, backend)
     first, last = groups[0], groups[-1]
@@ -112,12 +107,13 @@ def fleet_cost(fleet: FleetConfig) -> CostItem:
 
 
 def gateway_cost(gateway: GatewayConfig) -> CostItem:
-    if gateway.backend in FREE_BACKENDS:
+    vm = vm_backend(gateway.backend)
+    if get(gateway.backend).free:
         return CostItem("gateway", str(gateway.name), gateway.backend, 1, 1, note="runs on this machine: $0")
-    if gateway.backend not in GATEWAY_TYPES:
+    if vm is None:
         return CostItem("gateway", str(gateway.name), gateway.backend, gateway.replicas, gateway.replicas, counted=False,
                         note=f"{gateway.backend} capacity is not priced")
-    itype, price = GATEWAY_TYPES[gateway.backend]
+    itype, price = vm.gateway_type
     if gateway.instance_type and gateway.instance_type != itype:
         return CostItem("gateway", str(gateway.name), gateway.backend, gateway.replicas, gateway.replicas, counted=False,
                         instance_type=gateway.instance_type, region=str(gateway.region), note="instance type not in the catalog")
@@ -132,10 +128,10 @@ def group_costs(service: ServiceConfig, backend: str, fleet_backends: set[str]) 
         name = f"{service.name}/{group.name}"
         backends = list(group.backends or [backend])
         lo, hi = group.replicas.min or 0, group.replicas.max
-        cloud = [b for b in backends if b in VM_BACKENDS]
+        cloud = [b for b in backends if get(b).priced]
         if not cloud:
             b = backends[0]
-            free = b in FREE_BACKENDS
+            free = get(b).free
             out.append(CostItem("group", name, b, lo, hi, counted=free,
                                 note="local replicas cost $0" if free else f"{b} capacity is not priced"))
             continue
@@ -189,7 +185,7 @@ def deployed_cost(specs: dict[tuple[str, str], dict[str, Any]]) -> Cost | None:
     cost = Cost()
     try:
         fleets = [FleetConfig.model_validate(s) for (kind, _), s in specs.items() if kind == "fleet"]
-        fleet_backends = {_fleet_backend(f) for f in fleets}
+        fleet_backends = {fleet_host_backend(f).name for f in fleets}
         cost.items += [fleet_cost(f) for f in fleets]
         cost.items += [gateway_cost(GatewayConfig.model_validate(s)) for (kind, _), s in specs.items() if kind == "gateway"]
         for (kind, name), definition in specs.items():
@@ -199,10 +195,10 @@ def deployed_cost(specs: dict[tuple[str, str], dict[str, Any]]) -> Cost | None:
                 placement = group.get("placement") or {}
                 backends = placement.get("backends") or ["local"]
                 lo, hi = group["replicas"]["min"] or 0, group["replicas"]["max"]
-                cloud = [b for b in backends if b in VM_BACKENDS]
+                cloud = [b for b in backends if get(b).priced]
                 if not cloud:
                     cost.items.append(CostItem("group", f"{name}/{group['name']}", backends[0], lo, hi,
-                                               counted=backends[0] in FREE_BACKENDS))
+                                               counted=get(backends[0]).free))
                     continue
                 offers = find_offers(_resources_from_runtime(group.get("resources")), backends=cloud,
                                      regions=placement.get("regions"), instance_types=placement.get("instance_types"),

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpustack_iac.backends import get
 from gpustack_iac.catalog.match import Offer, find_offers
 from gpustack_iac.catalog.snapshot import load
 from gpustack_iac.errors import ConfigError, Diagnostic
@@ -114,7 +115,7 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
     for label, resources, found in results:
         if not found:
             asked = set(backends) or set((dict(requests_placement.get(label) or {}).get("backends") or []))
-            outside = sorted(asked & {"local", "ssh", "kubernetes"})
+            outside = sorted(b for b in asked if get(b).implemented and not get(b).priced)
             why = f"{', '.join(outside)} capacity is not in the catalog" if outside else "no offer matches"
             console.print(f"{label} ({resources.describe()}): {why}", soft_wrap=True)
             continue

@@ -9,7 +9,8 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.providers import local, wheelhouse
-from gpustack_iac.providers.cloud import Network, NodeGroup
+from gpustack_iac.backends import Local, fleet_host_backend, plugin
+from gpustack_iac.backends.cloud import Network, NodeGroup
 from gpustack_iac.spec.models import FleetConfig
 from gpustack_iac.stacks.context import StackContext
 
@@ -37,18 +38,16 @@ class Fleet(pulumi.ComponentResource):
                  shared_network: Any = None) -> None:
         name = str(config.name)
         super().__init__("gpustack:index:Fleet", name, {"spec": self.spec_of(config, ctx)}, opts)
-        backend = (config.backends or ["local"])[0]
+        backend = fleet_host_backend(config)
         if config.is_ssh:
             self.hosts = _ssh_hosts(self, config, ctx)
-        elif backend == "local":
+        elif isinstance(backend, Local):
             self.hosts = _local_hosts(self, config, ctx)
         else:
             # Cloud nodes come and go with their scaling group; their agents start from user data.
             self.hosts = []
             if node_groups:
-                from gpustack_iac.stacks.cloud import backend_module
-
-                made = backend_module(backend).node_groups(name, node_groups, network or Network(()), ctx.project,
+                made = plugin(backend.name).resources().node_groups(name, node_groups, network or Network(()), ctx.project,
                                                            ctx.stack, self, shared=shared_network)
                 # Where the backend keeps the join secret in a resource the gateway must be granted (GCP).
                 self.join_secret = getattr(made, "join_secret", None)

@@ -7,7 +7,8 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.providers import control, local
-from gpustack_iac.providers.cloud import GatewayInstance, Network, NodeGroup, new_token
+from gpustack_iac.backends import Backend, CloudVmBackend, ClusterBackend, Local, Ssh, get
+from gpustack_iac.backends.cloud import GatewayInstance, Network, NodeGroup, new_token
 from gpustack_iac.spec.models import GatewayConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import FleetHost
@@ -18,7 +19,7 @@ class Gateway(pulumi.ComponentResource):
     control_url: pulumi.Output[str]
     token: pulumi.Output[str]
     admin_token: pulumi.Output[str]
-    backend: str
+    backend: Backend
     namespace: pulumi.Output[str] | None = None  # kubernetes: where the services' Deployments go
     k8s_provider: pulumi.ProviderResource | None = None
     on_host: str | None = None  # ssh: the fleet host it runs on
@@ -31,30 +32,25 @@ class Gateway(pulumi.ComponentResource):
                  shared_network: Any = None, node_groups: list[NodeGroup] | None = None,
                  join_secrets: dict[str, Any] | None = None, fleet_hosts: list[FleetHost] | None = None) -> None:
         self.gateway_name = str(config.name)
-        self.backend = config.backend
+        self.backend = get(config.backend)
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
-        if config.backend == "local":
+        backend = self.backend
+        if isinstance(backend, Local):
             self._local(config, ctx)
-        elif config.backend == "ssh":
+        elif isinstance(backend, Ssh):
             self._on_host(config, fleet_hosts or [])
-        elif config.backend == "kubernetes":
-            from gpustack_iac.stacks.cloud import backend_module
-
-            kube = backend_module("kubernetes")
+        elif isinstance(backend, ClusterBackend):
+            kube = backend.resources()
             ns = kube.namespace(f"{ctx.project}-{ctx.stack}", self, k8s_provider)
             self.namespace, self.k8s_provider = ns.metadata["name"], k8s_provider
             out = kube.gateway(self.gateway_name, self.namespace, new_token(), new_token(), scaled or [], config.domain,
                                self, k8s_provider)
             self._set(out.url, out.control_url, out.token, out.admin_token)
         else:
-            from gpustack_iac.stacks.cloud import backend_module
-
-            assert instance is not None
+            assert isinstance(backend, CloudVmBackend) and instance is not None
             # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
-            sizing: dict[str, Any] = {"node_groups": node_groups or []} if config.backend == "aws" else {}
-            if config.backend in ("gcp", "azure"):
-                sizing = {"joins": join_secrets or {}}
-            out = backend_module(config.backend).gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
+            sizing = backend.gateway_sizing(node_groups or [], join_secrets or {})
+            out = backend.resources().gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)
             self._set(out.url, out.control_url, out.token, out.admin_token)
         self.register_outputs({"url": self.url, "control_url": self.control_url})

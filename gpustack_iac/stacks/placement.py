@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpustack_iac.catalog.match import Offer, find_offers
-from gpustack_iac.providers.cloud import GatewayInstance, NodeGroup
+from gpustack_iac.backends import CloudVmBackend, get
+from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.spec.models import FleetConfig, GatewayConfig
 from gpustack_iac.spec.resources import ResourcesSpec
 
-VM_BACKENDS = ("aws", "gcp", "azure")
 MAX_TYPES = 4  # instance types per scaling group: enough for spot capacity, few enough to review
-# The gateway needs no GPU: a small general-purpose instance per cloud, priced from these list prices.
-GATEWAY_TYPES = {"aws": ("t3.medium", 0.0416), "gcp": ("e2-medium", 0.0335), "azure": ("Standard_B2s", 0.0416)}
+
+
+def vm_backend(name: str) -> CloudVmBackend | None:
+    """The backend called `name` when its fleets are node groups placed from the catalog."""
+    backend = get(name)
+    return backend if isinstance(backend, CloudVmBackend) else None
 
 
 class NoOffer(Exception):
@@ -30,12 +34,9 @@ class PricedGroup:
     price: float  # $/h of one node: the cheapest offer of the group's types
 
 
-def _region(fleet: FleetConfig, backend: str, offers: list[Offer]) -> str:
-    regions = [o.region for o in offers]
-    if backend == "gcp":
-        # GCP offers are per zone; a managed instance group is regional.
-        regions = [r.rsplit("-", 1)[0] for r in regions]
-    return regions[0]
+def _region(backend: str, offers: list[Offer]) -> str:
+    vm = vm_backend(backend)
+    return vm.region_of_offer(offers[0].region) if vm is not None else offers[0].region
 
 
 def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
@@ -54,7 +55,7 @@ def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
             where = f" in {', '.join(fleet.regions)}" if fleet.regions and not region else (f" in {region}" if region else "")
             raise NoOffer(f"no {backend} {'spot' if spot else 'on-demand'} instance type{where} fits "
                           f"{resources.describe()}" + (f" under ${fleet.max_price}/h" if fleet.max_price else ""))
-        region = region or _region(fleet, backend, offers)
+        region = region or _region(backend, offers)
         types: list[str] = []
         for o in offers:
             if o.instance_type not in types and len(types) < MAX_TYPES:
@@ -77,8 +78,9 @@ def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
 
 
 def gateway_instance(config: GatewayConfig, acme_directory: str | None = None) -> tuple[GatewayInstance, float]:
-    backend = config.backend
-    default_type, price = GATEWAY_TYPES[backend]
+    vm = vm_backend(config.backend)
+    assert vm is not None, f"gateway {config.name}: backend {config.backend} has no gateway VM"
+    default_type, price = vm.gateway_type
     cert = config.certificate
     return GatewayInstance(
         name=str(config.name), region=str(config.region), instance_type=config.instance_type or default_type,

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import pulumi
 
+from gpustack_iac.backends import ClusterBackend
 from gpustack_iac.providers import control
 from gpustack_iac.spec.values import EnvFromEnvironment
 from gpustack_iac.stacks.context import StackContext
@@ -26,12 +27,10 @@ class Service(pulumi.ComponentResource):
     ) -> None:
         name = definition["name"]
         super().__init__("gpustack:index:Service", name, {"spec": self.spec_of(definition, ctx)}, opts)
-        if gateway.backend == "kubernetes":
+        if isinstance(gateway.backend, ClusterBackend):
             # On Kubernetes the replicas are the groups' Deployments; the gateway routes to the Service.
-            from gpustack_iac.stacks.cloud import backend_module
-
             assert gateway.namespace is not None
-            backend_module("kubernetes").service(definition, gateway.namespace, self, gateway.k8s_provider)
+            gateway.backend.resources().service(definition, gateway.namespace, self, gateway.k8s_provider)
             self.endpoint = gateway.url.apply(lambda u: f"{u}/services/{name}")
             self.register_outputs({"endpoint": self.endpoint})
             return

@@ -90,3 +90,9 @@ def test_enforced_rows_refuse_at_plan_naming_property_and_backend(text: str, pat
 def test_warned_rows_warn(tmp_path: Path) -> None:
     warnings = _plan(BASE + "type: fleet\nname: i\nbackends: [local]\nnodes: 1\nidle_duration: 1h\n", tmp_path)
     assert any("idle_duration is ignored on backend local" in w for w in warnings), warnings
+
+
+def test_the_matrix_has_a_column_per_implemented_backend() -> None:
+    from gpustack_iac.backends import IMPLEMENTED_BACKENDS
+
+    assert set(support.COLUMNS) == set(IMPLEMENTED_BACKENDS), "a new backend needs its column in support.MATRIX"

@@ -3,7 +3,7 @@
 boto3 is optional (the `aws-runtime` extra, installed on the gateway instance): importing this
 module works without it, and `AsgScaler.from_region` says what to install. The gateway's
 instance role may call exactly SetDesiredCapacity and DescribeAutoScalingGroups on this stack's
-groups (providers/aws.py). boto3 is synchronous, so calls run in a thread.
+groups (backends/aws/resources.py). boto3 is synchronous, so calls run in a thread.
 """
 
 from __future__ import annotations

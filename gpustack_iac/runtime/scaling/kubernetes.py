@@ -5,7 +5,7 @@ the autoscaler's decisions land here. The client is lightkube: typed models for 
 make, an asyncio client that fits the controller's event loop, in-cluster service-account
 configuration built in, and a small dependency set (httpx, msgspec) next to the official
 `kubernetes` client's generated package and thread pools; kr8s is comparable but reaches for
-kubectl-style conveniences we do not need. The controller's RBAC (providers/kubernetes.py) allows
+kubectl-style conveniences we do not need. The controller's RBAC (backends/kubernetes/resources.py) allows
 exactly get/patch on `deployments/scale` for these Deployments.
 """
 

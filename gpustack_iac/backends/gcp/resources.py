@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
+from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
                                           AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
                                           new_token)
 

@@ -1,7 +1,7 @@
 """What the cloud backends share: the plain inputs of a node group and a gateway, and the boot script.
 
 The components in stacks/ decide (from the configuration and the catalog) and hand these plain
-values to providers/aws.py, gcp.py, azure.py, which declare the cloud's own resources with the
+values to backends/{aws,gcp,azure}/resources.py, which declare the cloud's own resources with the
 official Pulumi provider SDKs. Nothing here imports a provider SDK.
 """
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import pulumi
 import pulumi_azure_native as az
 
-from gpustack_iac.providers.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
+from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
                                           AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
                                           new_token)
 

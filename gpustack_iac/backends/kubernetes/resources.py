@@ -16,8 +16,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from gpustack_iac import __version__
-from gpustack_iac.providers.cloud import CloudGateway
-from gpustack_iac.providers.kubernetes_names import k8s_name
+from gpustack_iac.backends.cloud import CloudGateway
+from gpustack_iac.backends.kubernetes.names import k8s_name
 
 GATEWAY_IMAGE = f"ghcr.io/gpustack/gpustack-iac:{__version__}"
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}

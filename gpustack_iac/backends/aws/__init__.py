@@ -1,0 +1,28 @@
+"""AWS: EC2 Auto Scaling groups for node groups, one EC2 gateway (resources in resources.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gpustack_iac.backends.base import CloudVmBackend
+
+if TYPE_CHECKING:
+    import pulumi
+
+
+class Aws(CloudVmBackend):
+    name = "aws"
+    sdk = "pulumi_aws"
+    gateway_type: ClassVar[tuple[str, float]] = ("t3.medium", 0.0416)
+    sizes_node_groups = True  # the controller sets the Auto Scaling groups' desired capacity
+
+    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
+        return {"node_groups": node_groups}
+
+    def provider(self, region: str | None, refs: dict[str, Any],
+                 parent: pulumi.Resource | None = None) -> pulumi.ProviderResource | None:
+        import pulumi
+        import pulumi_aws as aws
+
+        return aws.Provider(f"aws-{region}", region=region, profile=refs.get("profile"),
+                            opts=pulumi.ResourceOptions(parent=parent))
