@@ -389,7 +389,7 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
                 handle = shared(fleet_backend(f), groups[0].region, opts)
             fleets.append(Fleet(f, ctx, opts, node_groups=groups, network=Network(tuple(f.ssh_from)), shared_network=handle))
         # Runs are created after the code they run from has landed.
-        code = code_resources(archives, compile_code.code_root(ctx))
+        code = code_resources(archives, compile_code.code_root(ctx), fleets)
         volume_resources = _workloads(spec, ctx, fleets, tasks, devs, code)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}

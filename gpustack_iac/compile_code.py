@@ -24,6 +24,17 @@ def code_root(ctx: StackContext) -> Path:
     return ctx.local_dir("code")
 
 
+def _landing(spec: Spec) -> str | None:
+    """Where code lands on every host: "local" (this machine), an SSH fleets' shared install_dir
+    (`~` is each host user's home, expanded by the agent), or None when the stack mixes them."""
+    if spec.fleets and all(fleet_backend(f) == "local" for f in spec.fleets):
+        return "local"
+    dirs = {f.ssh_config.install_dir.rstrip("/") for f in spec.fleets if f.ssh_config is not None}
+    if spec.fleets and all(f.is_ssh for f in spec.fleets) and len(dirs) == 1:
+        return dirs.pop()
+    return None
+
+
 def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
          devs: dict[str, dict[str, Any]], ctx: StackContext, diag: Diag, problems: list[Diagnostic]) -> Archives:
     archives: Archives = {}
@@ -36,10 +47,11 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
         if not run.files and not run.repos:
             continue
         prop = "files" if run.files else "repos"
-        others = sorted({fleet_backend(f) for f in spec.fleets} - {"local"})
-        if others:
-            problems.append(diag(run, prop, f"{run.KIND} {run.name}: {prop} is shipped to local fleets only so far; "
-                                            f"not to backend {', '.join(others)}"))
+        root = _landing(spec)
+        if root is None:
+            backends = ", ".join(sorted({fleet_backend(f) for f in spec.fleets}))
+            problems.append(diag(run, prop, f"{run.KIND} {run.name}: {prop} is shipped to local fleets, or to SSH fleets "
+                                            f"with one install_dir, not to a stack of backend {backends}"))
             continue
         base = Path(run.source.file).parent if run.source else Path.cwd()
         try:
@@ -53,9 +65,12 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
             archive.parent.mkdir(parents=True, exist_ok=True)
             archive.write_bytes(bundle.data)
         archives[bundle.key] = (archive, [c.to_json() for c in bundle.clones])
-        where = code_root(ctx) / bundle.key / codebundle.in_run(run.working_dir or ".", "working_dir")
+        base_dir = code_root(ctx) if root == "local" else f"{root}/code"
+        where = f"{base_dir}/{bundle.key}/{codebundle.in_run(run.working_dir or '.', 'working_dir')}".rstrip("/")
         for target in targets:
-            target["working_dir"] = str(where)
+            target["working_dir"] = where
+            if "remote_working_dir" in target:
+                target["remote_working_dir"] = where if root != "local" else None
             if "generation" in target:
                 # New code is a new version of the group: the controller rolls it.
                 target["generation"] = hashlib.sha256(f"{target['generation']}:{bundle.key}".encode()).hexdigest()

@@ -117,10 +117,9 @@ MATRIX: dict[str, Support] = {
     "run.resources.cpu": _row(H, R, R, R, R, R, "the CPU architecture (`arm:8`) is checked against this machine only",
                               "all", _cpu_arch),
     "run.volumes": HOSTS_ONLY,
-    "run.files": _row(H, R, R, R, R, R, "shipped once per content change into the run's working directory on local "
-                      "fleets (compile_code.py); other backends are refused at plan"),
-    "run.repos": _row(H, R, R, R, R, R, "a local checkout ships what git tracks; a url is cloned on the host; local "
-                      "fleets only so far"),
+    "run.files": _row(H, H, R, R, R, R, "shipped once per content change into the run's working directory: on this "
+                      "machine, or by SFTP to each SSH host's `install_dir` (compile_code.py); clouds are refused at plan"),
+    "run.repos": _row(H, H, R, R, R, R, "a local checkout ships what git tracks; a url is cloned on the host"),
     "run.backends": ALL,
     "run.regions": CLOUD_PLACEMENT,
     "run.instance_types": CLOUD_PLACEMENT,

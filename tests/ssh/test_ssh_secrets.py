@@ -1,6 +1,6 @@
-"""`${{ secrets.X }}` on an SSH fleet host (a network-namespace sshd): the secret reaches the replica's
-environment on the host; `plan`, `logs` and every process's command line (the host's included) never
-show it."""
+"""`${{ secrets.X }}` and `files:` on an SSH fleet host (a network-namespace sshd): the code is
+uploaded to the host user's `~/.gpustack/code/` and the replica runs there; the secret reaches its
+environment; `plan`, `logs` and every process's command line (the host's included) never show it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ commands:
   - python3 app.py
 env:
   HF_TOKEN: ${{ secrets.HF_TOKEN }}
+files:
+  - src:.
 probes:
   - url: /
     interval: 1
@@ -47,7 +49,8 @@ def test_secret_reaches_a_replica_on_an_ssh_host(ssh_hosts: TestHosts) -> None:
     (root / "conf").mkdir(parents=True)
     root.chmod(0o755)
     (root / "conf").chmod(0o755)
-    (root / "conf" / "app.py").write_text(APP)
+    (root / "conf" / "src").mkdir()
+    (root / "conf" / "src" / "app.py").write_text(APP)
     (root / "conf" / "gateway.gpustack.yml").write_text(GATEWAY)
     (root / "conf" / "service.dstack.yml").write_text(SERVICE)
     stack = Stack(root, ssh_hosts)
@@ -63,7 +66,9 @@ def test_secret_reaches_a_replica_on_an_ssh_host(ssh_hosts: TestHosts) -> None:
         out = stack.outputs()
         status, body = http("GET", out["endpoint"] + "/", out["token"])
         assert status == 200, body
-        assert json.loads(body)["sha"] == hashlib.sha256(SECRET.encode()).hexdigest()
+        seen = json.loads(body)
+        assert seen["sha"] == hashlib.sha256(SECRET.encode()).hexdigest()
+        assert seen["files"] == ["app.py"] and seen["cwd"].startswith(f"{host.home}/.gpustack/code/"), seen
         logs = stack.cli("logs", "hello").stdout
         assert "request /" in logs
         for text in (plan.stdout, plan.stderr, up.stdout, up.stderr, logs, _cmdlines()):
