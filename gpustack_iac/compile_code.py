@@ -12,7 +12,7 @@ from gpustack_iac import codebundle
 from gpustack_iac.backends import fleet_backend
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
-from gpustack_iac.spec.models import Document, RunParams
+from gpustack_iac.spec.models import DevEnvironmentConfig, Document, ServiceConfig, TaskConfig
 from gpustack_iac.stacks.context import StackContext
 
 Diag = Callable[[Document, str, str], Diagnostic]
@@ -38,7 +38,7 @@ def _landing(spec: Spec) -> str | None:
 def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
          devs: dict[str, dict[str, Any]], ctx: StackContext, diag: Diag, problems: list[Diagnostic]) -> Archives:
     archives: Archives = {}
-    runs: list[tuple[RunParams, list[dict[str, Any]]]] = [
+    runs: list[tuple[ServiceConfig | TaskConfig | DevEnvironmentConfig, list[dict[str, Any]]]] = [
         *((s, definitions[str(s.name)]["groups"]) for s in spec.services),
         *((t, [tasks[str(t.name)]]) for t in spec.tasks),
         *((d, [devs[str(d.name)]]) for d in spec.dev_environments),

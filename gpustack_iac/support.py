@@ -73,6 +73,11 @@ def _probes(doc: Document) -> list[str]:
     return ["probes[1]"] if isinstance(doc, ServiceConfig) and len(doc.probes) > 1 else []
 
 
+def _ready_after(doc: Document) -> list[str]:
+    probes = doc.probes if isinstance(doc, ServiceConfig) else []
+    return [f"probes[{i}].ready_after" for i, p in enumerate(probes) if p.ready_after != 1]
+
+
 def _shm_size(doc: Document) -> list[str]:
     if not isinstance(doc, ServiceConfig):
         return []
@@ -144,8 +149,10 @@ MATRIX: dict[str, Support] = {
     "service.auth": ALL,
     "service.replicas": ALL,
     "service.scaling": ALL,
-    "service.probes": _row(R, R, R, R, R, R, "one readiness probe per service: a second one is refused, not ignored",
-                           "all", _probes),
+    "service.probes": _row(H, H, H, H, H, R, "a replica is ready when every probe passes; a Kubernetes readiness probe "
+                           "is one request, so a second probe is refused there", "all", _probes),
+    "service.probes.ready_after": _row(W, W, W, W, W, W, "one passing round of probes makes a replica ready", "all",
+                                       _ready_after),
     "service.rate_limits": ALL,
     "service.replica_groups": ALL,
     # ---------------------------------------------------------------- task and dev environment

@@ -550,7 +550,7 @@ class ReplicaGroup(ProfileParams):
     _resolve_env = field_validator("env")(_resolve_env_field)
     _count = model_validator(mode="before")(_group_count)
 
-    def runtime_generation(self, port: int, probe: dict[str, Any] | None, working_dir: str | None) -> str:
+    def runtime_generation(self, port: int, probe: dict[str, Any] | list[dict[str, Any]] | None, working_dir: str | None) -> str:
         """A hash of what needs a restart of the group's replicas when it changes."""
         return _sha256(
             {
@@ -711,7 +711,9 @@ class ServiceConfig(RunParams, Document):
             groups.append(
                 {
                     "name": g.name,
-                    "generation": g.runtime_generation(self.port, probe, self.working_dir),
+                    # Several probes are all part of the version (one keeps its old hash: no needless rollout).
+                    "generation": g.runtime_generation(self.port, probe if len(self.probes) <= 1 else
+                                                       [p.to_runtime() for p in self.probes], self.working_dir),
                     "replicas": g.replicas.to_runtime(),
                     "scaling": g.scaling.to_runtime() if g.scaling else None,
                     "commands": list(g.commands or []),
@@ -729,6 +731,7 @@ class ServiceConfig(RunParams, Document):
             "auth": self.auth,
             "model": model,
             "probe": probe,
+            "probes": [p.to_runtime() for p in self.probes],
             "scaling": self.scaling.to_runtime() if self.scaling else None,
             "rate_limits": [limit.model_dump(mode="json") for limit in self.rate_limits],
             "groups": groups,

@@ -36,7 +36,6 @@ REFUSED: dict[str, tuple[str, ...]] = {
     "fleet-blocks.dstack.yml": ("blocks is not supported on backend aws",),
     "fleet-idle-duration.dstack.yml": ("idle_duration is not supported on backend gcp",),
     "gateway-private.dstack.yml": ("public_ip is not supported on backend aws",),
-    "service-probes.dstack.yml": ("probes[1] is not supported",),
 }
 
 

@@ -78,7 +78,6 @@ def _plan(text: str, tmp_path: Path) -> list[str]:
      "idle_duration", "idle_duration is not supported on backend aws"),
     ("type: gateway\nname: g2\nbackend: aws\nregion: us-east-1\ndomain: example.com\npublic_ip: false\n",
      "public_ip", "public_ip is not supported on backend aws"),
-    ("type: service\nname: s\nport: 80\ncommands: [x]\nprobes: [{url: /a}, {url: /b}]\n", "probes[1]", "probes[1] is not supported"),
 ])
 def test_enforced_rows_refuse_at_plan_naming_property_and_backend(text: str, path: str, words: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -96,3 +95,11 @@ def test_the_matrix_has_a_column_per_implemented_backend() -> None:
     from gpustack_iac.backends import IMPLEMENTED_BACKENDS
 
     assert set(support.COLUMNS) == set(IMPLEMENTED_BACKENDS), "a new backend needs its column in support.MATRIX"
+
+
+def test_a_second_probe_is_refused_only_where_one_request_is_all_there_is() -> None:
+    spec = load_text("type: service\nname: s\nport: 80\nimage: x\nprobes: [{url: /a}, {url: /b}]\n")
+    service = spec.services[0]
+    assert support.check(service, "local") == []
+    [finding] = support.check(service, "kubernetes")
+    assert finding.path == "probes[1]" and finding.status == "refused" and "backend kubernetes" in finding.message
