@@ -1,10 +1,10 @@
-"""Plan-time shipping of runs' code (`files:`, `repos:`): build each run's bundle, refuse what cannot
-be shipped (naming the property), point the run's working directory at where its code lands, and
-keep the archives where `up`'s code resources read them."""
+"""Runs' code (`files:`, `repos:`) in compile's steps: the checks decide where each run's code lands
+and point its working directory there (refusing, naming the property, what cannot be shipped); the
+program writes each bundle's archive where `up`'s code resources read it (stacks/code.py). Reading
+the files is a fact (compile/facts.py: `Facts.code_bundle`)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,10 +12,11 @@ from gpustack_iac import codebundle
 from gpustack_iac.backends import fleet_backend
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
-from gpustack_iac.spec.models import DevEnvironmentConfig, Document, ServiceConfig, TaskConfig
+from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, ServiceConfig, TaskConfig
 from gpustack_iac.stacks.context import StackContext
 
 Diag = Callable[[Document, str, str], Diagnostic]
+BundleOf = Callable[[RunParams], "codebundle.Bundle | None"]
 # Bundle key -> (archive file, repos the host clones): what stacks/code.py makes resources of.
 Archives = dict[str, tuple[Path, list[dict[str, str | None]]]]
 
@@ -36,8 +37,11 @@ def _landing(spec: Spec) -> str | None:
 
 
 def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
-         devs: dict[str, dict[str, Any]], ctx: StackContext, diag: Diag, problems: list[Diagnostic]) -> Archives:
-    archives: Archives = {}
+         devs: dict[str, dict[str, Any]], ctx: StackContext, bundle_of: BundleOf, diag: Diag,
+         problems: list[Diagnostic]) -> dict[str, codebundle.Bundle]:
+    """Each run's bundle by key (one per distinct code, whatever the number of runs and replicas);
+    the runs' definitions then work in the directory their code lands in."""
+    bundles: dict[str, codebundle.Bundle] = {}
     runs: list[tuple[ServiceConfig | TaskConfig | DevEnvironmentConfig, list[dict[str, Any]]]] = [
         *((s, definitions[str(s.name)]["groups"]) for s in spec.services),
         *((t, [tasks[str(t.name)]]) for t in spec.tasks),
@@ -53,25 +57,32 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
             problems.append(diag(run, prop, f"{run.KIND} {run.name}: {prop} is shipped to local fleets, or to SSH fleets "
                                             f"with one install_dir, not to a stack of backend {backends}"))
             continue
-        base = Path(run.source.file).parent if run.source else Path.cwd()
         try:
-            bundle = codebundle.build(run, base)
+            bundle = bundle_of(run)
+            where = codebundle.in_run(run.working_dir or ".", "working_dir")
         except codebundle.BundleError as exc:
             problems.append(diag(run, exc.path, f"{run.KIND} {run.name}: {exc}"))
             continue
         assert bundle is not None
+        bundles[bundle.key] = bundle
+        base_dir = str(code_root(ctx)) if root == "local" else f"{root}/code"
+        path = f"{base_dir}/{bundle.key}/{where}".rstrip("/")
+        for target in targets:
+            target["working_dir"] = path
+            if "remote_working_dir" in target:
+                target["remote_working_dir"] = path if root != "local" else None
+    return bundles
+
+
+def write_archives(bundles: dict[str, codebundle.Bundle], ctx: StackContext) -> Archives:
+    """The bundles' archives as files (content-addressed, written once), for the code resources."""
+    out: Archives = {}
+    for key, bundle in bundles.items():
         archive = ctx.local_dir("code-archives") / f"{bundle.sha}.tar.gz"
         if not archive.exists():
             archive.parent.mkdir(parents=True, exist_ok=True)
-            archive.write_bytes(bundle.data)
-        archives[bundle.key] = (archive, [c.to_json() for c in bundle.clones])
-        base_dir = code_root(ctx) if root == "local" else f"{root}/code"
-        where = f"{base_dir}/{bundle.key}/{codebundle.in_run(run.working_dir or '.', 'working_dir')}".rstrip("/")
-        for target in targets:
-            target["working_dir"] = where
-            if "remote_working_dir" in target:
-                target["remote_working_dir"] = where if root != "local" else None
-            if "generation" in target:
-                # New code is a new version of the group: the controller rolls it.
-                target["generation"] = hashlib.sha256(f"{target['generation']}:{bundle.key}".encode()).hexdigest()
-    return archives
+            tmp = archive.with_suffix(f".{key[:8]}.tmp")
+            tmp.write_bytes(bundle.data)
+            tmp.replace(archive)
+        out[key] = (archive, [c.to_json() for c in bundle.clones])
+    return out

@@ -6,8 +6,6 @@ that mounts one is pinned to that host (see docs/workloads.md).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -203,8 +201,5 @@ def dev_environment_definition(dev: DevEnvironmentConfig, spec: Spec, ctx: Stack
 
 
 def service_mounts(group: dict[str, Any], mounts: Mounts) -> None:
-    """Add a service's mounts to one group of its runtime definition; they are part of its generation."""
+    """Add a service's mounts to one group of its runtime definition (a restart input, contract/restart.py)."""
     group["mounts"], group["hosts"] = mounts.mounts, mounts.hosts
-    if mounts.mounts:
-        raw = json.dumps([group["generation"], mounts.mounts, mounts.hosts], sort_keys=True)
-        group["generation"] = hashlib.sha256(raw.encode()).hexdigest()

@@ -76,5 +76,7 @@ class ReplicaSpecError(RuntimeApiError):
     """A replica specification sent to an agent is invalid or cannot be honoured on its host."""
 
 
-class ScalingConfigError(GpustackError):
-    """Autoscaler inputs are inconsistent (a group's min above its max, a non-positive target, ...)."""
+class ScalingConfigError(GpustackError, ValueError):
+    """Autoscaler inputs are inconsistent (a group's min above its max, a non-positive target, ...).
+
+    A ValueError too: pydantic reports one raised while parsing a service definition at its path."""

@@ -27,7 +27,7 @@ from gpustack_iac.engine.render.json import render_apply_json, render_json
 from gpustack_iac.engine.render.markdown import render_apply_markdown, render_markdown
 from gpustack_iac.engine.render.terminal import render_apply_terminal, render_terminal
 from gpustack_iac.engine.state import StateStore
-from gpustack_iac.engine.summary import specs_from_resources, summarize
+from gpustack_iac.plan_summary import specs_from_resources, summarize
 from gpustack_iac.errors import EngineError, GpustackError
 from gpustack_iac.spec.loader import Spec, load_paths
 from gpustack_iac import workspace as ws

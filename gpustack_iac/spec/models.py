@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gpustack_iac.contract import scaling as scaling_defaults
 from gpustack_iac.spec.resources import IntRange, MemoryValue, Range, ResourcesSpec
 from gpustack_iac.spec.values import (
     BACKENDS,
@@ -265,7 +266,7 @@ RepoValue = Annotated[RepoSpec, BeforeValidator(_repo_short)]
 class BurstSpec(Strict):
     window: Duration = Field(None, description="The short window whose request count is tested for a burst (e.g. `6s`). Defaults to `6s`.")
     sigmas: Number = Field(
-        3.0,
+        scaling_defaults.BURST_SIGMAS,
         gt=0,
         description="A burst is a count more than this many standard deviations (Poisson noise) above what the current replicas serve in the window.",
     )
@@ -277,10 +278,10 @@ class BurstSpec(Strict):
 
 class HeadroomSpec(Strict):
     z: Number = Field(
-        1.0, ge=0, description="Provision for the mean rate plus `z` standard deviations of the per-second arrivals (`0`: the mean only)."
+        scaling_defaults.HEADROOM_Z, ge=0, description="Provision for the mean rate plus `z` standard deviations of the per-second arrivals (`0`: the mean only)."
     )
     budget: Number = Field(
-        0.2,
+        scaling_defaults.HEADROOM_BUDGET,
         ge=0,
         description="The most replicas headroom may add, as a fraction of the replicas the mean rate needs (rounded down): the cost budget.",
     )
@@ -309,11 +310,11 @@ class ScalingSpec(Strict):
     target: Number = Field(gt=0, description="The target value of the metric per replica (milliseconds for `latency`).")
     window: Duration = Field(None, description="The period the metric is averaged over (e.g. `30s`, `1m`, `5m`). Defaults to `1m`.")
     scale_up_delay: Duration = Field(
-        300,
+        scaling_defaults.SCALE_UP_DELAY,
         validate_default=True,
         description="Seconds since the last scaling event before scaling up. A burst (see `burst`) and a scale-up from zero do not wait for it.",
     )
-    scale_down_delay: Duration = Field(600, validate_default=True, description="Seconds since the last scaling event before scaling down.")
+    scale_down_delay: Duration = Field(scaling_defaults.SCALE_DOWN_DELAY, validate_default=True, description="Seconds since the last scaling event before scaling down.")
     burst: BurstSpec | Literal[False] | None = Field(
         None,
         description=(
@@ -550,20 +551,6 @@ class ReplicaGroup(ProfileParams):
     _resolve_env = field_validator("env")(_resolve_env_field)
     _count = model_validator(mode="before")(_group_count)
 
-    def runtime_generation(self, port: int, probe: dict[str, Any] | list[dict[str, Any]] | None, working_dir: str | None) -> str:
-        """A hash of what needs a restart of the group's replicas when it changes."""
-        return _sha256(
-            {
-                "commands": self.commands,
-                "image": self.image,
-                "env": self.env,
-                "resources": self.resources.to_runtime() if self.resources else None,
-                "port": port,
-                "probe": probe,
-                "working_dir": working_dir,
-            }
-        )
-
 
 def _group_aliases(value: Any) -> Any:
     # The later spellings of the same idea: `replicas:` as a list, or `groups:`.
@@ -711,9 +698,6 @@ class ServiceConfig(RunParams, Document):
             groups.append(
                 {
                     "name": g.name,
-                    # Several probes are all part of the version (one keeps its old hash: no needless rollout).
-                    "generation": g.runtime_generation(self.port, probe if len(self.probes) <= 1 else
-                                                       [p.to_runtime() for p in self.probes], self.working_dir),
                     "replicas": g.replicas.to_runtime(),
                     "scaling": g.scaling.to_runtime() if g.scaling else None,
                     "commands": list(g.commands or []),
@@ -731,7 +715,8 @@ class ServiceConfig(RunParams, Document):
             "auth": self.auth,
             "model": model,
             "probe": probe,
-            "probes": [p.to_runtime() for p in self.probes],
+            # Every probe when there are several (all must pass); one probe travels as `probe` only.
+            **({"probes": [p.to_runtime() for p in self.probes]} if len(self.probes) > 1 else {}),
             "scaling": self.scaling.to_runtime() if self.scaling else None,
             "rate_limits": [limit.model_dump(mode="json") for limit in self.rate_limits],
             "groups": groups,

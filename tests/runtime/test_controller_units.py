@@ -61,7 +61,7 @@ def test_parse_service_roundtrips_and_keeps_groups_in_order() -> None:
         (service(group("a", replicas=(3, 1))), "min <= max"),
         ({"name": "x", "generation": "g", "groups": [{"name": "a"}]}, "groups.0.generation"),
         (service(group("a", replicas=(0, 3)), scaling={"metric": "rps", "target": 5, "schedule": [{"cron": "often", "min": 1}]}),
-         "scaling: scaling.schedule: 'often' is not a 5-field cron expression"),
+         "scaling.schedule.0: scaling.schedule: 'often' is not a 5-field cron expression"),
         (service(group("a", replicas=(0, 3)), scaling={"metric": "tokens", "target": 5}), "scaling.metric: expected one of"),
     ],
 )

@@ -30,6 +30,7 @@ import pytest
 from conftest import AgentProcess, app_command, shared_agent, wait_until  # noqa: F401 - fixtures
 from controller_fixtures import GatewayProcess, echo_group, service_def, wait_ready
 
+from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.runtime.auth import new_token, write_token_file
 from gpustack_iac.spec.loader import load_text
 
@@ -66,7 +67,7 @@ def hostile(shared_agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory
         gw.start()
         gw.register_agent("local", shared_agent)
         gw.put_service(service_def("svc", echo_group("main", "m1")))
-        definition = load_text(RATE_LIMITED_SERVICE).services[0].to_runtime()
+        definition = stamp_generations(load_text(RATE_LIMITED_SERVICE).services[0].to_runtime())
         definition["probe"] = {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.3}
         gw.put_service(definition)
         wait_ready(gw, "svc", {"main": 1})
@@ -394,7 +395,7 @@ def test_rate_limits_from_the_yaml_are_enforced_end_to_end(hostile: GatewayProce
     assert get("/services/svc/not-limited")[0] == 200
 
     # A changed `rate_limits` reaches the gateway without touching the replica.
-    definition = load_text(RATE_LIMITED_SERVICE.replace("rps: 0.5\n    burst: 2", "rps: 1000\n    burst: 100")).services[0].to_runtime()
+    definition = stamp_generations(load_text(RATE_LIMITED_SERVICE.replace("rps: 0.5\n    burst: 2", "rps: 1000\n    burst: 100")).services[0].to_runtime())
     definition["probe"] = {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.3}
     before = {r["id"]: r["pid"] for g in gw.service("rl")["groups"] for r in g["replicas"]}
     gw.put_service(definition)

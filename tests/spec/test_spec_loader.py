@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.errors import ConfigError
 from gpustack_iac.spec.loader import discover, load_paths, load_text
 from gpustack_iac.spec.models import ServiceConfig
@@ -121,14 +122,16 @@ def test_to_runtime_is_the_service_definition_of_the_contract() -> None:
     assert definition["model"] == {"name": "m", "format": "openai", "prefix": "/v1"}
     assert definition["probe"] == {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 5, "interval": 2}
     (group,) = definition["groups"]
-    assert set(group) == {"name", "generation", "replicas", "scaling", "commands", "image", "env", "working_dir", "resources", "placement"}
+    # No group generation yet: compile stamps it once the group is final (contract/restart.py).
+    assert set(group) == {"name", "replicas", "scaling", "commands", "image", "env", "working_dir", "resources", "placement"}
     assert group["replicas"] == {"min": 2, "max": 2}
     assert group["placement"] == {"backends": [], "regions": [], "instance_types": [], "spot_policy": None, "max_price": None}
     # The group's generation moves with what needs a restart, not with a replica count.
-    again = load_text(text.replace("replicas: 2", "replicas: 3")).services[0].to_runtime()
-    assert again["groups"][0]["generation"] == group["generation"]
-    changed = load_text(text.replace("python3 app.py", "python3 app2.py")).services[0].to_runtime()
-    assert changed["groups"][0]["generation"] != group["generation"]
+    generation = stamp_generations(definition)["groups"][0]["generation"]
+    again = stamp_generations(load_text(text.replace("replicas: 2", "replicas: 3")).services[0].to_runtime())
+    assert again["groups"][0]["generation"] == generation
+    changed = stamp_generations(load_text(text.replace("python3 app.py", "python3 app2.py")).services[0].to_runtime())
+    assert changed["groups"][0]["generation"] != generation
 
 
 def test_fingerprint_is_stable_and_sensitive(tmp_path: Path) -> None:

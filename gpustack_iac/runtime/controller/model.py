@@ -12,11 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from gpustack_iac.errors import RuntimeApiError, ScalingConfigError
-from gpustack_iac.runtime.scaling.config import ScalingConfig, ScheduleEntry
-
-
-SCALING_METRICS = ("rps", "concurrency", "latency", "queue", "in_flight")
+from gpustack_iac.contract.scaling import ScalingConfig
+from gpustack_iac.errors import RuntimeApiError
 
 
 class ServiceDefinitionError(RuntimeApiError):
@@ -81,27 +78,6 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class ScheduleItem:
-    cron: str
-    min: int
-
-
-@dataclass(frozen=True)
-class Scaling:
-    metric: str = "rps"
-    target: float = 10.0
-    scale_up_delay: float = 300.0
-    scale_down_delay: float = 600.0
-    window: float | None = None
-    burst_window: float | None = None
-    burst_sigmas: float | None = 3.0
-    burst_release: float | None = None
-    headroom_z: float = 1.0
-    headroom_budget: float = 0.2
-    schedule: tuple[ScheduleItem, ...] = ()
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     name: str
     format: str = "openai"
@@ -123,7 +99,7 @@ class GroupDef:
     generation: str
     replicas: ReplicaRange
     commands: tuple[str, ...] = ()
-    scaling: Scaling | None = None
+    scaling: ScalingConfig | None = None
     image: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
@@ -161,7 +137,7 @@ class ServiceDef:
     probe: Probe | None = None
     # Every readiness probe (dstack's `probes:` list); all must pass. Empty: just `probe`.
     probes: tuple[Probe, ...] = ()
-    scaling: Scaling | None = None
+    scaling: ScalingConfig | None = None
     rate_limits: tuple[RateLimitDef, ...] = ()
 
     def __hash__(self) -> int:
@@ -191,7 +167,7 @@ def _validated(adapter: TypeAdapter[T], data: Any, what: str) -> T:
         return adapter.validate_python(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
         )
         raise ServiceDefinitionError(f"invalid {what} definition: {problems}") from exc
 
@@ -207,16 +183,7 @@ def _check(service: ServiceDef) -> None:
     problems: list[str] = []
     if not service.name or "/" in service.name:
         problems.append("name must be a non-empty string without '/'")
-    for where, sc in [("scaling", service.scaling)] + [(f"groups[{i}].scaling", g.scaling) for i, g in enumerate(service.groups)]:
-        if sc is not None and (sc.target <= 0 or sc.scale_up_delay < 0 or sc.scale_down_delay < 0):
-            problems.append(f"{where}: expected target > 0 and delays >= 0")
-        if sc is not None and sc.metric not in SCALING_METRICS:
-            problems.append(f"{where}.metric: expected one of {list(SCALING_METRICS)}, got {sc.metric!r}")
-        elif sc is not None and sc.target > 0 and sc.scale_up_delay >= 0 and sc.scale_down_delay >= 0:
-            try:
-                scaling_config(sc)
-            except ScalingConfigError as exc:
-                problems.append(f"{where}: {exc}")
+    # Scaling blocks are checked while parsing (contract/scaling.py's ScalingConfig).
     if not service.groups:
         problems.append("groups must list at least one replica group")
     for i, limit in enumerate(service.rate_limits):
@@ -243,24 +210,7 @@ def _check(service: ServiceDef) -> None:
         raise ServiceDefinitionError("invalid service definition: " + "; ".join(problems))
 
 
-def scaling_config(s: Scaling) -> ScalingConfig:
-    """The autoscaler's view of a scaling block; raises ScalingConfigError on a bad value."""
-    return ScalingConfig(
-        metric=s.metric,
-        target=s.target,
-        scale_up_delay=s.scale_up_delay,
-        scale_down_delay=s.scale_down_delay,
-        window=s.window,
-        burst_window=s.burst_window,
-        burst_sigmas=s.burst_sigmas,
-        burst_release=s.burst_release,
-        headroom_z=s.headroom_z,
-        headroom_budget=s.headroom_budget,
-        schedule=tuple(ScheduleEntry(e.cron, e.min) for e in s.schedule),
-    )
-
-
-def effective_scaling(service: ServiceDef, group: GroupDef) -> Scaling | None:
+def effective_scaling(service: ServiceDef, group: GroupDef) -> ScalingConfig | None:
     """A group's own scaling overrides the service's (issue 5 item 2)."""
     return group.scaling if group.scaling is not None else service.scaling
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from gpustack_iac.contract.restart import rolls
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.controller.agent_polling import open_agent, refresh_agent
 from gpustack_iac.runtime.controller.core import ControllerCore
@@ -92,7 +93,8 @@ async def put_service(core: ControllerCore, definition: ServiceDef) -> str:
             old = st.definition
             for g in definition.groups:
                 prev = old.group(g.name)
-                if prev is not None and prev.generation != g.generation:
+                # The contract's restart rule: the generation moves exactly with what restarts replicas.
+                if prev is not None and rolls(prev.generation, g.generation):
                     # A new version of the group: the running one becomes the fallback.
                     st.previous = old
                     st.new_failures.pop(g.name, None)

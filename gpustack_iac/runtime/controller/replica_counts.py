@@ -10,8 +10,8 @@ from __future__ import annotations
 from gpustack_iac.runtime.autoscaler import ServiceAutoscaler
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.live import ServiceState
-from gpustack_iac.runtime.controller.model import Scaling, effective_scaling, scaling_config
-from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample, ScalingConfig
+from gpustack_iac.runtime.controller.model import effective_scaling
+from gpustack_iac.runtime.scaling.config import GroupConfig, LoadSample
 
 
 def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, int]:
@@ -51,17 +51,14 @@ def _autoscaler(core: ControllerCore, st: ServiceState) -> ServiceAutoscaler:
     key = tuple((g.name, g.replicas, effective_scaling(d, g)) for g in d.groups) + (d.scaling,)
     if st.autoscaler is None or st.autoscaler_key != key:
         configs = [
-            GroupConfig(name=g.name, min=g.replicas.min, max=g.replicas.max, scaling=_scaling(g.scaling))
+            GroupConfig(name=g.name, min=g.replicas.min, max=g.replicas.max, scaling=g.scaling)
             for g in d.groups
         ]
         if st.autoscaler is None:
-            st.autoscaler = ServiceAutoscaler(configs, _scaling(d.scaling), clock=core.clock, tuning=core.settings.tuning)
+            st.autoscaler = ServiceAutoscaler(configs, d.scaling, clock=core.clock, tuning=core.settings.tuning)
         else:
             # Range or scaling changes apply in place, keeping the load history; no restart.
-            st.autoscaler.reconfigure(configs, _scaling(d.scaling))
+            st.autoscaler.reconfigure(configs, d.scaling)
         st.autoscaler_key = key
     return st.autoscaler
 
-
-def _scaling(s: Scaling | None) -> ScalingConfig | None:
-    return scaling_config(s) if s is not None else None

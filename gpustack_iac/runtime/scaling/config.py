@@ -2,83 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from croniter import croniter
-
+from gpustack_iac.contract import scaling as defaults
+from gpustack_iac.contract.scaling import METRICS, ScalingConfig, ScheduleEntry
 from gpustack_iac.errors import ScalingConfigError
 
-# `in_flight` is the name older definitions used for `concurrency`.
-METRICS = ("rps", "concurrency", "latency", "queue", "in_flight")
-
-
-@dataclass(frozen=True)
-class ScheduleEntry:
-    """A minimum replica count during every minute a cron expression (UTC) matches."""
-
-    cron: str
-    min: int
-
-    def __post_init__(self) -> None:
-        if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
-            raise ScalingConfigError(f"scaling.schedule: {self.cron!r} is not a 5-field cron expression")
-        if self.min < 0:
-            raise ScalingConfigError(f"scaling.schedule: min must be >= 0, got {self.min}")
-
-
-@dataclass(frozen=True)
-class ScalingConfig:
-    """A service's (or a group's) `scaling:` block.
-
-    `target` is the per-replica value of `metric` the autoscaler aims for: "rps" requests per
-    second, "concurrency" requests in flight, "latency" the p90 time to first byte in
-    milliseconds, "queue" requests held at the gateway. `in_flight_target` is the opt-in safety net
-    of the rps metric (concurrent requests one replica should carry; None: no safety net).
-    Fields left None take the controller's `Tuning` defaults.
-
-    Headroom: the stable path provisions for `mean + headroom_z x sigma` of the per-second
-    arrivals, but never more than `headroom_budget` x the replicas the mean needs (rounded
-    down) on top of them: the cost budget. Bursts: a short window of `burst_window` seconds
-    whose count is more than `burst_sigmas` standard deviations above what the current
-    capacity serves is a burst; `burst_sigmas` None switches the burst path off.
-    """
-
-    metric: str
-    target: float
-    scale_up_delay: float = 300.0
-    scale_down_delay: float = 600.0
-    in_flight_target: float | None = None
-    window: float | None = None
-    burst_window: float | None = None
-    burst_sigmas: float | None = 3.0
-    burst_release: float | None = None
-    headroom_z: float = 1.0
-    headroom_budget: float = 0.2
-    schedule: tuple[ScheduleEntry, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ScalingConfigError(f"scaling.metric must be one of {list(METRICS[:4])}, got {self.metric!r}")
-        if self.target <= 0:
-            raise ScalingConfigError(f"scaling.target must be > 0, got {self.target}")
-        if self.in_flight_target is not None and self.in_flight_target <= 0:
-            raise ScalingConfigError(f"scaling.in_flight_target must be > 0, got {self.in_flight_target}")
-        if self.scale_up_delay < 0 or self.scale_down_delay < 0:
-            raise ScalingConfigError("scaling.scale_up_delay and scale_down_delay must be >= 0")
-        for name in ("window", "burst_window"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ScalingConfigError(f"scaling.{name} must be > 0, got {value}")
-        if self.burst_sigmas is not None and self.burst_sigmas <= 0:
-            raise ScalingConfigError(f"scaling.burst_sigmas must be > 0, got {self.burst_sigmas}")
-        if self.burst_release is not None and self.burst_release < 0:
-            raise ScalingConfigError(f"scaling.burst_release must be >= 0, got {self.burst_release}")
-        if self.headroom_z < 0 or self.headroom_budget < 0:
-            raise ScalingConfigError("scaling.headroom z and budget must be >= 0")
-
-    @property
-    def kind(self) -> str:
-        return "concurrency" if self.metric == "in_flight" else self.metric
+# The scaling settings themselves live in contract/scaling.py (one class for every layer).
+__all__ = ["METRICS", "GroupConfig", "LoadSample", "ScalingConfig", "ScheduleEntry", "Tuning"]
 
 
 @dataclass(frozen=True)
@@ -126,11 +57,11 @@ class Tuning:
     boundary does not flap. `panic_scale_up_delay` spaces successive burst steps (0: at once).
     """
 
-    stable_window: float = 60.0
-    panic_window: float = 6.0
+    stable_window: float = defaults.WINDOW
+    panic_window: float = defaults.BURST_WINDOW
     panic_scale_up_delay: float = 0.0
     tolerance: float = 0.1
-    burst_release_delay: float | None = 60.0
+    burst_release_delay: float | None = defaults.BURST_RELEASE
 
     def __post_init__(self) -> None:
         if not 0 < self.panic_window <= self.stable_window:

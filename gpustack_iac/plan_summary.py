@@ -2,13 +2,17 @@
 
 Every component records its normalised configuration as its `spec` input, so the summary is a
 comparison of the specs in the last checkpoint with the specs about to be deployed — whatever
-backend and engine produced the resources.
+backend and engine produced the resources. It lives beside compile, not in engine/: the engine
+runs any program and knows no configuration. What restarts a replica group is the contract's rule
+(contract/restart.py), the one the controller's generations come from.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from gpustack_iac.contract import scaling as scaling_defaults
+from gpustack_iac.contract.restart import restart_reasons
 from gpustack_iac.engine.model import ConfigChange
 
 # Component type → configuration kind.
@@ -16,9 +20,6 @@ COMPONENT_KINDS = {"gpustack:index:Fleet": "fleet", "gpustack:index:Gateway": "g
                    "gpustack:index:Service": "service", "gpustack:index:Router": "router",
                    "gpustack:index:Volume": "volume", "gpustack:index:Task": "task",
                    "gpustack:index:DevEnvironment": "dev-environment"}
-# What, in a group's definition, restarts its replicas when it changes (a rolling update).
-_RESTARTING = ("commands", "image", "env", "resources", "working_dir")
-_SERVICE_RESTARTING = ("port", "probe")
 
 Specs = Mapping[tuple[str, str], Mapping[str, Any]]  # (kind, name) → spec
 
@@ -57,7 +58,6 @@ def _service_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str,
         return [ConfigChange("service", name, f"removed → {_describe_groups(old)} stop", disruptive=True)]
     assert old is not None and new is not None
     changes: list[ConfigChange] = []
-    service_restart = [k for k in _SERVICE_RESTARTING if old.get(k) != new.get(k)]
     for key in ("auth", "model"):
         if old.get(key) != new.get(key):
             changes.append(ConfigChange("service", name, f"{key} {_short(old.get(key))} → {_short(new.get(key))} (in place)"))
@@ -71,11 +71,12 @@ def _service_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str,
                                     disruptive=True))
     for group in sorted(old_groups.keys() & new_groups.keys(), key=list(new_groups).index):
         inherited = old_groups[group].get("scaling") == old.get("scaling") and new_groups[group].get("scaling") == new.get("scaling")
-        changes += _group_changes(f"{name}/{group}", old_groups[group], new_groups[group], service_restart, inherited)
+        restarting = restart_reasons(old, old_groups[group], new, new_groups[group])
+        changes += _group_changes(f"{name}/{group}", old_groups[group], new_groups[group], restarting, inherited)
     return changes
 
 
-def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], service_restart: list[str],
+def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], restarting: list[str],
                    scaling_inherited: bool) -> list[ConfigChange]:
     changes = []
     if old.get("replicas") != new.get("replicas"):
@@ -86,7 +87,6 @@ def _group_changes(label: str, old: Mapping[str, Any], new: Mapping[str, Any], s
         changes.append(ConfigChange("group", label, f"scaling {_scaling(old.get('scaling'))} → {_scaling(new.get('scaling'))} (in place)"))
     if old.get("placement") != new.get("placement"):
         changes.append(ConfigChange("group", label, "placement changed → new replicas go to the matching hosts"))
-    restarting = service_restart + [k for k in _RESTARTING if old.get(k) != new.get(k)]
     if restarting:
         what = " and ".join(restarting) if len(restarting) <= 2 else ", ".join(restarting[:-1]) + f" and {restarting[-1]}"
         count = _replicas(old)
@@ -111,7 +111,7 @@ def _scaling_rules(scaling: Mapping[str, Any] | None) -> str:
     if up is None or down is None:
         return text
     text += f", up after {up:g}s"
-    if metric == "rps" and scaling.get("burst_sigmas", 3.0) is not None:
+    if metric == "rps" and scaling.get("burst_sigmas", scaling_defaults.BURST_SIGMAS) is not None:
         text += " (bursts at once)"
     return text + f", down after {down:g}s"
 

@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from gpustack_iac.engine.summary import summarize
+from gpustack_iac.plan_summary import summarize
 from gpustack_iac.spec.loader import load_text
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.service import Service

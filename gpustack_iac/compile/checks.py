@@ -1,0 +1,389 @@
+"""Compile's second step: pure checks of the configuration against the facts, giving a typed plan.
+
+The plan says what to build (each service's gateway and backend, each router's gateway, the VM
+fleets' node groups, the cloud gateways' instances, the services' final runtime definitions, the
+tasks' and dev environments' definitions) and what it costs; or the checks raise ConfigError with
+every problem, naming file, line and property. Nothing here does I/O but ask `Facts`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from gpustack_iac import compile_code, support
+from gpustack_iac import compile_workloads as workloads
+from gpustack_iac.codebundle import Bundle
+from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, ClusterBackend, Local, Ssh, WithPulumiPlugin, fleet_backend, get,
+                                   workload_backends)
+from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
+from gpustack_iac.compile.facts import Facts
+from gpustack_iac.contract.restart import stamp_generations
+from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
+from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.hostcheck import PlannedHost, task_shortfall, unsatisfiable_groups
+from gpustack_iac.spec.loader import Spec
+from gpustack_iac.spec.models import Document, GatewayConfig, ServiceConfig
+from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.gateway import local_tls
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, vm_backend
+
+# A runtime definition in the wire shape of docs/runtime-api.md (what the controller parses).
+Definition = dict[str, Any]
+
+@dataclass
+class StackPlan:
+    """What the program builds, decided before any resource is declared."""
+
+    gateways: dict[str, GatewayConfig]
+    service_gateway: dict[str, str] = field(default_factory=dict)  # service → its gateway
+    service_backend: dict[str, str] = field(default_factory=dict)  # service → the backend its replicas run on
+    router_gateway: dict[str, str] = field(default_factory=dict)  # router → its gateway
+    node_groups: dict[str, list[NodeGroup]] = field(default_factory=dict)  # VM fleet → its node groups
+    instances: dict[str, GatewayInstance] = field(default_factory=dict)  # cloud gateway → its instance
+    cost: Cost = field(default_factory=Cost)
+    definitions: dict[str, Definition] = field(default_factory=dict)  # service → final runtime definition
+    tasks: dict[str, Definition] = field(default_factory=dict)  # task → runner definition
+    devs: dict[str, Definition] = field(default_factory=dict)  # dev environment → its definition
+    host_lines: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each
+    plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
+    code: dict[str, Bundle] = field(default_factory=dict)  # bundle key → the runs' code (`files:`, `repos:`) to ship
+
+
+def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
+    """The typed plan of `spec`, or ConfigError with every problem (placement last: hosts are
+    measured or probed only for a configuration that passed every other check)."""
+    plan = StackPlan(gateways={str(g.name): g for g in spec.gateways})
+    problems = _check_backends(spec)
+    problems += _check_support(spec, ctx)
+    problems += _plan_fleets(spec, plan)
+    _plan_gateways(spec, plan)
+    problems += _plan_services(spec, ctx, facts, plan)
+    problems += _plan_routers(spec, plan)
+    if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
+        ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
+    if problems:
+        raise ConfigError(problems)
+    problems += _plan_definitions(spec, ctx, facts, plan)
+    if problems:
+        raise ConfigError(problems)
+    host_facts = facts.hosts()
+    plan.host_lines = host_facts.lines
+    problems = [p for s in spec.services for p in _check_placement(s, plan.definitions[str(s.name)], host_facts.hosts)]
+    for task in spec.tasks:
+        # Tasks too: a node no host can run would wait for capacity after `up`, so refuse it now.
+        short = task_shortfall(plan.tasks[str(task.name)]["resources"], task.nodes, host_facts.hosts)
+        if short:
+            problems.append(_diag(task, "resources", f"task {task.name}: no placement on the fleet's hosts: {short}"))
+    if problems:
+        raise ConfigError(problems)
+    plan.plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in plan.node_groups}
+                                  | {g.backend for g in spec.gateways if isinstance(get(g.backend), WithPulumiPlugin)})
+    return plan
+
+
+def _plan_fleets(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
+    problems = []
+    for fleet in spec.fleets:
+        backend = fleet_backend(fleet)
+        try:
+            if vm_backend(backend) is not None:
+                plan.node_groups[str(fleet.name)] = [p.group for p in fleet_groups(fleet, backend)]
+            if get(backend).implemented:
+                plan.cost.items.append(fleet_cost(fleet))
+        except NoOffer as exc:
+            problems.append(_diag(fleet, "resources", f"fleet {fleet.name}: {exc}"))
+    return problems
+
+
+def _plan_gateways(spec: Spec, plan: StackPlan) -> None:
+    for gateway in spec.gateways:
+        if vm_backend(gateway.backend) is not None:
+            plan.instances[str(gateway.name)] = gateway_instance(gateway)[0]
+        if get(gateway.backend).implemented:
+            plan.cost.items.append(gateway_cost(gateway))
+
+
+def _plan_services(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
+    problems = []
+    fleet_backends = {fleet_backend(f) for f in spec.fleets}
+    for service in spec.services:
+        gateway = _pick_gateway(service, plan.gateways)
+        backend = plan.service_backend[str(service.name)] = _service_backend(service, gateway)
+        problems += _check_service(service, ctx, facts, backend)
+        problems += _support(service, backend, ctx)
+        try:
+            plan.cost.items += group_costs(service, backend, fleet_backends)
+        except NoOffer as exc:
+            problems.append(_diag(service, "resources", str(exc)))
+        if gateway is None:
+            problems.append(_diag(service, "gateway", f"service {service.name}: no gateway to run behind; add a gateway "
+                                                      "configuration (type: gateway, default: true)"))
+        else:
+            plan.service_gateway[str(service.name)] = str(gateway.name)
+            problems += _check_https(service, gateway)
+    return problems
+
+
+def _plan_routers(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
+    problems = []
+    for router in spec.routers:
+        chosen = plan.gateways.get(router.gateway) if router.gateway else _default_gateway(plan.gateways)
+        if chosen is None:
+            problems.append(_diag(router, "gateway", f"router {router.name}: no gateway to serve the alias {router.model} on"))
+            continue
+        plan.router_gateway[str(router.name)] = str(chosen.name)
+        for i, member in enumerate(router.members):
+            if plan.service_gateway.get(member.service) not in (None, str(chosen.name)):
+                problems.append(_diag(router, f"members[{i}].service", f"router {router.name}: member {member.service} runs "
+                                      f"behind gateway {plan.service_gateway[member.service]}, the router behind {chosen.name}; "
+                                      "a router routes within one gateway"))
+    return problems
+
+
+def _plan_definitions(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
+    """The services' final runtime definitions (generations stamped), the tasks' and dev environments'."""
+    problems: list[Diagnostic] = []
+    definitions = {}
+    for service in spec.services:
+        definition = _definition(service, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
+        mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
+        for group in definition["groups"]:
+            workloads.service_mounts(group, mounts)
+        definitions[str(service.name)] = definition
+    plan.tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
+    plan.devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
+    # Runs that ship code run where it lands (their working_dir), so new code is a new generation.
+    plan.code = compile_code.ship(spec, definitions, plan.tasks, plan.devs, ctx, facts.code_bundle, _diag, problems)
+    for name, definition in definitions.items():
+        # The definition is final now: its groups' generations come from what it will run.
+        plan.definitions[name] = stamp_generations(definition)
+    return problems
+
+
+def _diag(doc: Document, path: str, message: str) -> Diagnostic:
+    """A problem at the property `path` ("replica_groups[1].image", "backends") of `doc`."""
+    source = doc.source
+    if source is None:
+        return Diagnostic(file="<config>", line=0, column=0, path=path, message=message)
+    loc = [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", path) if p]
+    line, column = source.locate(loc)
+    return Diagnostic(file=source.file, line=line, column=column, path=path, message=message)
+
+
+
+def _check_backends(spec: Spec) -> list[Diagnostic]:
+    problems = []
+    for fleet in spec.fleets:
+        backend = fleet_backend(fleet)
+        if "," in backend and all(b in IMPLEMENTED_BACKENDS for b in backend.split(",")):
+            problems.append(_diag(fleet, "backends", f"fleet {fleet.name}: name one backend per fleet "
+                                                     f"(got {backend}); make one fleet per backend"))
+        elif backend not in IMPLEMENTED_BACKENDS:
+            problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
+                                  f"fleet {fleet.name}: backend {backend} is not implemented yet "
+                                  f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+    for gateway in spec.gateways:
+        backend = get(gateway.backend)
+        if isinstance(backend, Ssh):
+            problems += _check_ssh_gateway(gateway, spec)
+        elif not backend.implemented:
+            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
+                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        elif isinstance(backend, Local):
+            problems += _check_local_gateway(gateway)
+    problems += workloads.check_volumes(spec, _diag)
+    for doc in (*spec.tasks, *spec.dev_environments):
+        allowed = workload_backends(doc)
+        if doc.backends and not set(doc.backends) & set(allowed):
+            problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
+                                                   f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
+    return problems
+
+
+
+def _support(doc: Document, backend: str, ctx: StackContext) -> list[Diagnostic]:
+    """support.MATRIX's enforced rows: refusals become diagnostics, warnings the plan's warnings."""
+    problems = []
+    for finding in support.check(doc, backend):
+        if finding.status == support.REFUSED:
+            problems.append(_diag(doc, finding.path, finding.message))
+        else:
+            ctx.warn(finding.message)
+    return problems
+
+
+def _check_support(spec: Spec, ctx: StackContext) -> list[Diagnostic]:
+    """Fleets, gateways and workloads against support.MATRIX (services: where their backend is known)."""
+    problems = []
+    for fleet in spec.fleets:
+        problems += _support(fleet, fleet_backend(fleet), ctx)
+    for gateway in spec.gateways:
+        problems += _support(gateway, gateway.backend, ctx)
+    workload_backend = Ssh.name if spec.fleets and all(f.is_ssh for f in spec.fleets) else Local.name
+    for doc in (*spec.tasks, *spec.dev_environments):
+        problems += _support(doc, workload_backend, ctx)
+    return problems
+
+
+def _check_ssh_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
+    """A gateway on a fleet host: the host must be one of this stack's SSH fleet hosts; what the
+    host-installed gateway does not do yet is refused rather than ignored."""
+    hosts = [h.hostname for f in spec.fleets if f.ssh_config is not None for h in f.ssh_config.hosts]
+    if gateway.host not in hosts:
+        return [_diag(gateway, "host", f"gateway {gateway.name}: host {gateway.host!r} is not a host of an SSH fleet in this "
+                                       f"stack (hosts: {', '.join(hosts) or 'none'})")]
+    if gateway.replicas > 1:
+        return [_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}; a gateway on a fleet host is "
+                                           "one process; set replicas: 1")]
+    if gateway.certificate is not None and "certificate" in gateway.model_fields_set:
+        return [_diag(gateway, "certificate", f"gateway {gateway.name}: TLS on a gateway on a fleet host is not implemented "
+                                              "yet; set certificate: null (it binds the host's loopback, reached over SSH)")]
+    return []
+
+
+
+def _check_local_gateway(gateway: GatewayConfig) -> list[Diagnostic]:
+    """What a local gateway cannot honour: refused at plan rather than silently served otherwise."""
+    problems = []
+    if gateway.replicas > 1:
+        problems.append(_diag(gateway, "replicas", f"gateway {gateway.name}: replicas {gateway.replicas}, but the local backend "
+                                                   "runs one gateway process per gateway; set replicas: 1"))
+    if gateway.certificate is not None and local_tls(gateway) is None:
+        # dstack uses the certificate for the gateway's domain; without a domain only an explicit one asks for TLS.
+        # The local gateway serves TLS for a certificate the configuration names (local_tls); the model's
+        # default lets-encrypt, or lets-encrypt without a domain, would still be plain HTTP.
+        if gateway.domain or "certificate" in gateway.model_fields_set:
+            need = ("needs a domain" if "certificate" in gateway.model_fields_set
+                    else "is only the default here: name it (certificate: lets-encrypt, or self-signed) to serve TLS")
+            problems.append(_diag(gateway, "certificate", f"gateway {gateway.name}: certificate {gateway.certificate.type} "
+                                  f"{need}; without it the local gateway would serve plain HTTP. Set certificate: null "
+                                  "to serve plain HTTP on 127.0.0.1"))
+    return problems
+
+
+
+def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnostic]:
+    """A service's `https` behind a local gateway: HTTPS asked for must not become plain HTTP."""
+    if not isinstance(get(gateway.backend), Local) or not service.https or local_tls(gateway) is not None:
+        return []
+    # `https` (default true) applies behind a gateway with a domain; set explicitly, it always asks for HTTPS.
+    if not gateway.domain and "https" not in service.model_fields_set:
+        return []
+    why = f"gateway {gateway.name} has domain {gateway.domain}" if gateway.domain else "https: true is set"
+    return [_diag(service, "https", f"service {service.name}: {why}, but HTTPS would be served as plain HTTP: the local "
+                                    f"gateway serves TLS only for a certificate it names; set https: false, or give gateway "
+                                    f"{gateway.name} a certificate (lets-encrypt with its domain, self-signed or files)")]
+
+
+
+def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, backend_name: str) -> list[Diagnostic]:
+    backend = get(backend_name)
+    if not isinstance(backend, Local):
+        return _check_remote_service(service, backend_name)
+    problems = []
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        # The agent runs an image only where a Docker daemon answers; say so now rather than at up.
+        if group.image and not facts.docker():
+            problems.append(_diag(service, f"{at}.image".lstrip("."), f"service {service.name}: image {group.image} needs Docker, "
+                                  "and the local backend found no Docker daemon on this machine; remove image and run commands directly"))
+        if group.backends and not any(get(b).implemented for b in group.backends):
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: backends "
+                                  f"{', '.join(group.backends)} are not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        for prop in backend.ignored_placement:
+            if getattr(group, prop, None) not in (None, [], False):
+                ctx.warn(f"service {service.name} group {group.name}: {prop} is ignored by the local backend")
+    if service.gateway is False:
+        problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
+                                                  "gateway; remove gateway: false"))
+    if service.registry_auth:
+        ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
+    for prop, set_ in (("entrypoint", service.entrypoint is not None),
+                       ("home_dir", service.home_dir != "/root"),
+                       ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
+                                                  for g in service.groups))):
+        if set_:
+            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
+    if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
+        ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
+    return problems
+
+
+
+def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
+    problems = []
+    if not get(backend).implemented:
+        return [_diag(service, "backends" if service.backends else "replica_groups", f"service {service.name}: backend "
+                      f"{backend} is not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
+    for i, group in enumerate(service.groups):
+        at = f"replica_groups[{i}]" if service.replica_groups else ""
+        if not get(backend).runs_processes and not group.image:
+            problems.append(_diag(service, f"{at}.image".lstrip(".") if at else "commands", f"service {service.name} group "
+                                  f"{group.name}: a {backend} replica is a container; set image"))
+        if group.backends and isinstance(get(backend), ClusterBackend) and set(group.backends) - {backend}:
+            problems.append(_diag(service, f"{at}.backends".lstrip("."), f"service {service.name} group {group.name}: "
+                                  f"runs behind a kubernetes gateway, so its backends must be [kubernetes]"))
+    return problems
+
+
+
+def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> str:
+    for group in service.groups:
+        if group.backends:
+            return group.backends[0]
+    return gateway.backend if gateway is not None else Local.name  # no gateway: refused below
+
+
+
+def _check_placement(service: ServiceConfig, definition: Definition, hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """A group no host can take one replica of would wait for capacity forever: refuse it now."""
+    problems = []
+    for bad in unsatisfiable_groups(definition, hosts):
+        group = service.groups[bad.group_index]
+        at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
+        if group.resources is None:
+            at = at.rsplit(".", 1)[0] if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {bad.group}: no host can run a replica: {bad.message}"))
+    return problems
+
+
+
+def _pick_gateway(service: ServiceConfig, gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
+    if isinstance(service.gateway, str):
+        return gateways.get(service.gateway)
+    return _default_gateway(gateways)
+
+
+
+def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None:
+    defaults = [g for g in gateways.values() if g.default]
+    if defaults:
+        return defaults[0]
+    return next(iter(gateways.values())) if len(gateways) == 1 else None
+
+
+
+def _definition(service: ServiceConfig, local: bool = True) -> Definition:
+    definition = service.to_runtime()
+    base = Path(service.source.file).parent if service.source else Path.cwd()
+    for group in definition["groups"]:
+        # A replica's process is its own "instance" here: setup runs before the commands, every start.
+        group["commands"] = list(service.setup) + group["commands"]
+        if not local:
+            # A cloud node has no copy of this machine's directories: no path of the planning machine
+            # goes into the definition (a `working_dir` is refused there, support.MATRIX).
+            continue  # on a cloud, regions, instance types and the spot policy are what placement decides
+        # Commands run from the configuration's directory, as they would from the repository in a container.
+        group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
+        # or no local host would ever match `regions: [eu-west-1]`.
+        placement = group.get("placement") or {}
+        for key in ("regions", "instance_types"):
+            placement[key] = []
+        placement["spot_policy"] = placement["max_price"] = None
+    return definition
+
+

@@ -1,0 +1,77 @@
+"""Compile's first step: the facts, and the only I/O of compiling.
+
+What this machine has (a Docker daemon, the local fleets' hosts) and what the SSH fleets' hosts
+have (probed over SSH, nothing installed). Each fact is read once, when the checks first need it:
+a configuration the checks already refuse never probes a host it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from gpustack_iac import codebundle
+
+from gpustack_iac.backends import fleet_backend, get
+from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
+from gpustack_iac.runtime.agent.hostinfo import detect_docker
+from gpustack_iac.spec.loader import Spec
+from gpustack_iac.spec.models import RunParams
+from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.fleet import local_host_names, probe_ssh_hosts
+
+
+@dataclass
+class HostFacts:
+    """The hosts placement is checked against, and one line per probed SSH host for the plan."""
+
+    hosts: list[PlannedHost]
+    lines: list[str] = field(default_factory=list)
+
+
+class Facts:
+    """Read-only answers about the world outside the configuration, each looked up at most once."""
+
+    def __init__(self, spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> None:
+        self._spec, self._ctx = spec, ctx
+        self._given = list(hosts) if hosts is not None else None
+        self._docker: bool | None = None
+        self._hosts: HostFacts | None = None
+        self._bundles: dict[int, codebundle.Bundle | None] = {}
+
+    def docker(self) -> bool:
+        """Whether a Docker (or Podman) daemon answers on this machine."""
+        if self._docker is None:
+            self._docker = detect_docker()
+        return self._docker
+
+    def code_bundle(self, run: RunParams) -> codebundle.Bundle | None:
+        """The run's `files:`/`repos:` read from this machine into one archive (codebundle.BundleError
+        names the property when they cannot be shipped)."""
+        if id(run) not in self._bundles:
+            base = Path(run.source.file).parent if getattr(run, "source", None) else Path.cwd()  # type: ignore[attr-defined]
+            self._bundles[id(run)] = codebundle.build(run, base)
+        return self._bundles[id(run)]
+
+    def hosts(self) -> HostFacts:
+        """Every host the stack's fleets will have, from whichever backend knows them; by default
+        the local fleets' hosts, measured here, and the SSH fleets' hosts, probed over SSH (an
+        unreachable one is shown, and then no host is checked: it might be the one a group needs)."""
+        if self._hosts is None:
+            self._hosts = HostFacts(self._given) if self._given is not None else _measured_hosts(self._spec, self._ctx)
+        return self._hosts
+
+
+def _measured_hosts(spec: Spec, ctx: StackContext) -> HostFacts:
+    # With a fleet of another backend the facts of some hosts are not known here, and a group only
+    # they could run must not be refused: no check (no hosts).
+    every_known = all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets)
+    local = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root) if every_known else []
+    if not any(f.is_ssh for f in spec.fleets):
+        return HostFacts(local)
+    probed = probe_ssh_hosts(spec.fleets)
+    lines = [h.summary() for h in probed]
+    if any(h.facts is None for h in probed) or not every_known:
+        return HostFacts([], lines)
+    return HostFacts([*local, *(planned_host(h.name, h.facts or {}, h.labels) for h in probed)], lines)
