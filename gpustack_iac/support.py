@@ -19,6 +19,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gpustack_iac.backends import get
 from gpustack_iac.spec.models import Document, FleetConfig, RunParams, ServiceConfig
 
 HONOURED, REFUSED, WARNED = "honoured", "refused", "warned"
@@ -37,6 +38,8 @@ class Support:
     # (compile's own checks already warn); "": compile's own checks enforce what the row records.
     enforce: str = ""
     used: Used | None = field(default=None, compare=False)
+    # The backends `check` enforces the row on (None: all); compile's backend checks do the others.
+    enforce_on: tuple[str, ...] | None = None
 
     def status(self, backend: str) -> str:
         # Backends outside COLUMNS are refused whole at plan ("backend X is not implemented yet").
@@ -44,8 +47,15 @@ class Support:
 
 
 def _row(local: str, ssh: str, aws: str, gcp: str, azure: str, kubernetes: str, note: str = "",
-         enforce: str = "", used: Used | None = None) -> Support:
-    return Support((local, ssh, aws, gcp, azure, kubernetes), note, enforce, used)
+         enforce: str = "", used: Used | None = None, enforce_on: tuple[str, ...] | None = None) -> Support:
+    return Support((local, ssh, aws, gcp, azure, kubernetes), note, enforce, used, enforce_on)
+
+
+def _by_capability(capability: str, local: str, ssh: str, note: str, used: Used) -> Support:
+    """A row whose cloud columns are the backends' own capability (backends/): honoured where they
+    have it, refused by compile's backend checks elsewhere; `check` enforces the host columns."""
+    clouds = tuple(H if getattr(get(b), capability) else R for b in COLUMNS[2:])
+    return Support((local, ssh, *clouds), note, "all", used, ("local", "ssh"))
 
 
 H, R, W = HONOURED, REFUSED, WARNED
@@ -169,12 +179,14 @@ MATRIX: dict[str, Support] = {
     "fleet.type": ALL,
     "fleet.name": ALL,
     "fleet.nodes": _row(H, H, H, H, H, H, "local starts `nodes.target` or the minimum; clouds make a scaling group"),
-    "fleet.placement": _row(H, W, R, R, R, R, "`cluster`: one machine is one network; SSH hosts' interconnect is not "
-                            "checked; no cloud placement group is made yet", "all", _set("placement", "any")),
+    "fleet.placement": _by_capability("cluster_placement", H, W, "`cluster`: one machine is one network; SSH hosts' "
+                                      "interconnect is not checked; a cloud with the capability makes a cluster placement "
+                                      "group", _set("placement", "any")),
     "fleet.resources": ALL,
     "fleet.resources.cpu": _row(H, R, R, R, R, R, "the CPU architecture (`arm:8`) is checked against this machine only; "
                                 "the catalog has no architecture", "all", _cpu_arch),
-    "fleet.blocks": _row(R, R, R, R, R, R, "hosts are shared by resource fit, not split into blocks", "all", _set("blocks", 1)),
+    "fleet.blocks": _row(R, R, R, R, R, R, "hosts are shared by resource fit, not split into blocks", "all", _set("blocks", 1),
+                         ("local", "ssh")),
     "fleet.ssh_config.hosts.blocks": _row(R, R, R, R, R, R, "hosts are shared by resource fit, not split into blocks",
                                           "all", _host_blocks),
     "fleet.ssh_config": _row(R, H, R, R, R, R, "an SSH fleet"),
@@ -186,7 +198,8 @@ MATRIX: dict[str, Support] = {
     "fleet.retry": _row(W, W, H, H, H, W),
     "fleet.idle_duration": _row(W, W, R, R, R, R, "fleet hosts are not terminated when idle; no cloud scale-in of idle "
                                 "nodes yet", "all", _set("idle_duration", None)),
-    "fleet.reservation": _row(R, R, R, R, R, R, "capacity reservations are not used yet", "all", _set("reservation", None)),
+    "fleet.reservation": _by_capability("reservations", R, R, "a capacity reservation where the cloud backend has the "
+                                        "capability; fleet hosts have none", _set("reservation", None)),
     "fleet.env": _row(W, W, W, W, W, W, "node-level environment is not passed to runs"),
     "fleet.ssh_from": _row(W, W, H, H, H, W, "firewall rules of cloud nodes"),
     # ---------------------------------------------------------------- gateway
@@ -198,8 +211,9 @@ MATRIX: dict[str, Support] = {
     "gateway.domain": ALL,
     "gateway.default": ALL,
     "gateway.certificate": ALL,
-    "gateway.public_ip": _row(H, H, R, R, R, R, "`false`: local and SSH gateways listen on loopback or the host; a "
-                              "cloud gateway without a public address is not built yet", "all", _set("public_ip", True)),
+    "gateway.public_ip": Support(tuple(H if get(b).private_gateway else R for b in COLUMNS),
+                                 "`false`: local and SSH gateways listen on loopback or the host; a cloud with the "
+                                 "capability builds no public address (compile's gateway checks)"),
     "gateway.instance_type": _row(W, W, H, H, H, W),
     "gateway.replicas": ALL,
     "gateway.ssh_from": _row(W, W, H, H, H, W),
@@ -239,6 +253,8 @@ def check(doc: Document, backend: str) -> list[Finding]:
         if not row.enforce or row.used is None:
             continue
         if not (owner == kind or (owner == "run" and isinstance(doc, RunParams))):
+            continue
+        if row.enforce_on is not None and backend not in row.enforce_on:
             continue
         if support_for(kind, prop) is not row:
             continue  # a kind-specific row overrides this shared one

@@ -119,9 +119,11 @@ def existing(project: str | None, stack: str | None, state_dir: Path | None, eng
     stacks_dir = Path(url[len("file://"):]) / ".pulumi" / "stacks" if url.startswith("file://") else None
     found: list[tuple[str, str]] = []
     if stacks_dir is not None and stacks_dir.is_dir():
-        # A first `up` killed before its first compaction leaves only the journal.
-        names = {(f.parent.name, f.name.split(".")[0]) for pattern in ("*/*.json", "*/*.journal.jsonl")
-                 for f in stacks_dir.glob(pattern)}
+        # A first `up` killed before its first compaction leaves only the journal; a checkpoint deleted by
+        # hand leaves its copy, and that stack still runs things: it must be found (loading it then says
+        # how to restore), never reported as "no stack".
+        patterns = ("*/*.json", "*/*.journal.jsonl", "*/*.json.bak")
+        names = {(f.parent.name, f.name.split(".")[0]) for pattern in patterns for f in stacks_dir.glob(pattern)}
         for candidate in sorted(names):
             if (project in (None, candidate[0])) and (stack in (None, candidate[1])):
                 found.append(candidate)

@@ -51,15 +51,24 @@ class Prepared:
     spec: Spec
     compiled: CompiledStack
     paths: list[Path]
+    recursive: bool = False
 
 
-def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
+# A shared option: plan and up read a directory's own files unless told to recurse.
+RECURSIVE = click.option("--recursive", "-r", is_flag=True,
+                         help="Also read the configuration files in subdirectories of a directory given.")
+
+
+def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, offline: bool = False,
+            recursive: bool = False) -> Prepared:
+    """Load and compile. A directory is read alone, as Terraform and Pulumi do (a `prod/` and a `staging/`
+    under it are other stacks), unless `recursive`."""
     path_list = list(paths) or [Path(".")]
-    spec = load_paths(path_list, os.environ)
+    spec = load_paths(path_list, os.environ, recursive)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
     _resolve_secrets(spec, space)
-    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
-    return Prepared(space, spec, compiled, path_list)
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key, offline)
+    return Prepared(space, spec, compiled, path_list, recursive)
 
 
 def _resolve_secrets(spec: Spec, space: ws.Workspace) -> None:
@@ -82,6 +91,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
     plan.config_paths = [str(p.resolve()) for p in prepared.paths]
+    plan.config_recursive = prepared.recursive
     return plan
 
 
@@ -101,8 +111,11 @@ def _emit_plan(plan: Plan, fmt: str, console: Console) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the plan for `up FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 1 on error, 2 when there are changes.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
+@RECURSIVE
+@click.option("--offline", is_flag=True,
+              help="Contact no host: no SSH fleet host is probed for its facts (placement is not checked), no refresh.")
 def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, fmt: str, out: Path | None,
-         detailed_exitcode: bool, refresh: bool) -> None:
+         detailed_exitcode: bool, refresh: bool, recursive: bool, offline: bool) -> None:
     """Show what `up` would change.
 
     \b
@@ -112,9 +125,9 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
       gpustack-iac plan . -o plan.json --detailed-exitcode
     """
     console = make_console(stderr=fmt != "terminal")
-    prepared = prepare(paths, stack, state_dir, engine)
+    prepared = prepare(paths, stack, state_dir, engine, offline, recursive)
     with console.status("planning…") if sys.stderr.isatty() else nullcontext():
-        result = make_plan(prepared, refresh)
+        result = make_plan(prepared, refresh and not offline)
     _emit_plan(result, fmt, console)
     if out is not None:
         planfile.save_plan(result, out)
@@ -183,8 +196,9 @@ def _is_plan_file(paths: tuple[Path, ...]) -> bool:
               help="Output format of the result.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
 @click.option("--wait", is_flag=True, help="Wait for the stack's tasks to finish; exit 1 if one failed.")
+@RECURSIVE
 def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool,
-       wait: bool) -> None:
+       wait: bool, recursive: bool) -> None:
     """Apply the configuration (or a plan saved with `plan -o FILE`).
 
     \b
@@ -196,14 +210,15 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
     saved: Plan | None = None
     if _is_plan_file(paths):
         saved = planfile.load_plan(paths[0])
-        prepared = prepare(tuple(Path(p) for p in saved.config_paths), stack or saved.stack, state_dir, engine)
+        prepared = prepare(tuple(Path(p) for p in saved.config_paths), stack or saved.stack, state_dir, engine,
+                           recursive=saved.config_recursive)
         if prepared.spec.fingerprint() != saved.config_fingerprint:
             from gpustack_iac.errors import PlanStaleError
 
             raise PlanStaleError(f"the configuration changed since {paths[0]} was made; run plan again")
         the_plan = saved
     else:
-        prepared = prepare(paths, stack, state_dir, engine)
+        prepared = prepare(paths, stack, state_dir, engine, recursive=recursive)
         _refuse_plugins_without_cli(prepared)
         the_plan = make_plan(prepared, refresh)
     if fmt == "terminal":

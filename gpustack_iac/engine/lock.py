@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -109,8 +110,12 @@ def hold(path: Path, stack: str, operation: str) -> Iterator[LockOwner]:
     except OSError as exc:
         raise StateError(f"cannot create the lock file {path}: {exc.strerror}") from exc
     try:
-        os.write(fd, payload)
-        os.fsync(fd)
+        _write_owner(fd, payload)
+    except OSError as exc:
+        # A full disk (ENOSPC) or a quota: an empty lock file left here would block every later
+        # command until `state unlock --force`, so it goes, and the reason is one line.
+        path.unlink(missing_ok=True)
+        raise StateError(f"cannot write the lock file {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     try:
@@ -122,6 +127,14 @@ def hold(path: Path, stack: str, operation: str) -> Iterator[LockOwner]:
                 path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _write_owner(fd: int, payload: bytes) -> None:
+    """The whole owner record, durably; a short write (a disk filling up) is an error, not a torn lock."""
+    written = os.write(fd, payload)
+    if written != len(payload):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.fsync(fd)
 
 
 def clear(path: Path, stack: str, force: bool = False) -> LockOwner | None:

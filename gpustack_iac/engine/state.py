@@ -239,7 +239,7 @@ class StateStore:
         raise StateError(f"unknown state location scheme {scheme}://: use file://, s3://, gs:// or azblob://")
 
     def exists(self) -> bool:
-        return self.path.exists() or self.journal_path.exists()
+        return self.path.exists() or self.journal_path.exists() or self.backup_path.exists()
 
     def load(self) -> Checkpoint:
         """The current state: the checkpoint with any journal left by a crash replayed on top."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ from fabric import Connection
 from gpustack_iac.errors import GpustackError
 
 CONNECT_TIMEOUT = 15.0
+
+# paramiko's transport thread logs each failed handshake (a host that accepts TCP and closes, a
+# wrong key) with a traceback; with no logging configured Python prints it to stderr. connect()
+# reports every such failure as one SshHostError, so the thread's copy is not wanted.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 class SshHostError(GpustackError):
@@ -114,6 +121,20 @@ def _connect_kwargs(identity_file: str | None) -> dict[str, Any]:
     return kwargs
 
 
+class _JumpedConnection(Connection):  # type: ignore[misc]
+    """A connection that closes its jump host's connection with its own.
+
+    Fabric's `close` leaves a `gateway=` Connection open: each connect through a `proxy_jump` left a
+    `sshd: user [priv]` session on the jump host until the process exited."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if isinstance(self.gateway, Connection):
+                self.gateway.close()
+
+
 def connect(target: SshTarget) -> Connection:
     """An open, verified connection, or SshHostError naming the host and what went wrong."""
     gateway = None
@@ -122,9 +143,19 @@ def connect(target: SshTarget) -> Connection:
                          user=target.proxy_jump.get("user"), identity_file=target.proxy_jump.get("identity_file"),
                          known_hosts=target.known_hosts, host_key_policy=target.host_key_policy)
         gateway = connect(jump)
-    conn = Connection(target.hostname, user=target.user, port=target.port, gateway=gateway,
-                      connect_kwargs=_connect_kwargs(target.identity_file), connect_timeout=CONNECT_TIMEOUT)
+    conn = _JumpedConnection(target.hostname, user=target.user, port=target.port, gateway=gateway,
+                             connect_kwargs=_connect_kwargs(target.identity_file), connect_timeout=CONNECT_TIMEOUT)
     _client_policy(target, conn.client)
+    try:
+        _open(conn, target)
+    except BaseException:
+        conn.close()  # the jump host's session too
+        raise
+    return conn
+
+
+def _open(conn: Connection, target: SshTarget) -> None:
+    """Open `conn`; paramiko's failures become one SshHostError naming the host."""
     try:
         conn.open()
     except SshHostError as exc:
@@ -143,4 +174,3 @@ def connect(target: SshTarget) -> Connection:
         raise SshHostError(f"host {target.label}: unreachable ({reason})") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
         raise SshHostError(f"host {target.label}: unreachable ({exc or type(exc).__name__})") from None
-    return conn

@@ -332,8 +332,8 @@ def test_no_capacity_backs_off_exponentially_then_resets() -> None:
     gaps = []
     for now in (0.0, 100.0, 200.0, 300.0):
         asyncio.run(start_replicas(core, st, g, 1, now))  # type: ignore[arg-type]
-        gaps.append(st.backoff_until[g.name] - now)
-    assert st.no_capacity_streak[g.name] == 4 and "attempt 4" in st.messages[g.name]
+        gaps.append(st.group(g.name).backoff_until - now)
+    assert st.group(g.name).no_capacity_streak == 4 and "attempt 4" in (st.group(g.name).message or "")
     # Each wait is base × 2^(n-1) with up to half of it taken off at random: they grow.
     for n, gap in enumerate(gaps, start=1):
         assert 0.5 * 0.5 * 2 ** (n - 1) <= gap <= 0.5 * 2 ** (n - 1)
@@ -341,4 +341,4 @@ def test_no_capacity_backs_off_exponentially_then_resets() -> None:
     fresh = ServiceState(definition=definition)
     agent.host = None
     asyncio.run(start_replicas(core, fresh, g, 1, 0.0))  # type: ignore[arg-type]
-    assert g.name not in fresh.backoff_until
+    assert fresh.group(g.name).backoff_until == 0.0

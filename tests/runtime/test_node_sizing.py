@@ -23,7 +23,7 @@ from test_kubernetes_scaler import NS, TOKEN, StandIn
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.auth import new_token, write_token_file
-from gpustack_iac.runtime.controller.live import AgentState, ReplicaState, ServiceState
+from gpustack_iac.runtime.controller.live import AgentState, GroupState, ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.model import parse_service
 from gpustack_iac.runtime.controller.node_sizing import DeploymentSizer, NodeGroupSizer, demands, joined, run_sizers
 from gpustack_iac.runtime.controller.store import AgentRecord, PlacementRecord
@@ -84,7 +84,7 @@ def _core(no_capacity: bool = True, spot_policy: str | None = None) -> Any:
     if spot_policy:
         group["placement"] = {"spot_policy": spot_policy}
     definition = parse_service({"name": "llm", "generation": "s1", "groups": [group], "scaling": {"metric": "rps", "target": 10}})
-    st = ServiceState(definition=definition, desired={"main": 5}, no_capacity={"main"} if no_capacity else set())
+    st = ServiceState(definition=definition, groups={"main": GroupState(desired=5, no_capacity=no_capacity)})
     replica = ReplicaState(record=PlacementRecord("llm-main-g1-1", "llm", "main", "g1", "node-1", (0, 1), 0.0))
     agent = AgentState(record=AgentRecord("node-1", "http://10.60.0.20:8600", "t", {"fleet": "gpu", "node_group": "gpu-spot"}),
                        healthy=True)
@@ -180,7 +180,7 @@ def test_deployment_sizer_sets_the_autoscaler_count_through_the_api() -> None:
             assert len(patches) == 1 and patches[0][3] == {"spec": {"replicas": 5}}
             await sizer.step(core, 2.0)  # unchanged: no second call
             assert len([r for r in stand_in.requests if r[0] == "PATCH"]) == 1
-            core.services["llm"].desired["main"] = 2
+            core.services["llm"].group("main").desired = 2
             await sizer.step(core, 3.0)
             assert stand_in.replicas["llm-main"] == 2
             assert await scaler.get_size("llm-main") == 2

@@ -31,11 +31,8 @@ REFUSED: dict[str, tuple[str, ...]] = {
     "service-no-gateway.dstack.yml": ("gateway: false",),
     "service-h100x8.dstack.yml": ("no host can run a replica", "needs Docker"),
     "task-gpu-missing.dstack.yml": ("no placement on the fleet's hosts",),
-    "fleet-aws-cluster.dstack.yml": ("placement is not supported on backend aws",),
-    "fleet-reservation.dstack.yml": ("reservation is not supported on backend aws",),
-    "fleet-blocks.dstack.yml": ("blocks is not supported on backend aws",),
+    "fleet-blocks.dstack.yml": ("blocks (sharing a node between workloads) is not implemented on aws",),
     "fleet-idle-duration.dstack.yml": ("idle_duration is not supported on backend gcp",),
-    "gateway-private.dstack.yml": ("public_ip is not supported on backend aws",),
 }
 
 

@@ -69,15 +69,17 @@ def _plan(text: str, tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("text, path, words", [
-    ("type: fleet\nname: c\nbackends: [aws]\nregions: [us-east-1]\nnodes: 1\nplacement: cluster\nresources: {gpu: A10G}\n",
-     "placement", "placement is not supported on backend aws"),
+    ("type: fleet\nname: c\nbackends: [gcp]\nregions: [us-central1]\nnodes: 1\nplacement: cluster\nresources: {gpu: L4}\n",
+     "placement", "placement: cluster is not implemented on gcp"),
+    ("type: fleet\nname: c\nbackends: [local]\nnodes: 1\nreservation: r-1\n", "reservation",
+     "reservation is not supported on backend local"),
     ("type: fleet\nname: c\nbackends: [gcp]\nregions: [us-central1]\nnodes: 1\nreservation: r-1\nresources: {gpu: L4}\n",
-     "reservation", "reservation is not supported on backend gcp"),
+     "reservation", "reservation is not implemented on gcp"),
     ("type: fleet\nname: c\nbackends: [local]\nnodes: 1\nblocks: 2\n", "blocks", "blocks is not supported on backend local"),
     ("type: fleet\nname: c\nbackends: [aws]\nregions: [us-east-1]\nnodes: 0..2\nidle_duration: 1h\nresources: {gpu: A10G}\n",
      "idle_duration", "idle_duration is not supported on backend aws"),
-    ("type: gateway\nname: g2\nbackend: aws\nregion: us-east-1\ndomain: example.com\npublic_ip: false\n",
-     "public_ip", "public_ip is not supported on backend aws"),
+    ("type: gateway\nname: g2\nbackend: gcp\nregion: us-central1\ndomain: example.com\npublic_ip: false\n",
+     "public_ip", "public_ip: false is not implemented on gcp"),
 ])
 def test_enforced_rows_refuse_at_plan_naming_property_and_backend(text: str, path: str, words: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -31,7 +31,8 @@ def log_sources(core: ControllerCore, service: str, group: str | None, replica: 
     # The agent keeps a stopped replica's log: the last one that failed is why a crash-looping
     # group has nothing running (asked for by id or number, it is found there too).
     listed = {rid for rid, _, _ in out}
-    for g, (rid, agent) in sorted(core.services[service].last_failed.items()):
+    failed = {name: gs.last_failed for name, gs in core.services[service].groups.items() if gs.last_failed is not None}
+    for g, (rid, agent) in sorted(failed.items()):
         if (group is not None and g != group) or rid in listed:
             continue
         if replica is not None and rid != replica and rid.rsplit("-", 1)[-1] != replica:

@@ -38,11 +38,11 @@ def demands(core: ControllerCore, specs: Sequence[NodeGroupSpec]) -> list[Demand
     out: list[Demand] = []
     for st in core.services.values():
         for g in st.definition.groups:
-            if g.name not in st.no_capacity or g.hosts:
+            if not st.group(g.name).no_capacity or g.hosts:
                 continue  # a group pinned to named hosts cannot use new nodes
             running = sum(1 for r in core.replicas.values()
                           if r.record.service == st.definition.name and r.record.group == g.name and not r.stopping)
-            missing = st.desired.get(g.name, 0) - running
+            missing = st.desired(g.name) - running
             if missing <= 0:
                 continue
             gpus = int(g.resources.gpu.count.min) if g.resources.gpu is not None else 0
@@ -97,8 +97,9 @@ class DeploymentSizer:
         wanted: dict[str, int] = {}
         for (service, group), name in self.deployments.items():
             st = core.services.get(service)
-            if st is not None and group in st.desired:
-                wanted[name] = st.desired[group]
+            desired = st.group(group).desired if st is not None else None
+            if desired is not None:
+                wanted[name] = desired
         for name, size in deployment_sizes(wanted, self._set).items():
             self._set[name] = None  # asked again next tick if this call fails
             await self.scaler.set_size(name, size)

@@ -35,7 +35,6 @@ from gpustack_iac.runtime.controller.model import RouterDef, ServiceDef
 from gpustack_iac.runtime.controller.node_sizing import Sizer, run_sizers
 from gpustack_iac.runtime.controller.readiness import probe_all
 from gpustack_iac.runtime.controller.replica_counts import desired_counts
-from gpustack_iac.runtime.controller.rollout import RolloutReport
 from gpustack_iac.runtime.controller.publish import publish_routes, router_route
 from gpustack_iac.runtime.controller.service_reconcile import reconcile_service
 from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
@@ -57,8 +56,7 @@ class Controller(ControllerCore):
         for srec in self.store.services():
             st = ServiceState(definition=srec.definition, previous=srec.previous)
             if srec.rollout:
-                st.rollouts = {g: RolloutReport(**r) for g, r in srec.rollout.get("groups", {}).items()}
-                st.failed_generation = dict(srec.rollout.get("failed_generation", {}))
+                st.restore_rollouts(srec.rollout)
             self.services[srec.definition.name] = st
         for p in self.store.placements():
             if p.service in self.services:
@@ -130,7 +128,7 @@ class Controller(ControllerCore):
                 except GpustackError as exc:
                     # One service's problem (e.g. a scaling rule the autoscaler refuses) must not
                     # stall the others; it is shown in that service's status.
-                    st.messages["*"] = str(exc)
+                    st.error = str(exc)
                     log.warning("service %s: %s", st.definition.name, exc)
             publish_routes(self)
             await run_sizers(self, self.sizers, now)

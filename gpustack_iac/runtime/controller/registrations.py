@@ -46,7 +46,7 @@ def _replaced(core: ControllerCore, name: str) -> bool:
                         and r.record.group == g.name and r.record.agent != name and r.ready and not r.stopping)
             on_it = any(r.record.service == st.definition.name and r.record.group == g.name and r.record.agent == name
                         for r in core.replicas.values())
-            if on_it and ready < st.desired.get(g.name, 0):
+            if on_it and ready < st.desired(g.name):
                 return False
     return True
 
@@ -97,19 +97,18 @@ async def put_service(core: ControllerCore, definition: ServiceDef) -> str:
                 if prev is not None and rolls(prev.generation, g.generation):
                     # A new version of the group: the running one becomes the fallback.
                     st.previous = old
-                    st.new_failures.pop(g.name, None)
-                    st.crash_streak.pop(g.name, None)
-                    st.backoff_until.pop(g.name, None)
-                    if st.failed_generation.get(g.name) not in (None, g.generation):
-                        st.failed_generation.pop(g.name, None)
-                    if st.failed_generation.get(g.name) != g.generation and any(
+                    gs = st.group(g.name)
+                    gs.new_failures, gs.crash_streak, gs.backoff_until = 0, 0, 0.0
+                    if gs.failed_generation not in (None, g.generation):
+                        gs.failed_generation = None
+                    if gs.failed_generation != g.generation and any(
                         r.record.service == definition.name and r.record.group == g.name for r in core.replicas.values()
                     ):
                         # Shown at once, so a caller polling status right after the PUT does
                         # not mistake the old version's ready replicas for the new one's.
-                        st.rollouts[g.name] = RolloutReport(
+                        gs.rollout = RolloutReport(
                             g.name, prev.generation, g.generation, "running", 0,
-                            st.desired.get(g.name, g.replicas.min), f"rolling out {g.generation[:8]}",
+                            st.desired(g.name, g.replicas.min), f"rolling out {g.generation[:8]}",
                         )
             st.definition = definition
         core.save_service(st)

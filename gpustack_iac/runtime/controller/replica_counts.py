@@ -35,7 +35,7 @@ def desired_counts(core: ControllerCore, service: str, now: float) -> dict[str, 
     for r in core.replicas.values():
         if r.record.service == service and r.routable:
             ready[r.record.group] = ready.get(r.record.group, 0) + 1
-    decided = scaler.decide(ready, set(st.no_capacity))
+    decided = scaler.decide(ready, st.no_capacity)
     out = {g.name: max(g.replicas.min, min(g.replicas.max, int(decided.get(g.name, g.replicas.min)))) for g in groups}
     if st.demand and sum(out.values()) == 0:
         # A request is held at the gateway: start one replica in the first group that can take it.

@@ -37,19 +37,17 @@ async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, co
             if r.record.service == d.name and r.record.group == g.name and not r.stopping:
                 spread[r.record.agent] = spread.get(r.record.agent, 0) + 1
         got = place(g, views, taken, spread)
+        gs = st.group(g.name)
         if not isinstance(got, Assignment):
-            st.no_capacity.add(g.name)
-            st.messages[g.name] = f"no capacity: {got.message()}"
+            gs.no_capacity = True
+            gs.message = f"no capacity: {got.message()}"
             if all(v.host is not None for v in views):
-                streak = st.no_capacity_streak.get(g.name, 0) + 1
-                st.no_capacity_streak[g.name] = streak
-                delay = NO_CAPACITY_BACKOFF.delay(streak)
-                st.backoff_until[g.name] = max(st.backoff_until.get(g.name, 0.0), now + delay)
-                st.messages[g.name] += f" (attempt {streak}; next in {delay:.1f} s)"
+                gs.no_capacity_streak += 1
+                delay = NO_CAPACITY_BACKOFF.delay(gs.no_capacity_streak)
+                gs.backoff_until = max(gs.backoff_until, now + delay)
+                gs.message += f" (attempt {gs.no_capacity_streak}; next in {delay:.1f} s)"
             return
-        st.no_capacity.discard(g.name)
-        st.no_capacity_streak.pop(g.name, None)
-        st.messages.pop(g.name, None)
+        gs.no_capacity, gs.no_capacity_streak, gs.message = False, 0, None
         await _start_one(core, st, g, got, now)
 
 
@@ -80,7 +78,7 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
     except GpustackError as exc:
         r.failed = True
         r.detail = f"start failed: {exc}"
-        st.messages[g.name] = f"start on {a.agent} failed: {exc}"
+        st.group(g.name).message = f"start on {a.agent} failed: {exc}"
         return
     r.url = core.map_url(a.agent, info.get("url")) or r.url
     r.pid = info.get("pid")

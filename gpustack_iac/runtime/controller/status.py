@@ -63,7 +63,8 @@ def _replica_json(r: ReplicaState) -> dict[str, Any]:
         "id": r.id,
         "agent": r.record.agent,
         "generation": r.record.generation,
-        "state": "stopping" if r.stopping else r.agent_state,
+        "state": "stopping" if r.stopping else r.agent_state,  # the agent's word for the process
+        "status": r.status.value,  # the controller's (live.ReplicaStatus)
         "ready": r.routable,
         "restarts": r.restarts,
         "url": r.url,
@@ -89,18 +90,18 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
                 "generation": g.generation,
                 "min": g.replicas.min,
                 "max": g.replicas.max,
-                "desired": st.desired.get(g.name, g.replicas.min),
+                "desired": st.desired(g.name, g.replicas.min),
                 "ready": sum(1 for r in mine if r.routable),
-                "message": st.messages.get(g.name),
+                "message": st.group(g.name).message,
                 # Read by `up`'s readiness wait, which stops at once on either instead of timing out.
-                "no_capacity": g.name in st.no_capacity,
-                "crash_streak": st.crash_streak.get(g.name, 0),
+                "no_capacity": st.group(g.name).no_capacity,
+                "crash_streak": st.group(g.name).crash_streak,
                 "replicas": [_replica_json(r) for r in mine],
             }
         )
     rollout = None
     # A group removed from the definition keeps no rollout line.
-    current = [r for g, r in st.rollouts.items() if d.group(g) is not None]
+    current = [gs.rollout for g, gs in st.groups.items() if gs.rollout is not None and d.group(g) is not None]
     if current:
         reports = [r.to_json() for r in current]
         states = {r.state for r in current}
@@ -117,6 +118,7 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
         "model": d.model.name if d.model else None,
         "groups": groups,
         "rollout": rollout,
+        "error": st.error,
     }
 
 
