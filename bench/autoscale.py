@@ -11,6 +11,10 @@ stop at once. Per trace, arrival mode and policy it prints, over several seeds (
   (max(0, arrivals - ready x target)), summed; no smoothing.
 - cost: replica-seconds, starting replicas included.
 
+Besides the fixed traces, `flash-crowd` is a 25x step for 4 minutes every 20 minutes and `mmpp`
+a two-state Markov-modulated Poisson rate whose busy periods come back every few minutes; its
+state sequence is drawn per seed, the same for both arrival modes.
+
 Target (PASS/FAIL per trace x mode): overload at most 70% of the better reference's, at no more
 than 1.2x the replica-seconds of the cheaper reference. The reference policies are written from
 the peers' documented behaviour, not from their code:

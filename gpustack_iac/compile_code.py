@@ -51,6 +51,10 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
         if not run.files and not run.repos:
             continue
         prop = "files" if run.files else "repos"
+        if any(t.get("image") for t in targets):
+            problems.append(diag(run, prop, f"{run.KIND} {run.name}: {prop} with image is not supported yet (the code "
+                                            "is not mounted into containers); run the commands without image"))
+            continue
         root = _landing(spec)
         if root is None:
             backends = ", ".join(sorted({fleet_backend(f) for f in spec.fleets}))

@@ -96,7 +96,13 @@ def _shm_size(doc: Document) -> list[str]:
 
 def _run_shm_size(doc: Document) -> list[str]:
     resources = getattr(doc, "resources", None)
-    return ["resources.shm_size"] if resources is not None and resources.shm_size is not None else []
+    image = getattr(doc, "image", None)
+    return ["resources.shm_size"] if resources is not None and resources.shm_size is not None and not image else []
+
+
+def _without_image(used: Used) -> Used:
+    """Used only by a run without `image` (a process; a container honours it)."""
+    return lambda doc: [] if getattr(doc, "image", None) else used(doc)
 
 
 def _cpu_arch(doc: Document) -> list[str]:
@@ -117,17 +123,29 @@ MATRIX: dict[str, Support] = {
     "run.working_dir": _row(H, H, R, R, R, R, "relative to the configuration's directory on local/SSH hosts; a cloud has "
                             "no copy of the planning machine's directories", "all", _set("working_dir", None)),
     "run.home_dir": _row(W, W, W, W, W, W),
-    "run.privileged": _row(W, R, R, R, R, R, "containers are not run privileged; refused where it would vanish silently",
-                           "all", _set("privileged", False)),
+    "run.privileged": _row(W, W, R, R, R, R, "a task or dev environment without image is a process; with image the "
+                           "container runs privileged", "all", _without_image(_set("privileged", False))),
+    "run.user": _row(W, W, R, R, R, R, "a task or dev environment without image runs as the agent's user; with image "
+                     "the container runs as `user`", "all", _without_image(_set("user", None))),
+    "service.privileged": _row(H, H, H, H, H, R, "image groups run privileged containers (process groups: warned); "
+                               "Kubernetes pods are restricted", "all", _set("privileged", False), ("kubernetes",)),
+    "service.user": _row(H, H, H, H, H, R, "image groups run as `user` (process groups: warned); Kubernetes pods keep "
+                         "the image's user", "all", _set("user", None), ("kubernetes",)),
+    "service.registry_auth": _row(H, H, H, H, H, R, "image groups pull with it (`${{ secrets.X }}` resolved); no "
+                                  "image pull secret is made on Kubernetes", "all", _set("registry_auth", None),
+                                  ("kubernetes",)),
     "run.registry_auth": _row(W, W, W, W, W, W, "`${{ secrets.X }}` resolved; pulling with it is the container runtime's job"),
     "run.env": _row(H, H, H, H, H, H, "`${{ secrets.NAME }}` resolved from `gpustack-iac secret`, secret everywhere"),
     "run.setup": ALL,
     "run.commands": ALL,
     "run.resources": _row(H, H, H, H, H, H, "placement by CPU, memory, disk and GPU facts of hosts or catalog offers"),
-    "run.resources.shm_size": _row(W, R, R, R, R, R, "no container shared memory is sized yet", "refusals", _shm_size),
-    "task.resources.shm_size": _row(W, W, R, R, R, R, "a task's processes share the host's /dev/shm", "all",
+    "run.resources.shm_size": _row(H, H, H, H, H, R, "a container's `--shm-size`"),
+    "service.resources.shm_size": _row(H, H, H, H, H, R, "image groups: `--shm-size` (process groups: warned); not on "
+                                       "Kubernetes", "all", _shm_size, ("kubernetes",)),
+    "task.resources.shm_size": _row(W, W, R, R, R, R, "a task without image shares the host's /dev/shm", "all",
                                     _run_shm_size),
-    "dev-environment.resources.shm_size": _row(W, W, R, R, R, R, "the environment shares the host's /dev/shm", "all",
+    "dev-environment.resources.shm_size": _row(W, W, R, R, R, R, "a dev environment without image shares the host's "
+                                               "/dev/shm", "all",
                                                _run_shm_size),
     "run.resources.cpu": _row(H, R, R, R, R, R, "the CPU architecture (`arm:8`) is checked against this machine only",
                               "all", _cpu_arch),

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = "type: service\nname: {name}\nport: 80\ncommands: [python3 -m http.server 80]\n"
 
@@ -24,6 +26,7 @@ def _service_names(plan_json: str) -> set[str]:
     return {s["name"] for s in steps if s["type"].endswith("ServiceRegistration")}
 
 
+@pytest.mark.slow  # four CLI runs
 def test_plan_reads_only_the_directory_given_unless_recursive(tmp_path: Path) -> None:
     (tmp_path / "prod").mkdir()
     (tmp_path / "staging").mkdir()

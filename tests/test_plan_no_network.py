@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir())
 
@@ -62,6 +64,7 @@ def _plans(tmp_path: Path, examples: list[Path], *extra: str) -> list[list[objec
     return json.loads(line[len("RESULTS "):])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # a plan of each example, in one process
 def test_plan_of_every_example_opens_no_socket_beyond_loopback(tmp_path: Path) -> None:
     results = _plans(tmp_path, EXAMPLES)
     assert len(results) == len(EXAMPLES)

@@ -181,7 +181,7 @@ def _plan_definitions(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPl
     problems: list[Diagnostic] = []
     definitions = {}
     for service in spec.services:
-        definition = _definition(service, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
+        definition = _definition(service, ctx, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
         for group in definition["groups"]:
             workloads.service_mounts(group, mounts)
@@ -368,14 +368,16 @@ def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, back
     if service.gateway is False:
         problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
                                                   "gateway; remove gateway: false"))
-    if service.registry_auth:
-        ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
-    for prop, set_ in (("entrypoint", service.entrypoint is not None),
+    # Container options are honoured by the agent for image groups; a group without an image is a process.
+    processes = [g.name for g in service.groups if not g.image]
+    for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
+                       ("registry_auth", service.registry_auth is not None), ("user", service.user is not None),
                        ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
-        if set_:
-            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
+        if set_ and (processes or prop == "home_dir"):
+            where = f"group {', '.join(processes)} (no image)" if prop != "home_dir" else "containers and processes"
+            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend for {where}")
     if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
@@ -418,9 +420,32 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
 
 
 
+_PORT_VARIABLE = re.compile(r"\$\{?(GPUSTACK_)?PORT\b")
+
+
+def _binds_declared_port(commands: Sequence[str], port: int) -> bool:
+    """Commands that name the declared port (`--port 8000`, as most of dstack's examples do) and
+    never $PORT bind it themselves. A program that reads PORT from its environment names neither."""
+    text = "\n".join(commands)
+    return not _PORT_VARIABLE.search(text) and re.search(rf"(?<![\d.]){port}(?!\d)", text) is not None
+
+
+def _check_host_ports(service: ServiceConfig, definition: Definition, hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """Groups whose commands bind the declared port need a host each per replica: refuse more replicas than hosts."""
+    problems = []
+    for i, (group, config) in enumerate(zip(definition["groups"], service.groups)):
+        wanted = config.replicas.max if config.replicas.max is not None else config.replicas.min
+        if group.get("host_port") and hosts and wanted is not None and wanted > len(hosts):
+            at = f"replica_groups[{i}].replicas" if service.replica_groups else "replicas"
+            problems.append(_diag(service, at, f"service {service.name} group {config.name}: {wanted} replicas bind port "
+                                  f"{group['host_port']} themselves (no $PORT in commands), one per host, and the fleets have "
+                                  f"{len(hosts)} host(s); use $PORT in the commands, or image:, or fewer replicas"))
+    return problems
+
+
 def _check_placement(service: ServiceConfig, definition: Definition, hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
     """A group no host can take one replica of would wait for capacity forever: refuse it now."""
-    problems = []
+    problems = _check_host_ports(service, definition, hosts)
     for bad in unsatisfiable_groups(definition, hosts):
         group = service.groups[bad.group_index]
         at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
@@ -446,18 +471,22 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
 
 
 
-def _definition(service: ServiceConfig, local: bool = True) -> Definition:
+def _definition(service: ServiceConfig, ctx: StackContext, local: bool = True) -> Definition:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
-    for group in definition["groups"]:
+    for group, config in zip(definition["groups"], service.groups):
         # A replica's process is its own "instance" here: setup runs before the commands, every start.
         group["commands"] = list(service.setup) + group["commands"]
+        if group.get("image"):
+            _container_group(group, service, config, ctx)
+        else:
+            _process_group(group, service, config, base, ctx)
         if not local:
-            # A cloud node has no copy of this machine's directories: no path of the planning machine
-            # goes into the definition (a `working_dir` is refused there, support.MATRIX).
+            if not group.get("image"):
+                # A cloud node has no copy of this machine's directories: no path of the planning machine
+                # goes into the definition (a `working_dir` is refused there, support.MATRIX).
+                group["working_dir"] = None
             continue  # on a cloud, regions, instance types and the spot policy are what placement decides
-        # Commands run from the configuration's directory, as they would from the repository in a container.
-        group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
         # or no local host would ever match `regions: [eu-west-1]`.
         placement = group.get("placement") or {}
@@ -467,3 +496,23 @@ def _definition(service: ServiceConfig, local: bool = True) -> Definition:
     return definition
 
 
+def _container_group(group: Definition, service: ServiceConfig, config: Any, ctx: StackContext) -> None:
+    # Inside the image: an absolute working_dir, else the image's own (never this machine's path).
+    group["working_dir"] = service.working_dir if (service.working_dir or "").startswith("/") else None
+    group["container"] = workloads.container_options(service, config.resources)
+    auth = group["container"]["registry_auth"]
+    if auth is not None:
+        # A changed password restarts the replicas through this keyed fingerprint: the password itself
+        # never enters the generation, which state keeps in plaintext (contract/restart.py).
+        group["container"]["auth_fingerprint"] = ctx.fingerprint_values({"p": auth["password"]})["p"]
+
+
+def _process_group(group: Definition, service: ServiceConfig, config: Any, base: Path, ctx: StackContext) -> None:
+    # Commands run from the configuration's directory, as they would from the repository in a container.
+    group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+    if service.port and _binds_declared_port(group["commands"], int(service.port)):
+        # dstack's services listen on their declared port: two such processes on one host would
+        # collide, so the replica gets that port and placement puts one per host and port.
+        group["host_port"] = int(service.port)
+        ctx.warn(f"service {service.name} group {config.name}: the commands bind port {service.port} themselves "
+                 "(no $PORT), so at most one replica runs per host; use $PORT, or image:, for several per host")

@@ -149,17 +149,22 @@ def clear(path: Path, stack: str, force: bool = False) -> LockOwner | None:
     if owner is None:
         return None
     if not force:
-        if not owner.is_local():
-            raise StateError(
-                f"stack '{stack}' is locked by {owner.describe()}; that host is not this one, so its process "
-                "cannot be checked here: make sure it is finished, then unlock with --force"
-            )
-        if owner.is_alive():
-            raise StateLockedError(
-                f"stack '{stack}' is locked by {owner.describe()}, which is still running; not unlocking"
-            )
+        refuse_unless_stale(stack, owner)
     try:
         path.unlink()
     except FileNotFoundError:
         pass
     return owner
+
+
+def refuse_unless_stale(stack: str, owner: LockOwner) -> None:
+    """The rule for clearing a lock without --force: its owner ran on this host and is gone."""
+    if not owner.is_local():
+        raise StateError(
+            f"stack '{stack}' is locked by {owner.describe()}; that host is not this one, so its process "
+            "cannot be checked here: make sure it is finished, then unlock with --force"
+        )
+    if owner.is_alive():
+        raise StateLockedError(
+            f"stack '{stack}' is locked by {owner.describe()}, which is still running; not unlocking"
+        )

@@ -36,6 +36,12 @@ class SshHostError(GpustackError):
     """A fleet host could not be reached, authenticated, verified or prepared."""
 
 
+class SshTrustError(SshHostError):
+    """The host answered but cannot be trusted or logged in to: a wrong, unknown or changed host key,
+    or refused credentials. Unlike "unreachable", waiting does not fix it, so it is never taken for a
+    host that is down."""
+
+
 @dataclass(frozen=True)
 class SshTarget:
     """Everything needed to reach one host; plain values so they travel in Pulumi inputs."""
@@ -78,7 +84,7 @@ class _Pinned(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         actual = fingerprint(key)
         if actual != self.expected:
-            raise SshHostError(f"host key mismatch: the host offered {actual}, the configuration pins {self.expected}")
+            raise SshTrustError(f"host key mismatch: the host offered {actual}, the configuration pins {self.expected}")
 
 
 class _Strict(paramiko.MissingHostKeyPolicy):
@@ -86,7 +92,7 @@ class _Strict(paramiko.MissingHostKeyPolicy):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise SshHostError(f"unknown host key {fingerprint(key)} (not in {self.known_hosts}); add it with ssh-keyscan after "
+        raise SshTrustError(f"unknown host key {fingerprint(key)} (not in {self.known_hosts}); add it with ssh-keyscan after "
                            "checking it, pin it with host_key, or set host_key_policy: accept-new")
 
 
@@ -159,13 +165,13 @@ def _open(conn: Connection, target: SshTarget) -> None:
     try:
         conn.open()
     except SshHostError as exc:
-        raise SshHostError(f"host {target.label}: {exc}") from None
+        raise type(exc)(f"host {target.label}: {exc}") from None
     except paramiko.BadHostKeyException as exc:
-        raise SshHostError(f"host {target.label}: host key mismatch: the host offered {fingerprint(exc.key)}, "
+        raise SshTrustError(f"host {target.label}: host key mismatch: the host offered {fingerprint(exc.key)}, "
                            f"{target.known_hosts_path()} has {fingerprint(exc.expected_key)} (the host was reinstalled, "
                            "or someone is in between); check it before updating known_hosts") from None
     except paramiko.AuthenticationException:
-        raise SshHostError(f"host {target.label}: authentication refused for user {target.user or '(default)'} "
+        raise SshTrustError(f"host {target.label}: authentication refused for user {target.user or '(default)'} "
                            f"with {target.identity_file or 'the default keys'}") from None
     except (socket.timeout, TimeoutError):
         raise SshHostError(f"host {target.label}: unreachable (timed out after {CONNECT_TIMEOUT:g} s)") from None

@@ -83,6 +83,9 @@ class ServiceAutoscaler:
         # returns within minutes keeps its capacity over the gap instead of a release and restart.
         self._returns: deque[tuple[float, float]] = deque(maxlen=3)
         self._busy_last: float | None = None  # last tick that needed burst capacity
+        self._lows: deque[tuple[float, float]] = deque()  # (time, long-window rate), rates increasing
+        self._busy_need: dict[str, int] = {}  # what the busy period's rate needs
+        self._busy_start: tuple[float, int] | None = None  # (time, requests_total) the busy period began at
         # (time, recommendation per group): a scale-down goes only as low as the highest
         # recommendation of the last stable window, so a brief dip in a busy hour removes nothing.
         self._history: deque[tuple[float, dict[str, int]]] = deque()
@@ -273,20 +276,48 @@ class ServiceAutoscaler:
         """Note each tick that still needs burst capacity, and each busy period that came back.
 
         Busy: the burst window's count is a burst (the test that starts one) against what the
-        long window's rate needs, so load that stays up stops being busy once the long window
-        has caught up. A busy tick after at least a burst window without one is a return, and
-        its gap sizes the release hold.
+        quiet level needs, the lowest long-window rate of the last `scale_down_delay`. A busy
+        period is busy to its end however long it lasts, while load that stays up becomes the
+        quiet level and stops being busy. A busy tick after at least a burst window without one
+        is a return, and its gap sizes the release hold.
         """
         main = self._main
         rps = next((m for m in self._metrics if m.name == "rps" and m.leading), None)
-        if not self._burst or main is None or main.burst_sigmas is None or rps is None:
+        if main is None or main.burst_sigmas is None or rps is None:
             return
-        steady = spread({"rps": self._window.rate(self.window, now)}, self._groups, [rps])
-        if not self._above(steady if sum(steady.values()) else self._one_replica(), rps, main.burst_sigmas, now):
+        quiet = self._quiet_rate(now, main.scale_down_delay)
+        if not self._burst:
             return
+        base = spread({"rps": quiet}, self._groups, [rps])
+        if not self._above(base if sum(base.values()) else self._one_replica(), rps, main.burst_sigmas, now):
+            return
+        latest = self._window.latest
+        total = latest.requests_total if latest is not None else 0
         if self._busy_last is not None and now - self._busy_last >= self.burst_window:
             self._returns.append((now, now - self._busy_last))
+            self._busy_start = None
+        if self._busy_start is None:
+            self._busy_start = (now, total)
         self._busy_last = now
+        # What the busy period's mean rate needs (the burst window's until it is that long): the
+        # hold keeps this, not the peaks of per-second noise.
+        began, at_start = self._busy_start
+        if now - began >= self.burst_window:
+            self._busy_need = spread({"rps": (total - at_start) / (now - began)}, self._groups, [rps])
+        else:
+            self._busy_need = self._short_need(now)
+
+    def _quiet_rate(self, now: float, horizon: float) -> float:
+        """The lowest long-window rate of the last `horizon` seconds (a sliding minimum)."""
+        rate = self._window.rate(self.window, now)
+        lows = self._lows
+        if self._window.span() >= self.window / 2:  # a few seconds of history are no level yet
+            while lows and lows[-1][1] >= rate:
+                lows.pop()
+            lows.append((now, rate))
+        while lows and lows[0][0] < now - horizon:
+            lows.popleft()
+        return lows[0][1] if lows else rate
 
     def _one_replica(self) -> dict[str, int]:
         out = {g.name: 0 for g in self._groups}
@@ -334,6 +365,13 @@ class ServiceAutoscaler:
                     cap = max(release, scaling.scale_down_delay if scaling else release)
                     end = max(self._panic_until, self._busy_last or self._panic_until)
                     delay, since = self._release_hold(release, cap, now), now - end
+                    if since < delay:
+                        # The hold keeps what the busy period's rate needed, not the headroom above
+                        # it: a returning period is met by the burst path, headroom follows.
+                        kept = self._busy_need.get(g.name, cur)
+                        if kept < cur and since >= release:
+                            out[g.name] = max(want, kept)
+                        continue
                 if since < delay:
                     continue
                 if going_to_zero:

@@ -9,7 +9,7 @@ import pulumi
 
 from gpustack_iac.backends import ClusterBackend
 from gpustack_iac.providers import control
-from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.context import StackContext, hide_registry_password
 from gpustack_iac.stacks.gateway import Gateway
 
 
@@ -49,6 +49,7 @@ class Service(pulumi.ComponentResource):
         out = copy.deepcopy(definition)
         for group in out["groups"]:
             group["env"] = ctx.fingerprint_values(group["env"])
+            hide_registry_password(group.get("container"), lambda v: ctx.fingerprint_values({"p": v})["p"])
         return out
 
 
@@ -59,4 +60,5 @@ def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(definition)
     for group in out["groups"]:
         group["env"] = {k: pulumi.Output.secret(str(v)) for k, v in group["env"].items()}
+        hide_registry_password(group.get("container"), pulumi.Output.secret)
     return out

@@ -480,6 +480,21 @@ def test_release_hold_grows_when_bursts_keep_coming_back() -> None:
     assert lows[1:] == [6, 6, 6], lows
 
 
+def test_release_hold_runs_from_the_end_of_a_long_busy_period() -> None:
+    # Busy periods longer than the window: the hold is counted from each period's end, not from
+    # when the long window caught up with it (which released the capacity as the period ended).
+    sim = make([GroupConfig("g", 1, 20, None)], BURSTY)
+    sim.run(120, rps=8)
+    lows = []
+    for _ in range(4):
+        sim.run(150, rps=60)
+        start = len(sim.history)
+        sim.run(200, rps=5)
+        lows.append(min(d["g"] for d in sim.history[start:]))
+    assert lows[0] == 1
+    assert lows[1:] == [6, 6, 6], lows
+
+
 def test_flash_crowd_gets_its_capacity_in_one_launch() -> None:
     sim = make([GroupConfig("g", 1, 40, None)], BURSTY)
     sim.run(120, rps=8)

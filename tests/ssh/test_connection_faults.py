@@ -9,10 +9,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from gpustack_iac.providers.sshconn import SshHostError, SshTarget, connect
+from gpustack_iac.providers.sshconn import SshHostError, SshTarget, SshTrustError, connect
 from tests.ssh.hosts import TestHosts
 
 
@@ -44,7 +45,7 @@ def accepts_and_closes() -> Iterator[int]:
 def test_a_host_that_accepts_tcp_and_closes_is_one_line_without_a_traceback(accepts_and_closes: int) -> None:
     # In a child process: paramiko's transport thread logs through Python's last-resort handler to stderr.
     code = (
-        "from gpustack_iac.providers.sshconn import SshHostError, SshTarget, connect\n"
+        "from gpustack_iac.providers.sshconn import SshHostError, SshTarget, SshTrustError, connect\n"
         f"try:\n    connect(SshTarget(hostname='127.0.0.1', port={accepts_and_closes}, user='nobody', host_key='SHA256:x'))\n"
         "except SshHostError as exc:\n    print('ERROR', exc)\n"
     )
@@ -74,3 +75,24 @@ def test_a_proxy_jump_session_is_closed_with_its_connection_and_on_failure(ssh_h
         connect(dataclasses.replace(target, port=1))
     left = jump.wait_only_sshd(timeout=60)
     assert left == [], left
+
+
+def test_refresh_of_a_host_whose_key_changed_fails_rather_than_reading_it_as_down(ssh_hosts: TestHosts, tmp_path: Path) -> None:
+    """`up` refreshes each host first; a changed host key was read as "unreachable" (alive: false), so
+    `up` exited 0 with the mismatch only in the log. It must fail, naming the mismatch."""
+    from gpustack_iac.providers.ssh import HostProvider
+
+    host = ssh_hosts.hosts[0]
+    other = tmp_path / "hk"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = other.with_suffix(".pub").read_text().split()
+    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{target} {pub[0]} {pub[1]}\n")
+    props = {"name": "fleet-h1", "hostname": host.address, "port": host.port, "user": host.user,
+             "identity_file": str(ssh_hosts.client_key), "known_hosts": str(wrong), "install_dir": "~/.gpustack",
+             "install_path": "~/.gpustack", "supervisor": "nohup", "labels": {}}
+    with pytest.raises(SshTrustError, match="host key mismatch"):
+        HostProvider().read("fleet-h1", props)
+    # Down is still down, not an error: the host may come back.
+    assert HostProvider().read("fleet-h1", {**props, "known_hosts": str(ssh_hosts.known_hosts), "port": 1}).outs["alive"] is False
