@@ -218,7 +218,8 @@ MATRIX: dict[str, Support] = {
                                 "nodes yet", "all", _set("idle_duration", None)),
     "fleet.reservation": _by_capability("reservations", R, R, "a capacity reservation where the cloud backend has the "
                                         "capability; fleet hosts have none", _set("reservation", None)),
-    "fleet.env": _row(W, W, W, W, W, W, "node-level environment is not passed to runs"),
+    "fleet.env": _row(W, W, W, W, W, W, "node-level environment is not passed to runs", "all",
+                      lambda doc: ["env"] if getattr(doc, "env", None) else []),
     "fleet.ssh_from": _row(W, W, H, H, H, W, "firewall rules of cloud nodes"),
     # ---------------------------------------------------------------- gateway
     "gateway.type": ALL,
