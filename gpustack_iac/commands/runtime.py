@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from gpustack_iac.console import console as make_console
 from rich.table import Table
