@@ -11,6 +11,10 @@ stop at once. Per trace, arrival mode and policy it prints, over several seeds (
   (max(0, arrivals - ready x target)), summed; no smoothing.
 - cost: replica-seconds, starting replicas included.
 
+Besides the fixed traces, `flash-crowd` is a 25x step for 4 minutes every 20 minutes and `mmpp`
+a two-state Markov-modulated Poisson rate whose busy periods come back every few minutes; its
+state sequence is drawn per seed, the same for both arrival modes.
+
 Target (PASS/FAIL per trace x mode): overload at most 70% of the better reference's, at no more
 than 1.2x the replica-seconds of the cheaper reference. The reference policies are written from
 the peers' documented behaviour, not from their code:
@@ -49,7 +53,7 @@ class Case:
     """One trace with the cluster it runs on."""
 
     name: str
-    rates: Callable[[float], list[float]]  # hours -> rate per second
+    rates: Callable[[float, random.Random], list[float]]  # (hours, seeded rng) -> rate per second
     target: float = 10.0
     startup: float = 60.0
     min_total: int = 1
@@ -57,28 +61,49 @@ class Case:
     hours: float = 2.0
 
 
-# --- traces: rps per second -----------------------------------------------------------------------
-def steady(hours: float) -> list[float]:
+# --- traces: rps per second (the rng draws the random ones; fixed traces ignore it) ---------------
+def steady(hours: float, rng: random.Random) -> list[float]:
     return [45.0] * int(hours * 3600)
 
 
-def diurnal(hours: float) -> list[float]:
+def diurnal(hours: float, rng: random.Random) -> list[float]:
     n = int(hours * 3600)
     return [5.0 + 80.0 * (1 - math.cos(2 * math.pi * t / n)) / 2 for t in range(n)]
 
 
-def spike(hours: float) -> list[float]:
+def spike(hours: float, rng: random.Random) -> list[float]:
     n = int(hours * 3600)
     start = n // 3
     return [80.0 if start <= t < start + 600 else 8.0 for t in range(n)]
 
 
-def bursts(hours: float) -> list[float]:
+def bursts(hours: float, rng: random.Random) -> list[float]:
     return [30.0 if t % 1800 >= 1200 else 0.0 for t in range(int(hours * 3600))]
 
 
-def near_target(hours: float) -> list[float]:
+def near_target(hours: float, rng: random.Random) -> list[float]:
     return [8.0] * int(hours * 3600)
+
+
+def flash_crowd(hours: float, rng: random.Random) -> list[float]:
+    """A 25x step (8 -> 200 rps) for 4 minutes, every 20 minutes from minute 10."""
+    return [200.0 if 600 <= t % 1200 < 840 else 8.0 for t in range(int(hours * 3600))]
+
+
+def mmpp(hours: float, rng: random.Random) -> list[float]:
+    """Two-state Markov-modulated Poisson rate: quiet 5 rps, busy 50 rps.
+
+    Sojourns are exponential (quiet: mean 4 min, busy: mean 2 min), so busy periods come back
+    every few minutes at random; the state sequence is drawn per seed.
+    """
+    n = int(hours * 3600)
+    out: list[float] = []
+    busy = False
+    while len(out) < n:
+        stay = max(1, int(rng.expovariate(1 / (120.0 if busy else 240.0))))
+        out.extend([50.0 if busy else 5.0] * stay)
+        busy = not busy
+    return out[:n]
 
 
 CASES: tuple[Case, ...] = (
@@ -88,6 +113,8 @@ CASES: tuple[Case, ...] = (
     Case("bursts", bursts, min_total=0),
     Case("near-target", near_target, hours=1.0),
     Case("slow-start", spike, target=4.0, startup=180.0, hours=1.0),
+    Case("flash-crowd", flash_crowd, hours=1.0),
+    Case("mmpp", mmpp),
 )
 
 
@@ -265,10 +292,12 @@ def main() -> int:
     for case in CASES:
         if args.trace and case.name not in args.trace:
             continue
-        rates = case.rates(args.hours if args.hours is not None else case.hours)
+        hours = args.hours if args.hours is not None else case.hours
         for mode in ("poisson", "steady-rate"):
             per: dict[str, list[Result]] = {p: [] for p in POLICIES}
             for seed in range(1, args.seeds + 1):
+                # The rate trace depends on the seed alone, so both arrival modes replay the same one.
+                rates = case.rates(hours, random.Random(f"{seed}-{case.name}-rates"))
                 arrived = arrivals(rates, mode, random.Random(f"{seed}-{case.name}-{mode}"))
                 for p in POLICIES:
                     per[p].append(simulate(p, case, rates, arrived))

@@ -14,6 +14,7 @@ from gpustack_iac.backends import HOST_VOLUME_BACKENDS
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, TaskConfig, VolumeConfig
+from gpustack_iac.spec.resources import ResourcesSpec
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import ssh_host_name
 
@@ -118,6 +119,8 @@ _IGNORED = ("regions", "instance_types", "spot_policy", "max_price", "python", "
 
 def _warn_ignored(run: RunParams, what: str, ctx: StackContext) -> None:
     for prop in _IGNORED:
+        if run.image and prop in ("entrypoint", "registry_auth"):
+            continue  # honoured in the container
         if getattr(run, prop, None) not in (None, [], False):
             ctx.warn(f"{what}: {prop} is ignored by the local backend")
 
@@ -138,6 +141,16 @@ def _remote_working_dir(run: RunParams) -> str | None:
     return run.working_dir if run.working_dir and run.working_dir.startswith("/") else None
 
 
+def container_options(run: RunParams, resources: ResourcesSpec | None) -> dict[str, Any]:
+    """An image run's container options (runtime/controller/model.py ContainerDef): the password
+    travels in the definition, which the stack marks secret (stacks/service.py, stacks/task.py)."""
+    auth = run.registry_auth
+    shm = resources.shm_size if resources is not None else None
+    return {"entrypoint": run.entrypoint, "user": run.user, "privileged": bool(run.privileged),
+            "shm_size": shm.bytes if shm is not None else None,
+            "registry_auth": {"username": auth.username, "password": auth.password} if auth is not None else None}
+
+
 def _retry(run: RunParams) -> dict[str, Any] | None:
     if run.retry is not None:
         return {"on_events": list(run.retry.on_events), "duration": run.retry.duration}
@@ -154,7 +167,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
                                               "needs distinct hosts; use an instance volume (/host/path:/path) instead"))
     _warn_ignored(task, f"task {task.name}", ctx)
     if task.image:
-        ctx.warn(f"task {task.name}: image needs Docker on the agents; without it the nodes fail to start")
+        ctx.warn(f"task {task.name}: image needs Docker or Podman on the agents; without it the nodes fail to start")
     if task.ports:
         ctx.warn(f"task {task.name}: ports are not forwarded by the local backend; the nodes listen on the host itself")
     return {
@@ -163,6 +176,7 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "commands": list(task.setup) + list(task.commands),
         **_on_hosts(task, mounts),
         "image": task.image,
+        "container": container_options(task, task.resources) if task.image else {},
         "retry": _retry(task),
         "max_duration": task.max_duration,
     }

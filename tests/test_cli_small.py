@@ -39,3 +39,16 @@ def test_force_unlock_of_an_empty_lock_file_says_it_removed_it(tmp_path: Path) -
     assert "Removed an unreadable lock file" in out.stdout and not store.lock_path.exists()
     again = _cli(tmp_path / "state", "state", "unlock", "--force")
     assert "The stack was not locked." in again.stdout
+
+
+def test_plan_project_option_names_the_project_and_help_says_how_it_is_chosen(tmp_path: Path) -> None:
+    import json
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "local"
+    done = _cli(tmp_path / "state", "plan", str(example), "--project", "team-a", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["project"] == "team-a"
+    assert all("::team-a::" in step["urn"] for step in plan["steps"])
+    helped = _cli(tmp_path / "state", "up", "--help")
+    assert "--project" in helped.stdout and "directory of the first" in " ".join(helped.stdout.split())

@@ -49,6 +49,17 @@ def test_validate_reports_every_error_with_location_and_exits_1(tmp_path: Path) 
     assert "Traceback" not in err and result.stdout == ""
 
 
+def test_control_bytes_are_one_message_with_file_and_line_in_validate_and_plan(tmp_path: Path) -> None:
+    """Issue 19 item 5: a NUL (or another control byte) printed a ReaderError traceback."""
+    bad = tmp_path / "bad.gpustack.yml"
+    bad.write_bytes(b"type: service\nname: s\nport: 80\ncommands: [x\x00]\n")
+    for args in (("validate", str(bad)), ("plan", str(bad), "--state-dir", str(tmp_path / "state"))):
+        result = _cli(*args)
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stderr
+        assert f"{bad}:4:13: invalid YAML: a NUL control character" in result.stderr, result.stderr
+
+
 def test_validate_names_a_missing_environment_variable(tmp_path: Path) -> None:
     cfg = tmp_path / "llm.dstack.yml"
     cfg.write_text("type: service\nport: 80\ncommands: [x]\nenv:\n  - HF_TOKEN\n")

@@ -56,7 +56,7 @@ def test_ignored_properties_are_warnings(tmp_path: Path) -> None:
     warnings = _compile(text, tmp_path).warnings
     assert "service web group default: regions is ignored by the local backend" in warnings
     assert not [w for w in warnings if "rate_limits" in w]  # enforced by the gateway
-    assert "service web: resources.shm_size is ignored by the local backend" in warnings
+    assert "service web: resources.shm_size is ignored by the local backend for group default (no image)" in warnings
 
 
 def test_rate_limits_reach_the_service_definition(tmp_path: Path) -> None:
@@ -142,3 +142,22 @@ def test_gateway_on_a_fleet_host_is_checked_at_plan(tmp_path: Path, gateway: str
 def test_gateway_on_backend_ssh_needs_a_host(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="a gateway on backend ssh needs host"):
         _compile("type: gateway\nname: gw2\nbackend: ssh\n", tmp_path)
+
+
+def _port_service(replicas: int) -> str:
+    return (f"type: service\nname: web\nport: 8000\nreplicas: {replicas}\ncommands: [python3 -m http.server 8000]\n"
+            "resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}\n")
+
+
+def test_commands_binding_the_declared_port_get_one_replica_per_host(tmp_path: Path) -> None:
+    compiled = _compile(_port_service(1), tmp_path)
+    [group] = compiled.definitions["web"]["groups"]
+    assert group["host_port"] == 8000
+    assert any("bind port 8000 themselves" in w and "one replica runs per host" in w for w in compiled.warnings)
+    with pytest.raises(ConfigError) as caught:
+        _compile(_port_service(2), tmp_path)
+    [diag] = caught.value.diagnostics
+    assert diag.path == "replicas" and "2 replicas bind port 8000 themselves" in diag.message and "1 host(s)" in diag.message
+    # $PORT in the commands: the agent's port, any number per host.
+    relaxed = _port_service(2).replace("http.server 8000", "http.server $PORT")
+    assert not [w for w in _compile(relaxed, tmp_path).warnings if "themselves" in w]

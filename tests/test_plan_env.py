@@ -1,4 +1,5 @@
-"""A service's env in the plan: literal values visible, values read from the environment `[secret]`."""
+"""A service's env in the plan and the state: every value `[secret]` and encrypted, literal or read from the environment
+(issue 19 item 3: literal values were stored in plaintext and printed by `up`)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ resources: {cpu: 1.., memory: 64MB.., disk: 0GB..}
 """
 
 
-def test_literal_env_is_a_value_and_environment_env_is_secret(tmp_path: Path) -> None:
+def test_every_env_value_is_secret_literal_or_from_the_environment(tmp_path: Path) -> None:
     spec = load_text(_TEXT, file=str(tmp_path / "s.gpustack.yml"), env={"HF_TOKEN": "hf_very_secret"})
     compiled = compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])
     engine = EmbeddedEngine("p", "dev", StateStore(tmp_path / "state", "p", "dev", passphrase="pw"))
@@ -37,5 +38,5 @@ def test_literal_env_is_a_value_and_environment_env_is_secret(tmp_path: Path) ->
     [step] = [s for s in plan["steps"] if s["type"].endswith("ServiceRegistration")]
     [definition] = [d for d in step["diffs"] if d["path"] == "definition"]
     assert definition["secret"] is False
-    assert definition["new"]["groups"][0]["env"] == {"ROLE": "spiky", "HF_TOKEN": "[secret]"}
-    assert "hf_very_secret" not in json.dumps(plan)
+    assert definition["new"]["groups"][0]["env"] == {"ROLE": "[secret]", "HF_TOKEN": "[secret]"}
+    assert "hf_very_secret" not in json.dumps(plan) and "spiky" not in json.dumps(plan)

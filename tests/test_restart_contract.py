@@ -59,6 +59,8 @@ CHANGES: dict[str, tuple[Callable[[Definition], None], bool]] = {
     "working_dir": (_group(lambda g: g.__setitem__("working_dir", "/moved/elsewhere")), True),
     "resources": (_group(lambda g: g["resources"]["cpu"].__setitem__("min", g["resources"]["cpu"]["min"] + 1)), True),
     "mounts": (_group(lambda g: g.__setitem__("mounts", [{"source": "/srv/d", "target": "/d", "name": ""}])), True),
+    "container": (_group(lambda g: g.__setitem__("container", {**(g.get("container") or {}), "user": "nobody"})), True),
+    "host_port": (_group(lambda g: g.__setitem__("host_port", 9999)), True),
     "port": (lambda s: s.__setitem__("port", (s["port"] or 80) + 1), True),
     "probe": (lambda s: s.__setitem__("probe", {"url": "/other", "method": "GET", "headers": {}, "body": None,
                                                 "timeout": 5.0, "interval": 2.0}), True),
@@ -88,6 +90,8 @@ def _controller_rolls(old: Definition, new: Definition) -> set[str]:
 def test_summary_verdict_equals_the_controllers(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fact, not the rule under test: compile as on a machine with Docker, so image examples compile.
     monkeypatch.setattr(Facts, "docker", lambda self: True)
+    # Likewise the Kubernetes gateway's runtime image: a pinned reference, as tests/cloud/conftest.py sets.
+    monkeypatch.setenv("GPUSTACK_RUNTIME_IMAGE", "registry.invalid/gpustack-iac@sha256:" + "ab" * 32)
     definitions = _compiled(REPO / "examples" / example, tmp_path)
     ctx = StackContext(project="p", stack="dev", state_root=tmp_path, fingerprint_key=lambda: b"k" * 32)
     for old in definitions.values():

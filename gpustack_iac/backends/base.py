@@ -32,6 +32,9 @@ class Backend:
     supports_spot: ClassVar[bool] = False  # spot_policy spot/auto is honoured
     sizes_node_groups: ClassVar[bool] = False  # the controller grows and shrinks its node groups
     hosts_known_at_plan: ClassVar[bool] = False  # plan knows every host's facts (placement check)
+    private_gateway: ClassVar[bool] = False  # `public_ip: false` honoured: no public address, internal load balancer
+    cluster_placement: ClassVar[bool] = False  # a fleet's `placement: cluster` honoured (one interconnected network)
+    reservations: ClassVar[bool] = False  # a fleet's `reservation` (a capacity reservation) honoured
     # What a replica can be.
     runs_processes: ClassVar[bool] = False  # a replica without `image` runs as processes on a host
     supports_image: ClassVar[bool] = False  # a replica with `image` runs as a container
@@ -57,7 +60,8 @@ class Backend:
         return {k: bool(getattr(self, k)) for k in CAPABILITIES}
 
 
-CAPABILITIES = ("implemented", "regionless", "supports_spot", "sizes_node_groups", "hosts_known_at_plan",
+CAPABILITIES = ("implemented", "regionless", "supports_spot", "sizes_node_groups", "hosts_known_at_plan", "private_gateway",
+                "cluster_placement", "reservations",
                 "runs_processes", "supports_image", "runs_workloads", "free", "priced", "needs_pulumi_cli")
 
 
@@ -73,6 +77,7 @@ class HostBackend(Backend):
     supports_image = True  # where a Docker/Podman daemon answers (checked per host)
     runs_workloads = True
     free = True
+    private_gateway = True  # the gateway binds loopback (or the host's) unless told otherwise
 
 
 class WithPulumiPlugin(Backend):

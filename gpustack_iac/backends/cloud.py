@@ -41,6 +41,9 @@ class NodeGroup:
     accelerator: str | None = None  # GCP's accelerator type where the machine type does not bundle one
     max_price: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    zones: tuple[str, ...] = ()  # zonal clouds (GCP): the region's zones offering the group's types
+    cluster: bool = False  # `placement: cluster`: one placement group, one zone
+    reservation: str | None = None  # a capacity reservation the nodes launch into
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class GatewayInstance:
     certificate: str | None  # "lets-encrypt", "acm", or None (plain HTTP)
     acm_arn: str | None = None
     acme_directory: str | None = None
+    public_ip: bool = True  # False: no public address; an internal load balancer where one is used
+    zone: str | None = None  # zonal clouds (GCP): one of the region's real zones
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,11 @@ def load() -> Snapshot:
         text = data.joinpath(f"{provider}.csv").read_text()
         items.extend(storage.load(io.StringIO(text), provider=provider))
     return Snapshot(taken=meta["taken"], source=meta["source"], items=tuple(items))
+
+
+@lru_cache(maxsize=1)
+def gcp_zones() -> dict[str, tuple[str, ...]]:
+    """GCP region → its zones (data/gcp_zones.json): zone names differ per region (us-east1 has no
+    zone a), so a gateway's zone is chosen from this, never guessed."""
+    data = json.loads(_data().joinpath("gcp_zones.json").read_text())
+    return {region: tuple(zones) for region, zones in data["zones"].items()}

@@ -36,6 +36,23 @@ def _requests(paths: tuple[Path, ...]) -> list[tuple[str, ResourcesSpec | None, 
     return out
 
 
+# More GPUs than any single instance holds: a bare number this large was almost surely meant as memory.
+_MAX_GPUS_PER_NODE = 16
+
+
+def count_hint(gpu: str | None) -> str | None:
+    """"Did you mean A100:80GB?" for `A100:80`, which asks for 80 GPUs, not 80 GB each."""
+    if not gpu:
+        return None
+    parts = gpu.split(":")
+    for i, part in enumerate(parts):
+        if part.isdigit() and int(part) > _MAX_GPUS_PER_NODE:
+            meant = ":".join(parts[:i] + [f"{part}GB"] + parts[i + 1:])
+            return (f"did you mean --gpu {meant}? `{gpu}` asks for {part} GPUs on one node; "
+                    f"memory per GPU is written with its unit ({part}GB)")
+    return None
+
+
 def _lines(offers: list[Offer], limit: int) -> list[str]:
     """Plain aligned columns: never wrapped or cut to the terminal's width (instance types are long)."""
     rows = [("#", "BACKEND", "REGION", "INSTANCE TYPE", "RESOURCES", "SPOT", "$/H")]
@@ -118,6 +135,9 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
             outside = sorted(b for b in asked if get(b).implemented and not get(b).priced)
             why = f"{', '.join(outside)} capacity is not in the catalog" if outside else "no offer matches"
             console.print(f"{label} ({resources.describe()}): {why}", soft_wrap=True)
+            hint = count_hint(gpu)
+            if hint:
+                console.print(hint, soft_wrap=True)
             continue
         console.print(f"{label}: {resources.describe()}", soft_wrap=True)
         for line in _lines(found, limit):

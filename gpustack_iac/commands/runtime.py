@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,12 +19,12 @@ from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime import sync_client as http
 
 
-def _outputs(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> dict[str, Any]:
+def _outputs(project: str | None, stack: str | None, state_dir: str | None, engine: str) -> dict[str, Any]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     return space.engine().outputs()
 
 
-def _controller(project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+def _controller(project: str | None, stack: str | None, state_dir: str | None, engine: str,
                 outputs: dict[str, Any] | None = None) -> tuple[str, str]:
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     outputs = outputs if outputs is not None else space.engine().outputs()
@@ -57,7 +56,7 @@ def _gib(value: Any) -> str:
 @existing_stack_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="json: the controller's answers (hosts, services, routers) and the tasks' status, for scripts.")
-def status(project: str | None, stack: str | None, state_dir: Path | None, engine: str, fmt: str) -> None:
+def status(project: str | None, stack: str | None, state_dir: str | None, engine: str, fmt: str) -> None:
     """Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes.
 
     \b
@@ -114,9 +113,36 @@ def status(project: str | None, stack: str | None, state_dir: Path | None, engin
             line += f"  rollout {rollout.get('state')}: {rollout.get('message', '')}"
         table.caption = ((table.caption + "\n") if table.caption else "") + line
     console.print(table)
+    for reason in not_ready_reasons(services):
+        console.print(f"[yellow]not ready[/] {reason}", soft_wrap=True)
     if routers:
         console.print(_routers_table(routers))
     workloads.print_workloads(outputs, console)
+
+
+def not_ready_reasons(services: list[dict[str, Any]]) -> list[str]:
+    """One line per replica group below its desired count, saying why (the controller's reason first)."""
+    lines = []
+    for service in services:
+        for group in service.get("groups", []):
+            ready, desired = int(group.get("ready") or 0), int(group.get("desired") or 0)
+            if ready >= desired:
+                continue
+            replicas = [r for r in group.get("replicas") or [] if r]
+            if group.get("message"):
+                why = str(group["message"])
+            elif group.get("no_capacity"):
+                why = "no host with room for a replica of this group"
+            elif int(group.get("crash_streak") or 0):
+                why = f"replicas keep exiting ({group['crash_streak']} in a row)"
+            elif replicas:
+                states = ", ".join(sorted({str(r.get("state", "?")) for r in replicas}))
+                why = f"{len(replicas)} replica(s) placed, waiting for their readiness probe ({states})"
+            else:
+                why = "no replica placed yet"
+            lines.append(f"{service['name']}/{group['name']} {ready}/{desired}: {why}; "
+                         f"see `gpustack-iac logs {service['name']} --group {group['name']}`")
+    return lines
 
 
 def _routers_table(routers: list[dict[str, Any]]) -> Table:
@@ -142,7 +168,7 @@ def _routers_table(routers: list[dict[str, Any]]) -> Table:
 @click.option("--node", type=int, default=None, help="A task's node (its rank); default: every node.")
 @click.option("--tail", "-n", type=int, default=200, show_default=True, help="Lines to show.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-def logs(service: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, group: str | None,
+def logs(service: str, project: str | None, stack: str | None, state_dir: str | None, engine: str, group: str | None,
          replica: int | None, node: int | None, tail: int, follow: bool) -> None:
     """Print a service's replica logs, or a task's node logs.
 

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from gpustack_iac.commands.options import existing_stack_options, stack_options
+from gpustack_iac.commands.options import existing_stack_options, project_option, stack_options
 from gpustack_iac.console import console as make_console
 
 from gpustack_iac.compile import CompiledStack, compile_stack
@@ -51,14 +51,23 @@ class Prepared:
     spec: Spec
     compiled: CompiledStack
     paths: list[Path]
+    recursive: bool = False
 
 
-def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str) -> Prepared:
+# A shared option: plan and up read a directory's own files unless told to recurse.
+RECURSIVE = click.option("--recursive", "-r", is_flag=True,
+                         help="Also read the configuration files in subdirectories of a directory given.")
+
+
+def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: str | None, engine: str, offline: bool = False,
+            recursive: bool = False, project: str | None = None) -> Prepared:
+    """Load and compile. A directory is read alone, as Terraform and Pulumi do (a `prod/` and a `staging/`
+    under it are other stacks), unless `recursive`."""
     path_list = list(paths) or [Path(".")]
-    spec = load_paths(path_list, os.environ)
-    space = ws.for_spec(spec, path_list, stack, state_dir, engine)  # type: ignore[arg-type]
-    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key)
-    return Prepared(space, spec, compiled, path_list)
+    spec = load_paths(path_list, os.environ, recursive)
+    space = ws.for_spec(spec, path_list, stack, state_dir, engine, project)  # type: ignore[arg-type]
+    compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key, offline)
+    return Prepared(space, spec, compiled, path_list, recursive)
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:
@@ -73,6 +82,7 @@ def make_plan(prepared: Prepared, refresh: bool) -> Plan:
     plan.config_fingerprint = prepared.spec.fingerprint()
     plan.project = space.project
     plan.config_paths = [str(p.resolve()) for p in prepared.paths]
+    plan.config_recursive = prepared.recursive
     return plan
 
 
@@ -87,13 +97,17 @@ def _emit_plan(plan: Plan, fmt: str, console: Console) -> None:
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@project_option
 @stack_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True, help="Output format.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the plan for `up FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 1 on error, 2 when there are changes.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
-def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, fmt: str, out: Path | None,
-         detailed_exitcode: bool, refresh: bool) -> None:
+@RECURSIVE
+@click.option("--offline", is_flag=True,
+              help="Contact no host: no SSH fleet host is probed for its facts (placement is not checked), no refresh.")
+def plan(paths: tuple[Path, ...], project: str | None, stack: str | None, state_dir: str | None, engine: str, fmt: str,
+         out: Path | None, detailed_exitcode: bool, refresh: bool, recursive: bool, offline: bool) -> None:
     """Show what `up` would change.
 
     \b
@@ -103,9 +117,9 @@ def plan(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, eng
       gpustack-iac plan . -o plan.json --detailed-exitcode
     """
     console = make_console(stderr=fmt != "terminal")
-    prepared = prepare(paths, stack, state_dir, engine)
+    prepared = prepare(paths, stack, state_dir, engine, offline, recursive, project)
     with console.status("planning…") if sys.stderr.isatty() else nullcontext():
-        result = make_plan(prepared, refresh)
+        result = make_plan(prepared, refresh and not offline)
     _emit_plan(result, fmt, console)
     if out is not None:
         planfile.save_plan(result, out)
@@ -130,20 +144,27 @@ class _Progress:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.finished: list[str] = []
+        self.running: dict[str, str] = {}  # URN -> "create hello": steps started and not finished
 
     def start(self, step: Step) -> None:
         if step.custom and step.changes:
+            self.running[step.urn] = f"{step.op.value} {step.name}"
             self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
 
     def interrupted(self, what: str) -> GpustackError:
         """Ctrl-C: say what was applied; every finished step is journaled, so the state is consistent."""
         done = ", ".join(self.finished) or "nothing"
-        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}. The state is consistent "
-                           "(a step cut short is recorded as pending and re-checked next time): run `gpustack-iac plan` "
-                           "to see what remains")
+        cut = ", ".join(self.running.values())
+        left = (f" Cut short: {cut}; what it started keeps running (a service's replicas keep starting under "
+                "its controller, `gpustack-iac status` shows them)." if cut else "")
+        return Interrupted(f"{what} interrupted; applied and recorded in the state: {done}.{left} The state is consistent "
+                           "(a step cut short is recorded as pending and re-checked next time): run "
+                           f"`gpustack-iac {what}` again to resume, or `gpustack-iac plan` to see what remains")
 
     def done(self, result: StepResult) -> None:
         step = result.step
+        if result.ok:  # a step that failed as the interrupt ended its wait was cut short
+            self.running.pop(step.urn, None)
         if not (step.custom and step.changes):
             return
         if result.ok:
@@ -168,14 +189,16 @@ def _is_plan_file(paths: tuple[Path, ...]) -> bool:
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@project_option
 @stack_options
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True,
               help="Output format of the result.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True, help="Read real state back before planning.")
 @click.option("--wait", is_flag=True, help="Wait for the stack's tasks to finish; exit 1 if one failed.")
-def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engine: str, yes: bool, fmt: str, refresh: bool,
-       wait: bool) -> None:
+@RECURSIVE
+def up(paths: tuple[Path, ...], project: str | None, stack: str | None, state_dir: str | None, engine: str, yes: bool,
+       fmt: str, refresh: bool, wait: bool, recursive: bool) -> None:
     """Apply the configuration (or a plan saved with `plan -o FILE`).
 
     \b
@@ -187,14 +210,15 @@ def up(paths: tuple[Path, ...], stack: str | None, state_dir: Path | None, engin
     saved: Plan | None = None
     if _is_plan_file(paths):
         saved = planfile.load_plan(paths[0])
-        prepared = prepare(tuple(Path(p) for p in saved.config_paths), stack or saved.stack, state_dir, engine)
+        prepared = prepare(tuple(Path(p) for p in saved.config_paths), stack or saved.stack, state_dir, engine,
+                           recursive=saved.config_recursive, project=project or saved.project or None)
         if prepared.spec.fingerprint() != saved.config_fingerprint:
             from gpustack_iac.errors import PlanStaleError
 
             raise PlanStaleError(f"the configuration changed since {paths[0]} was made; run plan again")
         the_plan = saved
     else:
-        prepared = prepare(paths, stack, state_dir, engine)
+        prepared = prepare(paths, stack, state_dir, engine, recursive=recursive, project=project)
         _refuse_plugins_without_cli(prepared)
         the_plan = make_plan(prepared, refresh)
     if fmt == "terminal":
@@ -246,7 +270,7 @@ def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
 @click.command()
 @existing_stack_options
 @click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
-def destroy(project: str | None, stack: str | None, state_dir: Path | None, engine: str, yes: bool) -> None:
+def destroy(project: str | None, stack: str | None, state_dir: str | None, engine: str, yes: bool) -> None:
     """Remove everything the stack deployed (shows what first).
 
     \b
@@ -284,17 +308,21 @@ def destroy(project: str | None, stack: str | None, state_dir: Path | None, engi
 
 @click.command()
 @existing_stack_options
-def refresh(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing drifted, 1 on error, 2 on drift (scheduled CI checks).")
+def refresh(project: str | None, stack: str | None, state_dir: str | None, engine: str, detailed_exitcode: bool) -> None:
     """Read the real state of every resource back, record it, and report drift.
 
     \b
-    Example:
+    Examples:
       gpustack-iac refresh      # after a reboot: shows the processes that are gone
+      gpustack-iac refresh --detailed-exitcode --state s3://bucket/prefix   # a scheduled drift check
     """
     console = make_console()
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     result = space.engine().refresh()
     render_terminal(result, console)
+    if detailed_exitcode and result.has_changes:
+        click.get_current_context().exit(2)
 
 
 @click.command()
@@ -302,7 +330,7 @@ def refresh(project: str | None, stack: str | None, state_dir: Path | None, engi
 @existing_stack_options
 @click.option("--show-secrets", is_flag=True, help="Print secret values instead of [secret].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def output(name: str | None, project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+def output(name: str | None, project: str | None, stack: str | None, state_dir: str | None, engine: str,
            show_secrets: bool, as_json: bool) -> None:
     """Print the stack's outputs (or one of them).
 
@@ -352,7 +380,7 @@ def state() -> None:
 
 @state.command("list")
 @existing_stack_options
-def state_list(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+def state_list(project: str | None, stack: str | None, state_dir: str | None, engine: str) -> None:
     """List the resources in state."""
     space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
     checkpoint = space.store().load()
@@ -367,7 +395,7 @@ def state_list(project: str | None, stack: str | None, state_dir: Path | None, e
 @click.argument("urn")
 @existing_stack_options
 @click.option("--show-secrets", is_flag=True, help="Print secret values instead of [secret].")
-def state_show(urn: str, project: str | None, stack: str | None, state_dir: Path | None, engine: str, show_secrets: bool) -> None:
+def state_show(urn: str, project: str | None, stack: str | None, state_dir: str | None, engine: str, show_secrets: bool) -> None:
     """Show one resource (by URN or name) with its inputs and outputs."""
     from gpustack_iac.engine.render.common import mask_value
 
@@ -390,7 +418,7 @@ def _without_provider(props: dict[str, Any]) -> dict[str, Any]:
 @state.command("unlock")
 @existing_stack_options
 @click.option("--force", is_flag=True, help="Clear the lock even if its owner cannot be checked (another host).")
-def state_unlock(project: str | None, stack: str | None, state_dir: Path | None, engine: str, force: bool) -> None:
+def state_unlock(project: str | None, stack: str | None, state_dir: str | None, engine: str, force: bool) -> None:
     """Clear a stale lock, after checking its owner is gone.
 
     \b
@@ -410,7 +438,7 @@ def state_unlock(project: str | None, stack: str | None, state_dir: Path | None,
 
 @state.command("restore")
 @existing_stack_options
-def state_restore(project: str | None, stack: str | None, state_dir: Path | None, engine: str) -> None:
+def state_restore(project: str | None, stack: str | None, state_dir: str | None, engine: str) -> None:
     """Put back the copy of the checkpoint written at the last compaction.
 
     For a checkpoint that is damaged, missing, or lost resources outside this tool (the commands
@@ -426,4 +454,4 @@ def state_restore(project: str | None, stack: str | None, state_dir: Path | None
     with store.lock("restore"):
         copy, aside = store.restore_backup()
     kept = f"; the replaced file is kept as {aside}" if aside else ""
-    click.echo(f"Restored {store.path} from {copy}{kept}. Run `gpustack-iac plan` to check it against the configuration.")
+    click.echo(f"Restored {store.describe()} from {copy}{kept}. Run `gpustack-iac plan` to check it against the configuration.")

@@ -265,7 +265,7 @@ def write_ssh_config(path: Path, name: str, info: dict[str, Any]) -> None:
 @click.option("--write-config", "write_config", is_flag=True, help="Add a `Host NAME` entry to the SSH config instead of connecting.")
 @click.option("--ssh-config", type=click.Path(dir_okay=False, path_type=Path), default=Path("~/.ssh/config"),
               show_default=True, help="The SSH client configuration --write-config edits.")
-def ssh(name: str, command: tuple[str, ...], project: str | None, stack: str | None, state_dir: Path | None, engine: str,
+def ssh(name: str, command: tuple[str, ...], project: str | None, stack: str | None, state_dir: str | None, engine: str,
         write_config: bool, ssh_config: Path) -> None:
     """Open an SSH session in a dev environment (or run COMMAND there).
 

@@ -8,14 +8,16 @@ every problem, naming file, line and property. Nothing here does I/O but ask `Fa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, ClusterBackend, Local, Ssh, WithPulumiPlugin, fleet_backend, get,
-                                   workload_backends)
+from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend, HostBackend, Local, Ssh, WithPulumiPlugin,
+                                   fleet_backend, get, implemented, workload_backends)
+from gpustack_iac.backends.kubernetes.image import ImageError
 from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.compile.facts import Facts
 from gpustack_iac.contract.restart import stamp_generations
@@ -23,10 +25,10 @@ from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, unsatisfiable_groups
 from gpustack_iac.spec.loader import Spec
-from gpustack_iac.spec.models import Document, GatewayConfig, ServiceConfig
+from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.gateway import local_tls
-from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, vm_backend
+from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, model_disk_gb, vm_backend
 
 # A runtime definition in the wire shape of docs/runtime-api.md (what the controller parses).
 Definition = dict[str, Any]
@@ -41,6 +43,7 @@ class StackPlan:
     router_gateway: dict[str, str] = field(default_factory=dict)  # router → its gateway
     node_groups: dict[str, list[NodeGroup]] = field(default_factory=dict)  # VM fleet → its node groups
     instances: dict[str, GatewayInstance] = field(default_factory=dict)  # cloud gateway → its instance
+    images: dict[str, str] = field(default_factory=dict)  # kubernetes gateway → its runtime image, pinned by digest
     cost: Cost = field(default_factory=Cost)
     definitions: dict[str, Definition] = field(default_factory=dict)  # service → final runtime definition
     tasks: dict[str, Definition] = field(default_factory=dict)  # task → runner definition
@@ -55,8 +58,9 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     plan = StackPlan(gateways={str(g.name): g for g in spec.gateways})
     problems = _check_backends(spec)
     problems += _plan_fleets(spec, plan)
-    _plan_gateways(spec, plan)
+    problems += _plan_gateways(spec, facts, plan)
     problems += _plan_services(spec, ctx, facts, plan)
+    _size_model_disks(spec, plan, ctx)
     problems += _plan_routers(spec, plan)
     if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
@@ -89,12 +93,41 @@ def _plan_fleets(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
     return problems
 
 
-def _plan_gateways(spec: Spec, plan: StackPlan) -> None:
+def _plan_gateways(spec: Spec, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
+    problems = []
     for gateway in spec.gateways:
-        if vm_backend(gateway.backend) is not None:
-            plan.instances[str(gateway.name)] = gateway_instance(gateway)[0]
+        try:
+            if vm_backend(gateway.backend) is not None:
+                plan.instances[str(gateway.name)] = gateway_instance(gateway)[0]
+            if isinstance(get(gateway.backend), ClusterBackend):
+                plan.images[str(gateway.name)] = facts.runtime_image()
+        except NoOffer as exc:
+            problems.append(_diag(gateway, "region", str(exc)))
+        except ImageError as exc:
+            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: {exc}"))
         if get(gateway.backend).implemented:
             plan.cost.items.append(gateway_cost(gateway))
+    return problems
+
+
+def _size_model_disks(spec: Spec, plan: StackPlan, ctx: StackContext) -> None:
+    """Cloud nodes' boot disks hold the models their services serve: the default disk grows to fit
+    ("70B" → about 220 GB); a `disk:` the fleet names is kept, with a warning when it is too small."""
+    for fleet in spec.fleets:
+        groups = plan.node_groups.get(str(fleet.name))
+        if not groups:
+            continue
+        needs = [(str(s.name), gb) for s in spec.services if s.model is not None
+                 and plan.service_backend.get(str(s.name)) == fleet_backend(fleet) for gb in [model_disk_gb(s.model.name)] if gb]
+        if not needs:
+            continue
+        service, needed = max(needs, key=lambda n: n[1])
+        if fleet.resources is not None and "disk" in fleet.resources.model_fields_set:
+            if groups[0].disk_gb < needed:
+                ctx.warn(f"fleet {fleet.name}: disk {groups[0].disk_gb}GB may not hold service {service}'s model "
+                         f"(about {needed}GB with the image); raise resources.disk")
+            continue
+        plan.node_groups[str(fleet.name)] = [dataclasses.replace(g, disk_gb=max(g.disk_gb, needed)) for g in groups]
 
 
 def _plan_services(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
@@ -137,7 +170,7 @@ def _plan_definitions(spec: Spec, ctx: StackContext, plan: StackPlan) -> list[Di
     """The services' final runtime definitions (generations stamped), the tasks' and dev environments'."""
     problems: list[Diagnostic] = []
     for service in spec.services:
-        definition = _definition(service, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
+        definition = _definition(service, ctx, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
         for group in definition["groups"]:
             workloads.service_mounts(group, mounts)
@@ -170,15 +203,10 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
             problems.append(_diag(fleet, "backends" if not fleet.is_ssh else "ssh_config",
                                   f"fleet {fleet.name}: backend {backend} is not implemented yet "
                                   f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
+        else:
+            problems += _check_fleet_placement(fleet, get(backend))
     for gateway in spec.gateways:
-        backend = get(gateway.backend)
-        if isinstance(backend, Ssh):
-            problems += _check_ssh_gateway(gateway, spec)
-        elif not backend.implemented:
-            problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
-                                                      f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})"))
-        elif isinstance(backend, Local):
-            problems += _check_local_gateway(gateway)
+        problems += _check_gateway(gateway, spec)
     problems += workloads.check_volumes(spec, _diag)
     for doc in (*spec.tasks, *spec.dev_environments):
         allowed = workload_backends(doc)
@@ -187,6 +215,45 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
                                                    f"implemented yet for a {doc.KIND} (implemented: {', '.join(allowed)})"))
     return problems
 
+
+def _check_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
+    backend = get(gateway.backend)
+    if not backend.implemented:
+        return [_diag(gateway, "backend", f"gateway {gateway.name}: backend {gateway.backend} is not implemented yet "
+                                          f"(implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
+    problems = []
+    if isinstance(backend, Ssh):
+        problems += _check_ssh_gateway(gateway, spec)
+    elif isinstance(backend, Local):
+        problems += _check_local_gateway(gateway)
+    if not gateway.public_ip and not backend.private_gateway:
+        where = ", ".join(b.name for b in implemented() if b.private_gateway)
+        problems.append(_diag(gateway, "public_ip", f"gateway {gateway.name}: public_ip: false is not implemented on "
+                                                    f"{backend.name} (implemented on: {where}); remove it to give the "
+                                                    "gateway a public address"))
+    return problems
+
+
+def _check_fleet_placement(fleet: FleetConfig, backend: Backend) -> list[Diagnostic]:
+    """`placement`, `reservation` and `blocks` on a cloud or cluster fleet: honoured where the backend
+    can, refused (naming where it can) elsewhere. Host fleets have their own rules."""
+    if not backend.implemented or isinstance(backend, HostBackend):
+        return []
+    where = {k: ", ".join(b.name for b in implemented() if getattr(b, k)) or "none" for k in ("cluster_placement", "reservations")}
+    problems = []
+    if fleet.placement == "cluster" and not backend.cluster_placement:
+        problems.append(_diag(fleet, "placement", f"fleet {fleet.name}: placement: cluster is not implemented on {backend.name} "
+                                                  f"(implemented on: {where['cluster_placement']})"))
+    if fleet.reservation and not backend.reservations:
+        problems.append(_diag(fleet, "reservation", f"fleet {fleet.name}: reservation is not implemented on {backend.name} "
+                                                    f"(implemented on: {where['reservations']})"))
+    if fleet.reservation and fleet.spot_policy in ("spot", "auto"):
+        problems.append(_diag(fleet, "reservation", f"fleet {fleet.name}: a capacity reservation holds on-demand capacity; "
+                                                    "set spot_policy: on-demand"))
+    if fleet.blocks != 1:
+        problems.append(_diag(fleet, "blocks", f"fleet {fleet.name}: blocks (sharing a node between workloads) is not "
+                                               f"implemented on {backend.name}; the controller places replicas by their resources"))
+    return problems
 
 
 def _check_ssh_gateway(gateway: GatewayConfig, spec: Spec) -> list[Diagnostic]:
@@ -243,6 +310,8 @@ def _check_https(service: ServiceConfig, gateway: GatewayConfig) -> list[Diagnos
 def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, backend_name: str) -> list[Diagnostic]:
     backend = get(backend_name)
     if not isinstance(backend, Local):
+        if isinstance(backend, ClusterBackend):
+            _warn_gpu_labels(service, ctx)
         return _check_remote_service(service, backend_name)
     problems = []
     for i, group in enumerate(service.groups):
@@ -260,18 +329,31 @@ def _check_service(service: ServiceConfig, ctx: StackContext, facts: Facts, back
     if service.gateway is False:
         problems.append(_diag(service, "gateway", f"service {service.name}: the local backend serves services through a "
                                                   "gateway; remove gateway: false"))
-    if service.registry_auth:
-        ctx.warn(f"service {service.name}: registry_auth is ignored without Docker")
+    # Container options are honoured by the agent for image groups; a group without an image is a process.
+    processes = [g.name for g in service.groups if not g.image]
     for prop, set_ in (("entrypoint", service.entrypoint is not None), ("privileged", service.privileged),
+                       ("registry_auth", service.registry_auth is not None), ("user", service.user is not None),
                        ("home_dir", service.home_dir != "/root"),
                        ("resources.shm_size", any(g.resources is not None and g.resources.shm_size is not None
                                                   for g in service.groups))):
-        if set_:
-            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend")
+        if set_ and (processes or prop == "home_dir"):
+            where = f"group {', '.join(processes)} (no image)" if prop != "home_dir" else "containers and processes"
+            ctx.warn(f"service {service.name}: {prop} is ignored by the local backend for {where}")
     if service.model is not None and getattr(service.model, "format", "openai") == "tgi":
         ctx.warn(f"service {service.name}: model format tgi is served as OpenAI-compatible; chat_template and eos_token are ignored")
     return problems
 
+
+
+def _warn_gpu_labels(service: ServiceConfig, ctx: StackContext) -> None:
+    """On Kubernetes a GPU count is the device plugin's resource; GPU names and memory become node
+    affinity on labels only GPU feature discovery sets (the GPU Operator runs it)."""
+    for group in service.groups:
+        gpu = group.resources.gpu if group.resources is not None else None
+        if gpu is not None and not gpu.none and (gpu.names or gpu.memory is not None):
+            ctx.warn(f"service {service.name} group {group.name}: GPU names or memory on kubernetes select nodes by "
+                     "the nvidia.com/gpu.product and nvidia.com/gpu.memory labels GPU feature discovery sets; without "
+                     "it no node matches (a GPU count alone needs only the device plugin)")
 
 
 def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
@@ -296,9 +378,32 @@ def _service_backend(service: ServiceConfig, gateway: GatewayConfig | None) -> s
 
 
 
+_PORT_VARIABLE = re.compile(r"\$\{?(GPUSTACK_)?PORT\b")
+
+
+def _binds_declared_port(commands: Sequence[str], port: int) -> bool:
+    """Commands that name the declared port (`--port 8000`, as most of dstack's examples do) and
+    never $PORT bind it themselves. A program that reads PORT from its environment names neither."""
+    text = "\n".join(commands)
+    return not _PORT_VARIABLE.search(text) and re.search(rf"(?<![\d.]){port}(?!\d)", text) is not None
+
+
+def _check_host_ports(service: ServiceConfig, definition: Definition, hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
+    """Groups whose commands bind the declared port need a host each per replica: refuse more replicas than hosts."""
+    problems = []
+    for i, (group, config) in enumerate(zip(definition["groups"], service.groups)):
+        wanted = config.replicas.max if config.replicas.max is not None else config.replicas.min
+        if group.get("host_port") and hosts and wanted is not None and wanted > len(hosts):
+            at = f"replica_groups[{i}].replicas" if service.replica_groups else "replicas"
+            problems.append(_diag(service, at, f"service {service.name} group {config.name}: {wanted} replicas bind port "
+                                  f"{group['host_port']} themselves (no $PORT in commands), one per host, and the fleets have "
+                                  f"{len(hosts)} host(s); use $PORT in the commands, or image:, or fewer replicas"))
+    return problems
+
+
 def _check_placement(service: ServiceConfig, definition: Definition, hosts: Sequence[PlannedHost]) -> list[Diagnostic]:
     """A group no host can take one replica of would wait for capacity forever: refuse it now."""
-    problems = []
+    problems = _check_host_ports(service, definition, hosts)
     for bad in unsatisfiable_groups(definition, hosts):
         group = service.groups[bad.group_index]
         at = f"replica_groups[{bad.group_index}].resources" if service.replica_groups else "resources"
@@ -324,14 +429,16 @@ def _default_gateway(gateways: dict[str, GatewayConfig]) -> GatewayConfig | None
 
 
 
-def _definition(service: ServiceConfig, local: bool = True) -> Definition:
+def _definition(service: ServiceConfig, ctx: StackContext, local: bool = True) -> Definition:
     definition = service.to_runtime()
     base = Path(service.source.file).parent if service.source else Path.cwd()
-    for group in definition["groups"]:
+    for group, config in zip(definition["groups"], service.groups):
         # A replica's process is its own "instance" here: setup runs before the commands, every start.
         group["commands"] = list(service.setup) + group["commands"]
-        # Commands run from the configuration's directory, as they would from the repository in a container.
-        group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+        if group.get("image"):
+            _container_group(group, service, config, ctx)
+        else:
+            _process_group(group, service, config, base, ctx)
         if not local:
             continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
@@ -343,3 +450,23 @@ def _definition(service: ServiceConfig, local: bool = True) -> Definition:
     return definition
 
 
+def _container_group(group: Definition, service: ServiceConfig, config: Any, ctx: StackContext) -> None:
+    # Inside the image: an absolute working_dir, else the image's own (never this machine's path).
+    group["working_dir"] = service.working_dir if (service.working_dir or "").startswith("/") else None
+    group["container"] = workloads.container_options(service, config.resources)
+    auth = group["container"]["registry_auth"]
+    if auth is not None:
+        # A changed password restarts the replicas through this keyed fingerprint: the password itself
+        # never enters the generation, which state keeps in plaintext (contract/restart.py).
+        group["container"]["auth_fingerprint"] = ctx.fingerprint_values({"p": auth["password"]})["p"]
+
+
+def _process_group(group: Definition, service: ServiceConfig, config: Any, base: Path, ctx: StackContext) -> None:
+    # Commands run from the configuration's directory, as they would from the repository in a container.
+    group["working_dir"] = str((base / (group.get("working_dir") or ".")).resolve())
+    if service.port and _binds_declared_port(group["commands"], int(service.port)):
+        # dstack's services listen on their declared port: two such processes on one host would
+        # collide, so the replica gets that port and placement puts one per host and port.
+        group["host_port"] = int(service.port)
+        ctx.warn(f"service {service.name} group {config.name}: the commands bind port {service.port} themselves "
+                 "(no $PORT), so at most one replica runs per host; use $PORT, or image:, for several per host")

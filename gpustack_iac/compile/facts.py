@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gpustack_iac.backends import fleet_backend, get
+from gpustack_iac.backends.kubernetes.image import ImageError, image_ref, pinned
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
@@ -29,11 +30,14 @@ class HostFacts:
 class Facts:
     """Read-only answers about the world outside the configuration, each looked up at most once."""
 
-    def __init__(self, spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> None:
+    def __init__(self, spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None,
+                 offline: bool = False) -> None:
         self._spec, self._ctx = spec, ctx
+        self._offline = offline  # contact no SSH host (`plan --offline`)
         self._given = list(hosts) if hosts is not None else None
         self._docker: bool | None = None
         self._hosts: HostFacts | None = None
+        self._image: str | ImageError | None = None
 
     def docker(self) -> bool:
         """Whether a Docker (or Podman) daemon answers on this machine."""
@@ -41,23 +45,35 @@ class Facts:
             self._docker = detect_docker()
         return self._docker
 
+    def runtime_image(self) -> str:
+        """The Kubernetes gateway's runtime image pinned by digest (a local Podman/Docker lookup for a
+        tag); raises ImageError naming how to build or pin it."""
+        if self._image is None:
+            try:
+                self._image = pinned(image_ref())
+            except ImageError as exc:
+                self._image = exc
+        if isinstance(self._image, ImageError):
+            raise self._image
+        return self._image
+
     def hosts(self) -> HostFacts:
         """Every host the stack's fleets will have, from whichever backend knows them; by default
         the local fleets' hosts, measured here, and the SSH fleets' hosts, probed over SSH (an
         unreachable one is shown, and then no host is checked: it might be the one a group needs)."""
         if self._hosts is None:
-            self._hosts = HostFacts(self._given) if self._given is not None else _measured_hosts(self._spec, self._ctx)
+            self._hosts = HostFacts(self._given) if self._given is not None else _measured_hosts(self._spec, self._ctx, self._offline)
         return self._hosts
 
 
-def _measured_hosts(spec: Spec, ctx: StackContext) -> HostFacts:
+def _measured_hosts(spec: Spec, ctx: StackContext, offline: bool) -> HostFacts:
     # With a fleet of another backend the facts of some hosts are not known here, and a group only
     # they could run must not be refused: no check (no hosts).
     every_known = all(get(fleet_backend(f)).hosts_known_at_plan for f in spec.fleets)
     local = local_hosts([h for f in spec.fleets if not f.is_ssh for h in local_host_names(f)], ctx.state_root) if every_known else []
     if not any(f.is_ssh for f in spec.fleets):
         return HostFacts(local)
-    probed = probe_ssh_hosts(spec.fleets)
+    probed = probe_ssh_hosts(spec.fleets, offline)
     lines = [h.summary() for h in probed]
     if any(h.facts is None for h in probed) or not every_known:
         return HostFacts([], lines)

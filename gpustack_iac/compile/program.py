@@ -54,14 +54,14 @@ class CompiledStack:
 
 
 
-def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None) -> CompiledStack:
+def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | None = None, offline: bool = False) -> CompiledStack:
     """Check what the backends can do and return the program; raises ConfigError with every problem.
 
     `hosts` are the facts of every host the stack's fleets will have, from whichever backend knows
     them; by default the local fleets' hosts, measured on this machine, and the SSH fleets' hosts,
-    probed over SSH (an unreachable one is shown, and left out of the check).
+    probed over SSH (an unreachable one is shown, and left out of the check). `offline` probes none.
     """
-    plan = check(spec, ctx, Facts(spec, ctx, hosts))
+    plan = check(spec, ctx, Facts(spec, ctx, hosts, offline))
     for backend_name in plan.plugin_backends:
         get(backend_name).resources()  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=lambda: _Program(spec, ctx, plan).declare(), warnings=list(ctx.warnings),
@@ -132,7 +132,7 @@ class _Program:
                        network=Network(tuple(config.ssh_from)), scaled=self._scaled(str(config.name)), k8s_provider=k8s,
                        shared_network=handle, node_groups=[g for f, _ in same for g in self.plan.node_groups.get(str(f.name)) or []],
                        join_secrets={str(f.name): fl.join_secret for f, fl in same if fl.join_secret is not None},
-                       fleet_hosts=[h for fleet in fleets for h in fleet.hosts])
+                       fleet_hosts=[h for fleet in fleets for h in fleet.hosts], runtime_image=self.plan.images.get(str(config.name)))
 
     def _scaled(self, gateway: str) -> Any:
         from gpustack_iac.backends.kubernetes.names import deployment_names
@@ -140,10 +140,12 @@ class _Program:
         return deployment_names([d for n, d in self.plan.definitions.items() if self.plan.service_gateway.get(n) == gateway])
 
 
-def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes]) -> CompiledStack:
+def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, fingerprint_key: Callable[[], bytes],
+                  offline: bool = False) -> CompiledStack:
     """`compile_spec` for a command: the stack's names, where local processes keep their files, and
     the key env fingerprints are made with (see StackContext)."""
-    return compile_spec(spec, StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key))
+    ctx = StackContext(project=project, stack=stack, state_root=state_root, fingerprint_key=fingerprint_key)
+    return compile_spec(spec, ctx, offline=offline)
 
 
 

@@ -17,7 +17,7 @@ import json
 from typing import Any, Mapping
 
 # Keys of a group whose change restarts its replicas.
-GROUP_KEYS = ("commands", "image", "env", "resources", "working_dir", "mounts", "hosts")
+GROUP_KEYS = ("commands", "image", "env", "resources", "working_dir", "mounts", "hosts", "container", "host_port")
 # Keys of the service whose change restarts the replicas of every group.
 SERVICE_KEYS = ("port", "probe")
 
@@ -29,10 +29,20 @@ def _norm(value: Any) -> Any:
     return None if value is None or (isinstance(value, (list, tuple, dict)) and not value) else value
 
 
+def _no_password(container: Any) -> Any:
+    """A registry password never enters a hash kept in plaintext: compile adds the stack's keyed
+    fingerprint of it (`auth_fingerprint`), which changes with it."""
+    auth = container.get("registry_auth") if isinstance(container, Mapping) else None
+    if not isinstance(auth, Mapping) or "password" not in auth:
+        return container
+    return {**container, "registry_auth": {k: v for k, v in auth.items() if k != "password"}}
+
+
 def restart_inputs(service: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
     """The values of `group` (in `service`) that restart its replicas when they change."""
     out = {key: _norm(service.get(key)) for key in SERVICE_KEYS}
     out.update({key: _norm(group.get(key)) for key in GROUP_KEYS})
+    out["container"] = _no_password(out["container"])
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gpustack_iac.engine.base import Engine, EngineKind
 from gpustack_iac.engine.state import StateStore
+from gpustack_iac.engine.stores import open_store
 from gpustack_iac.errors import EngineError
 
 PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/install/"
@@ -43,7 +44,7 @@ def select_engine(
     if kind == "embedded":
         from gpustack_iac.engine.embedded.engine import EmbeddedEngine  # the SDK, loaded only when used
 
-        store = store if store is not None else StateStore.from_url(url, project, stack, passphrase)
+        store = store if store is not None else open_store(url, project, stack, passphrase)
         return EmbeddedEngine(project=project, stack=stack, store=store)
     if kind == "pulumi":
         if not pulumi_cli_available():

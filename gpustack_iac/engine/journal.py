@@ -173,6 +173,14 @@ def _apply_record(raw: RawState, index: _ReplayIndex, record: dict[str, Any]) ->
         raw.secrets_type = SECRETS_PROVIDER_TYPE
 
 
+def apply_records(raw: RawState, records: list[dict[str, Any]]) -> None:
+    """Apply journal records to `raw` in place (remote state applies each step this way, with no journal)."""
+    index = _ReplayIndex(raw.resources)
+    for record in records:
+        _apply_record(raw, index, record)
+    raw.resources = index.resources()
+
+
 def _journal_records(path: Path, serial: int) -> Iterator[dict[str, Any]]:
     try:
         data = path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -109,8 +110,12 @@ def hold(path: Path, stack: str, operation: str) -> Iterator[LockOwner]:
     except OSError as exc:
         raise StateError(f"cannot create the lock file {path}: {exc.strerror}") from exc
     try:
-        os.write(fd, payload)
-        os.fsync(fd)
+        _write_owner(fd, payload)
+    except OSError as exc:
+        # A full disk (ENOSPC) or a quota: an empty lock file left here would block every later
+        # command until `state unlock --force`, so it goes, and the reason is one line.
+        path.unlink(missing_ok=True)
+        raise StateError(f"cannot write the lock file {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     try:
@@ -122,6 +127,14 @@ def hold(path: Path, stack: str, operation: str) -> Iterator[LockOwner]:
                 path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _write_owner(fd: int, payload: bytes) -> None:
+    """The whole owner record, durably; a short write (a disk filling up) is an error, not a torn lock."""
+    written = os.write(fd, payload)
+    if written != len(payload):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.fsync(fd)
 
 
 def clear(path: Path, stack: str, force: bool = False) -> LockOwner | None:
@@ -136,17 +149,22 @@ def clear(path: Path, stack: str, force: bool = False) -> LockOwner | None:
     if owner is None:
         return None
     if not force:
-        if not owner.is_local():
-            raise StateError(
-                f"stack '{stack}' is locked by {owner.describe()}; that host is not this one, so its process "
-                "cannot be checked here: make sure it is finished, then unlock with --force"
-            )
-        if owner.is_alive():
-            raise StateLockedError(
-                f"stack '{stack}' is locked by {owner.describe()}, which is still running; not unlocking"
-            )
+        refuse_unless_stale(stack, owner)
     try:
         path.unlink()
     except FileNotFoundError:
         pass
     return owner
+
+
+def refuse_unless_stale(stack: str, owner: LockOwner) -> None:
+    """The rule for clearing a lock without --force: its owner ran on this host and is gone."""
+    if not owner.is_local():
+        raise StateError(
+            f"stack '{stack}' is locked by {owner.describe()}; that host is not this one, so its process "
+            "cannot be checked here: make sure it is finished, then unlock with --force"
+        )
+    if owner.is_alive():
+        raise StateLockedError(
+            f"stack '{stack}' is locked by {owner.describe()}, which is still running; not unlocking"
+        )

@@ -97,6 +97,7 @@ class Plan:
     format_version: int = PLAN_FORMAT_VERSION
     project: str = ""
     config_paths: list[str] = field(default_factory=list)  # what `up PLANFILE` compiles again, to check nothing moved
+    config_recursive: bool = False  # whether directories among config_paths were read recursively (`--recursive`)
     cost: dict[str, Any] | None = None  # hourly cost from the catalog (gpustack_iac/cost.py), None when not estimated
     hosts: list[str] = field(default_factory=list)  # SSH fleet hosts and their facts, one line each
 

@@ -181,6 +181,7 @@ def plan_from_dict(doc: Any) -> Plan:
         format_version=version,
         project=_optional(doc, "project", str, ""),
         config_paths=_str_list(doc, "config_paths", "") if "config_paths" in doc else [],
+        config_recursive=_optional(doc, "config_recursive", bool, False),
         cost=_get(doc, "cost", (dict, type(None)), "") if "cost" in doc else None,
         hosts=_str_list(doc, "hosts", "") if "hosts" in doc else [],
     )

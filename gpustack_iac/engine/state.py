@@ -56,10 +56,12 @@ from gpustack_iac.engine.journal import (
     secrets_record,
 )
 from gpustack_iac.engine.lock import LockOwner
+from gpustack_iac.engine.remote.objects import REMOTE_SCHEMES
 from gpustack_iac.engine.secrets import (
     FINGERPRINT_PURPOSE,
     SECRETS_PROVIDER_TYPE,
     Crypter,
+    Passphrase,
     create_passphrase_file,
     crypter_from_salt_state,
     decrypt_tree,
@@ -74,7 +76,6 @@ from gpustack_iac.errors import StateError
 OPERATION_TYPES = ("creating", "updating", "deleting", "reading")
 DEFAULT_STATE_URL = "file://.gpustack/state"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_REMOTE_SCHEMES = ("s3", "gs", "azblob")
 
 
 @dataclass
@@ -196,7 +197,12 @@ def _check_name(kind: str, name: str) -> None:
 
 
 class StateStore:
-    """The state of one stack of one project, under a file-backend root."""
+    """The state of one stack of one project, under a file-backend root.
+
+    RemoteStateStore (engine/remote/store.py) implements the same operations over an object store or
+    PostgreSQL; the engine and the commands use only these public methods, and open either through
+    engine/stores.py's `open_store(url, ...)`.
+    """
 
     def __init__(self, root: Path, project: str, stack: str, passphrase: str | None = None) -> None:
         _check_name("project", project)
@@ -232,14 +238,38 @@ class StateStore:
         if scheme == "file":
             path = rest or DEFAULT_STATE_URL.split("://", 1)[1]
             return StateStore(Path(path).expanduser().absolute(), project, stack, passphrase)
-        if scheme in _REMOTE_SCHEMES:
-            raise StateError(
-                f"state location {scheme}:// is not supported by the embedded engine yet, use --engine pulumi"
-            )
-        raise StateError(f"unknown state location scheme {scheme}://: use file://, s3://, gs:// or azblob://")
+        if scheme in REMOTE_SCHEMES:
+            raise StateError(f"internal error: {scheme}:// state is opened by engine.stores.open_store")
+        raise StateError(
+            f"unknown state location scheme {scheme}://: use file://, s3://, gs://, azblob:// or postgres://"
+        )
 
     def exists(self) -> bool:
-        return self.path.exists() or self.journal_path.exists()
+        return self.path.exists() or self.journal_path.exists() or self.backup_path.exists()
+
+    def describe(self) -> str:
+        """Where the checkpoint lives, for messages."""
+        return str(self.path)
+
+    def deployed(self) -> int:
+        """How many resources the stack holds (a destroyed or never-applied stack holds none).
+
+        Counts custom resources and open operations, from the stored form: no secret is decrypted.
+        """
+        raw = self._read_raw()
+        return sum(1 for r in raw.resources if r.get("custom")) + len(raw.pending)
+
+    def remove(self) -> None:
+        """Delete the stack's state (checkpoint, copy, journal); the caller holds the lock."""
+        for path in (self.path, self.backup_path, self.journal_path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot remove {path}: {exc.strerror}") from exc
+
+    def needs_compaction(self) -> bool:
+        """Whether steps were recorded since the checkpoint was last written whole."""
+        return self.journal_path.exists()
 
     def load(self) -> Checkpoint:
         """The current state: the checkpoint with any journal left by a crash replayed on top."""
@@ -411,7 +441,7 @@ class StateStore:
             )
         if self._crypter is not None and self._crypter_salt == salt:
             return self._crypter
-        found = find_passphrase(self._passphrase_arg, self.root, self.stack)
+        found = self._find_passphrase()
         if found is None:
             raise StateError(
                 f"stack '{self.stack}' holds encrypted secrets: set GPUSTACK_PASSPHRASE "
@@ -420,6 +450,12 @@ class StateStore:
         self._crypter = crypter_from_salt_state(found.value, salt, stack=self.stack)
         self._crypter_salt = salt
         return self._crypter
+
+    def _find_passphrase(self) -> Passphrase | None:
+        return find_passphrase(self._passphrase_arg, self.root, self.stack)
+
+    def _new_passphrase(self) -> Passphrase:
+        return create_passphrase_file(self.root, self.stack)
 
     def _decoder(self, raw: RawState) -> Transform:
         def decode(tree: Any) -> Any:
@@ -437,9 +473,9 @@ class StateStore:
             self._read_raw()
         if self._salt is not None or self._secrets_type not in (None, SECRETS_PROVIDER_TYPE):
             return self._read_crypter(self._salt or "", self._secrets_type)
-        found = find_passphrase(self._passphrase_arg, self.root, self.stack)
+        found = self._find_passphrase()
         if found is None:
-            found = create_passphrase_file(self.root, self.stack)
+            found = self._new_passphrase()
         salt, crypter = new_salt_state(found.value)
         # Journaled ahead of the record that needs it, in the same fsync'd write.
         records.append(secrets_record(salt))

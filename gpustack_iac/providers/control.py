@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from gpustack_iac.contract import cancel
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
 
@@ -158,7 +159,7 @@ def _poll_ready(name: str, url: str, admin_token: str, deadline: float, timeout:
         _fail_fast(name, groups)
         if groups and all(g.get("ready", 0) >= g.get("desired", 0) for g in groups) and not rollout.get("state") == "running":
             return status
-        time.sleep(0.5)
+        cancel.wait(0.5)
     waiting = ", ".join(f"{g['name']} {g.get('ready', 0)}/{g.get('desired', 0)} ready" for g in status.get("groups", []))
     raise ServiceNotReady(f"service {name} not ready after {timeout:.0f} s ({waiting or 'no status'}); see `gpustack-iac status` and `gpustack-iac logs {name}`")
 

@@ -23,7 +23,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers import sshhost, wheelhouse
-from gpustack_iac.providers.sshconn import SshHostError, SshTarget, connect
+from gpustack_iac.providers.sshconn import SshHostError, SshTarget, SshTrustError, connect
 from gpustack_iac.runtime.auth import new_token
 
 # Changing one of these is another host (or another install): delete the old one first.
@@ -105,6 +105,8 @@ class HostProvider(ResourceProvider):
                 if not alive:
                     return ReadResult(id_=None, outs={})  # planned as a create, which re-installs and starts it
                 facts = sshhost.facts(conn, target.label, _layout(props), str(props["install_path"]))
+        except SshTrustError:
+            raise  # a wrong host key or refused login is not "down": `up` must fail on it, not log it
         except SshHostError:
             # Unreachable is not gone: the host may come back; the controller re-places its replicas meanwhile.
             return ReadResult(id_=id_, outs={**props, "alive": False})

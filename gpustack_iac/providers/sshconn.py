@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -24,9 +25,21 @@ from gpustack_iac.errors import GpustackError
 
 CONNECT_TIMEOUT = 15.0
 
+# paramiko's transport thread logs each failed handshake (a host that accepts TCP and closes, a
+# wrong key) with a traceback; with no logging configured Python prints it to stderr. connect()
+# reports every such failure as one SshHostError, so the thread's copy is not wanted.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
 
 class SshHostError(GpustackError):
     """A fleet host could not be reached, authenticated, verified or prepared."""
+
+
+class SshTrustError(SshHostError):
+    """The host answered but cannot be trusted or logged in to: a wrong, unknown or changed host key,
+    or refused credentials. Unlike "unreachable", waiting does not fix it, so it is never taken for a
+    host that is down."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ class _Pinned(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         actual = fingerprint(key)
         if actual != self.expected:
-            raise SshHostError(f"host key mismatch: the host offered {actual}, the configuration pins {self.expected}")
+            raise SshTrustError(f"host key mismatch: the host offered {actual}, the configuration pins {self.expected}")
 
 
 class _Strict(paramiko.MissingHostKeyPolicy):
@@ -79,7 +92,7 @@ class _Strict(paramiko.MissingHostKeyPolicy):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise SshHostError(f"unknown host key {fingerprint(key)} (not in {self.known_hosts}); add it with ssh-keyscan after "
+        raise SshTrustError(f"unknown host key {fingerprint(key)} (not in {self.known_hosts}); add it with ssh-keyscan after "
                            "checking it, pin it with host_key, or set host_key_policy: accept-new")
 
 
@@ -114,6 +127,20 @@ def _connect_kwargs(identity_file: str | None) -> dict[str, Any]:
     return kwargs
 
 
+class _JumpedConnection(Connection):  # type: ignore[misc]
+    """A connection that closes its jump host's connection with its own.
+
+    Fabric's `close` leaves a `gateway=` Connection open: each connect through a `proxy_jump` left a
+    `sshd: user [priv]` session on the jump host until the process exited."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if isinstance(self.gateway, Connection):
+                self.gateway.close()
+
+
 def connect(target: SshTarget) -> Connection:
     """An open, verified connection, or SshHostError naming the host and what went wrong."""
     gateway = None
@@ -122,19 +149,29 @@ def connect(target: SshTarget) -> Connection:
                          user=target.proxy_jump.get("user"), identity_file=target.proxy_jump.get("identity_file"),
                          known_hosts=target.known_hosts, host_key_policy=target.host_key_policy)
         gateway = connect(jump)
-    conn = Connection(target.hostname, user=target.user, port=target.port, gateway=gateway,
-                      connect_kwargs=_connect_kwargs(target.identity_file), connect_timeout=CONNECT_TIMEOUT)
+    conn = _JumpedConnection(target.hostname, user=target.user, port=target.port, gateway=gateway,
+                             connect_kwargs=_connect_kwargs(target.identity_file), connect_timeout=CONNECT_TIMEOUT)
     _client_policy(target, conn.client)
+    try:
+        _open(conn, target)
+    except BaseException:
+        conn.close()  # the jump host's session too
+        raise
+    return conn
+
+
+def _open(conn: Connection, target: SshTarget) -> None:
+    """Open `conn`; paramiko's failures become one SshHostError naming the host."""
     try:
         conn.open()
     except SshHostError as exc:
-        raise SshHostError(f"host {target.label}: {exc}") from None
+        raise type(exc)(f"host {target.label}: {exc}") from None
     except paramiko.BadHostKeyException as exc:
-        raise SshHostError(f"host {target.label}: host key mismatch: the host offered {fingerprint(exc.key)}, "
+        raise SshTrustError(f"host {target.label}: host key mismatch: the host offered {fingerprint(exc.key)}, "
                            f"{target.known_hosts_path()} has {fingerprint(exc.expected_key)} (the host was reinstalled, "
                            "or someone is in between); check it before updating known_hosts") from None
     except paramiko.AuthenticationException:
-        raise SshHostError(f"host {target.label}: authentication refused for user {target.user or '(default)'} "
+        raise SshTrustError(f"host {target.label}: authentication refused for user {target.user or '(default)'} "
                            f"with {target.identity_file or 'the default keys'}") from None
     except (socket.timeout, TimeoutError):
         raise SshHostError(f"host {target.label}: unreachable (timed out after {CONNECT_TIMEOUT:g} s)") from None
@@ -143,4 +180,3 @@ def connect(target: SshTarget) -> Connection:
         raise SshHostError(f"host {target.label}: unreachable ({reason})") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
         raise SshHostError(f"host {target.label}: unreachable ({exc or type(exc).__name__})") from None
-    return conn

@@ -8,6 +8,7 @@ a dead host must still be possible.
 
 from __future__ import annotations
 
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +53,39 @@ def _probe(name: str, target: SshTarget, labels: dict[str, Any], install_dir: st
     return ProbedHost(name, target, labels, facts=facts, problem=problem)
 
 
-def probe_hosts(hosts: list[tuple[str, SshTarget, dict[str, Any], str]]) -> list[ProbedHost]:
-    """(name, target, labels, install_dir) of each host → what each one has, probed in parallel."""
+# RFC 5737's documentation ranges: the examples' hosts. A copied example must not make `plan` connect
+# anywhere, and these addresses are nobody's host, so they are never probed.
+_DOCUMENTATION_NETS = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+
+
+def is_documentation_address(hostname: str) -> bool:
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return any(address in net for net in _DOCUMENTATION_NETS)
+
+
+def _not_probed(target: SshTarget, offline: bool) -> str:
+    """Why a host is not contacted at plan time, or "" when it is."""
+    if offline:
+        return "not probed (plan --offline)"
+    jump = str((target.proxy_jump or {}).get("hostname") or "")
+    for hostname in (target.hostname, jump):
+        if is_documentation_address(hostname):
+            return f"not probed: {hostname} is a documentation address (RFC 5737), as in the examples; put your host's address there"
+    return ""
+
+
+def probe_hosts(hosts: list[tuple[str, SshTarget, dict[str, Any], str]], offline: bool = False) -> list[ProbedHost]:
+    """(name, target, labels, install_dir) of each host → what each one has, probed in parallel.
+    Offline, or at a documentation address, a host is not contacted and its facts stay unknown."""
     if not hosts:
         return []
+
+    def one(name: str, target: SshTarget, labels: dict[str, Any], install_dir: str) -> ProbedHost:
+        why = _not_probed(target, offline)
+        return ProbedHost(name, target, labels, error=why) if why else _probe(name, target, labels, install_dir)
+
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return list(pool.map(lambda h: _probe(*h), hosts))
+        return list(pool.map(lambda h: one(*h), hosts))

@@ -28,7 +28,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers import sshhost, wheelhouse
-from gpustack_iac.providers.sshconn import SshHostError, SshTarget, connect
+from gpustack_iac.providers.sshconn import SshHostError, SshTarget, SshTrustError, connect
 from gpustack_iac.runtime.auth import new_token
 
 START_TIMEOUT = 60.0
@@ -149,6 +149,8 @@ class GatewayHostProvider(ResourceProvider):
             with connect(target) as conn:
                 alive = conn.run(f"kill -0 \"{_watchdog_pid(str(props['install_path']))}\" 2>/dev/null",
                                  hide=True, warn=True, in_stream=False).exited == 0
+        except SshTrustError:
+            raise  # a wrong host key or refused login is not "down": the command must fail on it
         except SshHostError:
             return ReadResult(id_=id_, outs=props)
         return ReadResult(id_=id_ if alive else None, outs=props if alive else {})

@@ -29,7 +29,8 @@ RUNTIME_REQUIREMENTS = ("aiohttp>=3.9", "psutil>=5.9", "pydantic>=2.7,<3", "uvlo
 GATEWAY_REQUIREMENTS = ("httptools>=0.6.2", "cryptography>=42", "acme>=3", "croniter>=2")
 # What installs them on the host (pypa's wheel installer, run from its own wheel).
 INSTALL_TOOLS = ("installer>=0.7",)
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# The distribution root (pyproject.toml, gpustack_iac/): this file is gpustack_iac/providers/wheelhouse.py.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class WheelhouseError(GpustackError):

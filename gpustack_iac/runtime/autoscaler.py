@@ -79,6 +79,13 @@ class ServiceAutoscaler:
         # Groups holding burst capacity, with their count before the burst: whatever the burst
         # path added (and any stable scale-up while it lasts) is released on the burst delay.
         self._burst: dict[str, int] = {}
+        # (when, seconds): how long after a burst ended the next one came. A busy period that
+        # returns within minutes keeps its capacity over the gap instead of a release and restart.
+        self._returns: deque[tuple[float, float]] = deque(maxlen=3)
+        self._busy_last: float | None = None  # last tick that needed burst capacity
+        self._lows: deque[tuple[float, float]] = deque()  # (time, long-window rate), rates increasing
+        self._busy_need: dict[str, int] = {}  # what the busy period's rate needs
+        self._busy_start: tuple[float, int] | None = None  # (time, requests_total) the busy period began at
         # (time, recommendation per group): a scale-down goes only as low as the highest
         # recommendation of the last stable window, so a brief dip in a busy hour removes nothing.
         self._history: deque[tuple[float, dict[str, int]]] = deque()
@@ -179,6 +186,7 @@ class ServiceAutoscaler:
                 elif n <= self._burst.get(name, -1):
                     del self._burst[name]
         self._alloc = new
+        self._track_busy(now)
         return self._spill(new, ready, no_capacity)
 
     def _aim(self, loads: Mapping[str, float], metrics: Sequence[Metric], scale: float, now: float) -> dict[str, int]:
@@ -193,7 +201,7 @@ class ServiceAutoscaler:
         main = self._main
         if main is None or main.headroom_z <= 0 or "rps" not in scaled:
             return base
-        sigma = math.sqrt(max(0.0, self._window.variance(self.window, now)))
+        sigma = math.sqrt(max(0.0, self._window.variance(self._noise_period(now), now)))
         noisy = spread({**scaled, "rps": scaled["rps"] + main.headroom_z * sigma * scale}, self._groups, metrics)
         allowed = math.floor(main.headroom_budget * sum(base.values()) + 1e-9)
         extra = {g.name: noisy[g.name] - base[g.name] for g in self._groups}
@@ -205,6 +213,35 @@ class ServiceAutoscaler:
             extra[g.name] -= cut
             over -= cut
         return {g.name: base[g.name] + extra[g.name] for g in self._groups}
+
+    def _noise_period(self, now: float) -> float:
+        """The window, or the time since the rate changed inside it.
+
+        A step up or down makes the sample-to-sample counts vary by the step's size; read as
+        noise it asked for headroom replicas that became ready after a flash crowd had ended.
+        """
+        changed = self._window.change_at(self.window, now)
+        return self.window if changed is None else now - changed
+
+    def _short_need(self, now: float) -> dict[str, int]:
+        """Replicas per group the burst window's rate needs (step-aware); zeros without rps."""
+        rps = next((m for m in self._metrics if m.name == "rps" and m.leading), None)
+        if rps is None or self._main is None:
+            return {g.name: 0 for g in self._groups}
+        rate, _ = self._window.step_rate(self.burst_window, now)
+        return spread({"rps": rate}, self._groups, [rps])
+
+    def _release_hold(self, release: float, cap: float, now: float) -> float:
+        """Seconds burst capacity is held after the burst: longer when bursts keep coming back.
+
+        Sized from the longest of the last three gaps between a burst's end and the next one
+        (within six `cap`s), plus a fifth; gaps longer than `cap` (the group's scale-down
+        delay) say nothing, since holding that long is what the normal path does anyway.
+        """
+        recent = [gap for at, gap in self._returns if now - at <= 6 * cap and gap <= cap]
+        if not recent:
+            return release
+        return min(cap, max(release, 1.2 * max(recent)))
 
     def _burst_fill(self, alloc: Mapping[str, int], now: float) -> dict[str, int] | None:
         """Replicas for the burst window's rate when its count is significantly above capacity.
@@ -221,14 +258,66 @@ class ServiceAutoscaler:
             return None
         w = self.burst_window
         count, _ = self._window.arrivals(w, now)
-        expected = capacity(alloc, self._groups, rps) * w
-        if expected <= 0 or count <= expected + main.burst_sigmas * math.sqrt(expected):
+        if not self._above(alloc, rps, main.burst_sigmas, now):
             return None
-        # Sized on the newest third of the window too: a step up is detected before it fills the
-        # window, and sizing on the whole window would start the replicas in several launches.
-        recent, span = self._window.arrivals(w / 3, now)
-        rate = max(count / w, recent / span if span > 0 else 0.0)
-        return spread({"rps": rate}, self._groups, [rps])
+        # Sized on the rate since the step began when the window holds one: a 25x flash crowd
+        # one second old gets its capacity in one launch, not diluted by the quiet seconds before.
+        rate, _ = self._window.step_rate(w, now)
+        return spread({"rps": max(count / w, rate)}, self._groups, [rps])
+
+    def _above(self, alloc: Mapping[str, int], rps: Metric, sigmas: float, now: float) -> bool:
+        """Whether the burst window's count is more than `sigmas` deviations above `alloc`'s capacity."""
+        w = self.burst_window
+        count, _ = self._window.arrivals(w, now)
+        expected = capacity(alloc, self._groups, rps) * w
+        return expected > 0 and count > expected + sigmas * math.sqrt(expected)
+
+    def _track_busy(self, now: float) -> None:
+        """Note each tick that still needs burst capacity, and each busy period that came back.
+
+        Busy: the burst window's count is a burst (the test that starts one) against what the
+        quiet level needs, the lowest long-window rate of the last `scale_down_delay`. A busy
+        period is busy to its end however long it lasts, while load that stays up becomes the
+        quiet level and stops being busy. A busy tick after at least a burst window without one
+        is a return, and its gap sizes the release hold.
+        """
+        main = self._main
+        rps = next((m for m in self._metrics if m.name == "rps" and m.leading), None)
+        if main is None or main.burst_sigmas is None or rps is None:
+            return
+        quiet = self._quiet_rate(now, main.scale_down_delay)
+        if not self._burst:
+            return
+        base = spread({"rps": quiet}, self._groups, [rps])
+        if not self._above(base if sum(base.values()) else self._one_replica(), rps, main.burst_sigmas, now):
+            return
+        latest = self._window.latest
+        total = latest.requests_total if latest is not None else 0
+        if self._busy_last is not None and now - self._busy_last >= self.burst_window:
+            self._returns.append((now, now - self._busy_last))
+            self._busy_start = None
+        if self._busy_start is None:
+            self._busy_start = (now, total)
+        self._busy_last = now
+        # What the busy period's mean rate needs (the burst window's until it is that long): the
+        # hold keeps this, not the peaks of per-second noise.
+        began, at_start = self._busy_start
+        if now - began >= self.burst_window:
+            self._busy_need = spread({"rps": (total - at_start) / (now - began)}, self._groups, [rps])
+        else:
+            self._busy_need = self._short_need(now)
+
+    def _quiet_rate(self, now: float, horizon: float) -> float:
+        """The lowest long-window rate of the last `horizon` seconds (a sliding minimum)."""
+        rate = self._window.rate(self.window, now)
+        lows = self._lows
+        if self._window.span() >= self.window / 2:  # a few seconds of history are no level yet
+            while lows and lows[-1][1] >= rate:
+                lows.pop()
+            lows.append((now, rate))
+        while lows and lows[0][0] < now - horizon:
+            lows.popleft()
+        return lows[0][1] if lows else rate
 
     def _one_replica(self) -> dict[str, int]:
         out = {g.name: 0 for g in self._groups}
@@ -254,6 +343,10 @@ class ServiceAutoscaler:
         """Apply each group's scale-up / scale-down delay, measured from its last scaling event."""
         out = dict(current)
         going_to_zero = sum(target.values()) == 0
+        # Never below what the burst window's rate needs: a release or stable scale-down that
+        # looked at the long window alone removed replicas a new busy period needed, and the burst
+        # path started them again a second later (6 -> 4 -> 7).
+        short = self._short_need(now) if not panic else {}
         for g in self._groups:
             cur, want = current[g.name], target[g.name]
             scaling = g.scaling
@@ -269,7 +362,16 @@ class ServiceAutoscaler:
                 if g.name in self._burst and release is not None and self._panic_until is not None:
                     # Measured from the burst's end, not from partial releases: burst capacity
                     # follows the stable window down instead of a staircase of delays.
-                    delay, since = release, now - self._panic_until
+                    cap = max(release, scaling.scale_down_delay if scaling else release)
+                    end = max(self._panic_until, self._busy_last or self._panic_until)
+                    delay, since = self._release_hold(release, cap, now), now - end
+                    if since < delay:
+                        # The hold keeps what the busy period's rate needed, not the headroom above
+                        # it: a returning period is met by the burst path, headroom follows.
+                        kept = self._busy_need.get(g.name, cur)
+                        if kept < cur and since >= release:
+                            out[g.name] = max(want, kept)
+                        continue
                 if since < delay:
                     continue
                 if going_to_zero:
@@ -277,7 +379,7 @@ class ServiceAutoscaler:
                     if not self._quiet_for(delay, now):
                         continue
                 else:
-                    want = max(want, self._highest_since(g.name, now - min(delay, self.window)))
+                    want = max(want, short.get(g.name, 0), self._highest_since(g.name, now - min(delay, self.window)))
                     if want >= cur:
                         continue
                 out[g.name] = want

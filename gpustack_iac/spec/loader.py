@@ -112,19 +112,18 @@ def is_config_file(path: Path) -> bool:
     return name.endswith(CONFIG_SUFFIXES) or name in {".gpustack.yml", ".gpustack.yaml", ".dstack.yml", ".dstack.yaml"}
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """The configuration files named or found (recursively) under the given paths, sorted per directory."""
+def discover(paths: Iterable[Path], recursive: bool = True) -> tuple[list[Path], list[Diagnostic]]:
+    """The configuration files named or found under the given paths, sorted per directory: in each
+    directory given, or (`recursive`) also in its subdirectories."""
     files: list[Path] = []
     problems: list[Diagnostic] = []
     for path in paths:
         if path.is_dir():
-            found: list[Path] = []
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-                found.extend(Path(root) / n for n in sorted(names) if is_config_file(Path(n)))
+            found = _configs_in(path, recursive)
             if not found:
+                deeper = "" if recursive or not _configs_in(path, True) else "; subdirectories have some: pass --recursive to read them"
                 problems.append(
-                    Diagnostic(str(path), 0, 0, "", f"no configuration files here (expected *{', *'.join(CONFIG_SUFFIXES)})")
+                    Diagnostic(str(path), 0, 0, "", f"no configuration files here (expected *{', *'.join(CONFIG_SUFFIXES)}){deeper}")
                 )
             files.extend(found)
         elif path.is_file():
@@ -135,6 +134,14 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
     for f in files:
         unique.setdefault(f.resolve(), None)
     return [Path(os.path.relpath(f)) if _under_cwd(f) else f for f in unique], problems
+
+
+def _configs_in(path: Path, recursive: bool) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS) if recursive else []
+        found.extend(Path(root) / n for n in sorted(names) if is_config_file(Path(n)))
+    return found
 
 
 def _under_cwd(path: Path) -> bool:
@@ -224,9 +231,10 @@ def load_text(text: str, file: str = "<string>", env: Mapping[str, str] | None =
     return _load([(file, text)], env if env is not None else {}, [])
 
 
-def load_paths(paths: list[Path], env: Mapping[str, str]) -> Spec:
-    """Load files and directories; raises ConfigError with every problem found, all at once."""
-    files, problems = discover(paths)
+def load_paths(paths: list[Path], env: Mapping[str, str], recursive: bool = True) -> Spec:
+    """Load files and directories (`recursive`: with their subdirectories); raises ConfigError with
+    every problem found, all at once."""
+    files, problems = discover(paths, recursive)
     sources: list[tuple[str, str]] = []
     for f in files:
         try:

@@ -422,6 +422,7 @@ class RunParams(ProfileParams):
     working_dir: str | None = Field(None, description="The working directory, relative to the repository. Defaults to `.`.")
     home_dir: str = Field("/root", description="The home directory inside the container.")
     privileged: Bool = Field(False, description="Run the container in privileged mode.")
+    user: str | None = Field(None, description="The user the container runs as (`name`, `uid` or `uid:gid`); image runs only.")
     registry_auth: RegistryAuth | None = Field(None, description="Credentials for pulling a private Docker image.")
     env: EnvVars = Field(
         default_factory=dict,
@@ -971,7 +972,7 @@ class VolumeConfig(Document):
         return self
 
 
-_STATE_SCHEMES = ("file://", "s3://", "gs://", "azblob://")
+_STATE_SCHEMES = ("file://", "s3://", "gs://", "azblob://", "postgres://", "postgresql://")
 _SECRETS_PROVIDERS = ("passphrase", "awskms://", "gcpkms://", "azurekeyvault://", "hashivault://")
 
 
@@ -996,8 +997,9 @@ class ProjectConfig(Document):
     name: Name | None = Field(None, description="The project's name (names the Pulumi project and stack); defaults to the file name.")
     state: str | None = Field(
         None,
-        description="Where state is kept: `file://PATH`, `s3://`, `gs://` or `azblob://`. Defaults to `./.gpustack/state` "
-        "(or `$GPUSTACK_STATE_DIR`).",
+        description="Where state is kept: `file://PATH`, `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, "
+        "`azblob://CONTAINER/PREFIX` or `postgres://...` (Pulumi's DIY layout). Defaults to `$GPUSTACK_STATE`, "
+        "else `$GPUSTACK_STATE_DIR`, else `./.gpustack/state`; `--state` overrides it.",
     )
     secrets_provider: str = Field("passphrase", description="`passphrase` (default) or a KMS URL (`awskms://`, `gcpkms://`, ...).")
     backends: list[BackendCredentials] = Field(default_factory=list, description="Where each backend's credentials come from.")

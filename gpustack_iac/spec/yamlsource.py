@@ -242,17 +242,36 @@ def read_documents(text: str) -> tuple[list[YamlDocument], list[Problem]]:
     if len(text) > MAX_FILE_BYTES:
         line, column = position_of(text, MAX_FILE_BYTES)
         return [], [Problem(line, column, "", too_large_message())]
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        # Found before the parser, which raises a ReaderError with a character offset and no line.
+        line, column = position_of(text, bad.start())
+        return [], [Problem(line, column, "", control_character_message(bad.group()))]
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
                 continue
             docs.append(YamlDocument(node, builder.build(node, ""), index))
+    except yaml.reader.ReaderError as exc:  # any character the scan above did not foresee
+        line, col = position_of(text, min(exc.position, len(text)))
+        builder.problems.append(Problem(line, col, "", f"invalid YAML: {exc.reason}"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         detail = exc.problem or exc.context
         builder.problems.append(Problem(line, col, "", detail if isinstance(exc, LimitError) else f"invalid YAML: {detail}"))
     return docs, builder.problems
+
+
+# What YAML 1.1 does not allow in a stream (PyYAML's reader rule): C0 controls but tab, LF and CR,
+# DEL, C1 controls but NEL, surrogates and the two non-characters U+FFFE/U+FFFF.
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+def control_character_message(char: str) -> str:
+    name = "NUL" if char == "\x00" else f"U+{ord(char):04X}"
+    return (f"invalid YAML: a {name} control character; a configuration file may hold only printable "
+            "text, tabs and line breaks (is this a binary file, or was it damaged?)")
 
 
 def too_large_message() -> str:

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def ephemeral_key() -> Callable[[], bytes]:
@@ -41,6 +42,14 @@ class StackContext:
         or of a short password can be)."""
         key = self.fingerprint_key()
         return {k: fingerprint(key, str(v)) for k, v in values.items()}
+
+
+def hide_registry_password(container: dict[str, Any] | None, hide: Callable[[str], Any]) -> None:
+    """Replace a definition's `registry_auth` password in place: by a secret output for the
+    registration's inputs (encrypted in state), by a fingerprint for the component's recorded spec."""
+    auth = (container or {}).get("registry_auth")
+    if auth and auth.get("password") is not None:
+        auth["password"] = hide(str(auth["password"]))
 
 
 def fingerprint(key: bytes, value: str) -> str:

@@ -123,7 +123,7 @@ def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[Fl
     return hosts
 
 
-def probe_ssh_hosts(fleets: list[FleetConfig]) -> list[Any]:
+def probe_ssh_hosts(fleets: list[FleetConfig], offline: bool = False) -> list[Any]:
     """What every host of these SSH fleets has, probed over SSH with nothing installed
     (`providers/sshfacts.py`'s ProbedHost, one per host)."""
     # fabric and paramiko load only for stacks with SSH fleets (about 0.3 s of every local plan otherwise).
@@ -131,4 +131,4 @@ def probe_ssh_hosts(fleets: list[FleetConfig]) -> list[Any]:
     from gpustack_iac.providers.sshfacts import probe_hosts  # noqa: PLC0415
 
     return probe_hosts([(p["name"], SshTarget.from_props(p), p["labels"], p["install_dir"])
-                        for f in fleets if f.is_ssh for p in ssh_host_props(f)])
+                        for f in fleets if f.is_ssh for p in ssh_host_props(f)], offline)

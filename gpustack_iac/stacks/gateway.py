@@ -30,7 +30,8 @@ class Gateway(pulumi.ComponentResource):
                  instance: GatewayInstance | None = None, network: Network | None = None,
                  scaled: list[tuple[str, str, str]] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
                  shared_network: Any = None, node_groups: list[NodeGroup] | None = None,
-                 join_secrets: dict[str, Any] | None = None, fleet_hosts: list[FleetHost] | None = None) -> None:
+                 join_secrets: dict[str, Any] | None = None, fleet_hosts: list[FleetHost] | None = None,
+                 runtime_image: str | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = get(config.backend)
         super().__init__("gpustack:index:Gateway", self.gateway_name, {"spec": self.spec_of(config)}, opts)
@@ -43,8 +44,9 @@ class Gateway(pulumi.ComponentResource):
             kube = backend.resources()
             ns = kube.namespace(f"{ctx.project}-{ctx.stack}", self, k8s_provider)
             self.namespace, self.k8s_provider = ns.metadata["name"], k8s_provider
+            assert runtime_image is not None  # pinned by digest at plan (backends/kubernetes/image.py)
             out = kube.gateway(self.gateway_name, self.namespace, new_token(), new_token(), scaled or [], config.domain,
-                               self, k8s_provider)
+                               self, k8s_provider, image=runtime_image)
             self._set(out.url, out.control_url, out.token, out.admin_token)
         else:
             assert isinstance(backend, CloudVmBackend) and instance is not None

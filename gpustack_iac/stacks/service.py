@@ -9,8 +9,7 @@ import pulumi
 
 from gpustack_iac.backends import ClusterBackend
 from gpustack_iac.providers import control
-from gpustack_iac.spec.values import EnvFromEnvironment
-from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.context import StackContext, hide_registry_password
 from gpustack_iac.stacks.gateway import Gateway
 
 
@@ -50,15 +49,16 @@ class Service(pulumi.ComponentResource):
         out = copy.deepcopy(definition)
         for group in out["groups"]:
             group["env"] = ctx.fingerprint_values(group["env"])
+            hide_registry_password(group.get("container"), lambda v: ctx.fingerprint_values({"p": v})["p"])
         return out
 
 
 def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
-    """Env values read from the environment (HF_TOKEN and the like) travel as secrets: encrypted in
-    state, `[secret]` in plans. Literal values (`ROLE=spiky`) are part of the configuration and
-    stay visible, so a plan shows their changes."""
+    """Every env value travels as a secret: encrypted in state, `[secret]` in plans and `up`'s output.
+    A literal `API_KEY=sk-...` is as secret as one read from the environment, and the tool cannot tell
+    them apart by name; the plan's summary still says which variables changed (keyed fingerprints)."""
     out = copy.deepcopy(definition)
     for group in out["groups"]:
-        group["env"] = {k: pulumi.Output.secret(str(v)) if isinstance(v, EnvFromEnvironment) else v
-                        for k, v in group["env"].items()}
+        group["env"] = {k: pulumi.Output.secret(str(v)) for k, v in group["env"].items()}
+        hide_registry_password(group.get("container"), pulumi.Output.secret)
     return out

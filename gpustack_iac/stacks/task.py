@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pulumi
 
 from gpustack_iac.providers import task as task_provider
-from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.context import StackContext, hide_registry_password
 from gpustack_iac.stacks.fleet import FleetHost
 
 
@@ -39,7 +39,7 @@ class Task(pulumi.ComponentResource):
         self.state_dir = str(ctx.local_dir("tasks", name))
         task_provider.Task(
             name,
-            {"definition": _secret_env(definition), "run_id": run_id(definition), "hosts": host_inputs(hosts),
+            {"definition": _secret_env(definition), "run_id": run_id(self.spec_of(definition, ctx)), "hosts": host_inputs(hosts),
              "state_dir": self.state_dir},
             pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
@@ -49,10 +49,12 @@ class Task(pulumi.ComponentResource):
     def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
         out = copy.deepcopy(definition)
         out["env"] = ctx.fingerprint_values(out.get("env") or {})
+        hide_registry_password(out.get("container"), lambda v: ctx.fingerprint_values({"p": v})["p"])
         return out
 
 
 def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(definition)
     out["env"] = {k: pulumi.Output.secret(v) for k, v in (out.get("env") or {}).items()}
+    hide_registry_password(out.get("container"), pulumi.Output.secret)
     return out

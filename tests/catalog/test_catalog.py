@@ -124,3 +124,10 @@ def test_offers_for_kubernetes_capacity_says_it_is_not_in_the_catalog() -> None:
     result = CliRunner().invoke(main, ["offers", "examples/kubernetes"])
     assert result.exit_code == 0, result.output
     assert "fleet k8s-gpus (cpu=2.. mem=8GB.. disk=100GB.. nvidia:1..): kubernetes capacity is not in the catalog" in result.output
+
+
+def test_offers_gpu_count_that_looks_like_memory_gets_a_did_you_mean() -> None:
+    result = CliRunner().invoke(main, ["offers", "--gpu", "A100:80"])
+    assert result.exit_code == 0, result.output
+    assert "did you mean --gpu A100:80GB?" in result.output
+    assert "did you mean" not in CliRunner().invoke(main, ["offers", "--gpu", "A100:80GB"]).output

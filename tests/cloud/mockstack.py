@@ -30,6 +30,7 @@ class Registered:
     name: str
     inputs: dict[str, Any]
     ignore_changes: list[str]
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -64,6 +65,10 @@ class _Mocks(pulumi.runtime.Mocks):
         outs.setdefault("email", f"{args.name}@mock.iam.gserviceaccount.com")
         outs.setdefault("zoneId", "Z0MOCK")
         outs.setdefault("principalId", "00000000-0000-0000-0000-00000000beef")
+        if args.typ == "aws:lb/loadBalancer:LoadBalancer":
+            outs.setdefault("dnsName", f"{args.name}.elb.mock")
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            outs.setdefault("publicKeyOpenssh", f"ssh-ed25519 AAAAmock {args.name}")
         if args.typ.startswith("azure-native:") and "identity" in outs:
             # Azure answers userAssignedIdentities as a map (id → principal) for the list given.
             ident = dict(outs["identity"])
@@ -72,6 +77,10 @@ class _Mocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == CLIENT_CONFIG and not (os.environ.get("ARM_TENANT_ID") or os.environ.get("AZURE_TENANT_ID")):
+            # Azure without a configured tenant: the vault trusts the signed-in client's directory,
+            # which the Pulumi CLI looks up (the embedded engine refuses the lookup).
+            return {"tenantId": MOCK_TENANT, "clientId": "c", "objectId": "o", "subscriptionId": "s"}
         raise AssertionError(f"the program invoked {args.token}: plans must not need cloud lookups")
 
 
@@ -79,12 +88,17 @@ class _Monitor(MockMonitor):
     def __init__(self, mocks: _Mocks) -> None:
         super().__init__(mocks)
         self.ignore: dict[tuple[str, str], list[str]] = {}
+        self.delete_first: set[tuple[str, str]] = set()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         self.ignore[(request.type, request.name)] = list(request.ignoreChanges)
+        if request.deleteBeforeReplace:
+            self.delete_first.add((request.type, request.name))
         return super().RegisterResource(request)
 
 
+CLIENT_CONFIG = "azure-native:authorization:getClientConfig"
+MOCK_TENANT = "11111111-2222-3333-4444-555555555555"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's wire marker of a secret value
 
 
@@ -132,5 +146,7 @@ def run(path: Path, tmp: Path) -> Graph:
     contextvars.copy_context().run(isolated)
     graph = Graph(compiled=compiled)
     for args in mocks.seen:
-        graph.resources.append(Registered(args.typ, args.name, dict(args.inputs), monitor.ignore.get((args.typ, args.name), [])))
+        key = (args.typ, args.name)
+        graph.resources.append(Registered(args.typ, args.name, dict(args.inputs), monitor.ignore.get(key, []),
+                                          key in monitor.delete_first))
     return graph

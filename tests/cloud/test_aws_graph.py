@@ -185,7 +185,13 @@ def test_acm_certificate_ends_tls_at_a_load_balancer(tmp_path: Path) -> None:
     graph = run(tmp_path, tmp_path)
     listener = graph.one("aws:lb/listener:Listener").inputs
     assert listener["port"] == 443 and listener["protocol"] == "HTTPS" and listener["certificateArn"] == arn
-    assert all(r.inputs["type"] == "CNAME" for r in graph.of_type("aws:route53/record:Record"))
+    records = {r.name: r.inputs for r in graph.of_type("aws:route53/record:Record")}
+    # Route 53 rejects a CNAME at the zone apex: the apex is an alias A record to the load balancer.
+    assert records["gw-apex"]["type"] == "A" and "records" not in records["gw-apex"]
+    assert records["gw-apex"]["aliases"] == [{"name": records["gw-wildcard"]["records"][0], "zoneId": "Z0MOCK",
+                                              "evaluateTargetHealth": True}]
+    assert records["gw-wildcard"]["type"] == "CNAME" and records["gw-wildcard"]["name"] == "*.llm.example.com"
+    assert graph.one("aws:lb/loadBalancer:LoadBalancer").inputs.get("internal") is False
     assert "--certificate" not in graph.one("aws:ec2/instance:Instance", "gw").inputs["userData"]
 
 

@@ -36,8 +36,10 @@ def test_plan_runs_offline_and_shows_the_cost(example: str, tmp_path: Path) -> N
     if shutil.which("pulumi"):
         pytest.skip("a pulumi CLI is on PATH: the auto engine would use it")
     runner = CliRunner()
+    # Azure's Key Vault trusts a tenant: configured (as here), or looked up by the Pulumi CLI.
+    env = {"GPUSTACK_PASSPHRASE": "p", **({"ARM_TENANT_ID": "11111111-2222-3333-4444-555555555555"} if example == "azure" else {})}
     result = runner.invoke(main, ["plan", str(EXAMPLES / example), "--state-dir", str(tmp_path / "state"), "--format", "json"],
-                           env={"GPUSTACK_PASSPHRASE": "p"})
+                           env=env)
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["engine"] == "embedded"
@@ -45,7 +47,7 @@ def test_plan_runs_offline_and_shows_the_cost(example: str, tmp_path: Path) -> N
     assert any(s["type"] == resource_type and s["op"] == "create" for s in plan["steps"])
     assert line in plan["cost"]["line"]
     terminal = runner.invoke(main, ["plan", str(EXAMPLES / example), "--state-dir", str(tmp_path / "state")],
-                             env={"GPUSTACK_PASSPHRASE": "p", "COLUMNS": "400"})
+                             env={**env, "COLUMNS": "400"})
     assert terminal.exit_code == 0
     assert f"Cost: {plan['cost']['line']}" in terminal.output and "Cost (per hour)" in terminal.output
 

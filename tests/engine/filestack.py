@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 
 from gpustack_iac.engine.embedded.engine import EmbeddedEngine
-from gpustack_iac.engine.state import StateStore
+from gpustack_iac.engine.stores import open_store
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.providers.file import File, FileProvider
 
@@ -101,8 +101,9 @@ class RecordingFileProvider(FileProvider):
         super().delete(id_, props)
 
 
-def open_engine(state_root: Path, passphrase: str = "test-passphrase") -> EmbeddedEngine:
-    return EmbeddedEngine(PROJECT, STACK, StateStore(state_root, PROJECT, STACK, passphrase=passphrase))
+def open_engine(state: Path | str, passphrase: str = "test-passphrase") -> EmbeddedEngine:
+    """An engine on the state at `state`: a directory, or a URL (remote state)."""
+    return EmbeddedEngine(PROJECT, STACK, open_store(str(state), PROJECT, STACK, passphrase=passphrase))
 
 
 def files_program(
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suffix", default="")
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args(argv)
-    engine = open_engine(Path(args.state))
+    engine = open_engine(args.state)
     engine.parallel = args.parallel
     provider = GatedFileProvider(args.gate, args.gated, args.gated_delete)
     program = files_program(Path(args.files), numbered(args.count), provider, suffix=args.suffix)

@@ -272,7 +272,9 @@ def test_secret_values_never_rendered() -> None:
 
 def test_markdown_marker_banner_and_details() -> None:
     text = render_markdown(full_plan())
-    assert text.splitlines()[0] == "<!-- gpustack-iac-plan:dev -->" == marker("dev")
+    assert text.splitlines()[0] == "<!-- gpustack-iac-plan:gpustack/dev -->" == marker("dev", "gpustack")
+    # Two projects with a stack of the same name keep one comment each.
+    assert marker("dev", "infra-a") != marker("dev", "infra-b")
     assert "**Plan: 1 to create, 2 to update, 2 to replace, 1 to delete**" in text
     assert "> [!WARNING]" in text
     assert "> This plan replaces 2 resources and deletes 1 resource." in text

@@ -68,8 +68,8 @@ def test_apply_job_runs_on_main_only(workflow: dict[str, Any]) -> None:
 
 
 def test_marker_the_workflow_expects_is_what_the_renderer_writes() -> None:
-    first_line = render_markdown(Plan(stack="prod")).splitlines()[0]
-    assert first_line == marker("prod") == f"<!-- {MARKER_PREFIX}:prod -->"
+    first_line = render_markdown(Plan(stack="prod", project="infra")).splitlines()[0]
+    assert first_line == marker("prod", "infra") == f"<!-- {MARKER_PREFIX}:infra/prod -->"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
@@ -164,3 +164,19 @@ def test_comment_step_refuses_a_file_without_marker(workflow: dict[str, Any], tm
                           env={"PATH": "/usr/bin:/bin", "REPO": "o/r", "PR": "5"})
     assert done.returncode == 1
     assert "does not start with the gpustack-iac-plan marker" in done.stdout
+
+
+GITLAB = WORKFLOW.with_name("gitlab-ci.yml")
+
+
+def test_gitlab_example_plans_applies_and_checks_drift() -> None:
+    doc = yaml.safe_load(GITLAB.read_text(encoding="utf-8"))
+    scripts = {name: "\n".join(doc[name]["script"]) for name in ("plan", "apply", "drift")}
+    assert "--detailed-exitcode" in scripts["plan"] and f"<!-- {MARKER_PREFIX}:" in scripts["plan"]
+    assert "gpustack-iac up plan.json --yes" in scripts["apply"] and doc["apply"]["resource_group"]
+    assert "refresh --engine embedded --detailed-exitcode" in scripts["drift"]
+    assert "pulumi" not in GITLAB.read_text().replace("gpustack-iac", "").lower().replace("no pulumi cli", "")
+    if shutil.which("bash"):
+        for name, script in scripts.items():
+            done = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, f"{name}: {done.stderr}"

@@ -326,8 +326,8 @@ def test_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert StateStore.from_url("", PROJECT, STACK, None).root == Path.cwd() / ".gpustack/state"
     assert StateStore.from_url("file://", PROJECT, STACK, None).root == Path.cwd() / ".gpustack/state"
     assert StateStore.from_url(str(tmp_path / "plain"), PROJECT, STACK, None).root == tmp_path / "plain"
-    for url in ("s3://bucket/prefix", "gs://bucket", "azblob://container"):
-        with pytest.raises(StateError, match="not supported by the embedded engine yet, use --engine pulumi"):
+    for url in ("s3://bucket/prefix", "gs://bucket", "azblob://container", "postgres://db/x"):
+        with pytest.raises(StateError, match="opened by engine.stores.open_store"):
             StateStore.from_url(url, PROJECT, STACK, None)
     with pytest.raises(StateError, match="unknown state location"):
         StateStore.from_url("ftp://x", PROJECT, STACK, None)

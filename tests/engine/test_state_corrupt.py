@@ -192,6 +192,21 @@ def test_cli_refuses_vanished_resources_and_state_restore_recovers(tmp_path: Pat
     assert listed.returncode == 0 and "gpustack:local:Host::h1" in listed.stdout, listed.stderr
 
 
+@pytest.mark.slow  # seven CLI runs
+def test_a_deleted_checkpoint_is_found_by_its_copy_never_nothing_to_destroy(tmp_path: Path) -> None:
+    """Issue 19 item 2: with `<stack>.json` gone and its `.bak` present, `destroy` must not say "Nothing to
+    destroy" and exit 0 while everything runs; stack discovery sees the copy, and `state restore` finds the
+    stack without --project/--stack."""
+    store = _deployed(tmp_path)
+    store.path.unlink()
+    for args in (("destroy", "--yes"), ("status",), ("state", "list")):
+        _one_line_error(_cli(*args, state=tmp_path), f"the state file {store.path} is missing", "state restore")
+    restored = _cli("state", "restore", state=tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    listed = _cli("state", "list", state=tmp_path)
+    assert listed.returncode == 0 and "gpustack:local:Host::h1" in listed.stdout, listed.stderr
+
+
 def test_a_damaged_passphrase_file_is_one_message(tmp_path: Path) -> None:
     store = StateStore(tmp_path, PROJECT, STACK)
     (tmp_path / ".pulumi").mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -184,4 +185,34 @@ def test_unreadable_lock_file_is_reported_and_force_clears_it(tmp_path: Path) ->
     with pytest.raises(StateError, match="unreadable"):
         store.unlock()
     assert store.unlock(force=True) is None
+    assert not store.lock_path.exists()
+
+
+def test_a_full_disk_while_taking_the_lock_is_one_line_and_leaves_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 item 4: ENOSPC writing the owner record printed a traceback and left an empty lock file
+    that only `state unlock --force` cleared. The fault is injected into writes to the lock file only."""
+    from click.testing import CliRunner
+
+    from gpustack_iac.cli import main
+
+    store = StateStore(tmp_path, PROJECT, STACK)
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(store.lock_path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(StateError, match=f"cannot write the lock file {store.lock_path}: No space left on device"):
+        with store.lock("up"):
+            pytest.fail("the block must not run without a lock")
+    assert not store.lock_path.exists()
+    # Through the CLI: one line on stderr, exit 1, and still no lock file.
+    store.dir.mkdir(parents=True, exist_ok=True)
+    store.backup_path.write_bytes(b'{"version": 3, "checkpoint": {"latest": {}}}')
+    result = CliRunner().invoke(main, ["state", "restore", "--project", PROJECT, "--stack", STACK, "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.strip().splitlines() == [f"error: cannot write the lock file {store.lock_path}: No space left on device"]
     assert not store.lock_path.exists()

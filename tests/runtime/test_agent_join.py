@@ -9,6 +9,9 @@ state the agent joins again by itself.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import socket
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -128,3 +131,34 @@ def test_a_join_token_vouches_only_for_its_own_fleet(tmp_path: Path) -> None:
         # A join file others can read is not used: nobody joins that fleet.
         (join_dir / "cpu.token").chmod(0o644)
         assert request("PUT", gw.control_url + "/control/join/n2", cpu, {**body, "fleet": "cpu"})[0] == 401
+
+
+def test_join_checks_the_token_on_the_head_and_refuses_deep_json_with_400(tmp_path: Path) -> None:
+    join_dir = tmp_path / "joins"
+    join_dir.mkdir(mode=0o700)
+    join_token = new_token()
+    write_token_file(join_dir / "gpu.token", join_token)
+    with _gateway(tmp_path / "gw", join_dir) as gw:
+        # A wrong token with a megabyte announced and never sent: refused on the head, at once.
+        with socket.create_connection(("127.0.0.1", gw.control_port), timeout=20) as sock:
+            sock.sendall(b"PUT /control/join/intruder HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + new_token().encode()
+                         + b"\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = sock.recv(65536)  # times out (20 s) when the gateway waits for the body
+                assert piece, head
+                head += piece
+        assert head.startswith(b"HTTP/1.1 401 "), head[:80]
+        # The fleet's token with a deeply nested body: 400, not a 500 with a traceback in the log.
+        conn = http.client.HTTPConnection("127.0.0.1", gw.control_port, timeout=20)
+        try:
+            deep = b"[" * 200_000 + b"]" * 200_000
+            conn.request("PUT", "/control/join/deep", body=deep,
+                         headers={"Authorization": f"Bearer {join_token}", "Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 400, response.read()[:200]
+            assert json.loads(response.read())["error"]["code"] == "invalid_json"
+        finally:
+            conn.close()
+        log = gw.log_file.read_text()
+        assert "Traceback" not in log and "Error handling request" not in log, log[-2000:]

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import AgentProcess, app_command, http_get, http_json, replica_processes, wait_until
 from gpustack_iac.runtime.agent.spec import parse_replica_spec
-from gpustack_iac.runtime.agent.supervisor import backoff_delay, container_argv
+from gpustack_iac.runtime.agent.containers import run_argv
+from gpustack_iac.runtime.agent.supervisor import backoff_delay
 
 
 def test_backoff_doubles_from_half_a_second_and_caps_at_30() -> None:
@@ -80,14 +81,16 @@ def test_container_command_keeps_env_values_out_of_argv() -> None:
         {"id": "c1", "image": "python:3.11-slim", "commands": ["python -m http.server $PORT"], "gpus": [0, 2],
          "env": {"HF_TOKEN": "hf_secret_value"}, "working_dir": "/app"}
     )
-    argv = container_argv(spec, 4000, "127.0.0.1", ["HF_TOKEN", "PORT"])
+    argv = run_argv(["docker"], spec, 4000, "127.0.0.1", ["HF_TOKEN", "PORT"])
     assert argv[:6] == ["docker", "run", "--rm", "--init", "--name", "gpustack-c1"]
     assert argv[argv.index("-p") + 1] == "127.0.0.1:4000:4000"
     assert ["-e", "HF_TOKEN"] == argv[argv.index("HF_TOKEN") - 1 : argv.index("HF_TOKEN") + 1]
     assert not any("hf_secret_value" in a for a in argv)
     assert argv[argv.index("--gpus") + 1] == '"device=0,2"'
     assert argv[argv.index("-w") + 1] == "/app"
-    assert argv[-4:] == ["python:3.11-slim", "/bin/sh", "-c", "python -m http.server $PORT"]
+    # The image's own entrypoint (vLLM's, say) must not receive the shell as arguments: it is replaced.
+    assert argv[argv.index("--entrypoint") + 1] == "/bin/sh"
+    assert argv[-3:] == ["python:3.11-slim", "-c", "python -m http.server $PORT"]
 
 
 def test_gpu_pinning_sets_cuda_visible_devices(agent: AgentProcess) -> None:

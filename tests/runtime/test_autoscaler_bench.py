@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TRACES = ("steady", "diurnal", "spike", "bursts", "near-target", "slow-start")
+TRACES = ("steady", "diurnal", "spike", "bursts", "near-target", "slow-start", "flash-crowd", "mmpp")
 
 
 def test_bench_prints_every_trace_mode_and_policy_with_verdicts() -> None:

@@ -29,6 +29,7 @@ import pytest
 from conftest import AgentProcess, app_command, shared_agent, wait_until  # noqa: F401 - fixtures
 from controller_fixtures import GatewayProcess, echo_group, service_def, wait_ready
 
+from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.runtime.auth import new_token, write_token_file
 from gpustack_iac.spec.loader import load_text
 
@@ -65,7 +66,7 @@ def hostile(shared_agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory
         gw.start()
         gw.register_agent("local", shared_agent)
         gw.put_service(service_def("svc", echo_group("main", "m1")))
-        definition = load_text(RATE_LIMITED_SERVICE).services[0].to_runtime()
+        definition = stamp_generations(load_text(RATE_LIMITED_SERVICE).services[0].to_runtime())
         definition["probe"] = {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.3}
         gw.put_service(definition)
         wait_ready(gw, "svc", {"main": 1})
@@ -196,6 +197,12 @@ def corpus(token: str) -> list[Case]:
         Case("upgrade-with-body", b"POST /services/svc/echo HTTP/1.1\r\n" + head + b"Connection: Upgrade\r\nUpgrade: x\r\n"
              b"Content-Length: 39\r\n\r\nGET /services/svc/smuggled HTTP/1.1\r\n\r\n", False, "h11 reads the body first"),
         Case("two-host", b"GET /services/svc/echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n" + auth + b"\r\n", True),
+        # Issue 19 item 6: the head limit holds when the whole head arrives in one read, and an
+        # HTTP/1.1 request must name its Host (RFC 9112 3.2).
+        Case("uri-64k", b"GET /services/svc/" + b"a" * 65536 + b" HTTP/1.1\r\n" + head + b"\r\n", False,
+             "h11 bounds only a head it is still waiting for", status=431),
+        Case("header-70k", get + b"X-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", False, "as above", status=431),
+        Case("http11-without-host", b"GET /services/svc/echo HTTP/1.1\r\n" + auth + b"\r\n", True),
     ]
 
 
@@ -239,6 +246,16 @@ def test_malformed_and_smuggling_corpus_gets_400_and_a_closed_connection(hostile
                      + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
         response = read_to_eof(sock)
     assert status_of(response) == 200 and json.loads(response.split(b"\r\n\r\n", 1)[1])["body"] == "hello"
+
+
+def test_an_unsolicited_101_from_the_replica_is_not_relayed(hostile: GatewayProcess) -> None:
+    # The gateway never forwards Upgrade, so a replica's 101 is a protocol error: relayed, the client
+    # waited on a connection that had stopped speaking HTTP.
+    with connect(hostile) as sock:
+        sock.sendall(b"GET /services/svc/echo?status=101 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + hostile.token.encode() + b"\r\nConnection: close\r\n\r\n")
+        response = read_to_eof(sock)  # a socket timeout here: the 101 was relayed and the client stalled
+    assert status_of(response) == 502, response[:200]
 
 
 def test_unauthenticated_uploads_are_refused_on_the_head_without_reading_the_body(hostile: GatewayProcess) -> None:
@@ -393,7 +410,7 @@ def test_rate_limits_from_the_yaml_are_enforced_end_to_end(hostile: GatewayProce
     assert get("/services/svc/not-limited")[0] == 200
 
     # A changed `rate_limits` reaches the gateway without touching the replica.
-    definition = load_text(RATE_LIMITED_SERVICE.replace("rps: 0.5\n    burst: 2", "rps: 1000\n    burst: 100")).services[0].to_runtime()
+    definition = stamp_generations(load_text(RATE_LIMITED_SERVICE.replace("rps: 0.5\n    burst: 2", "rps: 1000\n    burst: 100")).services[0].to_runtime())
     definition["probe"] = {"url": "/health", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.3}
     before = {r["id"]: r["pid"] for g in gw.service("rl")["groups"] for r in g["replicas"]}
     gw.put_service(definition)

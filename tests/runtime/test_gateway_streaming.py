@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway_fixtures import SseStats, client, gateway, poll_until, run, serving, sse_app, upstream
 from gpustack_iac.runtime.gateway.routing import ServiceRoute
+from gpustack_iac.runtime.gateway.settings import GatewaySettings
 
 TOKENS = 20
 INTERVAL = 0.05
@@ -110,8 +111,16 @@ def test_client_disconnect_cancels_the_upstream(via: str) -> None:
 
 
 STREAMS = 2000
+# The burst, the gateway and the replica share one event loop in this process. On a busy machine
+# (CI beside other jobs) one pass over 2,000 connections can take longer than the gateway's default
+# 5 s upstream connect timeout, which then fires on the loop's own lag, not on a slow replica: every
+# stream got a 502 and the replica saw none. Connect and head timeouts are not what this test looks at,
+# so they are set far above what the burst needs; the bounds below only stop a hung run.
+BURST_SETTINGS = GatewaySettings(connect_timeout=240.0, header_timeout=240.0)
+BURST_DEADLINE_S = 300.0
 
 
+@pytest.mark.slow  # seconds alone, minutes on a busy machine
 def test_2000_sse_streams_opened_at_once_all_complete() -> None:
     """Issue 13 item 6: a burst of 2,000 SSE clients. The replica holds every stream until all 2,000
     are open at once, then sends a few events; every client must get all of them and the end."""
@@ -127,7 +136,7 @@ def test_2000_sse_streams_opened_at_once_all_complete() -> None:
             opened += 1
             if opened >= STREAMS:
                 all_open.set()
-            await asyncio.wait_for(all_open.wait(), 90)
+            await asyncio.wait_for(all_open.wait(), BURST_DEADLINE_S)
             for i in range(3):
                 await response.write(b"data: %d\n\n" % i)
                 await asyncio.sleep(0.05)
@@ -144,7 +153,7 @@ def test_2000_sse_streams_opened_at_once_all_complete() -> None:
             site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
             await site.start()
             u = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            async with gateway() as gw:
+            async with gateway(settings=BURST_SETTINGS) as gw:
                 gw.table.set_service(ServiceRoute("llm", auth=True, model=None, upstreams=(upstream("r", "g", u),)))
                 port = int(gw.url.rsplit(":", 1)[1])
                 request = f"GET /services/llm/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.token}\r\n\r\n".encode()
@@ -165,4 +174,4 @@ def test_2000_sse_streams_opened_at_once_all_complete() -> None:
         finally:
             await runner.cleanup()
 
-    run(scenario(), deadline=120)
+    run(scenario(), deadline=BURST_DEADLINE_S)

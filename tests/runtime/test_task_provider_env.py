@@ -11,7 +11,7 @@ import pytest
 
 from gpustack_iac.runtime import procs
 from gpustack_iac.runtime.tasks.status import read_status
-from providers.task import TaskProvider
+from gpustack_iac.providers.task import TaskProvider
 from tests.runtime.conftest import AgentProcess
 
 

@@ -18,6 +18,10 @@ LAUGHS = "env:\n  - &a0 [lol]\n" + "".join(
 
 # (id, yaml, expected message substring, expected line)
 CASES: list[tuple[str, str, str, int]] = [
+    # Issue 19 item 5: control bytes gave a ReaderError traceback with no line.
+    ("nul-byte", SVC + "name2: a\x00b\n", "invalid YAML: a NUL control character", 5),
+    ("bell-in-value", "type: service\nname: s\nport: 80\x07\ncommands: [x]\n", "a U+0007 control character", 3),
+    ("escape-in-comment", SVC + "# \x1b[31m red\n", "a U+001B control character", 5),
     ("unknown-top-level", SVC + "prot: 80\n", "unknown property 'prot'; did you mean 'port'?", 5),
     ("unknown-no-hint", SVC + "zzzzzz: 1\n", "unknown property 'zzzzzz' (expected one of:", 5),
     ("unknown-type", "type: servce\nport: 1\n", "unknown type 'servce'; did you mean 'service'?", 1),

@@ -8,10 +8,12 @@ user-assigned managed identity, which holds "Key Vault Secrets User" on that vau
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass, replace
 
 import pulumi
 import pulumi_azure_native as az
+import pulumi_tls as tls
 
 from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
                                           AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
@@ -22,6 +24,7 @@ GPU_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204"
 CPU_IMAGE = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}
 # Built-in role "Key Vault Secrets User": read secret values, nothing else.
 SECRETS_USER_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
+ADMIN = "gpustack"
 
 
 
@@ -59,11 +62,33 @@ def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.R
     sg = az.network.NetworkSecurityGroup(name, resource_group_name=group.name, location=region, security_rules=nsg, opts=opts)
     identity = az.managedidentity.UserAssignedIdentity(name, resource_group_name=group.name, location=region, opts=opts)
     vault = az.keyvault.Vault(name, resource_group_name=group.name, location=region, properties={
-        "tenant_id": pulumi.Config("azure-native").get("tenantId") or "00000000-0000-0000-0000-000000000000",
+        "tenant_id": _tenant_id(),
         "sku": {"family": "A", "name": "standard"}, "enable_rbac_authorization": True}, opts=opts)
     az.authorization.RoleAssignment(name, scope=vault.id, role_definition_id=SECRETS_USER_ROLE,
                                     principal_id=identity.principal_id, principal_type="ServicePrincipal", opts=opts)
     return _Base(group=group, subnet=net.subnet, nsg=sg, vault=vault, identity=identity)
+
+
+def _tenant_id() -> pulumi.Input[str]:
+    """The directory the vault trusts: the one configured for the provider (Pulumi config, or the
+    ARM_/AZURE_TENANT_ID the provider itself reads), else the signed-in client's own (an invoke the
+    Pulumi CLI answers; the embedded engine names --engine pulumi). Never a made-up tenant."""
+    configured = (pulumi.Config("azure-native").get("tenantId") or os.environ.get("ARM_TENANT_ID")
+                  or os.environ.get("AZURE_TENANT_ID"))
+    if configured:
+        return configured
+    return az.authorization.get_client_config_output().tenant_id
+
+
+def _ssh_key(name: str, parent: pulumi.Resource) -> tls.PrivateKey:
+    """The admin user's SSH key (Azure rejects password login switched off without one). The
+    private half is a secret in state, for break-glass access; `ssh_from` decides who may reach 22."""
+    return tls.PrivateKey(f"{name}-ssh", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=parent))
+
+
+def _linux(key: tls.PrivateKey, **extra: object) -> dict[str, object]:
+    return {"disable_password_authentication": True, **extra,
+            "ssh": {"public_keys": [{"path": f"/home/{ADMIN}/.ssh/authorized_keys", "key_data": key.public_key_openssh}]}}
 
 
 def _rule(name: str, priority: int, port: int, sources: list[str]) -> dict[str, object]:
@@ -94,6 +119,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
     base = _base(fleet, region, rules, parent, shared)
     _secret(f"{fleet}-agent-token", "agent-token", base, parent)
     _secret(f"{fleet}-join-token", "join-token", base, parent)
+    key = _ssh_key(fleet, parent)
     out = []
     for group in groups:
         join = AgentJoin("", fleet, group.name, labels=(("backend", "azure"), ("region", region), ("spot", str(group.spot).lower())))
@@ -112,14 +138,15 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
                 "storage_profile": {"image_reference": GPU_IMAGE if group.gpu_count else CPU_IMAGE,
                                     "os_disk": {"create_option": "FromImage", "disk_size_gb": group.disk_gb,
                                                 "managed_disk": {"storage_account_type": "Premium_LRS"}}},
-                "os_profile": {"computer_name_prefix": group.name[:9], "admin_username": "gpustack",
-                               "linux_configuration": {"disable_password_authentication": True,
-                                                       "provision_vm_agent": True}},
+                "os_profile": {"computer_name_prefix": group.name[:9], "admin_username": ADMIN,
+                               "linux_configuration": _linux(key, provision_vm_agent=True)},
                 "user_data": user_data,
                 "network_profile": {"network_interface_configurations": [{
                     "name": group.name, "primary": True, "network_security_group": {"id": base.nsg.id},
                     "ip_configurations": [{"name": group.name, "subnet": {"id": base.subnet.id},
-                                           "public_ip_address_configuration": {"name": group.name}}]}]},
+                                           # Basic SKU public IPs are retired: Standard, per instance.
+                                           "public_ip_address_configuration": {"name": group.name,
+                                                                               "sku": {"name": "Standard", "tier": "Regional"}}}]}]},
                 **spot,
             },
             tags=group.labels,
@@ -171,8 +198,7 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
         gw.name, resource_group_name=base.group.name, location=gw.region, hardware_profile={"vm_size": gw.instance_type},
         identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
         storage_profile={"image_reference": CPU_IMAGE, "os_disk": {"create_option": "FromImage"}},
-        os_profile={"computer_name": gw.name, "admin_username": "gpustack",
-                    "linux_configuration": {"disable_password_authentication": True}},
+        os_profile={"computer_name": gw.name, "admin_username": ADMIN, "linux_configuration": _linux(_ssh_key(gw.name, parent))},
         network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]}, user_data=user_data, opts=opts)
     url = ip.ip_address.apply(lambda a: f"http://{a}")
     if gw.domain:

@@ -22,16 +22,30 @@ GPU_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-
 CPU_IMAGE = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
 
 
-def _secret(name: str, secret_id: str, parent: pulumi.Resource) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
-    opts = pulumi.ResourceOptions(parent=parent)
+# The APIs a stack calls, enabled by the stack (a new project has them off). Never disabled on
+# destroy: other stacks and tools in the project may use them.
+APIS = ("compute.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com")
+DNS_API = "dns.googleapis.com"
+
+
+def _apis(name: str, apis: tuple[str, ...], parent: pulumi.Resource) -> list[gcp.projects.Service]:
+    return [gcp.projects.Service(f"{name}-{api.split('.')[0]}", service=api, disable_on_destroy=False,
+                                 disable_dependent_services=False, opts=pulumi.ResourceOptions(parent=parent))
+            for api in apis]
+
+
+def _secret(name: str, secret_id: str, parent: pulumi.Resource,
+            apis: list[gcp.projects.Service]) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     secret = gcp.secretmanager.Secret(name, secret_id=secret_id, replication={"auto": {}}, opts=opts)
     version = gcp.secretmanager.SecretVersion(name, secret=secret.id, secret_data=new_token(),
                                               opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["secretData"]))
     return secret, version
 
 
-def _account(name: str, secrets: list[gcp.secretmanager.Secret], parent: pulumi.Resource) -> gcp.serviceaccount.Account:
-    opts = pulumi.ResourceOptions(parent=parent)
+def _account(name: str, secrets: list[gcp.secretmanager.Secret], parent: pulumi.Resource,
+             apis: list[gcp.projects.Service]) -> gcp.serviceaccount.Account:
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     account = gcp.serviceaccount.Account(name, account_id=name[:28], display_name=f"gpustack {name}", opts=opts)
     for i, secret in enumerate(secrets):
         gcp.secretmanager.SecretIamMember(f"{name}-{i}", secret_id=secret.id, role="roles/secretmanager.secretAccessor",
@@ -63,13 +77,15 @@ class GcpFleet:
 class GcpNetwork:
     net: gcp.compute.Network
     subnet: gcp.compute.Subnetwork
+    apis: list[gcp.projects.Service]  # what every resource of the stack waits for
 
 
 def network(name: str, region: str, parent: pulumi.Resource) -> GcpNetwork:
-    opts = pulumi.ResourceOptions(parent=parent)
+    apis = _apis(name, APIS, parent)
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     net = gcp.compute.Network(name, auto_create_subnetworks=False, opts=opts)
     subnet = gcp.compute.Subnetwork(f"{name}-{region}", network=net.id, region=region, ip_cidr_range="10.60.0.0/20", opts=opts)
-    return GcpNetwork(net=net, subnet=subnet)
+    return GcpNetwork(net=net, subnet=subnet, apis=apis)
 
 
 def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], parent: pulumi.Resource) -> None:
@@ -81,19 +97,19 @@ def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], 
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
                 parent: pulumi.Resource, shared: GcpNetwork | None = None) -> GcpFleet:
     region = groups[0].region
-    opts = pulumi.ResourceOptions(parent=parent)
     handle = shared or network(fleet, region, parent)
-    net, subnet = handle.net, handle.subnet
+    net, subnet, apis = handle.net, handle.subnet, handle.apis
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     tag = f"gpustack-{fleet}"
     gcp.compute.Firewall(f"{fleet}-agent", network=net.id, direction="INGRESS",
                          allows=[{"protocol": "tcp", "ports": [str(AGENT_PORT)]}], source_ranges=["10.60.0.0/16"],
                          target_tags=[tag], opts=opts)
     _ssh(fleet, net, ranges, [tag], parent)
     secret_id = f"gpustack-{project}-{stack}-{fleet}-agent-token"
-    secret, _ = _secret(f"{fleet}-agent-token", secret_id, parent)
+    secret, _ = _secret(f"{fleet}-agent-token", secret_id, parent, apis)
     join_id = join_secret_id(project, stack, fleet)
-    join_secret, _ = _secret(f"{fleet}-join-token", join_id, parent)
-    account = _account(f"{fleet}-node", [secret, join_secret], parent)
+    join_secret, _ = _secret(f"{fleet}-join-token", join_id, parent, apis)
+    account = _account(f"{fleet}-node", [secret, join_secret], parent, apis)
     out = []
     for group in groups:
         join = AgentJoin(_fetch(join_id), fleet, group.name,
@@ -116,18 +132,20 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             instance_flexibility_policy={"instance_selections": {"types": {"rank": 1, "machine_types": list(group.instance_types)}}}
             if len(group.instance_types) > 1 else None,
             distribution_policy_target_shape="ANY" if group.spot else "EVEN",
+            # Only the region's zones that offer the group's machine types (and so its GPU).
+            distribution_policy_zones=list(group.zones) or None,
             update_policy={"type": "PROACTIVE", "minimal_action": "REPLACE", "max_surge_fixed": 3, "max_unavailable_fixed": 0},
             wait_for_instances=False,
             # The controller resizes the group between the fleet's bounds; Pulumi must not reset it.
-            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["targetSize"])))
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=apis, ignore_changes=["targetSize"])))
     return GcpFleet(groups=out, join_secret=join_secret)
 
 
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
             shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None) -> CloudGateway:
-    opts = pulumi.ResourceOptions(parent=parent)
     handle = shared or network(gw.name, gw.region, parent)
-    net, subnet = handle.net, handle.subnet
+    net, subnet, apis = handle.net, handle.subnet, handle.apis
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     tag = f"gpustack-{gw.name}"
     gcp.compute.Firewall(f"{gw.name}-gateway", network=net.id, direction="INGRESS",
                          allows=[{"protocol": "tcp", "ports": [str(p) for p in GATEWAY_PORTS]}], source_ranges=["0.0.0.0/0"],
@@ -142,13 +160,14 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                              target_tags=[tag], opts=opts)
     _ssh(gw.name, net, ranges, [tag], parent)
     prefix = f"gpustack-{project}-{stack}-{gw.name}"
-    token, token_version = _secret(f"{gw.name}-token", f"{prefix}-token", parent)
-    admin, admin_version = _secret(f"{gw.name}-admin-token", f"{prefix}-admin-token", parent)
+    token, token_version = _secret(f"{gw.name}-token", f"{prefix}-token", parent, apis)
+    admin, admin_version = _secret(f"{gw.name}-admin-token", f"{prefix}-admin-token", parent, apis)
     joins = joins or {}
     # The controller reads the join token of each fleet it admits, nothing else of theirs.
-    account = _account(f"{gw.name}-gw", [token, admin, *(joins[f] for f in sorted(joins))], parent)
+    account = _account(f"{gw.name}-gw", [token, admin, *(joins[f] for f in sorted(joins))], parent, apis)
+    assert gw.zone is not None  # placement picks one of the region's real zones
     address = gcp.compute.Address(gw.name, region=gw.region, address_type="EXTERNAL", opts=opts)
-    gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=f"{gw.region}-a", tags=[tag],
+    gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=gw.zone, tags=[tag],
                          boot_disk={"initialize_params": {"image": CPU_IMAGE}},
                          network_interfaces=[{"subnetwork": subnet.id, "network_ip": GATEWAY_PRIVATE_IP,
                                               "access_configs": [{"nat_ip": address.address}]}],
@@ -158,7 +177,8 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                          service_account={"email": account.email, "scopes": ["cloud-platform"]}, opts=opts)
     url = address.address.apply(lambda ip: f"http://{ip}")
     if gw.domain:
-        zone = gcp.dns.ManagedZone(gw.name, dns_name=f"{gw.domain}.", description=f"gpustack gateway {gw.name}", opts=opts)
+        dns = pulumi.ResourceOptions(parent=parent, depends_on=_apis(gw.name, (DNS_API,), parent))
+        zone = gcp.dns.ManagedZone(gw.name, dns_name=f"{gw.domain}.", description=f"gpustack gateway {gw.name}", opts=dns)
         for label in ("", "*."):
             gcp.dns.RecordSet(f"{gw.name}-{'wildcard' if label else 'apex'}", managed_zone=zone.name, name=f"{label}{gw.domain}.",
                               type="A", ttl=60, rrdatas=[address.address], opts=opts)

@@ -15,11 +15,18 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from gpustack_iac import __version__
 from gpustack_iac.backends.cloud import CloudGateway
 from gpustack_iac.backends.kubernetes.names import k8s_name
 
-GATEWAY_IMAGE = f"ghcr.io/gpustack/gpustack-iac:{__version__}"
+RUNTIME_UID = 10001  # the runtime image's user (Containerfile)
+TOKENS = "/run/gpustack"
+# Run by the gateway pod's init container (and by tests/cloud/test_runtime_image.py the same way).
+COPY_TOKENS = ("import os, pathlib\n"
+               "for f in pathlib.Path('/etc/gpustack-secret').iterdir():\n"
+               "    if f.name.startswith('.'): continue\n"
+               "    fd = os.open(f'/run/gpustack/{f.name}', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+               "    os.write(fd, f.read_bytes()); os.close(fd)\n")
+_RESTRICTED = {"read_only_root_filesystem": True, "allow_privilege_escalation": False, "capabilities": {"drop": ["ALL"]}}
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 # GPU feature discovery (NVIDIA's GFD) labels each node with its product; a spec names the family.
 GFD_PRODUCTS: dict[str, list[str]] = {
@@ -39,8 +46,17 @@ def group_labels(service: str, group: str) -> dict[str, str]:
     return {"app.kubernetes.io/managed-by": "gpustack-iac", "gpustack.io/service": service, "gpustack.io/group": group}
 
 
+# A GPU's usable memory as GFD reports it (MiB) is below its nominal size: 15360 for a 16 GB T4,
+# 23028 for a 24 GB A10G, 81559 for an 80 GB H100. A requirement matches down to this share of it.
+GPU_MEMORY_MARGIN = 0.9
+
+
 def _gpu_scheduling(gpu: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Any] | None, list[dict[str, Any]]]:
-    """(limits, node affinity, tolerations) for a group's GPU request."""
+    """(requests = limits, node affinity, tolerations) for a group's GPU request.
+
+    The device plugin's resource (`nvidia.com/gpu`) is what schedules a GPU pod on any cluster with
+    the plugin. Node labels are required only for what the configuration asks beyond a count: GPU
+    names and memory (labels GPU feature discovery sets; plan warns that they need it)."""
     if not gpu:
         return {}, None, []
     vendor = gpu.get("vendor") or "nvidia"
@@ -48,14 +64,14 @@ def _gpu_scheduling(gpu: dict[str, Any] | None) -> tuple[dict[str, str], dict[st
     limits = {GPU_RESOURCE.get(vendor, "nvidia.com/gpu"): str(count)}
     terms: list[dict[str, Any]] = []
     if vendor == "nvidia":
-        terms.append({"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]})
         products = [p for n in gpu.get("names") or [] for p in GFD_PRODUCTS.get(n.upper(), [f"NVIDIA-{n.upper()}"])]
         if products:
             terms.append({"key": "nvidia.com/gpu.product", "operator": "In", "values": products})
         min_mem = (gpu.get("memory_bytes") or {}).get("min") or 0
         if min_mem:
-            # GFD reports memory in MiB; "Gt" is strict.
-            terms.append({"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(min_mem // 2**20 - 1)]})
+            # "Gt" is strict: one below the smallest reported size that still counts.
+            floor = int(min_mem / 2**20 * GPU_MEMORY_MARGIN)
+            terms.append({"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(floor - 1)]})
     affinity = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {
         "node_selector_terms": [{"match_expressions": terms}]}}} if terms else None
     tolerations = [{"key": GPU_RESOURCE.get(vendor, "nvidia.com/gpu"), "operator": "Exists", "effect": "NoSchedule"}]
@@ -96,7 +112,9 @@ def service(definition: dict[str, Any], namespace: pulumi.Input[str], parent: pu
                                         type="Opaque", opts=opts)
         res = group.get("resources") or {}
         limits, affinity, tolerations = _gpu_scheduling(res.get("gpu"))
-        requests = {"cpu": str(res.get("cpu", {}).get("min") or 1), "memory": _quantity(res.get("memory_bytes", {}).get("min") or 2**30)}
+        # Extended resources (GPUs) must be requested exactly as limited.
+        requests = {"cpu": str(res.get("cpu", {}).get("min") or 1), "memory": _quantity(res.get("memory_bytes", {}).get("min") or 2**30),
+                    **limits}
         labels = group_labels(name, group["name"])
         container: dict[str, Any] = {
             "name": "replica", "image": group.get("image") or "python:3.11-slim",
@@ -104,6 +122,9 @@ def service(definition: dict[str, Any], namespace: pulumi.Input[str], parent: pu
             "env": [{"name": "PORT", "value": str(port)}],
             "resources": {"requests": requests, "limits": limits or None},
             "readiness_probe": _probe(definition.get("probe"), port),
+            # Images choose their own user (most serving images run as root), so non-root cannot be
+            # forced here; nothing a replica needs is lost by dropping the rest.
+            "security_context": {"allow_privilege_escalation": False, "capabilities": {"drop": ["ALL"]}},
         }
         if group.get("commands"):
             container["command"] = ["/bin/sh", "-c", " && ".join(group["commands"])]
@@ -117,7 +138,10 @@ def service(definition: dict[str, Any], namespace: pulumi.Input[str], parent: pu
                 "selector": {"match_labels": labels},
                 "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
                 "template": {"metadata": {"labels": labels, "annotations": {"gpustack.io/generation": group["generation"]}},
-                             "spec": {"containers": [container], "affinity": affinity, "tolerations": tolerations or None}},
+                             "spec": {"containers": [container], "affinity": affinity, "tolerations": tolerations or None,
+                                      # A replica needs no Kubernetes API access.
+                                      "automount_service_account_token": False,
+                                      "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}}}},
             },
             # The autoscaler owns the replica count; a later `up` must not reset it.
             opts=pulumi.ResourceOptions(parent=parent, provider=provider, ignore_changes=["spec.replicas"])))
@@ -134,7 +158,7 @@ def namespace(name: str, parent: pulumi.Resource, provider: pulumi.ProviderResou
 
 def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_token: pulumi.Output[str],
             scaled: list[tuple[str, str, str]], domain: str | None, parent: pulumi.Resource,
-            provider: pulumi.ProviderResource | None) -> CloudGateway:
+            provider: pulumi.ProviderResource | None, image: str) -> CloudGateway:
     """The gateway + controller Deployment, its LoadBalancer Service, its tokens and its RBAC.
 
     `scaled` lists (service, group, Deployment) of the groups the controller sizes: RBAC names the
@@ -154,12 +178,13 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
     k8s.rbac.v1.RoleBinding(gw, metadata={"name": gw, "namespace": ns},
                             role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata["name"]},
                             subjects=[{"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": ns}], opts=opts)
-    args = ["--host", "0.0.0.0", "--port", "8080", "--control-port", "8443", "--token-file", "/etc/gpustack/token",
-            "--admin-token-file", "/etc/gpustack/admin-token", "--state-dir", "/var/lib/gpustack"]
+    args = ["--host", "0.0.0.0", "--port", "8080", "--control-port", "8443", "--token-file", f"{TOKENS}/token",
+            "--admin-token-file", f"{TOKENS}/admin-token", "--state-dir", "/var/lib/gpustack"]
     if domain:
         args += ["--domain", domain]
-    volumes: list[dict[str, Any]] = [{"name": "tokens", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}}]
-    mounts: list[dict[str, Any]] = [{"name": "tokens", "mount_path": "/etc/gpustack", "read_only": True}]
+    volumes: list[dict[str, Any]] = [{"name": "secret", "secret": {"secret_name": secret.metadata["name"], "default_mode": 0o400}},
+                                     {"name": "tokens", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tokens", "mount_path": TOKENS, "read_only": True}]
     if scaled:
         # The controller sets each group's Deployment to the autoscaler's count (runtime/controller/node_sizing.py).
         sizing = k8s.core.v1.ConfigMap(f"{gw}-node-groups", metadata={"name": f"{gw}-node-groups", "namespace": ns},
@@ -170,16 +195,31 @@ def gateway(name: str, ns: pulumi.Input[str], token: pulumi.Output[str], admin_t
         volumes.append({"name": "node-groups", "config_map": {"name": sizing.metadata["name"]}})
         mounts.append({"name": "node-groups", "mount_path": "/etc/gpustack-sizing", "read_only": True})
         args += ["--node-groups", "/etc/gpustack-sizing/node-groups.json"]
+    # The controller's state (SQLite) outlives the pod: a restart keeps every registration.
+    state = k8s.core.v1.PersistentVolumeClaim(f"{gw}-state", metadata={"name": f"{gw}-state", "namespace": ns}, spec={
+        "access_modes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}, opts=opts)
+    volumes += [{"name": "state", "persistent_volume_claim": {"claim_name": state.metadata["name"]}},
+                {"name": "tmp", "empty_dir": {}}]
+    mounts += [{"name": "state", "mount_path": "/var/lib/gpustack"}, {"name": "tmp", "mount_path": "/tmp"}]
     labels = {"app.kubernetes.io/managed-by": "gpustack-iac", "gpustack.io/gateway": name}
     k8s.apps.v1.Deployment(gw, metadata={"name": gw, "namespace": ns, "labels": labels}, spec={
         "replicas": 1, "selector": {"match_labels": labels},
         "strategy": {"type": "Recreate"},  # one controller at a time: its state is a local SQLite file
         "template": {"metadata": {"labels": labels}, "spec": {
             "service_account_name": account.metadata["name"],
-            "containers": [{"name": "gateway", "image": GATEWAY_IMAGE,
+            "security_context": {"run_as_non_root": True, "run_as_user": RUNTIME_UID, "run_as_group": RUNTIME_UID,
+                                 "fs_group": RUNTIME_UID, "seccomp_profile": {"type": "RuntimeDefault"}},
+            # fsGroup makes the Secret's files group-readable, which the runtime refuses for a token:
+            # copy them, owner-only, into a memory volume first.
+            "init_containers": [{"name": "tokens", "image": image, "command": ["python", "-c", COPY_TOKENS],
+                                 "security_context": _RESTRICTED,
+                                 "volume_mounts": [{"name": "secret", "mount_path": "/etc/gpustack-secret", "read_only": True},
+                                                   {"name": "tokens", "mount_path": TOKENS}]}],
+            "containers": [{"name": "gateway", "image": image,
                             "command": ["python", "-m", "gpustack_iac.runtime.gateway", *args],
                             "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 8443, "name": "control"}],
                             "readiness_probe": {"tcp_socket": {"port": 8080}, "period_seconds": 5},
+                            "security_context": _RESTRICTED,
                             "volume_mounts": mounts}],
             "volumes": volumes}}},
         opts=opts)

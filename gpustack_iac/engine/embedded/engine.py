@@ -314,7 +314,7 @@ class EmbeddedEngine:
         loaded.checkpoint.pending_operations = []
 
     def _compact_if_journaled(self) -> None:
-        if self.store.journal_path.exists():
+        if self.store.needs_compaction():
             self.store.compact()
 
 

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_in_stack
 
+from gpustack_iac.contract import cancel
+
 from gpustack_iac.engine.base import Program
 from gpustack_iac.engine.embedded import sdk_hooks
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
@@ -78,17 +80,27 @@ def run_program(
         )
         loop.set_default_executor(executor)
         asyncio.set_event_loop(loop)
+        cancel.reset()
+        interrupted = False
         try:
             with sdk_hooks.active(monitor_log):
                 loop.run_until_complete(run_in_stack(_settled(program)))
+        except KeyboardInterrupt:
+            # Steps still running are in executor threads: end their waits now, not after minutes,
+            # and do not wait here for the SDK's tasks, which wait on those steps.
+            cancel.request_stop()
+            interrupted = True
+            raise
         finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    loop.run_until_complete(task)
-            loop.close()
-            executor.shutdown(wait=True)
+            if not interrupted:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        loop.run_until_complete(task)
+                loop.close()
+            # Steps in flight finish (their waits end at once) before the lock is released; queued ones never start.
+            executor.shutdown(wait=True, cancel_futures=interrupted)
             asyncio.set_event_loop(None)
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -57,6 +57,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "config_fingerprint": plan.config_fingerprint,
         "state_serial": plan.state_serial,
         "config_paths": list(plan.config_paths),
+        "config_recursive": plan.config_recursive,
         # Derived, for CI scripts; ignored when the plan is loaded back.
         "summary": {
             "create": counts.create,

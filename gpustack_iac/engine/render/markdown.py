@@ -18,10 +18,15 @@ MAX_COMMENT_CHARS = 60_000
 MARKER_PREFIX = "gpustack-iac-plan"
 
 
-def marker(stack: str) -> str:
-    """The hidden comment CI searches for: `<!-- gpustack-iac-plan:<stack> -->`."""
-    # "--" would end the HTML comment early; stack names never need it.
-    return f"<!-- {MARKER_PREFIX}:{stack.replace('--', '-')} -->"
+def marker(stack: str, project: str = "") -> str:
+    """The hidden comment CI searches for: `<!-- gpustack-iac-plan:<project>/<stack> -->`.
+
+    The project is part of it: two projects in one repository may both have a stack `dev`, and each
+    must keep its own pull-request comment.
+    """
+    name = f"{project}/{stack}" if project else stack
+    # "--" would end the HTML comment early; project and stack names never need it.
+    return f"<!-- {MARKER_PREFIX}:{name.replace('--', '-')} -->"
 
 
 def _code(text: str) -> str:
@@ -59,7 +64,8 @@ def _step_block(step: Step, with_diffs: bool) -> str:
 
 
 def _plan_markdown(plan: Plan, with_diffs: bool, max_steps: int | None) -> str:
-    parts: list[str] = [marker(plan.stack), f"### gpustack-iac plan: {_code(plan.stack)}", ""]
+    name = f"{plan.project}/{plan.stack}" if plan.project else plan.stack
+    parts: list[str] = [marker(plan.stack, plan.project), f"### gpustack-iac plan: {_code(name)}", ""]
     parts.append(f"**{common.plan_summary_line(plan)}**")
     if plan.cost:
         parts += ["", f"💰 **Cost:** {html.escape(plan.cost['line'])}"]

@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from gpustack_iac.runtime.agent import engine
+
 NVIDIA_SMI_QUERY = ["--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
 _MIB = 1024 * 1024
 
@@ -62,14 +64,14 @@ def detect_gpus(timeout: float = 15.0) -> list[Gpu]:
 
 
 def detect_docker(timeout: float = 10.0) -> bool:
-    """True only when a Docker daemon answers (`docker info` succeeds), not merely when the CLI exists."""
-    exe = shutil.which("docker")
-    if exe is None:
+    """True only when a container engine answers (`docker info`, or Podman's remote client at
+    DOCKER_HOST), not merely when a client exists."""
+    client = engine.client_argv(os.environ)
+    if shutil.which(client[0]) is None:
         return False
     try:
-        result = subprocess.run(
-            [exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=timeout, check=False
-        )
+        result = subprocess.run([*client, "info", "--format", "{{.ServerVersion}}"] if client[0].endswith("docker")
+                                else [*client, "info"], capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0

@@ -31,6 +31,36 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for pulling a private image; the password never leaves the agent's records."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    """How an `image:` replica runs, with dstack's semantics (docs/workloads.md, "Containers")."""
+
+    port: int | None = None  # the port the container listens on; the agent publishes a free host port to it
+    entrypoint: str | None = None
+    user: str | None = None
+    privileged: bool = False
+    shm_size: int | None = None  # bytes
+    host_network: bool = False  # a multi-node task's nodes reach each other by the hosts' addresses
+    registry_auth: RegistryAuth | None = None
+
+    def to_json(self, secrets: bool = False) -> dict[str, Any]:
+        auth: dict[str, str] | None = None
+        if self.registry_auth is not None:
+            auth = {"username": self.registry_auth.username}
+            if secrets:
+                auth["password"] = self.registry_auth.password
+        return {"port": self.port, "entrypoint": self.entrypoint, "user": self.user, "privileged": self.privileged,
+                "shm_size": self.shm_size, "host_network": self.host_network, "registry_auth": auth}
+
+
+@dataclass(frozen=True)
 class ReplicaSpec:
     id: str
     service: str = ""
@@ -43,8 +73,11 @@ class ReplicaSpec:
     labels: dict[str, str] = field(default_factory=dict)
     restart: str = "always"
     mounts: tuple[Mount, ...] = ()
+    container: ContainerOptions = field(default_factory=ContainerOptions)
+    host_port: int | None = None  # a process replica whose commands bind this port themselves (no $PORT)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, secrets: bool = False) -> dict[str, Any]:
+        """The spec as the API shows it; `secrets` only for the agent's own records."""
         return {
             "id": self.id,
             "service": self.service,
@@ -57,6 +90,8 @@ class ReplicaSpec:
             "labels": dict(self.labels),
             "restart": self.restart,
             "mounts": [m.to_json() for m in self.mounts],
+            "container": self.container.to_json(secrets),
+            "host_port": self.host_port,
         }
 
     @property
@@ -133,6 +168,8 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
         labels=_str_map(data, "labels", check_names=False),
         restart=restart,
         mounts=_mounts(data.get("mounts")),
+        container=_container(data.get("container")),
+        host_port=_int_or_none(data, "host_port", 1, 65535, ""),
     )
 
 
@@ -159,3 +196,34 @@ def _mounts(value: Any) -> tuple[Mount, ...]:
                 raise ReplicaSpecError(f"mounts[{i}].{key}: expected an absolute path, got {path!r}")
         out.append(Mount(source=str(source), target=str(target), name=_str(item, "name")))
     return tuple(out)
+
+
+def _int_or_none(data: dict[str, Any], key: str, low: int, high: int, where: str = "container.") -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or not low <= value <= high:
+        raise ReplicaSpecError(f"{where}{key}: expected an integer {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def _container(value: Any) -> ContainerOptions:
+    if value is None:
+        return ContainerOptions()
+    if not isinstance(value, dict):
+        raise ReplicaSpecError("container: expected an object")
+    auth = value.get("registry_auth")
+    registry_auth = None
+    if auth is not None:
+        if not isinstance(auth, dict) or not isinstance(auth.get("username"), str) or not isinstance(auth.get("password"), str):
+            raise ReplicaSpecError("container.registry_auth: expected {username, password} strings")
+        registry_auth = RegistryAuth(auth["username"], auth["password"])
+    return ContainerOptions(
+        port=_int_or_none(value, "port", 1, 65535),
+        entrypoint=_opt_str(value, "entrypoint"),
+        user=_opt_str(value, "user"),
+        privileged=bool(value.get("privileged", False)),
+        shm_size=_int_or_none(value, "shm_size", 1, 2**53),
+        host_network=bool(value.get("host_network", False)),
+        registry_auth=registry_auth,
+    )

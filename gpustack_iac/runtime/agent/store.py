@@ -30,11 +30,12 @@ class ReplicaRecord:
     container: bool = False
     stopping: bool = False  # a DELETE began; a restarted agent finishes it instead of re-adopting
     finished_at: float | None = None  # when a run-once replica (restart never / on-failure) ended for good
+    error: str | None = None  # why it cannot run at all (an image that cannot be pulled): not restarted
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": RECORD_VERSION,
-            "spec": self.spec.to_json(),
+            "spec": self.spec.to_json(secrets=True),
             "port": self.port,
             "pid": self.pid,
             "create_time": self.create_time,
@@ -45,6 +46,7 @@ class ReplicaRecord:
             "container": self.container,
             "stopping": self.stopping,
             "finished_at": self.finished_at,
+            "error": self.error,
         }
 
     @classmethod
@@ -61,6 +63,7 @@ class ReplicaRecord:
             container=bool(data.get("container", False)),
             stopping=bool(data.get("stopping", False)),
             finished_at=float(data["finished_at"]) if data.get("finished_at") is not None else None,
+            error=str(data["error"]) if data.get("error") is not None else None,
         )
 
 

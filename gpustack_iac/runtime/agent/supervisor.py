@@ -22,7 +22,7 @@ import psutil
 
 from gpustack_iac.errors import AgentApiError, ReplicaSpecError
 from gpustack_iac.runtime import envpolicy, procs
-from gpustack_iac.runtime.agent import mounts, pgroup
+from gpustack_iac.runtime.agent import containers, engine, mounts, pgroup
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 from gpustack_iac.runtime.agent.store import ReplicaRecord, Store
 
@@ -57,28 +57,6 @@ def backoff_delay(quick_crashes: int, base: float, cap: float) -> float:
     return float(min(base * (2 ** (quick_crashes - 1)), cap))
 
 
-def container_name(replica_id: str) -> str:
-    return f"gpustack-{replica_id}"
-
-
-def container_argv(spec: ReplicaSpec, port: int, bind_host: str, env_names: list[str]) -> list[str]:
-    """`docker run` in the foreground, so the docker client is the supervised process and its
-    output lands in the replica's log. Environment values are passed by name only (`-e NAME`
-    reads the client's environment): values never appear in argv, which every user can read."""
-    argv = ["docker", "run", "--rm", "--init", "--name", container_name(spec.id), "-p", f"{bind_host}:{port}:{port}"]
-    for name in sorted(env_names):
-        argv += ["-e", name]
-    argv += mounts.docker_args(spec)
-    if spec.gpus:
-        argv += ["--gpus", '"device=' + ",".join(str(g) for g in spec.gpus) + '"']
-    if spec.working_dir:
-        argv += ["-w", spec.working_dir]
-    argv.append(spec.image or "")
-    if spec.commands:
-        argv += ["/bin/sh", "-c", spec.shell_command]
-    return argv
-
-
 def _process_create_time(pid: int) -> float | None:
     # Unlike procs.create_time this accepts a zombie: a child that exited at once still has one.
     try:
@@ -106,6 +84,7 @@ class Supervisor:
             restarts=record.restarts,
             started_at=record.started_at,
             finished_at=record.finished_at,
+            error=record.error,
             url=f"http://{self._config.advertise_host}:{record.port}",
         )
         return out
@@ -172,16 +151,27 @@ class Supervisor:
                 "replica_conflict",
             )
         self._check_honourable(spec)
-        record = ReplicaRecord(spec=spec, port=self._free_port(), container=spec.image is not None, started_at=time.time())
+        port = self._free_port() if spec.host_port is None else self._claim_port(spec.host_port)
+        record = ReplicaRecord(spec=spec, port=port, container=spec.image is not None, started_at=time.time())
         runner = _Runner(record=record)
         self._runners[spec.id] = runner
         # Recorded before the process exists: a crash of the agent right after the spawn still
         # leaves a record, and the next agent finds the process by its environment.
         self._store.save(record)
+        if record.container:
+            # A pull may take many minutes (a CUDA image): answer now, state `pulling`, and start after it.
+            record.state = "pulling"
+            runner.task = asyncio.create_task(self._start_then_supervise(runner))
+            return self.view(record), True
         running = await self._spawn(runner)
-        if runner.stopping is None:
+        if runner.stopping is None and record.error is None:
             runner.task = asyncio.create_task(self._supervise(runner, running=running))
         return self.view(record), True
+
+    async def _start_then_supervise(self, runner: _Runner) -> None:
+        running = await self._spawn(runner)
+        if runner.stopping is None and runner.record.error is None:
+            await self._supervise(runner, running=running)
 
     async def stop(self, replica_id: str, grace: float) -> dict[str, Any]:
         runner = self._runner(replica_id)
@@ -223,6 +213,21 @@ class Supervisor:
         if spec.image is None and spec.working_dir and not Path(spec.working_dir).is_dir():
             raise ReplicaSpecError(f"working_dir: {spec.working_dir!r} is not a directory on this host")
 
+    def _claim_port(self, port: int) -> int:
+        """The port a replica's commands bind themselves: refused while another replica or process holds it."""
+        holder = next((r.record.spec.id for r in self._runners.values() if r.record.port == port), None)
+        if holder is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no holder
+                try:
+                    sock.bind((self._config.advertise_host, port))
+                except OSError:
+                    holder = "another process"
+        if holder is not None:
+            raise AgentApiError(f"port {port} is in use on this host ({holder}); the replica's commands bind it themselves",
+                                409, "port_in_use")
+        return port
+
     def _free_port(self) -> int:
         taken = {r.record.port for r in self._runners.values()}
         for _ in range(100):
@@ -251,13 +256,27 @@ class Supervisor:
             GPUSTACK_PYTHON=sys.executable,
         )
         own.update(mounts.mount_env(spec, record.container))
+        own.update(self._dstack_env(spec))
         # Only the base set of the agent's own environment: the operator's secrets are not the workload's.
         env = envpolicy.replica_env(os.environ)
         env.update(own)
         env[pgroup.AGENT_ENV] = self._state_key
         if spec.gpus and not record.container:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+        if record.container:
+            # The client process needs to find the engine (DOCKER_HOST, ...); `-e` never passes these on.
+            env.update(envpolicy.container_client_env(os.environ))
+            env.pop("GPUSTACK_PYTHON", None)  # the agent's interpreter is not inside the image
+            own.pop("GPUSTACK_PYTHON", None)
         return env, list(own)
+
+    def _dstack_env(self, spec: ReplicaSpec) -> dict[str, str]:
+        """dstack's run variables for a single-node run; a task runner sets its own (multi-node) values,
+        and the controller the replica number, through the spec's env, which wins."""
+        defaults = {"DSTACK_RUN_NAME": spec.service, "DSTACK_GPUS_NUM": str(len(spec.gpus)),
+                    "DSTACK_GPUS_PER_NODE": str(len(spec.gpus)), "DSTACK_NODE_RANK": "0", "DSTACK_NODES_NUM": "1",
+                    "DSTACK_MASTER_NODE_IP": self._config.advertise_host, "DSTACK_NODES_IPS": self._config.advertise_host}
+        return {k: v for k, v in defaults.items() if k not in spec.env}
 
     def _append_log(self, replica_id: str, line: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
@@ -275,13 +294,9 @@ class Supervisor:
         spec = record.spec
         env, own_names = self._env(record)
         if record.container:
-            # A container left by a killed docker client would hold the name and the port.
-            await asyncio.to_thread(
-                subprocess.run, ["docker", "rm", "-f", container_name(spec.id)], capture_output=True, timeout=60, check=False
-            )
-            if runner.stopping is not None:
-                return False  # a DELETE arrived meanwhile: starting now would leave an orphan
-            argv = container_argv(spec, record.port, self._config.advertise_host, own_names)
+            argv = await self._prepare_container(runner, env, own_names)
+            if argv is None:
+                return False
             cwd = None
         else:
             argv = ["/bin/sh", "-c", spec.shell_command]
@@ -309,6 +324,29 @@ class Supervisor:
         record.state = "starting"
         self._store.save(record)
         return True
+
+    async def _prepare_container(self, runner: _Runner, env: dict[str, str], own_names: list[str]) -> list[str] | None:
+        """The `docker run` argv once the image is there; None when the replica must not start (a
+        DELETE arrived, or the image cannot be pulled: a failure that restarting cannot fix)."""
+        record, spec = runner.record, runner.record.spec
+        client = engine.client_argv(env)
+        # A container left by a killed docker client would hold the name and the port.
+        await asyncio.to_thread(
+            subprocess.run, [*client, "rm", "-f", containers.container_name(spec.id)], env=env, capture_output=True,
+            timeout=60, check=False,
+        )
+        if runner.stopping is None:
+            record.state = "pulling"
+            error = await asyncio.to_thread(containers.ensure_image, client, spec, env, self._store.log_path(spec.id))
+            if error is not None:
+                record.state, record.error, record.finished_at = "failed", error, time.time()
+                record.pid = record.create_time = None
+                self._store.save(record)
+                self._append_log(spec.id, error)
+                return None
+        if runner.stopping is not None:
+            return None  # a DELETE arrived meanwhile: starting now would leave an orphan
+        return containers.run_argv(client, spec, record.port, self._config.advertise_host, own_names)
 
     async def _wait_exit(self, runner: _Runner) -> int | None:
         """Wait for the replica's process to end; its exit code when it was our child."""
@@ -362,6 +400,8 @@ class Supervisor:
             await asyncio.sleep(delay)
             record.restarts += 1
             running = await self._spawn(runner)
+            if record.error is not None:
+                return
 
     @staticmethod
     def _finished(record: ReplicaRecord) -> bool:
@@ -393,7 +433,7 @@ class Supervisor:
         if record.container:
             await asyncio.to_thread(
                 subprocess.run,
-                ["docker", "stop", "-t", str(int(grace)), container_name(record.spec.id)],
+                [*engine.client_argv(os.environ), "stop", "-t", str(int(grace)), containers.container_name(record.spec.id)],
                 capture_output=True,
                 timeout=grace + 60,
                 check=False,

@@ -103,12 +103,15 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
         # count is the same crash seen late. (Unknown before the first listing of this process.)
         restarted = r.agent_state != "adopting" and r.agent_state != "pending" and restarts > r.restarts
         r.agent_state = str(info.get("state", "unknown"))
+        if r.agent_state == "pulling":
+            r.created_mono = now  # the startup deadline counts from the end of the image's pull
         r.restarts = restarts
         r.exit_code = info.get("exit_code")
         if (r.agent_state in CRASHED_STATES or restarted) and not r.stopping:
             r.ready = False
             r.failed = True
-            r.detail = f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})"
+            # An agent's `error` (an image it cannot pull) says more than an exit code.
+            r.detail = str(info.get("error") or f"process {'restarted' if restarted else r.agent_state} (exit code {r.exit_code})")
     # Forwards to replica ports an SSH host no longer serves are closed.
     for name, tunnels in core.tunnels.items():
         listing = core.agents[name].listing if name in core.agents else None

@@ -92,6 +92,6 @@ class ControllerCore:
                 g = st.definition.group(r.record.group)
             if g is None:
                 continue
-            taken.setdefault(r.record.agent, []).append(reservation_for(g.resources, r.record.gpus))
+            taken.setdefault(r.record.agent, []).append(reservation_for(g.resources, r.record.gpus, g.host_port))
         return taken
 

@@ -42,6 +42,12 @@ class JoinTokens:
             log.error("join token of fleet %s unusable: %s", fleet, exc)
             return None
 
+    def admits_any(self, presented: str | None) -> bool:
+        """Whether the token is some fleet's: the check a join passes before its body is read."""
+        if self.directory is None or not presented or not self.directory.is_dir():
+            return False
+        return any(self.admits(path.name[: -len(".token")], presented) for path in sorted(self.directory.glob("*.token")))
+
     def admits(self, fleet: str, presented: str | None) -> bool:
         expected = self.token(fleet)
         return expected is not None and token_matches(presented, expected)

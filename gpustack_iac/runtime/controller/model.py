@@ -94,6 +94,24 @@ class MountDef:
 
 
 @dataclass(frozen=True)
+class RegistryAuthDef:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ContainerDef:
+    """How an `image:` group's containers run (docs/workloads.md, "Containers"); the port is the service's."""
+
+    entrypoint: str | None = None
+    user: str | None = None
+    privileged: bool = False
+    shm_size: int | None = None  # bytes
+    registry_auth: RegistryAuthDef | None = None
+    auth_fingerprint: str | None = None  # the stack's keyed hash of the password: rolls the group when it changes
+
+
+@dataclass(frozen=True)
 class GroupDef:
     name: str
     generation: str
@@ -107,6 +125,10 @@ class GroupDef:
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     mounts: tuple[MountDef, ...] = ()
     hosts: tuple[str, ...] = ()  # when set, only these agents may run the group (its volumes live there)
+    container: ContainerDef = field(default_factory=ContainerDef)
+    # Process replicas whose commands bind the service's declared port themselves (no $PORT): the
+    # agent gives them that port, and placement puts at most one per host and port.
+    host_port: int | None = None
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))

@@ -13,7 +13,7 @@ Accounting rules (documented for operators in docs/runtime.md):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from gpustack_iac.runtime.controller.model import GroupDef, PlacementPolicy, Resources
@@ -77,6 +77,7 @@ class Reservation:
     memory_bytes: int = 0
     disk_bytes: int = 0
     gpus: tuple[int, ...] = ()
+    host_port: int | None = None  # a port the replica's own commands bind on the host (no $PORT)
 
 
 @dataclass(frozen=True)
@@ -214,11 +215,18 @@ def place(
         if group.image and agent.host is not None and not agent.host.docker:
             reasons.append((agent.name, f"image {group.image} needs Docker, the host has none"))
             continue
-        got = fit(group.resources, agent, list(taken.get(agent.name, [])))
+        held = list(taken.get(agent.name, []))
+        if group.host_port is not None and any(r.host_port == group.host_port for r in held):
+            reasons.append((agent.name, f"port {group.host_port} is taken by another replica on this host (the commands "
+                                        "bind the declared port themselves: one replica per host and port)"))
+            continue
+        got = fit(group.resources, agent, held)
         if isinstance(got, str):
             reasons.append((agent.name, got))
             continue
         load = (spread or {}).get(agent.name, 0)
+        if group.host_port is not None:
+            got = replace(got, host_port=group.host_port)
         fits.append((load, len(taken.get(agent.name, [])), agent.name, got))
     if not fits:
         return NoCapacity(tuple(reasons))
@@ -227,8 +235,9 @@ def place(
     return Assignment(agent=name, reservation=reservation)
 
 
-def reservation_for(resources: Resources, gpus: tuple[int, ...]) -> Reservation:
+def reservation_for(resources: Resources, gpus: tuple[int, ...], host_port: int | None = None) -> Reservation:
     """The reservation a replica already placed holds (rebuilt from the store after a restart)."""
     return Reservation(
-        memory_bytes=int(resources.memory_bytes.min), disk_bytes=int(resources.disk_bytes.min), gpus=tuple(gpus)
+        memory_bytes=int(resources.memory_bytes.min), disk_bytes=int(resources.disk_bytes.min), gpus=tuple(gpus),
+        host_port=host_port,
     )

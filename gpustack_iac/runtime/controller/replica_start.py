@@ -8,12 +8,13 @@ the group is marked "no capacity" with the reason, which the autoscaler and stat
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.backoff import Backoff
 from gpustack_iac.runtime.controller.agent_polling import as_dict
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.model import GroupDef
+from gpustack_iac.runtime.controller.model import GroupDef, ServiceDef
 from gpustack_iac.runtime.controller.placement import AgentView, Assignment, place
 from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 from gpustack_iac.runtime.controller.store import PlacementRecord
@@ -54,7 +55,8 @@ async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, co
 async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Assignment, now: float) -> None:
     d = st.definition
     prefix = f"{d.name}-{g.name}-{g.generation[:8]}"
-    rid = f"{prefix}-{core.store.next_index(prefix)}"
+    index = core.store.next_index(prefix)
+    rid = f"{prefix}-{index}"
     rec = PlacementRecord(rid, d.name, g.name, g.generation, a.agent, a.reservation.gpus, time.time())
     # Recorded before the agent hears of it: a crash in between leaves a placement to re-adopt
     # (or to find missing), never an unknown process.
@@ -66,12 +68,15 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
         "service": d.name,
         "group": g.name,
         "commands": list(g.commands),
-        "env": dict(g.env),
+        # dstack's replica number (from 0): the index within the group's generation, as the id carries it.
+        "env": {"DSTACK_REPLICA_NUM": str(index - 1), **g.env},
         "working_dir": g.working_dir,
         "image": g.image,
         "gpus": list(a.reservation.gpus),
         "labels": {"gpustack.service": d.name, "gpustack.group": g.name, "gpustack.generation": g.generation},
         "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in g.mounts],
+        "container": _container(d, g),
+        "host_port": g.host_port,
     }
     try:
         info = as_dict(await core.clients[a.agent].start(spec))
@@ -83,3 +88,13 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
     r.url = core.map_url(a.agent, info.get("url")) or r.url
     r.pid = info.get("pid")
     r.agent_state = str(info.get("state", "starting"))
+
+
+def _container(d: ServiceDef, g: GroupDef) -> dict[str, Any] | None:
+    """The agent's container options: the service's declared port is where the container listens."""
+    if g.image is None:
+        return None
+    c = g.container
+    auth = c.registry_auth
+    return {"port": d.port, "entrypoint": c.entrypoint, "user": c.user, "privileged": c.privileged, "shm_size": c.shm_size,
+            "registry_auth": {"username": auth.username, "password": auth.password} if auth is not None else None}

@@ -20,10 +20,16 @@ JOIN_KEY: web.AppKey[join.JoinTokens] = web.AppKey("join_tokens", join.JoinToken
 
 
 
+class BodyError(Exception):
+    """A request body that is not JSON the API can read (a 400, unlike a well-formed but invalid one)."""
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
+    except BodyError as exc:
+        return json_error(400, "invalid_json", str(exc))
     except UnknownServiceError as exc:
         return json_error(404, "unknown_service", str(exc))
     except UnknownAgentError as exc:
@@ -40,7 +46,10 @@ async def _body(request: web.Request) -> Any:
     try:
         return await request.json()
     except ValueError as exc:
-        raise ServiceDefinitionError(f"the body must be JSON: {exc}") from exc
+        raise BodyError(f"the body must be JSON: {exc}") from exc
+    except RecursionError as exc:
+        # json nests by recursion: a body of a few hundred thousand '[' gave a 500 and a traceback.
+        raise BodyError("the body must be JSON: nested too deeply") from exc
 
 
 async def health(request: web.Request) -> web.Response:
@@ -72,9 +81,14 @@ async def delete_agent(request: web.Request) -> web.Response:
 async def put_join(request: web.Request) -> web.Response:
     """An agent registers itself with its fleet's join token (docs/cloud.md#joining)."""
     name = request.match_info["name"]
+    tokens, presented = request.app[JOIN_KEY], join.presented(request)
+    # On the head first: without some fleet's join token the body is never read, so an anonymous
+    # client cannot make the controller buffer and parse a megabyte of JSON.
+    if not tokens.admits_any(presented):
+        return join.refuse(request, None, name)
     body = await _body(request)
     fleet = body.get("fleet") if isinstance(body, dict) else None
-    if not request.app[JOIN_KEY].admits(str(fleet), join.presented(request)):
+    if not tokens.admits(str(fleet), presented):
         return join.refuse(request, fleet if isinstance(fleet, str) else None, name)
     problem = join.check_join_body(body)
     if problem is not None:

@@ -153,6 +153,7 @@ class ServerConnection(asyncio.Protocol):
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
+        self._head_parsed = 0
         self._cur: Request | None = None
         self._headers_done = False
         self._nfields = 0
@@ -251,6 +252,7 @@ class ServerConnection(asyncio.Protocol):
         if self.head_since is None:
             self.head_since = self._loop.time()
         self._url = b""
+        self._head_parsed = 0
         self._cur = Request("", "", "", "HTTP/1.1", self._peer)
         self._headers_done = False
         self._nfields = 0
@@ -261,6 +263,14 @@ class ServerConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
+
+    def _count_head(self, size: int) -> None:
+        # data_received's byte count misses a head that arrives whole in one read (the parser has
+        # finished it before the count is checked), so the parsed parts are counted as they come.
+        self._head_parsed += size
+        if self._head_parsed > MAX_HEAD_BYTES:
+            raise HttpProtocolError("request head too large", 431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp refused control bytes, bare CR/LF, obs-folds and invalid names already; what is left is
@@ -268,6 +278,7 @@ class ServerConnection(asyncio.Protocol):
         if self._headers_done:
             return  # a trailer field (llhttp checked its syntax); trailers are not forwarded
         self._nfields += 1
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
         if self._nfields > self._server.max_header_count:
             raise HttpProtocolError(f"more than {self._server.max_header_count} header fields")
         request = self._cur
@@ -309,6 +320,8 @@ class ServerConnection(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HttpProtocolError(f"unsupported version HTTP/{version}", 505 if version[:1] >= "1" else 400)
+        if version == "1.1" and not self._seen_host:
+            raise HttpProtocolError("HTTP/1.1 request without Host")  # RFC 9112 3.2: 400
         target = self._url
         check_target(target)
         if target[:1] != b"/":

@@ -308,7 +308,11 @@ class UpstreamConnection(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HttpProtocolError(f"unsupported version HTTP/{version}")
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            # The gateway never forwards Upgrade (hop-by-hop), so a switch was not asked for: relayed,
+            # it left the client waiting on a connection that no longer speaks HTTP. 502 instead.
+            raise HttpProtocolError("unsolicited 101 Switching Protocols")
+        if 100 <= status < 200:
             self._interim = True  # interim answers (100 Continue, 103 Early Hints) are not relayed
             return
         self._interim = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -86,6 +87,47 @@ class LoadWindow:
         count, elapsed = self.arrivals(period, now)
         return count / elapsed if elapsed > 0 else 0.0
 
+    def step_rate(self, period: float, now: float, min_llr: float = 6.0) -> tuple[float, float | None]:
+        """(rate, time of the step) for the last `period` seconds, with a step up found in them.
+
+        A step is the split of the period with the largest Poisson log-likelihood ratio against
+        one rate for the whole period (a CUSUM change point); it counts when that ratio exceeds
+        `min_llr` (about 1 in 400 windows by noise alone) and the later part's rate is the
+        higher, and the rate is then the one since the step: a step one second old is sized on
+        that second, not diluted by the seconds before it. Without a step: the period's rate
+        and None.
+        """
+        overall, split = self._change(period, now, min_llr, up_only=True)
+        return split if split is not None else (overall, None)
+
+    def change_at(self, period: float, now: float, min_llr: float = 6.0) -> float | None:
+        """When the rate changed (up or down) within the last `period` seconds; None: no change."""
+        _, split = self._change(period, now, min_llr, up_only=False)
+        return split[1] if split is not None else None
+
+    def _change(self, period: float, now: float, min_llr: float, up_only: bool) -> tuple[float, tuple[float, float] | None]:
+        """(the period's rate, (rate after, time) of its most likely change point or None)."""
+        base = self._base(period, now)
+        if base is None:
+            return 0.0, None
+        last = self._samples[-1]
+        total, span = last.requests_total - base.requests_total, last.at - base.at
+        if span <= 0:
+            return 0.0, None
+        overall = total / span
+        best_llr, best = min_llr, None
+        for split in self._samples:
+            if not base.at < split.at < last.at:
+                continue
+            n1, t1 = split.requests_total - base.requests_total, split.at - base.at
+            n2, t2 = total - n1, last.at - split.at
+            if up_only and n2 / t2 <= n1 / t1:
+                continue
+            llr = _poisson_llr(n1, t1, overall) + _poisson_llr(n2, t2, overall)
+            if llr > best_llr:
+                best_llr, best = llr, (n2 / t2, split.at)
+        return overall, best
+
     def variance(self, period: float, now: float) -> float:
         """Variance of the arrivals in one second, from the sample-to-sample counts of the period.
 
@@ -156,3 +198,11 @@ class LoadWindow:
                 return lower + (bounds[i] - lower) * (rank - seen) / c
             seen += c
         return bounds[-1]
+
+
+def _poisson_llr(count: int, seconds: float, overall: float) -> float:
+    """Log-likelihood gain of a segment's own Poisson rate over the overall rate."""
+    if count <= 0 or overall <= 0:
+        return seconds * overall  # a silent segment: the overall rate predicted that many
+    own = count / seconds
+    return count * math.log(own / overall) - (own - overall) * seconds

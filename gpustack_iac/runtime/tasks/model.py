@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gpustack_iac.errors import RuntimeApiError
-from gpustack_iac.runtime.controller.model import MountDef, PlacementPolicy, Resources
+from gpustack_iac.runtime.controller.model import ContainerDef, MountDef, PlacementPolicy, Resources
 
 RETRY_EVENTS = ("no-capacity", "interruption", "error")
 
@@ -55,6 +55,7 @@ class TaskDef:
     working_dir: str | None = None
     remote_working_dir: str | None = None  # on hosts with a tunnel (SSH fleets), instead of working_dir
     image: str | None = None
+    container: ContainerDef = field(default_factory=ContainerDef)
     resources: Resources = field(default_factory=Resources)
     placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     mounts: tuple[MountDef, ...] = ()

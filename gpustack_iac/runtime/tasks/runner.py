@@ -81,9 +81,19 @@ def node_env(task: TaskDef, nodes: list[Node], master_port: int, attempt: int) -
         env.update({f"GPUSTACK_{k}": v for k, v in common.items()})
         env.update({f"DSTACK_{k}": v for k, v in common.items()})
         env.update(MASTER_ADDR=ips[0], MASTER_PORT=str(master_port), WORLD_SIZE=str(len(nodes)), NODE_RANK=str(node.rank),
-                   GPUSTACK_TASK=task.name, GPUSTACK_TASK_ATTEMPT=str(attempt))
+                   DSTACK_RUN_NAME=task.name, GPUSTACK_TASK=task.name, GPUSTACK_TASK_ATTEMPT=str(attempt))
         out.append(env)
     return out
+
+
+def _container(task: TaskDef) -> dict[str, Any] | None:
+    """A task's containers share their host's network: nodes rendezvous at the hosts' addresses
+    (DSTACK_MASTER_NODE_IP, MASTER_PORT) as they would in process mode."""
+    if task.image is None:
+        return None
+    c, auth = task.container, task.container.registry_auth
+    return {"entrypoint": c.entrypoint, "user": c.user, "privileged": c.privileged, "shm_size": c.shm_size, "host_network": True,
+            "registry_auth": {"username": auth.username, "password": auth.password} if auth is not None else None}
 
 
 def _free_loopback_port() -> int:
@@ -258,11 +268,13 @@ class TaskRunner:
 
     async def _start(self, node: Node, env: dict[str, str]) -> None:
         task = self.task
+        # In a container the working directory is a path inside the image: only an absolute one means anything.
+        workdir = task.remote_working_dir if node.host.tunnel or task.image else task.working_dir
         spec = {"id": node.replica, "service": task.name, "group": f"node-{node.rank}", "commands": list(task.commands),
-                "env": env,
-                "working_dir": task.remote_working_dir if node.host.tunnel else task.working_dir, "image": task.image, "gpus": list(node.gpus),
+                "env": env, "working_dir": workdir, "image": task.image, "gpus": list(node.gpus),
                 "labels": {"task": task.name, "rank": str(node.rank)}, "restart": "never",
-                "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in task.mounts]}
+                "mounts": [{"source": m.source, "target": m.target, "name": m.name} for m in task.mounts],
+                "container": _container(task)}
         answer = await self.client(node.host).start(spec)
         node.state, node.started_at = str(answer.get("state", "starting")), float(answer.get("started_at") or time.time())
         with open(node_log(self.state_dir, node.rank), "ab") as log:
