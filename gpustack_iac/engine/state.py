@@ -324,7 +324,10 @@ class StateStore:
         if self._salt is None and self._secrets_type in (None, SECRETS_PROVIDER_TYPE):
             if self._operation is None:
                 raise StateError("internal error: creating the stack's secrets key needs the stack's lock")
-            self._append(lambda records: self._write_crypter(records) and None)
+            def make_key(records: list[dict[str, Any]]) -> None:
+                self._write_crypter(records)
+
+            self._append(make_key)
         return self._read_crypter(self._salt or "", self._secrets_type)
 
     def lock_owner(self) -> LockOwner | None:

@@ -20,7 +20,7 @@ class GcsStore:
             # The emulator needs no credentials; the project only labels requests.
             from google.auth.credentials import AnonymousCredentials
 
-            client = storage.Client(project=location.options.get("project", "local"), credentials=AnonymousCredentials())
+            client = storage.Client(project=location.options.get("project", "local"), credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
         else:
             client = storage.Client()
         self._bucket = client.bucket(location.bucket)

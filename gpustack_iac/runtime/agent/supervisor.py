@@ -325,7 +325,7 @@ class Supervisor:
         self._store.save(record)
         return True
 
-    async def _prepare_container(self, runner: _Runner, env: dict[str, str], own_names: list[str]) -> list[str] | None:
+    async def _prepare_container(self, runner: _Runner, env: dict[str, str], own_names: builtins.list[str]) -> builtins.list[str] | None:
         """The `docker run` argv once the image is there; None when the replica must not start (a
         DELETE arrived, or the image cannot be pulled: a failure that restarting cannot fix)."""
         record, spec = runner.record, runner.record.spec
