@@ -100,7 +100,6 @@ class DevEnvironmentProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         definition = props["definition"]
-        name = definition["name"]
         root = Path(props["state_dir"])
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         public_key = ensure_identity(Path(props["identity_file"]))
@@ -149,7 +148,8 @@ class DevEnvironmentProvider(ResourceProvider):
         known_hosts.write_text(lines)
         outs = {**props, "host": host["name"], "address": address, "port": port, "known_hosts": str(known_hosts),
                 "jump": jump, "login_user": (tunnel.get("user") if tunnel else None) or props.get("user"),
-                "ide_link": ide_link(definition.get("ide", "vscode"), name, working_dir or "/")}
+                "ide_link": (ide_link(definition["ide"], name, working_dir or "/")
+                             if definition.get("ide") else None)}
         return CreateResult(id_=name, outs=outs)
 
     @staticmethod
