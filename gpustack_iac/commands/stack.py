@@ -251,7 +251,7 @@ def up(paths: tuple[Path, ...], project: str | None, stack: str | None, state_di
     from gpustack_iac.commands import workloads
 
     if fmt == "terminal":
-        _print_endpoint_hint(result.outputs, console)
+        _print_endpoint_hint(result.outputs, prepared.workspace, console)
         workloads.print_dev_hints(result.outputs, console)
     if wait and not workloads.wait_for_tasks(result.outputs, console):
         raise GpustackError("a task failed; see `gpustack-iac status` and `gpustack-iac logs TASK`")
@@ -268,13 +268,17 @@ def _refuse_plugins_without_cli(prepared: Prepared) -> None:
                           "(https://www.pulumi.com/docs/install/) and run again (`plan` works without it)")
 
 
-def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
-    endpoint = unwrap_secret(outputs.get("endpoint"))
-    if not endpoint:
-        return
-    console.print(f"\nEndpoint: [bold]{endpoint}[/]")
-    console.print("Try it (the token stays out of your shell history):")
-    console.print(f"  curl -H \"Authorization: Bearer $(gpustack-iac output token --show-secrets)\" {endpoint}/", highlight=False)
+def _print_endpoint_hint(outputs: dict[str, Any], space: ws.Workspace, console: Console) -> None:
+    from gpustack_iac.commands.hints import endpoint_hint
+
+    selector = ["--project", space.project, "--stack", space.stack]
+    if space.state_url != f"file://{ws.default_state_dir()}":
+        selector += ["--state", space.state_url]
+    lines = endpoint_hint(outputs, selector)
+    if lines:
+        console.print(f"\n{lines[0]}", highlight=False)
+    for line in lines[1:]:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @click.command()
