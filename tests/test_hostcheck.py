@@ -56,5 +56,5 @@ def test_a_gpu_count_above_16_hints_at_memory(tmp_path: Path) -> None:
 
 
 def test_without_host_facts_nothing_is_checked(tmp_path: Path) -> None:
-    spec = load_text(_GW + _service("H100"), file=str(tmp_path / "s.gpustack.yml"), env={})
+    spec = load_text(_GW + _FLEET + _service("H100"), file=str(tmp_path / "s.gpustack.yml"), env={})
     compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])

@@ -30,7 +30,8 @@ def _service_names(plan_json: str) -> set[str]:
 def test_plan_reads_only_the_directory_given_unless_recursive(tmp_path: Path) -> None:
     (tmp_path / "prod").mkdir()
     (tmp_path / "staging").mkdir()
-    (tmp_path / "gw.gpustack.yml").write_text("type: gateway\nname: gw\nbackend: local\ndefault: true\n")
+    (tmp_path / "gw.gpustack.yml").write_text("type: gateway\nname: gw\nbackend: local\ndefault: true\n---\n"
+                                                 "type: fleet\nname: here\nbackends: [local]\nnodes: 1\n")
     (tmp_path / "top.gpustack.yml").write_text(SERVICE.format(name="top"))
     (tmp_path / "prod" / "svc.gpustack.yml").write_text(SERVICE.format(name="svc"))
     (tmp_path / "staging" / "svc.gpustack.yml").write_text(SERVICE.format(name="svc"))  # same name: merging fails

@@ -14,6 +14,11 @@ from gpustack_iac.spec.loader import load_text
 from gpustack_iac.stacks.context import StackContext
 
 _TEXT = """\
+type: fleet
+name: here
+backends: [local]
+nodes: 1
+---
 type: gateway
 name: gw
 backend: local

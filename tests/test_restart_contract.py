@@ -28,14 +28,16 @@ EXAMPLES = sorted(p.name for p in (REPO / "examples").iterdir() if any(p.glob("*
 Definition = dict[str, Any]
 
 
-# For the examples that only validate on their own (router, llm-replica-groups): a gateway to run behind.
-GATEWAY = "type: gateway\nname: added\nbackend: local\ndefault: true\ncertificate: null\n"
+# For the examples that only validate on their own (router, llm-replica-groups): a gateway to run behind
+# and a fleet to run on.
+GATEWAY = ("type: gateway\nname: added\nbackend: local\ndefault: true\ncertificate: null\n---\n"
+           "type: fleet\nname: added\nbackends: [local]\nnodes: 1\n")
 
 
 def _compiled(folder: Path, tmp_path: Path) -> dict[str, Definition]:
     # hosts=[]: no probe of this machine, and never of an example's SSH addresses.
     spec = load_paths([folder], env={})
-    if spec.services and not spec.gateways:
+    if spec.services and not spec.gateways and not spec.fleets:
         copy_ = tmp_path / "with-gateway" / folder.name
         shutil.copytree(folder, copy_)
         (copy_ / "added.gpustack.yml").write_text(GATEWAY)

@@ -34,9 +34,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
-        # Requests to / are logged (what `gpustack-iac logs` shows); the probe's /health every
-        # few seconds would drown them.
-        if self.path != "/health":
+        # Requests are logged (what `gpustack-iac logs` shows); the controller's probes, every few
+        # seconds, would drown them: they say who they are in their User-Agent.
+        if not (self.headers.get("User-Agent") or "").startswith("gpustack-iac-probe/"):
             print(f"{self.address_string()} {format % args}", flush=True)
 
 

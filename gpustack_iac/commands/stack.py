@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from gpustack_iac.commands.abandon import abandon_failed, abandon_named, print_abandoned
 from gpustack_iac.commands.options import existing_stack_options, project_option, stack_options
 from gpustack_iac.console import console as make_console
 
@@ -250,7 +251,7 @@ def up(paths: tuple[Path, ...], project: str | None, stack: str | None, state_di
     from gpustack_iac.commands import workloads
 
     if fmt == "terminal":
-        _print_endpoint_hint(result.outputs, console)
+        _print_endpoint_hint(result.outputs, prepared.workspace, console)
         workloads.print_dev_hints(result.outputs, console)
     if wait and not workloads.wait_for_tasks(result.outputs, console):
         raise GpustackError("a task failed; see `gpustack-iac status` and `gpustack-iac logs TASK`")
@@ -267,24 +268,31 @@ def _refuse_plugins_without_cli(prepared: Prepared) -> None:
                           "(https://www.pulumi.com/docs/install/) and run again (`plan` works without it)")
 
 
-def _print_endpoint_hint(outputs: dict[str, Any], console: Console) -> None:
-    endpoint = unwrap_secret(outputs.get("endpoint"))
-    if not endpoint:
-        return
-    console.print(f"\nEndpoint: [bold]{endpoint}[/]")
-    console.print("Try it (the token stays out of your shell history):")
-    console.print(f"  curl -H \"Authorization: Bearer $(gpustack-iac output token --show-secrets)\" {endpoint}/", highlight=False)
+def _print_endpoint_hint(outputs: dict[str, Any], space: ws.Workspace, console: Console) -> None:
+    from gpustack_iac.commands.hints import endpoint_hint
+
+    selector = ["--project", space.project, "--stack", space.stack]
+    if space.state_url != f"file://{ws.default_state_dir()}":
+        selector += ["--state", space.state_url]
+    lines = endpoint_hint(outputs, selector)
+    if lines:
+        console.print(f"\n{lines[0]}", highlight=False)
+    for line in lines[1:]:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @click.command()
 @existing_stack_options
 @click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
-def destroy(project: str | None, stack: str | None, state_dir: str | None, engine: str, yes: bool) -> None:
+@click.option("--force", is_flag=True, help="Drop from state each resource whose delete fails (its host is gone for "
+                                            "good); the state records them as abandoned.")
+def destroy(project: str | None, stack: str | None, state_dir: str | None, engine: str, yes: bool, force: bool) -> None:
     """Remove everything the stack deployed (shows what first).
 
     \b
-    Example:
+    Examples:
       gpustack-iac destroy --yes
+      gpustack-iac destroy --yes --force   # an SSH host is gone for good
     """
     console = make_console()
     # One rule for "nothing to destroy", whether no stack was ever made or it was emptied: exit 0.
@@ -305,14 +313,29 @@ def destroy(project: str | None, stack: str | None, state_dir: str | None, engin
     for note in volume_notes(resources):
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     _confirm("Destroy them?", yes)
+    result = _destroy_once(space, console)
+    abandoned = []
+    # Each round abandons what failed, then deletes what that unblocked (the components above it).
+    while force and not result.ok:
+        dropped = abandon_failed(space.store(), result)
+        if not dropped:
+            break
+        abandoned += dropped
+        result = _destroy_once(space, console)
+    print_abandoned(abandoned, console)
+    if not result.ok:
+        raise GpustackError("destroy did not finish; the state lists what still exists — run destroy again, or "
+                            "`destroy --force` to abandon what cannot be deleted (its host is gone for good)")
+
+
+def _destroy_once(space: ws.Workspace, console: Console) -> ApplyResult:
     progress = _Progress(console)
     try:
         result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
     except KeyboardInterrupt:
         raise progress.interrupted("destroy") from None
     render_apply_terminal(result, console)
-    if not result.ok:
-        raise GpustackError("destroy did not finish; the state lists what still exists — run destroy again")
+    return result
 
 
 @click.command()
@@ -384,6 +407,7 @@ def state() -> None:
       gpustack-iac state show hello
       gpustack-iac state unlock
       gpustack-iac state restore
+      gpustack-iac state rm gpu-box-1   # its host is gone for good
     """
 
 
@@ -398,6 +422,25 @@ def state_list(project: str | None, stack: str | None, state_dir: str | None, en
         click.echo(f"{res.urn}{flags}")
     for op in checkpoint.pending_operations:
         click.echo(f"{op.resource.urn} [pending: {op.type}]")
+    for gone in checkpoint.abandoned:
+        click.echo(f"{gone.urn} [abandoned {gone.at}: {gone.reason}]")
+
+
+@state.command("rm")
+@click.argument("urn")
+@existing_stack_options
+def state_rm(urn: str, project: str | None, stack: str | None, state_dir: str | None, engine: str) -> None:
+    """Drop one resource (by URN or name) from state without deleting it; the state records it as abandoned.
+
+    For a resource whose host is gone for good. Nothing is contacted: what still exists must be
+    removed by hand.
+
+    \b
+    Example:
+      gpustack-iac state rm gpu-box-1
+    """
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    print_abandoned(abandon_named(space.store(), urn), make_console())
 
 
 @state.command("show")

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from gpustack_iac import compile_code, support
 from gpustack_iac import compile_workloads as workloads
@@ -66,8 +66,9 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     problems += _plan_services(spec, ctx, facts, plan)
     _size_model_disks(spec, plan, ctx)
     problems += _plan_routers(spec, plan)
-    if (spec.services or spec.tasks or spec.dev_environments) and not spec.fleets:
-        ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
+    problems += [p for s in spec.services for p in _check_served(s, spec.fleets, plan.service_backend[str(s.name)], ctx.warn)]
+    if (spec.tasks or spec.dev_environments) and not spec.fleets:
+        ctx.warn("no fleet: tasks and dev environments have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
         raise ConfigError(problems)
     problems += _plan_definitions(spec, ctx, facts, plan)
@@ -86,6 +87,37 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     plan.plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in plan.node_groups}
                                   | {g.backend for g in spec.gateways if isinstance(get(g.backend), WithPulumiPlugin)})
     return plan
+
+
+def _check_served(service: ServiceConfig, fleets: Sequence[FleetConfig], backend: str,
+                  warn: Callable[[str], None]) -> list[Diagnostic]:
+    """A group no fleet can give a host to would wait for capacity until `up` times out: refuse it at plan.
+    Host replicas (local, ssh) run on any host fleet's agents; cloud replicas only on nodes of a fleet
+    of their backend (warned about); a cluster schedules its own pods. Fleets in any document of the stack count."""
+    named = set(service.fleets or ())
+    candidates = [f for f in fleets if not named or str(f.name) in named]
+    have = {fleet_backend(f) for f in candidates}
+    problems = []
+    for i, group in enumerate(service.groups):
+        backends = list(group.backends or [backend])
+        if any(isinstance(get(b), ClusterBackend) for b in backends):
+            continue
+        on_hosts = all(isinstance(get(b), HostBackend) for b in backends)
+        if set(backends) & have or (on_hosts and any(isinstance(get(b), HostBackend) for b in have)):
+            continue
+        where = f"fleets {', '.join(sorted(named))}" if named else "the stack's fleets"
+        if not on_hosts:
+            # Cloud groups are costed as instances of their own; whether up sizes nodes for them
+            # without a fleet is not checked here yet, so this stays a warning.
+            warn(f"service {service.name} group {group.name}: no {'/'.join(backends)} fleet ({where}: "
+                 f"{', '.join(sorted(have)) or 'none'}); add one (type: fleet, backends: [{backends[0]}]) for its nodes")
+            continue
+        at = f"replica_groups[{i}]" if service.replica_groups else "type"
+        problems.append(_diag(service, at, f"service {service.name} group {group.name}: no fleet can serve it "
+                              f"({where}: {', '.join(sorted(have)) or 'none'}); its replicas would wait for a host "
+                              f"forever. Add a fleet (type: fleet, backends: [{backends[0]}]) in any configuration "
+                              f"of the stack"))
+    return problems
 
 
 def _plan_fleets(spec: Spec, plan: StackPlan) -> list[Diagnostic]:

@@ -38,6 +38,9 @@ class RawState:
     salt: str | None = None
     secrets_type: str | None = None
     serial: int = 0
+    # Resources dropped from state whose real counterpart could not be deleted (`destroy --force`,
+    # `state rm`): kept so someone can still find and remove them by hand.
+    abandoned: list[dict[str, Any]] = field(default_factory=list)
 
 
 def backup_path(path: Path) -> Path:
@@ -134,6 +137,10 @@ def parse_checkpoint(data: bytes, path: Path) -> RawState:
     raw.serial = serial
     if "outputs" in ext:
         raw.outputs = _object(ext.get("outputs"), f"{_EXTENSION_KEY}.outputs")
+    abandoned = ext.get("abandoned", [])
+    if not isinstance(abandoned, list) or not all(isinstance(a, dict) for a in abandoned):
+        raise _Malformed(f"{_EXTENSION_KEY}.abandoned is not a list of objects")
+    raw.abandoned = abandoned
     return raw
 
 
@@ -202,7 +209,8 @@ def checkpoint_document(qualified_name: str, raw: RawState) -> dict[str, Any]:
     return {
         "version": CHECKPOINT_VERSION,
         "checkpoint": {"stack": qualified_name, "latest": deployment(raw)},
-        _EXTENSION_KEY: {"serial": raw.serial, "outputs": raw.outputs if raw.outputs is not None else {}},
+        _EXTENSION_KEY: {"serial": raw.serial, "outputs": raw.outputs if raw.outputs is not None else {},
+                         **({"abandoned": raw.abandoned} if raw.abandoned else {})},
     }
 
 

@@ -41,6 +41,10 @@ def outputs_record(outputs: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "outputs", "outputs": outputs}
 
 
+def abandoned_record(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "abandoned", "entry": entry}
+
+
 def secrets_record(salt: str) -> dict[str, Any]:
     return {"kind": "secrets", "state": {"salt": salt}}
 
@@ -168,6 +172,8 @@ def _apply_record(raw: RawState, index: _ReplayIndex, record: dict[str, Any]) ->
         _apply_end(raw, index, str(record["urn"]), record.get("resource"))
     elif kind == "outputs":
         raw.outputs = record.get("outputs") or {}
+    elif kind == "abandoned":
+        raw.abandoned.append(record["entry"])
     elif kind == "secrets":
         raw.salt = record["state"]["salt"]
         raw.secrets_type = SECRETS_PROVIDER_TYPE

@@ -24,6 +24,7 @@ checkpoint.py's, the journal journal.py's, and crash-safe file writes atomic.py'
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets as pysecrets
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from gpustack_iac.engine.checkpoint import (
 )
 from gpustack_iac.engine.journal import (
     JournalWriter,
+    abandoned_record,
     begin_record,
     end_record,
     outputs_record,
@@ -110,6 +112,21 @@ class PendingOperation:
     type: str  # "creating" | "updating" | "deleting" | "reading"
 
 
+@dataclass(frozen=True)
+class Abandoned:
+    """A resource dropped from state without deleting what it stands for (its host was gone for good)."""
+
+    urn: str
+    type: str
+    id: str
+    reason: str
+    at: str  # ISO time
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Abandoned:
+        return Abandoned(*(str(data.get(k, "")) for k in ("urn", "type", "id", "reason", "at")))
+
+
 @dataclass
 class Checkpoint:
     stack: str
@@ -118,6 +135,7 @@ class Checkpoint:
     pending_operations: list[PendingOperation]
     outputs: dict[str, Any]
     serial: int
+    abandoned: list[Abandoned] = field(default_factory=list)
 
     def get(self, urn: str) -> ResourceState | None:
         """The live (not pending-delete) resource with this URN."""
@@ -287,6 +305,7 @@ class StateStore:
             pending_operations=pending,
             outputs=dict(decode(outputs)),
             serial=raw.serial,
+            abandoned=[Abandoned.from_json(a) for a in raw.abandoned],
         )
 
     @contextmanager
@@ -383,6 +402,21 @@ class StateStore:
             records.append(end_record(urn, resource_to_json(new, encode) if new else None))
 
         self._append(build)
+
+    def abandon(self, res: ResourceState, reason: str) -> Abandoned:
+        """Drop `res` from state without touching what it stands for, and record that it was abandoned
+        (one append: a delete that ends at once, then the record). The caller holds the lock."""
+        entry = Abandoned(urn=res.urn, type=res.type, id=res.id, reason=reason,
+                          at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+        def build(records: list[dict[str, Any]]) -> None:
+            encode = self._encoder(records, [res.inputs, res.outputs])
+            records.append(begin_record(resource_to_json(res, encode), "deleting"))
+            records.append(end_record(res.urn, None))
+            records.append(abandoned_record(dataclasses.asdict(entry)))
+
+        self._append(build)
+        return entry
 
     def set_outputs(self, outputs: dict[str, Any]) -> None:
         def build(records: list[dict[str, Any]]) -> None:

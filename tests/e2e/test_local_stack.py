@@ -43,7 +43,7 @@ def test_up_serves_both_groups_then_update_and_destroy(local_project: Project) -
     # Piped (as here), nothing wraps: the curl hint is one line, every replica id and URL whole.
     curl = [line for line in up.stdout.splitlines() if "curl " in line]
     assert len(curl) == 1 and curl[0].rstrip().endswith(f"{endpoint}/"), up.stdout
-    assert "Bearer $(gpustack-iac output token --show-secrets)" in curl[0]
+    assert "TOKEN=$(gpustack-iac output token --show-secrets --project" in curl[0] and "${TOKEN:?no token}" in curl[0]
     services = json.loads(local_project.cli("status", "--format", "json").stdout)["services"]
     ids = [r["id"] for g in services[0]["groups"] for r in g["replicas"]]
     assert len(ids) == 3 and all(rid in status for rid in ids), status

@@ -2,7 +2,8 @@
 
 The service's probes (`url`, `method`, `headers`, `body`, `timeout`) are used when it has some, and
 a replica is healthy only when every one passes; otherwise a GET of `/` on the replica's port.
-Redirects are not followed: a 3xx already proves the server answers.
+Redirects are not followed: a 3xx already proves the server answers. Probes carry the User-Agent
+`gpustack-iac-probe/1` (docs/operations.md: how a replica leaves them out of its logs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import aiohttp
 from gpustack_iac.runtime.controller.model import Probe
 
 DEFAULT_PROBE = Probe()
+# Every probe says what it is, so a replica (or its access log filter) can leave probes out of its
+# logs: one every few seconds per replica would drown the requests users make. A probe's own
+# `headers` may still set another User-Agent.
+PROBE_USER_AGENT = "gpustack-iac-probe/1"
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ async def probe_replica(session: aiohttp.ClientSession, base_url: str, probe: Pr
         async with session.request(
             p.method,
             base_url.rstrip("/") + path,
-            headers=p.headers or None,
+            headers={"User-Agent": PROBE_USER_AGENT, **(p.headers or {})},
             data=p.body.encode() if p.body is not None else None,
             timeout=aiohttp.ClientTimeout(total=p.timeout),
             allow_redirects=False,
