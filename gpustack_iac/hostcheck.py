@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from gpustack_iac.runtime.agent.hostinfo import StaticFacts, host_report
-from gpustack_iac.runtime.controller.model import GroupDef, parse_service
-from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, NoCapacity, place
+from pydantic import TypeAdapter
+
+from gpustack_iac.runtime.controller.model import GroupDef, Resources, parse_service
+from gpustack_iac.runtime.controller.placement import AgentView, HostFacts, NoCapacity, fit, place
 
 # A GPU count above this is most likely a memory size written without its unit (A100:80 for A100:80GB).
 LIKELY_GPU_COUNT = 16
@@ -63,6 +65,23 @@ def unsatisfiable_groups(definition: Mapping[str, Any], hosts: Sequence[PlannedH
         if isinstance(got, NoCapacity):
             found.append(Unsatisfiable(i, group.name, got.message() + gpu_count_hint(group)))
     return found
+
+
+def task_shortfall(resources: Mapping[str, Any], nodes: int, hosts: Sequence[PlannedHost]) -> str | None:
+    """Why a task's nodes (one per host) cannot all be placed on the planned hosts by the task runner's
+    own rule (`fit`), or None (also when no host facts are known)."""
+    if not hosts:
+        return None
+    wanted = TypeAdapter(Resources).validate_python(dict(resources))
+    reasons = []
+    for h in hosts:
+        got = fit(wanted, AgentView(name=h.name, host=h.facts, labels=h.labels), [])
+        if isinstance(got, str):
+            reasons.append(f"{h.name}: {got}")
+    fitting = len(hosts) - len(reasons)
+    if fitting >= nodes:
+        return None
+    return f"needs {nodes} host{'s' if nodes > 1 else ''}, {fitting} fit ({'; '.join(reasons)})"
 
 
 def gpu_count_hint(group: GroupDef) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gpustack_iac.engine.base import Engine, EngineKind
 from gpustack_iac.engine.factory import pulumi_cli_available, select_engine
+from gpustack_iac.engine.runsecrets import RunSecrets
 from gpustack_iac.engine.state import StateStore
 from gpustack_iac.engine.stores import list_stacks, open_store
 from gpustack_iac.errors import GpustackError, StateError
@@ -57,6 +58,12 @@ class Workspace:
 
     def store(self) -> StateStore:
         return self._store
+
+    def run_secrets(self) -> RunSecrets:
+        """The stack's `${{ secrets.NAME }}` values (`gpustack-iac secret`), kept beside its checkpoint."""
+        if not self.state_url.startswith("file://"):
+            raise WorkspaceError(f"run secrets are kept in a file:// state location for now; {self.state_url} is not one")
+        return RunSecrets(self._store)
 
     def fingerprint_key(self) -> bytes:
         """The stack's fingerprint key (StateStore.fingerprint_key); a random one where the Pulumi CLI keeps remote state."""

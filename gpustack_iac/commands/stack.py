@@ -66,8 +66,17 @@ def prepare(paths: tuple[Path, ...], stack: str | None, state_dir: str | None, e
     path_list = list(paths) or [Path(".")]
     spec = load_paths(path_list, os.environ, recursive)
     space = ws.for_spec(spec, path_list, stack, state_dir, engine, project)  # type: ignore[arg-type]
+    _resolve_secrets(spec, space)
     compiled = compile_stack(spec, space.project, space.stack, space.state_root, space.fingerprint_key, offline)
     return Prepared(space, spec, compiled, path_list, recursive)
+
+
+def _resolve_secrets(spec: Spec, space: ws.Workspace) -> None:
+    """`${{ secrets.NAME }}` from the stack's run secrets; read (and decrypted) only when referenced."""
+    from gpustack_iac.spec import secretrefs
+
+    if secretrefs.referenced_names(spec):
+        secretrefs.resolve(spec, space.run_secrets().values(), space.stack)
 
 
 def make_plan(prepared: Prepared, refresh: bool) -> Plan:

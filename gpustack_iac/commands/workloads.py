@@ -91,7 +91,7 @@ def dev_table(devs: dict[str, dict[str, Any]]) -> Table:
         if status.get("reason"):
             state += f" ({status['reason']})"
         table.add_row(name, state, str(info.get("host")), f"gpustack-iac ssh {name}", str(status.get("sessions", "-")),
-                      str(info.get("ide_link")))
+                      str(info.get("ide_link") or "-"))
     return table
 
 
@@ -159,7 +159,9 @@ def print_workloads(outputs: dict[str, Any], console: Console) -> None:
 def print_dev_hints(outputs: dict[str, Any], console: Console) -> None:
     for name, info in dev_environments_of(outputs).items():
         console.print(f"\nDev environment [bold]{name}[/] on {info.get('host')}:  gpustack-iac ssh {name}", highlight=False)
-        console.print(f"  Open in your IDE (after `gpustack-iac ssh {name} --write-config`): {info.get('ide_link')}", highlight=False)
+        if info.get("ide_link"):
+            console.print(f"  Open in your IDE (after `gpustack-iac ssh {name} --write-config`): {info['ide_link']}",
+                          highlight=False)
 
 
 def wait_for_tasks(outputs: dict[str, Any], console: Console, timeout: float | None = None) -> bool:
@@ -283,7 +285,7 @@ def ssh(name: str, command: tuple[str, ...], project: str | None, stack: str | N
     if write_config:
         path = ssh_config.expanduser()
         write_ssh_config(path, name, info)
-        click.echo(f"wrote Host {name} to {path}; open {info['ide_link']}")
+        click.echo(f"wrote Host {name} to {path}" + (f"; open {info['ide_link']}" if info.get("ide_link") else ""))
         return
     binary = shutil.which("ssh")
     if binary is None:

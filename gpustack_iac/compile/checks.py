@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from gpustack_iac import compile_code, support
 from gpustack_iac import compile_workloads as workloads
+from gpustack_iac.codebundle import Bundle
 from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend, HostBackend, Local, Ssh, WithPulumiPlugin,
                                    fleet_backend, get, implemented, workload_backends)
 from gpustack_iac.backends.kubernetes.image import ImageError
@@ -23,7 +25,7 @@ from gpustack_iac.compile.facts import Facts
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
-from gpustack_iac.hostcheck import PlannedHost, unsatisfiable_groups
+from gpustack_iac.hostcheck import PlannedHost, task_shortfall, unsatisfiable_groups
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
 from gpustack_iac.stacks.context import StackContext
@@ -50,6 +52,7 @@ class StackPlan:
     devs: dict[str, Definition] = field(default_factory=dict)  # dev environment → its definition
     host_lines: list[str] = field(default_factory=list)  # SSH fleet hosts' facts, one line each
     plugin_backends: list[str] = field(default_factory=list)  # backends whose resources need a provider plugin
+    code: dict[str, Bundle] = field(default_factory=dict)  # bundle key → the runs' code (`files:`, `repos:`) to ship
 
 
 def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
@@ -57,6 +60,7 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     measured or probed only for a configuration that passed every other check)."""
     plan = StackPlan(gateways={str(g.name): g for g in spec.gateways})
     problems = _check_backends(spec)
+    problems += _check_support(spec, ctx)
     problems += _plan_fleets(spec, plan)
     problems += _plan_gateways(spec, facts, plan)
     problems += _plan_services(spec, ctx, facts, plan)
@@ -66,12 +70,17 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
         ctx.warn("no fleet: services have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
         raise ConfigError(problems)
-    problems += _plan_definitions(spec, ctx, plan)
+    problems += _plan_definitions(spec, ctx, facts, plan)
     if problems:
         raise ConfigError(problems)
     host_facts = facts.hosts()
     plan.host_lines = host_facts.lines
     problems = [p for s in spec.services for p in _check_placement(s, plan.definitions[str(s.name)], host_facts.hosts)]
+    for task in spec.tasks:
+        # Tasks too: a node no host can run would wait for capacity after `up`, so refuse it now.
+        short = task_shortfall(plan.tasks[str(task.name)]["resources"], task.nodes, host_facts.hosts)
+        if short:
+            problems.append(_diag(task, "resources", f"task {task.name}: no placement on the fleet's hosts: {short}"))
     if problems:
         raise ConfigError(problems)
     plan.plugin_backends = sorted({fleet_backend(f) for f in spec.fleets if str(f.name) in plan.node_groups}
@@ -137,6 +146,7 @@ def _plan_services(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPlan)
         gateway = _pick_gateway(service, plan.gateways)
         backend = plan.service_backend[str(service.name)] = _service_backend(service, gateway)
         problems += _check_service(service, ctx, facts, backend)
+        problems += _support(service, backend, ctx)
         try:
             plan.cost.items += group_costs(service, backend, fleet_backends)
         except NoOffer as exc:
@@ -166,18 +176,23 @@ def _plan_routers(spec: Spec, plan: StackPlan) -> list[Diagnostic]:
     return problems
 
 
-def _plan_definitions(spec: Spec, ctx: StackContext, plan: StackPlan) -> list[Diagnostic]:
+def _plan_definitions(spec: Spec, ctx: StackContext, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
     """The services' final runtime definitions (generations stamped), the tasks' and dev environments'."""
     problems: list[Diagnostic] = []
+    definitions = {}
     for service in spec.services:
         definition = _definition(service, ctx, local=isinstance(get(plan.service_backend[str(service.name)]), Local))
         mounts = workloads.resolve_mounts(service, f"service {service.name}", spec, ctx, _diag, problems)
         for group in definition["groups"]:
             workloads.service_mounts(group, mounts)
-        # The definition is final now: its groups' generations come from what it will run.
-        plan.definitions[str(service.name)] = stamp_generations(definition)
+        definitions[str(service.name)] = definition
     plan.tasks = {str(t.name): workloads.task_definition(t, spec, ctx, _diag, problems) for t in spec.tasks}
     plan.devs = {str(d.name): workloads.dev_environment_definition(d, spec, ctx, _diag, problems) for d in spec.dev_environments}
+    # Runs that ship code run where it lands (their working_dir), so new code is a new generation.
+    plan.code = compile_code.ship(spec, definitions, plan.tasks, plan.devs, ctx, facts.code_bundle, _diag, problems)
+    for name, definition in definitions.items():
+        # The definition is final now: its groups' generations come from what it will run.
+        plan.definitions[name] = stamp_generations(definition)
     return problems
 
 
@@ -253,6 +268,30 @@ def _check_fleet_placement(fleet: FleetConfig, backend: Backend) -> list[Diagnos
     if fleet.blocks != 1:
         problems.append(_diag(fleet, "blocks", f"fleet {fleet.name}: blocks (sharing a node between workloads) is not "
                                                f"implemented on {backend.name}; the controller places replicas by their resources"))
+    return problems
+
+
+def _support(doc: Document, backend: str, ctx: StackContext) -> list[Diagnostic]:
+    """support.MATRIX's enforced rows: refusals become diagnostics, warnings the plan's warnings."""
+    problems = []
+    for finding in support.check(doc, backend):
+        if finding.status == support.REFUSED:
+            problems.append(_diag(doc, finding.path, finding.message))
+        else:
+            ctx.warn(finding.message)
+    return problems
+
+
+def _check_support(spec: Spec, ctx: StackContext) -> list[Diagnostic]:
+    """Fleets, gateways and workloads against support.MATRIX (services: where their backend is known)."""
+    problems = []
+    for fleet in spec.fleets:
+        problems += _support(fleet, fleet_backend(fleet), ctx)
+    for gateway in spec.gateways:
+        problems += _support(gateway, gateway.backend, ctx)
+    workload_backend = Ssh.name if spec.fleets and all(f.is_ssh for f in spec.fleets) else Local.name
+    for doc in (*spec.tasks, *spec.dev_environments):
+        problems += _support(doc, workload_backend, ctx)
     return problems
 
 
@@ -358,6 +397,9 @@ def _warn_gpu_labels(service: ServiceConfig, ctx: StackContext) -> None:
 
 def _check_remote_service(service: ServiceConfig, backend: str) -> list[Diagnostic]:
     problems = []
+    if not get(backend).implemented:
+        return [_diag(service, "backends" if service.backends else "replica_groups", f"service {service.name}: backend "
+                      f"{backend} is not implemented yet (implemented: {', '.join(IMPLEMENTED_BACKENDS)})")]
     for i, group in enumerate(service.groups):
         at = f"replica_groups[{i}]" if service.replica_groups else ""
         if not get(backend).runs_processes and not group.image:
@@ -440,6 +482,10 @@ def _definition(service: ServiceConfig, ctx: StackContext, local: bool = True) -
         else:
             _process_group(group, service, config, base, ctx)
         if not local:
+            if not group.get("image"):
+                # A cloud node has no copy of this machine's directories: no path of the planning machine
+                # goes into the definition (a `working_dir` is refused there, support.MATRIX).
+                group["working_dir"] = None
             continue  # on a cloud, regions, instance types and the spot policy are what placement decides
         # Warned about as ignored (see _LOCAL_IGNORED): the controller must not enforce them either,
         # or no local host would ever match `regions: [eu-west-1]`.

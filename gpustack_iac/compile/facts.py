@@ -8,13 +8,17 @@ a configuration the checks already refuse never probes a host it names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
+
+from gpustack_iac import codebundle
 
 from gpustack_iac.backends import fleet_backend, get
 from gpustack_iac.backends.kubernetes.image import ImageError, image_ref, pinned
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
+from gpustack_iac.spec.models import RunParams
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import local_host_names, probe_ssh_hosts
 
@@ -37,6 +41,7 @@ class Facts:
         self._given = list(hosts) if hosts is not None else None
         self._docker: bool | None = None
         self._hosts: HostFacts | None = None
+        self._bundles: dict[int, codebundle.Bundle | None] = {}
         self._image: str | ImageError | None = None
 
     def docker(self) -> bool:
@@ -49,6 +54,13 @@ class Facts:
             self._docker = detect_docker()
         return self._docker
 
+    def code_bundle(self, run: RunParams) -> codebundle.Bundle | None:
+        """The run's `files:`/`repos:` read from this machine into one archive (codebundle.BundleError
+        names the property when they cannot be shipped)."""
+        if id(run) not in self._bundles:
+            base = Path(run.source.file).parent if getattr(run, "source", None) else Path.cwd()  # type: ignore[attr-defined]
+            self._bundles[id(run)] = codebundle.build(run, base)
+        return self._bundles[id(run)]
     def runtime_image(self) -> str:
         """The Kubernetes gateway's runtime image pinned by digest (a local Podman/Docker lookup for a
         tag); raises ImageError naming how to build or pin it."""

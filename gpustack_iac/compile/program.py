@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import pulumi
 
+from gpustack_iac import compile_code
 from gpustack_iac import compile_workloads as workloads
 from gpustack_iac.backends import ClusterBackend, fleet_backend, get
 from gpustack_iac.backends.cloud import Network
@@ -23,6 +24,7 @@ from gpustack_iac.hostcheck import PlannedHost
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import GatewayConfig
 from gpustack_iac.stacks.context import StackContext
+from gpustack_iac.stacks.code import code_resources
 from gpustack_iac.stacks.devenv import DevEnvironment
 from gpustack_iac.stacks.fleet import Fleet
 from gpustack_iac.stacks.gateway import Gateway
@@ -80,7 +82,9 @@ class _Program:
 
     def declare(self) -> None:
         fleets = [self._fleet(f) for f in self.spec.fleets]
-        volumes = _workloads(self.spec, self.ctx, fleets, self.plan.tasks, self.plan.devs)
+        # Runs are created after the code they run from has landed.
+        code = code_resources(compile_code.write_archives(self.plan.code, self.ctx), compile_code.code_root(self.ctx), fleets)
+        volumes = _workloads(self.spec, self.ctx, fleets, self.plan.tasks, self.plan.devs, code)
         deployed: dict[str, Gateway] = {}
         registrations: dict[str, list[pulumi.Resource]] = {}
         for config in self.spec.gateways:
@@ -151,12 +155,12 @@ def compile_stack(spec: Spec, project: str, stack: str, state_root: Path, finger
 
 
 def _workloads(spec: Spec, ctx: StackContext, fleets: list[Fleet], tasks: dict[str, dict[str, Any]],
-               devs: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+               devs: dict[str, dict[str, Any]], code: list[pulumi.Resource]) -> list[pulumi.Resource]:
     """Volumes, tasks and dev environments on the fleets' hosts, and their outputs; returns the
-    volume resources (runs that mount a volume are created after it)."""
+    volume and code resources (runs are created after the volumes they mount and their code)."""
     fleet_hosts = {h.name: h for fleet in fleets for h in fleet.hosts}
     volumes = [Volume(v, fleet_hosts[str(workloads.volume_host(v, spec))], workloads.volume_path(v, ctx, spec)) for v in spec.volumes]
-    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes]
+    volume_resources: list[pulumi.Resource] = [v.resource for v in volumes] + code
     task_dirs = {name: Task(d, list(fleet_hosts.values()), ctx, volume_resources).state_dir for name, d in tasks.items()}
     dev_envs = {name: DevEnvironment(d, list(fleet_hosts.values()), ctx, volume_resources) for name, d in devs.items()}
     dev_outputs = {name: dev.outputs for name, dev in dev_envs.items()}

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 # Keys of a group whose change restarts its replicas.
 GROUP_KEYS = ("commands", "image", "env", "resources", "working_dir", "mounts", "hosts", "container", "host_port")
 # Keys of the service whose change restarts the replicas of every group.
-SERVICE_KEYS = ("port", "probe")
+SERVICE_KEYS = ("port", "probe", "probes")
 
 
 

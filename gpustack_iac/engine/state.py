@@ -313,6 +313,17 @@ class StateStore:
             self._append(lambda records: self._write_crypter(records) and None)
         return self._read_crypter(self._salt or "", self._secrets_type).derive_key(FINGERPRINT_PURPOSE)
 
+    def secrets_crypter(self) -> Crypter:
+        """The stack's secrets crypter, for values kept beside the checkpoint (run secrets); the
+        stack's salt (and passphrase file) is made on first use, which needs the stack's lock."""
+        if not self._salt_known:
+            self._read_raw()
+        if self._salt is None and self._secrets_type in (None, SECRETS_PROVIDER_TYPE):
+            if self._operation is None:
+                raise StateError("internal error: creating the stack's secrets key needs the stack's lock")
+            self._append(lambda records: self._write_crypter(records) and None)
+        return self._read_crypter(self._salt or "", self._secrets_type)
+
     def lock_owner(self) -> LockOwner | None:
         return lockfile.read_owner(self.lock_path)
 

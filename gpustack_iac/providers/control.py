@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -23,6 +24,10 @@ from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
 
 READY_TIMEOUT = 300.0
+# How long a registration waits for a cloud or Kubernetes gateway's control API to answer at all
+# (the `control_wait` input; 0, for local and SSH gateways already checked by their own resource,
+# is one try as before).
+CONTROL_WAIT = 900.0
 # Replacements in a row after which a group is in a crash loop and waiting longer is pointless.
 CRASH_LOOP = 2
 # Placement reasons (runtime/controller/placement.py) that may clear up by themselves.
@@ -47,6 +52,32 @@ def reach(props: dict[str, Any]) -> Iterator[str]:
 def call(props: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
     with reach(props) as url:
         return http.call(method, url, path, props["admin_token"], body, timeout=timeout)
+
+
+def _unreachable(exc: RuntimeApiError) -> bool:
+    """Nothing answered (still booting), as opposed to an HTTP answer such as a refused token."""
+    return not isinstance(exc.__cause__, urllib.error.HTTPError) or exc.__cause__.code in (502, 503, 504)
+
+
+def await_controller(url: str, admin_token: str, wait: float,
+                     report: Callable[[str], None] = pulumi.log.info) -> None:
+    """Return once the control API answers; a cloud gateway answers only minutes after its instance
+    exists (image boot, runtime install). Each failed try is reported; past `wait` seconds, or on an
+    HTTP error that waiting cannot fix, it raises."""
+    deadline, attempt = time.monotonic() + wait, 0
+    while True:
+        try:
+            http.call("GET", url, "/control/health", admin_token, timeout=10)
+            return
+        except RuntimeApiError as exc:
+            attempt += 1
+            delay = min(2.0 * attempt, 15.0)
+            if not _unreachable(exc) or time.monotonic() + delay > deadline:
+                raise RuntimeApiError(f"the gateway's control API at {url} did not answer within {wait:.0f} s "
+                                      f"({attempt} tries): {exc}") from None
+            report(f"waiting for the gateway's control API at {url} (try {attempt}, {deadline - time.monotonic():.0f} s "
+                   f"left): {exc}")
+            time.sleep(delay)
 
 
 class ServiceNotReady(RuntimeApiError):
@@ -74,7 +105,10 @@ class _Registration(ResourceProvider):
         return f"/control/{self.collection}/{urllib.parse.quote(self.name(props), safe='')}"
 
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
-        call(props, "PUT", self.path(props), self.body(props))
+        with reach(props) as url:
+            if props.get("control_wait"):
+                await_controller(url, props["admin_token"], float(props["control_wait"]))
+            http.call("PUT", url, self.path(props), props["admin_token"], self.body(props))
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -189,7 +223,10 @@ class ServiceRegistrationProvider(_Registration):
         return dict(props["definition"])
 
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
-        answer = call(props, "PUT", self.path(props), self.body(props))
+        with reach(props) as url:
+            if props.get("control_wait"):
+                await_controller(url, props["admin_token"], float(props["control_wait"]))
+            answer = http.call("PUT", url, self.path(props), props["admin_token"], self.body(props))
         if props.get("wait", True):
             _wait_ready(props, float(props.get("ready_timeout") or READY_TIMEOUT))
         return {**props, "endpoint": answer.get("endpoint", "")}

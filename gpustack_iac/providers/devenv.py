@@ -149,7 +149,8 @@ class DevEnvironmentProvider(ResourceProvider):
         known_hosts.write_text(lines)
         outs = {**props, "host": host["name"], "address": address, "port": port, "known_hosts": str(known_hosts),
                 "jump": jump, "login_user": (tunnel.get("user") if tunnel else None) or props.get("user"),
-                "ide_link": ide_link(definition.get("ide", "vscode"), name, working_dir or "/")}
+                "ide_link": (ide_link(definition["ide"], name, working_dir or "/")
+                             if definition.get("ide") else None)}
         return CreateResult(id_=name, outs=outs)
 
     @staticmethod

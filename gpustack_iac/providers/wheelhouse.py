@@ -82,16 +82,31 @@ def _checkout_lock() -> Iterator[None]:
         yield
 
 
-def build(cache_dir: Path, python: str, machine: str, gateway: bool = False) -> Wheelhouse:
+def _cross_platform(python: str, machine: str) -> list[str]:
+    """pip's options that fetch binary wheels for another CPython and Linux machine (cloud images):
+    every runtime dependency publishes manylinux wheels, so nothing is compiled for the target."""
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in (28, 17, 12, 5)] + [f"manylinux2014_{machine}"]
+    abi = "cp" + python.replace(".", "")
+    return ["--only-binary=:all:", "--implementation", "cp", "--python-version", python, "--abi", abi,
+            "--abi", "abi3", "--abi", "none", *(a for tag in tags for a in ("--platform", tag))]
+
+
+def build(cache_dir: Path, python: str, machine: str, gateway: bool = False, extra: tuple[str, ...] = (),
+          cross: bool = False) -> Wheelhouse:
     """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing;
-    with `gateway`, also what the gateway needs."""
+    with `gateway`, also what the gateway needs; `extra`: further requirements (a cloud gateway's
+    SDK). `cross`: the host is a cloud image, so another platform's binary wheels are downloaded
+    (an SSH host must match this machine, which builds what has no wheel)."""
     local_python, local_machine = local_platform()
-    if (python, machine) != (local_python, local_machine):
+    cross = cross and (python, machine) != (local_python, local_machine)
+    if (python, machine) != (local_python, local_machine) and not cross:
         raise WheelhouseError(f"the host has Python {python} on {machine}; this machine builds wheels for Python "
                               f"{local_python} on {local_machine}, and the host has no package index to install from; "
                               f"run up from a machine with Python {python} on {machine}")
-    key = f"py{python}-{machine}-{__version__}-{_source_digest()}" + ("-gateway" if gateway else "")
-    requirements = list(RUNTIME_REQUIREMENTS) + (list(GATEWAY_REQUIREMENTS) if gateway else [])
+    extra_key = hashlib.sha256("\n".join(sorted(extra)).encode()).hexdigest()[:8] if extra else ""
+    key = f"py{python}-{machine}-{__version__}-{_source_digest()}" + ("-gateway" if gateway else "") + (
+        f"-x{extra_key}" if extra else "")
+    requirements = list(RUNTIME_REQUIREMENTS) + (list(GATEWAY_REQUIREMENTS) if gateway else []) + list(extra)
     target = cache_dir / key
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".lock").open("w") as lock:
@@ -105,6 +120,10 @@ def build(cache_dir: Path, python: str, machine: str, gateway: bool = False) -> 
         # other state roots share: one build per checkout at a time.
         with _checkout_lock():
             _pip(pip + ["--no-deps", str(PACKAGE_ROOT)])
-        _pip(pip + requirements + list(INSTALL_TOOLS))
+        if cross:
+            download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(target)]
+            _pip(download + _cross_platform(python, machine) + requirements + list(INSTALL_TOOLS))
+        else:
+            _pip(pip + requirements + list(INSTALL_TOOLS))
         (target / ".complete").write_text(key)
     return Wheelhouse(target, key)

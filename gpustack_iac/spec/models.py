@@ -208,6 +208,60 @@ class VolumeMount(Strict):
 
 VolumeMountValue = Annotated[VolumeMount, BeforeValidator(_volume_short)]
 
+# Where a run's code lands in dstack: the default working directory of its container.
+CODE_ROOT = "/workflow"
+
+
+def _file_short(value: Any) -> Any:
+    # `local:path` maps a local path to a path in the run; `local` alone keeps the same relative path.
+    if isinstance(value, str):
+        local, sep, path = value.partition(":")
+        return {"local_path": local, "path": path if sep else local}
+    return value
+
+
+class FileMapping(Strict):
+    local_path: str = Field(description="A file or directory on this machine, relative to the configuration's directory.")
+    path: str = Field(description=f"Where it lands in the run: relative to the working directory, or absolute under `{CODE_ROOT}`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FileMapping:
+        if not self.local_path:
+            raise config_error("expected a local path", "local_path")
+        if not self.path:
+            raise config_error("expected a path in the run", "path")
+        return self
+
+
+def _repo_short(value: Any) -> Any:
+    # `.` or `../repo` (a local checkout, optionally `:/path` where it lands), or a git URL.
+    if isinstance(value, str):
+        if "://" in value or value.startswith("git@"):
+            return {"url": value}
+        local, sep, path = value.partition(":")
+        return {"local_path": local, **({"path": path} if sep else {})}
+    return value
+
+
+class RepoSpec(Strict):
+    local_path: str | None = Field(None, description="A local git checkout, relative to the configuration's directory.")
+    url: str | None = Field(None, description="A git URL cloned on the host (`https://...` or `git@...`).")
+    branch: str | None = Field(None, description="The branch to check out (a `url` repo).")
+    hash: str | None = Field(None, description="The commit to check out (a `url` repo).")
+    path: str = Field(CODE_ROOT, description=f"Where the repo lands in the run (default `{CODE_ROOT}`, the working directory).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RepoSpec:
+        if (self.local_path is None) == (self.url is None):
+            raise config_error("a repo needs exactly one of local_path (a checkout here) or url (cloned on the host)")
+        if self.local_path is not None and (self.branch or self.hash):
+            raise config_error("branch and hash are for a url repo; a local checkout ships as it is", "branch" if self.branch else "hash")
+        return self
+
+
+FileMappingValue = Annotated[FileMapping, BeforeValidator(_file_short)]
+RepoValue = Annotated[RepoSpec, BeforeValidator(_repo_short)]
+
 
 class BurstSpec(Strict):
     window: Duration = Field(None, description="The short window whose request count is tested for a burst (e.g. `6s`). Defaults to `6s`.")
@@ -427,6 +481,16 @@ class RunParams(ProfileParams):
     volumes: list[VolumeMountValue] = Field(
         default_factory=list, description="Volume mounts: `name:/path`, `/instance/path:/path` or objects."
     )
+    files: list[FileMappingValue] = Field(
+        default_factory=list,
+        description="Local files and directories shipped to the run: `local:path`, `local`, or `{local_path, path}` "
+        "(`.gitignore`/`.dstackignore` honoured; shipped once per content change).",
+    )
+    repos: list[RepoValue] = Field(
+        default_factory=list,
+        description=f"Git repos in the run: a local checkout (`.`, `..:/{CODE_ROOT[1:]}/x`) or `{{url, branch, hash, path}}` "
+        f"cloned on the host; by default at `{CODE_ROOT}`, the working directory.",
+    )
 
     _resolve_env = field_validator("env")(_resolve_env_field)
 
@@ -465,6 +529,15 @@ class Document(Strict):
 # ---------------------------------------------------------------- service and replica groups
 
 
+def _group_count(value: Any) -> Any:
+    # dstack's current spelling of a group's size is `count:`; `replicas:` is the older one.
+    if isinstance(value, dict) and "count" in value:
+        if "replicas" in value:
+            raise config_error("count and replicas are the same property of a group: use one of them", "count")
+        value = {("replicas" if k == "count" else k): v for k, v in value.items()}
+    return value
+
+
 class ReplicaGroup(ProfileParams):
     """A group of identical replicas; a service has one or more."""
 
@@ -477,6 +550,7 @@ class ReplicaGroup(ProfileParams):
     env: EnvVars | None = Field(None, description="Merged over the service's env.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
+    _count = model_validator(mode="before")(_group_count)
 
 
 def _group_aliases(value: Any) -> Any:
@@ -487,7 +561,11 @@ def _group_aliases(value: Any) -> Any:
     if isinstance(data.get("replicas"), list):
         if "replica_groups" in data:
             raise config_error("replicas given as a list and replica_groups: use one of them", "replicas")
-        data["replica_groups"] = data.pop("replicas")
+        # dstack's list form: each item has `count` and an optional `name` (unnamed groups are numbered).
+        data["replica_groups"] = [
+            {"name": f"group-{i}", **item} if isinstance(item, dict) and "name" not in item else item
+            for i, item in enumerate(data.pop("replicas"))
+        ]
     if "groups" in data:
         if "replica_groups" in data:
             raise config_error("groups and replica_groups are the same property: use one of them", "groups")
@@ -638,6 +716,8 @@ class ServiceConfig(RunParams, Document):
             "auth": self.auth,
             "model": model,
             "probe": probe,
+            # Every probe when there are several (all must pass); one probe travels as `probe` only.
+            **({"probes": [p.to_runtime() for p in self.probes]} if len(self.probes) > 1 else {}),
             "scaling": self.scaling.to_runtime() if self.scaling else None,
             "rate_limits": [limit.model_dump(mode="json") for limit in self.rate_limits],
             "groups": groups,
@@ -759,6 +839,32 @@ class FleetConfig(Document):
                                 "cloud backends (e.g. `[203.0.113.0/24]`); empty keeps SSH closed.")
 
     _resolve_env = field_validator("env")(_resolve_env_field)
+    _nodes_target: int | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _target(cls, data: Any, handler: Any) -> FleetConfig:
+        # dstack writes `nodes: {min, max, target}`: target is how many nodes to start with. It is
+        # kept beside the range (not in it) so every reader of `nodes` keeps seeing min..max.
+        target = None
+        if isinstance(data, dict) and isinstance(data.get("nodes"), dict) and "target" in data["nodes"]:
+            nodes = dict(data["nodes"])
+            target = nodes.pop("target")
+            data = {**data, "nodes": nodes}
+        fleet: FleetConfig = handler(data)
+        if target is not None and fleet.nodes is not None:
+            if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+                raise config_error(f"expected a whole number of nodes, got {target!r}", "nodes.target")
+            lo, hi = fleet.nodes.min or 0, fleet.nodes.max
+            if target < lo or (hi is not None and target > hi):
+                raise config_error(f"nodes.target {target} is outside nodes {fleet.nodes}", "nodes.target")
+            fleet._nodes_target = target
+        return fleet
+
+    @property
+    def nodes_target(self) -> int | None:
+        """dstack's `nodes.target`: the number of nodes to start with (None: the minimum)."""
+        return self._nodes_target
 
     @model_validator(mode="after")
     def _check(self) -> FleetConfig:
@@ -924,7 +1030,9 @@ class DevEnvironmentConfig(RunParams, Document):
     KIND: ClassVar[str] = "dev-environment"
 
     type: Literal["dev-environment"] = Field(description="`dev-environment`.")
-    ide: Literal["vscode", "cursor", "windsurf"] = Field(description="The desktop IDE to connect: `vscode`, `cursor` or `windsurf`.")
+    ide: Literal["vscode", "cursor", "windsurf"] | None = Field(
+        None, description="The desktop IDE to connect: `vscode`, `cursor` or `windsurf`; omit it for SSH access only."
+    )
     version: str | None = Field(None, description="The IDE server version.")
     init: StrList = Field(default_factory=list, description="Commands run before the IDE attaches.")
     inactivity_duration: Duration = Field(None, description="Stop after this long without an attached IDE (e.g. `2h`).")

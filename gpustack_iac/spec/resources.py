@@ -17,8 +17,10 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from gpustack_iac.spec.values import MAX_INT
@@ -416,6 +418,9 @@ DiskValue = Annotated[
 ]
 
 
+CPU_ARCHES = ("x86", "arm")
+
+
 class ResourcesSpec(BaseModel):
     """The resource requirements of a replica, a task node or a fleet node."""
 
@@ -436,6 +441,38 @@ class ResourcesSpec(BaseModel):
         "100GB..", validate_default=True, description="The disk size (`100GB..`), or an object with `size`."
     )
 
+    _cpu_arch: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _arch(cls, data: Any, handler: Any) -> ResourcesSpec:
+        # dstack's `cpu: x86:96..` / `arm:8` (or `{arch, count}`) names the CPU architecture in front of
+        # the count; the count stays `cpu` and the architecture is kept beside it.
+        arch = None
+        if isinstance(data, dict) and "cpu" in data:
+            cpu = data["cpu"]
+            if isinstance(cpu, str) and ":" in cpu:
+                arch, _, count = cpu.partition(":")
+                data = {**data, "cpu": count or "1.."}
+            elif isinstance(cpu, dict) and ("arch" in cpu or "count" in cpu):
+                unknown = set(cpu) - {"arch", "count"}
+                if unknown:
+                    raise ValueError(f"cpu takes arch and count, not {', '.join(sorted(unknown))}")
+                arch = cpu.get("arch")
+                data = {**data, "cpu": cpu.get("count", "2..")}
+        if arch is not None:
+            arch = str(arch).strip().lower()
+            if arch not in CPU_ARCHES:
+                raise ValueError(f"expected a CPU architecture x86 or arm before the count, got {arch!r}")
+        spec: ResourcesSpec = handler(data)
+        spec._cpu_arch = arch
+        return spec
+
+    @property
+    def cpu_arch(self) -> str | None:
+        """`x86` or `arm` when the configuration names one (`cpu: arm:8`), else None (any)."""
+        return self._cpu_arch
+
     @field_validator("cpu")
     @classmethod
     def _cpu_positive(cls, v: Range[int]) -> Range[int]:
@@ -449,7 +486,8 @@ class ResourcesSpec(BaseModel):
 
     def describe(self) -> str:
         """One line for summaries, as dstack prints it: `cpu=2.. mem=8GB.. disk=100GB.. L40S:1`."""
-        parts = [f"cpu={self.cpu.format()}", f"mem={format_memory_range(self.memory)}"]
+        arch = f"{self.cpu_arch}:" if self.cpu_arch else ""
+        parts = [f"cpu={arch}{self.cpu.format()}", f"mem={format_memory_range(self.memory)}"]
         if self.shm_size is not None:
             parts.append(f"shm={self.shm_size.format()}")
         parts.append(f"disk={self.disk.format()}")

@@ -78,7 +78,7 @@ def summarize(doc: Document) -> Row:
     elif isinstance(doc, TaskConfig):
         details = [f"nodes ×{doc.nodes} ({doc.resources.describe()})"]
     elif isinstance(doc, DevEnvironmentConfig):
-        details = [f"{doc.ide} ({doc.resources.describe()})"]
+        details = [f"{doc.ide or 'ssh'} ({doc.resources.describe()})"]
     elif isinstance(doc, VolumeConfig):
         details = [f"{doc.backend}" + (f" ({doc.region})" if doc.region else "") + (f" size={doc.size}" if doc.size else f" id={doc.volume_id}")]
     elif isinstance(doc, ProjectConfig):

@@ -34,6 +34,13 @@ BACKENDS: tuple[str, ...] = (
     "vastai",
     "tensordock",
     "remote",
+    # Newer dstack backends: they validate (a dstack file names them) and `plan` refuses them by name.
+    "crusoe",
+    "verda",
+    "massedcompute",
+    "slurm",
+    "jarvislabs",
+    "gcp-tpu",
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")

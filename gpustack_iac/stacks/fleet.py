@@ -65,12 +65,18 @@ def local_host_names(config: FleetConfig) -> list[tuple[str, dict[str, Any]]]:
     """The name and labels of each host a local fleet starts (also what `plan` checks placement against)."""
     assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
     labels = {"backend": "local", "region": "local", "instance_type": "local", "fleet": str(config.name)}
-    return [(f"{config.name}-{i}", dict(labels)) for i in range(max(config.nodes.min, 1))]
+    return [(f"{config.name}-{i}", dict(labels)) for i in range(local_host_count(config))]
+
+
+def local_host_count(config: FleetConfig) -> int:
+    """How many agents a local fleet starts: dstack's `nodes.target` when given, else the minimum (at least one)."""
+    assert config.nodes is not None
+    return max(config.nodes_target if config.nodes_target is not None else config.nodes.min or 0, 1)
 
 
 def _local_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[FleetHost]:
     assert config.nodes is not None  # a local fleet is a backend fleet (checked by the model)
-    count = max(config.nodes.min, 1)
+    count = local_host_count(config)
     if not config.nodes.fixed:
         ctx.warn(f"fleet {config.name}: the local backend does not scale hosts; starting {count} of nodes {config.nodes}")
     hosts = []

@@ -25,6 +25,7 @@ class Gateway(pulumi.ComponentResource):
     on_host: str | None = None  # ssh: the fleet host it runs on
     key_paths: Any = None  # ssh: where the fleet keys were uploaded on that host
     control_tunnel: Any = None  # ssh: how this machine reaches its control API (an SSH forward)
+    control_wait: float = 0.0  # seconds registrations wait for the control API (cloud, Kubernetes)
 
     def __init__(self, config: GatewayConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  instance: GatewayInstance | None = None, network: Network | None = None,
@@ -47,17 +48,20 @@ class Gateway(pulumi.ComponentResource):
             assert runtime_image is not None  # pinned by digest at plan (backends/kubernetes/image.py)
             out = kube.gateway(self.gateway_name, self.namespace, new_token(), new_token(), scaled or [], config.domain,
                                self, k8s_provider, image=runtime_image)
-            self._set(out.url, out.control_url, out.token, out.admin_token)
+            self._set(out.url, out.control_url, out.token, out.admin_token, control.CONTROL_WAIT)
         else:
             assert isinstance(backend, CloudVmBackend) and instance is not None
             # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
             sizing = backend.gateway_sizing(node_groups or [], join_secrets or {})
             out = backend.resources().gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)
-            self._set(out.url, out.control_url, out.token, out.admin_token)
+            self._set(out.url, out.control_url, out.token, out.admin_token, control.CONTROL_WAIT)
         self.register_outputs({"url": self.url, "control_url": self.control_url})
 
-    def _set(self, url: Any, control_url: Any, token: Any, admin_token: Any) -> None:
+    def _set(self, url: Any, control_url: Any, token: Any, admin_token: Any, control_wait: float = 0.0) -> None:
+        # A gateway this stack boots elsewhere (cloud instance, pod) answers minutes after it exists:
+        # registrations wait for it (providers/control.py, await_controller).
+        self.control_wait = control_wait
         self.url, self.control_url = pulumi.Output.from_input(url), pulumi.Output.from_input(control_url)
         self.token, self.admin_token = pulumi.Output.secret(token), pulumi.Output.secret(admin_token)
 
@@ -105,7 +109,7 @@ class Gateway(pulumi.ComponentResource):
             f"{self.gateway_name}-{host.name}",
             {"name": host.name, "agent_url": host.url, "agent_token": host.token, "labels": host.labels,
              "tunnel": tunnel, "control_url": self.control_url, "admin_token": self.admin_token,
-             "control_tunnel": self.control_tunnel},
+             "control_tunnel": self.control_tunnel, "control_wait": self.control_wait},
             pulumi.ResourceOptions(parent=self),
         )
 

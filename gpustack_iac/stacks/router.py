@@ -20,7 +20,7 @@ class Router(pulumi.ComponentResource):
         control.RouterRegistration(
             name,
             {"definition": definition, "control_url": gateway.control_url, "admin_token": gateway.admin_token,
-             "control_tunnel": gateway.control_tunnel},
+             "control_tunnel": gateway.control_tunnel, "control_wait": gateway.control_wait},
             # Members first: a router over a service the controller does not know yet would route nowhere.
             pulumi.ResourceOptions(parent=self, depends_on=list(members)),
         )

@@ -36,7 +36,7 @@ class Service(pulumi.ComponentResource):
         registration = control.ServiceRegistration(
             name,
             {"definition": _secret_env(definition), "control_url": gateway.control_url, "admin_token": gateway.admin_token,
-             "control_tunnel": gateway.control_tunnel},
+             "control_tunnel": gateway.control_tunnel, "control_wait": gateway.control_wait},
             # Replicas need hosts: register the service only after the agents are known to the controller.
             pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )

@@ -259,3 +259,76 @@ def test_a_bad_node_groups_file_is_one_line_and_a_non_zero_exit(tmp_path: Path) 
     assert done.returncode != 0
     assert done.stderr.startswith(f"gateway: {tmp_path / 'ng.json'}: not a node-groups file")
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------- spot fallback, against moto
+def test_a_stalled_group_neither_counts_its_missing_nodes_nor_grows() -> None:
+    demand = [Demand(4, {"gpu-spot": 2, "gpu-on-demand": 2})]
+    sizes = {"gpu-spot": 3, "gpu-on-demand": 0}
+    assert grow_sizes([SPOT, OD], sizes, {"gpu-spot": 1}, demand) == {}
+    assert grow_sizes([SPOT, OD], sizes, {"gpu-spot": 1}, demand, frozenset({"gpu-spot"})) == {"gpu-on-demand": 2}
+
+
+@pytest.fixture
+def moto_autoscaling(tmp_path: Path) -> Any:
+    """moto's server on a free loopback port, with the two groups; a boto3 `autoscaling` client."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    with (tmp_path / "moto.log").open("wb") as log:
+        proc = subprocess.Popen([PYTHON, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def client(service: str) -> Any:
+            return boto3.client(service, region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+        wait_until(lambda: _answers(port), timeout=120, what="moto's server")
+        ec2 = client("ec2")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        ec2.create_launch_template(LaunchTemplateName="gpu", LaunchTemplateData={"ImageId": image})
+        scaling = client("autoscaling")
+        for spec, size in ((SPOT, 1), (OD, 0)):
+            scaling.create_auto_scaling_group(AutoScalingGroupName=spec.name, LaunchTemplate={"LaunchTemplateName": "gpu"},
+                                              MinSize=spec.min, MaxSize=spec.max, DesiredCapacity=size,
+                                              AvailabilityZones=["us-east-1a"])
+        yield scaling
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_spot_that_never_fills_falls_back_to_on_demand_within_the_bound(moto_autoscaling: Any) -> None:
+    """Ticks at chosen times (no sleeping): spot grows first; its nodes never join; once the bound
+    has passed since they were asked for, on-demand grows instead, and moto holds both sizes."""
+    sizer = NodeGroupSizer(AsgScaler(moto_autoscaling), [SPOT, OD], interval=1, fallback_after=60)
+    core = _core()  # 4 replicas of 2 GPUs without a host; 1 spot node joined
+
+    def desired() -> dict[str, int]:
+        groups = moto_autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[SPOT.name, OD.name])
+        return {g["AutoScalingGroupName"]: g["DesiredCapacity"] for g in groups["AutoScalingGroups"]}
+
+    asyncio.run(sizer.step(core, 100.0))
+    assert desired() == {SPOT.name: 3, OD.name: 0}
+    asyncio.run(sizer.step(core, 159.0))  # still within the bound: the spot nodes count as booting
+    assert desired() == {SPOT.name: 3, OD.name: 0}
+    asyncio.run(sizer.step(core, 160.0))
+    assert desired() == {SPOT.name: 3, OD.name: 2}

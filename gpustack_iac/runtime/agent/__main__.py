@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -61,7 +62,11 @@ def _join_config(args: argparse.Namespace, token: str, name: str, port: int) -> 
         agent_token=token, node_group=args.node_group, labels=labels, check_interval=args.join_check_interval)
 
 
-def _advertise_host(listen_host: str) -> str:
+def _advertise_host(listen_host: str, advertise_url: str | None = None) -> str:
+    # A cloud node listens on every address and names its private one with --advertise-url: its
+    # replicas' URLs must name that address too, or the gateway on another machine cannot reach them.
+    if advertise_url and urlsplit(advertise_url).hostname:
+        return str(urlsplit(advertise_url).hostname)
     # A wildcard address is not something a caller can connect to.
     return "127.0.0.1" if listen_host in ("", "0.0.0.0", "::") else listen_host
 
@@ -76,7 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
     store = Store(state_dir)
     config = SupervisorConfig(
         state_dir=state_dir,
-        advertise_host=_advertise_host(args.host),
+        advertise_host=_advertise_host(args.host, args.advertise_url),
         gpus=frozenset(g.index for g in facts.gpus),
         docker=facts.docker,
     )

@@ -162,7 +162,7 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
         group=_str(data, "group"),
         commands=tuple(commands),
         env=_str_map(data, "env", check_names=True),
-        working_dir=_opt_str(data, "working_dir"),
+        working_dir=_working_dir(data),
         image=image,
         gpus=gpu_indices,
         labels=_str_map(data, "labels", check_names=False),
@@ -171,6 +171,12 @@ def parse_replica_spec(data: Any) -> ReplicaSpec:
         container=_container(data.get("container")),
         host_port=_int_or_none(data, "host_port", 1, 65535, ""),
     )
+
+
+def _working_dir(data: dict[str, Any]) -> str | None:
+    # A run's code on an SSH fleet host lands under the agent user's `~/.gpustack/code/`.
+    raw = _opt_str(data, "working_dir")
+    return host_path(raw) if raw is not None else None
 
 
 def host_path(raw: str) -> str:

@@ -157,11 +157,18 @@ class ServiceDef:
     auth: bool = True
     model: ModelInfo | None = None
     probe: Probe | None = None
+    # Every readiness probe (dstack's `probes:` list); all must pass. Empty: just `probe`.
+    probes: tuple[Probe, ...] = ()
     scaling: ScalingConfig | None = None
     rate_limits: tuple[RateLimitDef, ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.generation))
+
+    @property
+    def all_probes(self) -> tuple[Probe, ...]:
+        """The probes a replica must pass to be ready (none: the default probe)."""
+        return self.probes or ((self.probe,) if self.probe is not None else ())
 
     def group(self, name: str) -> GroupDef | None:
         return next((g for g in self.groups if g.name == name), None)

@@ -22,10 +22,15 @@ from gpustack_iac.runtime.scaling.nodegroups import (
     NodeGroupSpec,
     deployment_sizes,
     grow_sizes,
+    short_since,
     slots_per_node,
 )
 
 log = logging.getLogger("gpustack_iac.controller.node_sizing")
+# How long nodes asked of a group may take to join before the group counts as out of capacity (a
+# spot group that never fills) and the next group (on-demand) grows instead: an instance boots and
+# installs the runtime in a few minutes.
+FALLBACK_AFTER = 600.0
 
 
 class Sizer(Protocol):
@@ -65,11 +70,14 @@ class NodeGroupSizer:
     """Asks a cloud for more nodes, at most once per `interval` (instances take minutes to boot
     and join, and the decision already counts the ones on their way)."""
 
-    def __init__(self, scaler: NodeGroupScaler, specs: Sequence[NodeGroupSpec], interval: float = 30.0) -> None:
+    def __init__(self, scaler: NodeGroupScaler, specs: Sequence[NodeGroupSpec], interval: float = 30.0,
+                 fallback_after: float = FALLBACK_AFTER) -> None:
         self.scaler = scaler
         self.specs = tuple(specs)
         self.interval = interval
+        self.fallback_after = fallback_after
         self._next = float("-inf")
+        self._short: dict[str, float] = {}  # group -> since when its asked-for nodes have not all joined
 
     async def step(self, core: ControllerCore, now: float) -> None:
         if now < self._next:
@@ -79,10 +87,18 @@ class NodeGroupSizer:
             return
         self._next = now + self.interval
         sizes = {s.name: await self.scaler.get_size(s.name) for s in self.specs}
-        for name, size in grow_sizes(self.specs, sizes, joined(core), wanted).items():
+        have = joined(core)
+        self._short = short_since(self._short, sizes, have, now)
+        stalled = frozenset(n for n, since in self._short.items() if now - since >= self.fallback_after)
+        for name in sorted(stalled):
+            log.warning("node group %s: %d of %d nodes joined after %.0f s; growing the next group instead",
+                        name, have.get(name, 0), sizes[name], now - self._short[name])
+        for name, size in grow_sizes(self.specs, sizes, have, wanted, stalled).items():
             log.info("node group %s: %d -> %d nodes (%d replicas without a host)",
                      name, sizes[name], size, sum(d.replicas for d in wanted))
             await self.scaler.set_size(name, size)
+            # The bound runs from the group's first request still unfilled.
+            self._short.setdefault(name, now)
 
 
 class DeploymentSizer:

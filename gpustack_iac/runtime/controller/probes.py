@@ -1,8 +1,8 @@
-"""Readiness and liveness probes: one HTTP request to a replica, 2xx-3xx means healthy.
+"""Readiness and liveness probes: HTTP requests to a replica, 2xx-3xx means healthy.
 
-The service's probe (`url`, `method`, `headers`, `body`, `timeout`) is used when it has one;
-otherwise a GET of `/` on the replica's port. Redirects are not followed: a 3xx already proves
-the server answers.
+The service's probes (`url`, `method`, `headers`, `body`, `timeout`) are used when it has some, and
+a replica is healthy only when every one passes; otherwise a GET of `/` on the replica's port.
+Redirects are not followed: a 3xx already proves the server answers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ DEFAULT_PROBE = Probe()
 class ProbeResult:
     ok: bool
     detail: str  # "200" or the failure ("connection refused", "timeout after 5s", "503")
+
+
+async def probe_all_of(session: aiohttp.ClientSession, base_url: str, probes: tuple[Probe, ...]) -> ProbeResult:
+    """Every probe at once; healthy when all pass, else the first failure, named by its URL when there are several."""
+    if len(probes) <= 1:
+        return await probe_replica(session, base_url, probes[0] if probes else None)
+    results = await asyncio.gather(*(probe_replica(session, base_url, p) for p in probes))
+    failed = [f"{p.url}: {r.detail}" for p, r in zip(probes, results) if not r.ok]
+    if failed:
+        return ProbeResult(ok=False, detail="; ".join(failed))
+    return ProbeResult(ok=True, detail=", ".join(r.detail for r in results))
 
 
 async def probe_replica(session: aiohttp.ClientSession, base_url: str, probe: Probe | None) -> ProbeResult:

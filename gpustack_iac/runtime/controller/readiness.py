@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from gpustack_iac.runtime.controller.core import ControllerCore
-from gpustack_iac.runtime.controller.probes import probe_replica
+from gpustack_iac.runtime.controller.probes import probe_all_of
 from gpustack_iac.runtime.controller.live import CRASHED_STATES
 
 
@@ -24,11 +24,11 @@ async def probe_all(core: ControllerCore, now: float) -> None:
         and r.agent_state not in CRASHED_STATES
         and now >= r.next_probe_at
     ]
-    probes = {r.id: core.services[r.record.service].definition.probe for r in due}
-    results = await asyncio.gather(*(probe_replica(core.session, r.url or "", probes[r.id]) for r in due))
+    probes = {r.id: core.services[r.record.service].definition.all_probes for r in due}
+    results = await asyncio.gather(*(probe_all_of(core.session, r.url or "", probes[r.id]) for r in due))
     for r, res in zip(due, results):
-        probe = probes[r.id]
-        interval = probe.interval if probe is not None else core.settings.probe_interval
+        # Several probes are sent together, at the shortest of their intervals.
+        interval = min((p.interval for p in probes[r.id]), default=core.settings.probe_interval)
         r.next_probe_at = now + (interval if r.ready else min(interval, core.settings.interval))
         r.detail = f"probe: {res.detail}"
         if res.ok:

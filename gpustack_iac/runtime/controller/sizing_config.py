@@ -2,7 +2,7 @@
 
 A JSON object, written by the stack next to the gateway's other files:
 
-    {"kind": "aws", "region": "us-east-1", "interval": 30,
+    {"kind": "aws", "region": "us-east-1", "interval": 30, "fallback_after": 600,
      "groups": [{"name": "gpu-spot", "fleet": "gpu", "min": 1, "max": 4, "gpus": 4,
                  "labels": {"backend": "aws", "region": "us-east-1", "spot": "true"}}]}
     {"kind": "kubernetes", "namespace": "proj-dev",
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.auth import read_token_file
-from gpustack_iac.runtime.controller.node_sizing import DeploymentSizer, NodeGroupSizer, Sizer
+from gpustack_iac.runtime.controller.node_sizing import FALLBACK_AFTER, DeploymentSizer, NodeGroupSizer, Sizer
 from gpustack_iac.runtime.scaling.nodegroups import NodeGroupSpec
 
 
@@ -46,6 +46,7 @@ class _Config(BaseModel):
     kind: str = Field(pattern="^(aws|kubernetes)$")
     region: str | None = None
     interval: float = Field(default=30.0, gt=0)
+    fallback_after: float = Field(default=FALLBACK_AFTER, gt=0)  # seconds; node_sizing.py
     groups: list[_Group] = []
     namespace: str | None = None
     deployments: list[_Deployment] = []
@@ -64,7 +65,7 @@ def load_sizers(path: Path) -> tuple[Sizer, ...]:
         if not cfg.region:
             raise GpustackError(f"{path}: region: required for kind aws")
         specs = [NodeGroupSpec(g.name, g.fleet, g.min, g.max, g.gpus, g.labels) for g in cfg.groups]
-        return (NodeGroupSizer(AsgScaler.from_region(cfg.region), specs, cfg.interval),)
+        return (NodeGroupSizer(AsgScaler.from_region(cfg.region), specs, cfg.interval, cfg.fallback_after),)
     from gpustack_iac.runtime.scaling.kubernetes import DeploymentScaler, from_token, in_cluster
 
     if not cfg.namespace:

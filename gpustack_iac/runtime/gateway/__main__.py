@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
-from gpustack_iac.runtime.gateway.tls_site import start_tls_site, tls_options
+from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable
@@ -88,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tls.add_argument("--acme-email", default=None)
     tls.add_argument("--acme-ca-bundle", default=None, help="CA bundle for a private ACME server's HTTPS")
     tls.add_argument("--acme-http-port", type=int, default=80, help="where HTTP-01 challenges are answered")
+    tls.add_argument("--acme-retry-base", type=float, default=ISSUE_RETRY.base, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -153,7 +155,8 @@ async def serve(args: argparse.Namespace) -> None:
         await control_runner.setup()
         await _site(control_runner, "control_port", args.host, args.control_port).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
-        tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port)
+        retry = dataclasses.replace(ISSUE_RETRY, base=args.acme_retry_base)
+        tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port, retry)
                     if args.tls_port is not None else None)
         url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         controller.public_url = (args.public_url or f"http://{url_host}:{port}").rstrip("/")

@@ -56,14 +56,16 @@ def slots_per_node(spec: NodeGroupSpec, gpus_per_replica: int) -> int:
 
 
 def grow_sizes(specs: Sequence[NodeGroupSpec], sizes: Mapping[str, int], joined: Mapping[str, int],
-               demands: Sequence[Demand]) -> dict[str, int]:
+               demands: Sequence[Demand], stalled: frozenset[str] = frozenset()) -> dict[str, int]:
     """New desired sizes for the groups that must grow, within each group's min..max.
 
     Nodes already asked for but not joined yet (size - joined) count first, so a tick while
     instances boot does not ask again; then groups grow in `specs` order (the stack lists the
-    cheaper one, spot, first)."""
+    cheaper one, spot, first). A `stalled` group (nodes asked for that never arrived within the
+    bound: no spot capacity) neither counts its missing nodes nor grows, so the demand falls
+    through to the next group (on-demand)."""
     current = {s.name: min(max(sizes.get(s.name, s.min), s.min), s.max) for s in specs}
-    booting = {s.name: max(current[s.name] - joined.get(s.name, 0), 0) for s in specs}
+    booting = {s.name: 0 if s.name in stalled else max(current[s.name] - joined.get(s.name, 0), 0) for s in specs}
     new = dict(current)
     for demand in demands:
         need = demand.replicas
@@ -71,7 +73,7 @@ def grow_sizes(specs: Sequence[NodeGroupSpec], sizes: Mapping[str, int], joined:
             slots = demand.slots.get(s.name, 0)
             if need <= 0:
                 break
-            if slots <= 0:
+            if slots <= 0 or s.name in stalled:
                 continue
             use = min(booting[s.name], nodes_for(need, slots))
             booting[s.name] -= use
@@ -81,6 +83,12 @@ def grow_sizes(specs: Sequence[NodeGroupSpec], sizes: Mapping[str, int], joined:
                 new[s.name] += add
                 need -= add * slots
     return {name: size for name, size in new.items() if size != sizes.get(name)}
+
+
+def short_since(previous: Mapping[str, float], sizes: Mapping[str, int], joined: Mapping[str, int],
+                now: float) -> dict[str, float]:
+    """Since when each group has had fewer joined nodes than its size (nodes asked for, not arrived)."""
+    return {name: previous.get(name, now) for name, size in sizes.items() if size > joined.get(name, 0)}
 
 
 def deployment_sizes(wanted: Mapping[str, int], sizes: Mapping[str, int | None]) -> dict[str, int]:

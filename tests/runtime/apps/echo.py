@@ -29,6 +29,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/health":
             payload: dict[str, object] = {"ok": True}
             status = 200
+        elif url.path == "/exists":
+            # 200 once the file named by ?path= exists: a probe a test turns green.
+            payload = {"path": query.get("path", [""])[0]}
+            status = 200 if os.path.exists(str(payload["path"])) else 503
         else:
             delay = float(query.get("delay", ["0"])[0])
             if delay > 0:

@@ -1,0 +1,112 @@
+"""What every cloud's rehearsal checks the same way: waiting, the control API, the replica served
+through the gateway, a refused boot."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pytest
+
+from tests.cloud.rehearsal.netns import Instance
+
+T = TypeVar("T")
+AGENT_PORT = 8600
+CONTROL_PORT = 8443
+DATA_PORT = 8080
+GATEWAY_ARGS = ("--host", "0.0.0.0", "--port", str(DATA_PORT), "--control-port", str(CONTROL_PORT))
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 180, explain: Callable[[], str] = str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {timeout} s\n{explain()}")
+
+
+def call(method: str, url: str, token: str, body: Any = None) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"Bearer {token}",
+                                                                         "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError as e:
+        return 0, str(e).encode()
+
+
+def logs(*instances: Instance) -> str:
+    out = []
+    for inst in instances:
+        for f in sorted(inst.path("/var/log").glob("*.log")):
+            out.append(f"--- {inst.name}:{f.name}\n" + f.read_text()[-3000:])
+    return "\n".join(out)
+
+
+def boot_gateway(inst: Instance, script: str, admin_token: str) -> None:
+    done = inst.boot(script)
+    assert done.returncode == 0, f"gateway boot failed:\n{done.stdout}\n{done.stderr}"
+    health = f"http://{inst.address}:{CONTROL_PORT}/control/health"
+    wait_for(lambda: call("GET", health, admin_token)[0] == 200, "the gateway's control API answered",
+             explain=lambda: logs(inst))
+
+
+def units_and_runtime(inst: Instance) -> list[str]:
+    """The units a boot script left, after checking the runtime's venv has no pip."""
+    assert (inst.path("/opt/gpustack/venv") / "bin" / "python").exists()
+    assert not (inst.path("/opt/gpustack/venv") / "bin" / "pip").exists(), "no pip in the runtime's venv"
+    units = inst.path("/etc/systemd/system")
+    for unit in units.iterdir():
+        assert "Restart=always" in unit.read_text()
+    return sorted(p.name for p in units.iterdir())
+
+
+def join_and_serve(node: Instance, script: str, gateway: Instance, admin_token: str, token: str, site: Path) -> None:
+    """Boot the node, wait for its agent to join, and serve a static file through the gateway."""
+    controller = f"http://{gateway.address}:{CONTROL_PORT}"
+    done = node.boot(script)
+    assert done.returncode == 0, f"node boot failed:\n{done.stdout}\n{done.stderr}"
+
+    def joined() -> list[Any] | None:
+        status, body = call("GET", f"{controller}/control/agents", admin_token)
+        agents = json.loads(body) if status == 200 else []
+        return [a for a in agents if node.address in json.dumps(a)] or None
+
+    wait_for(joined, "the node's agent joined the controller", explain=lambda: logs(node, gateway))
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "hello.txt").write_text("hello from a rehearsed node\n")
+    site.chmod(0o755)
+    command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "http.server", "--directory", str(site),
+                                                "--bind")) + ' "$GPUSTACK_HOST" "$PORT"'
+    name = f"hello-{node.name}"
+    service = {"name": name, "generation": "g1", "auth": True,
+               "probe": {"url": "/hello.txt", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.5},
+               "groups": [{"name": "main", "generation": "g1", "replicas": {"min": 1, "max": 1}, "commands": [command],
+                           "env": {}, "resources": {"cpu": {"min": 1}, "memory_bytes": {"min": 0},
+                                                    "disk_bytes": {"min": 0}, "gpu": None}}]}
+    status, body = call("PUT", f"{controller}/control/services/{name}", admin_token, service)
+    assert status in (200, 201), body
+    url = f"http://{gateway.address}:{DATA_PORT}/services/{name}/hello.txt"
+    wait_for(lambda: call("GET", url, token) == (200, b"hello from a rehearsed node\n"),
+             "the replica answered through the gateway", explain=lambda: logs(node, gateway))
+    assert call("GET", url, "wrong-token")[0] == 401
+
+
+def assert_refused(inst: Instance, done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode != 0
+    assert "gpustack boot:" in done.stderr and "refusing to install" in done.stderr, done.stderr
+    assert not inst.path("/opt/gpustack/venv").exists(), "nothing was installed"
+    assert not list(inst.path("/etc/systemd/system").iterdir()), "no unit was written"
+    assert not inst.pids()
