@@ -84,10 +84,13 @@ def run(conn: Connection, label: str, command: str, what: str, timeout: float = 
 
 
 # Does a container engine answer the login user, as the agent's client will ask it
-# (runtime/agent/engine.py): `docker`, else Podman's remote client at DOCKER_HOST, else local Podman.
+# (runtime/agent/engine.py): `docker`, else Podman's remote client at DOCKER_HOST, else local Podman
+# for root only: a user's rootless `podman info` creates ~/.local/share/containers, and the
+# preflight must leave nothing on the host (such a user points DOCKER_HOST at its podman.socket).
 _ENGINE_PROBE = """echo "docker_host=$DOCKER_HOST"
 if command -v docker >/dev/null 2>&1; then E="docker"; elif command -v podman >/dev/null 2>&1; then
-  if [ -n "${DOCKER_HOST:-$CONTAINER_HOST}" ]; then E="podman --remote --url ${DOCKER_HOST:-$CONTAINER_HOST}"; else E=podman; fi
+  if [ -n "${DOCKER_HOST:-$CONTAINER_HOST}" ]; then E="podman --remote --url ${DOCKER_HOST:-$CONTAINER_HOST}"
+  elif [ "$(id -u)" = 0 ]; then E=podman; fi
 fi
 T=$(command -v timeout >/dev/null 2>&1 && echo "timeout 15")
 if [ -n "$E" ] && $T $E info >/dev/null 2>&1; then echo engine=1; fi"""
