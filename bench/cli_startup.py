@@ -26,7 +26,7 @@ def _run(args: list[str], rounds: int) -> tuple[float, int]:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", COUNT + _script(args)], cwd=REPO, capture_output=True, text=True)
         times.append(time.perf_counter() - started)
-        modules = int(next(l.split()[1] for l in proc.stderr.splitlines() if l.startswith("MODULES")))
+        modules = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MODULES")))
     return statistics.median(times), modules
 
 

@@ -40,10 +40,13 @@ def test_console_script_and_module_entry_point() -> None:
     assert (REPO / "gpustack_iac" / "__main__.py").exists()
 
 
-def test_pulumi_is_pinned_exactly() -> None:
+def test_pulumi_is_a_bounded_range() -> None:
+    # A range of SDK minors, not one release: users' provider SDKs can move within it. Bounded above,
+    # because the embedded engine's private hooks were verified only up to its top
+    # (tests/engine/test_sdk_hooks.py checks it equals sdk_hooks.SUPPORTED).
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     pins = [d for d in config["project"]["dependencies"] if d.startswith("pulumi")]
-    assert pins and all("==" in d for d in pins)
+    assert len(pins) == 1 and ">=" in pins[0] and "<" in pins[0].replace("<=", "") and "==" not in pins[0], pins
 
 
 def test_the_python_floor_is_one_the_code_parses_under() -> None:

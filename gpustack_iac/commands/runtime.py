@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from gpustack_iac.console import console as make_console
 from rich.table import Table

@@ -96,14 +96,15 @@ class AutomationEngine:
         settings = auto.ProjectSettings(
             name=self.project, runtime="python", backend=auto.ProjectBackend(url=self.state_url)
         )
-        opts = auto.LocalWorkspaceOptions(
+        # Keywords: LocalWorkspace's first parameter is work_dir, not a LocalWorkspaceOptions (passing
+        # one there made the whole options object the working directory).
+        workspace = self._call(lambda: auto.LocalWorkspace(
             work_dir=str(self.work_dir),
             project_settings=settings,
             secrets_provider="passphrase",
             # Passed through the environment of the CLI process, never on its command line.
             env_vars={"PULUMI_CONFIG_PASSPHRASE": self._passphrase, "PULUMI_SKIP_UPDATE_CHECK": "true"},
-        )
-        workspace = self._call(lambda: auto.LocalWorkspace(opts))
+        ))
         self._stack = self._call(lambda: auto.Stack.create_or_select(self.stack_name, workspace))
         return self._stack
 

@@ -128,7 +128,7 @@ def _apply_end(raw: RawState, index: _ReplayIndex, urn: str, new: dict[str, Any]
             target = next((e for e in entries if e.res.get("id") == op_id), None)
         else:
             doomed = [e for e in entries if e.res.get("delete")]
-            target = (doomed or entries or [None])[0]
+            target = (doomed or entries)[0] if doomed or entries else None
         if target is not None:
             index.remove(target)
         return

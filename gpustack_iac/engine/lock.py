@@ -48,7 +48,7 @@ class LockOwner:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return False
             # A pid reused by a later process does not keep an old lock alive.
-            return proc.create_time() <= self.started_at + _PID_REUSE_SLACK_SECONDS
+            return bool(proc.create_time() <= self.started_at + _PID_REUSE_SLACK_SECONDS)
         except psutil.NoSuchProcess:
             return False
         except psutil.AccessDenied:

@@ -310,7 +310,10 @@ class StateStore:
         if self._salt is None and self._secrets_type in (None, SECRETS_PROVIDER_TYPE):
             if self._operation in (None, "preview"):
                 return self._ephemeral_key
-            self._append(lambda records: self._write_crypter(records) and None)
+            def write(records: list[dict[str, Any]]) -> None:
+                self._write_crypter(records)
+
+            self._append(write)
         return self._read_crypter(self._salt or "", self._secrets_type).derive_key(FINGERPRINT_PURPOSE)
 
     def secrets_crypter(self) -> Crypter:

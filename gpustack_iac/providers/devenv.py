@@ -100,7 +100,6 @@ class DevEnvironmentProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         definition = props["definition"]
-        name = definition["name"]
         root = Path(props["state_dir"])
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         public_key = ensure_identity(Path(props["identity_file"]))

@@ -127,7 +127,7 @@ def _connect_kwargs(identity_file: str | None) -> dict[str, Any]:
     return kwargs
 
 
-class _JumpedConnection(Connection):  # type: ignore[misc]
+class _JumpedConnection(Connection):
     """A connection that closes its jump host's connection with its own.
 
     Fabric's `close` leaves a `gateway=` Connection open: each connect through a `proxy_jump` left a

@@ -24,7 +24,7 @@ class Backoff:
         """Seconds to wait before retry number `retry` (1 for the first retry)."""
         raw = min(self.base * (2 ** max(retry - 1, 0)), self.cap)
         factor = 1.0 - self.jitter * (rng or random).random()
-        return raw * factor
+        return float(raw * factor)
 
     def next_delay(self, retry: int, first_started: float, now: float, rng: random.Random | None = None) -> float | None:
         """The delay before retry `retry`, or None when that retry would start past `duration`."""

@@ -18,7 +18,6 @@ Every failure exits non-zero with one line starting "gpustack boot:", so cloud-i
 
 import base64
 import datetime
-import glob
 import hashlib
 import hmac
 import json
@@ -54,7 +53,7 @@ def http(method, url, headers=None, body=None, timeout=20.0):
             return answer.read()
     except OSError as exc:  # URLError and HTTPError are OSErrors
         detail = exc.read()[:300].decode("utf-8", "replace") if hasattr(exc, "read") else ""
-        raise BootError("%s %s failed: %s %s" % (method, url.split("?")[0], exc, detail))
+        raise BootError("%s %s failed: %s %s" % (method, url.split("?")[0], exc, detail)) from exc
 
 
 def retried(fn, what, tries=6):
@@ -64,7 +63,7 @@ def retried(fn, what, tries=6):
             return fn()
         except BootError as exc:
             if attempt == tries - 1:
-                raise BootError("%s: %s" % (what, exc))
+                raise BootError("%s: %s" % (what, exc)) from exc
             time.sleep(min(2 ** attempt, 10))
 
 
@@ -211,7 +210,7 @@ def install(cfg, cloud):
     for wheel in manifest["wheels"]:
         if not WHEEL_NAME.match(wheel["name"]):
             raise BootError("the manifest names %r, which is not a wheel file name" % wheel["name"])
-        data = retried(lambda: cloud.get_object(prefix + wheel["name"]), "fetching " + wheel["name"])
+        data = retried(lambda name=wheel["name"]: cloud.get_object(prefix + name), "fetching " + wheel["name"])
         path = os.path.join(wheels_dir, wheel["name"])
         with open(path, "wb") as f:
             f.write(_checked(data, wheel["sha256"], wheel["name"]))

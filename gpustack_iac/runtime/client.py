@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from types import TracebackType
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Mapping, cast
 
 import aiohttp
 
@@ -81,22 +82,22 @@ class AgentClient:
             raise RuntimeApiError(f"agent {self.url}: {method} {path} answered with invalid JSON") from exc
 
     async def health(self) -> dict[str, Any]:
-        return await self._json("GET", "/v1/health")
+        return cast(dict[str, Any], await self._json("GET", "/v1/health"))
 
     async def host(self) -> dict[str, Any]:
-        return await self._json("GET", "/v1/host", timeout=max(self._timeout, 30.0))
+        return cast(dict[str, Any], await self._json("GET", "/v1/host", timeout=max(self._timeout, 30.0)))
 
     async def start(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """POST a ReplicaSpec; idempotent for the same id and spec (returns the running replica)."""
-        return await self._json("POST", "/v1/replicas", body=dict(spec), timeout=max(self._timeout, 120.0))
+        return cast(dict[str, Any], await self._json("POST", "/v1/replicas", body=dict(spec), timeout=max(self._timeout, 120.0)))
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self._json("GET", "/v1/replicas")
+    async def list(self) -> builtins.list[dict[str, Any]]:  # `list` is a method of this class
+        return cast(builtins.list[dict[str, Any]], await self._json("GET", "/v1/replicas"))
 
     async def get(self, replica_id: str) -> dict[str, Any] | None:
         """The replica, or None when the agent does not run it."""
         try:
-            return await self._json("GET", f"/v1/replicas/{replica_id}")
+            return cast(dict[str, Any], await self._json("GET", f"/v1/replicas/{replica_id}"))
         except AgentApiError as exc:
             if exc.status == 404:
                 return None
@@ -126,9 +127,9 @@ class AgentClient:
     async def stop(self, replica_id: str, grace: float = 10.0) -> dict[str, Any] | None:
         """Stop and forget a replica; None when the agent did not run it (already gone)."""
         try:
-            return await self._json(
+            return cast(dict[str, Any], await self._json(
                 "DELETE", f"/v1/replicas/{replica_id}", params={"grace": f"{grace:g}"}, timeout=grace + max(self._timeout, 30.0)
-            )
+            ))
         except AgentApiError as exc:
             if exc.status == 404:
                 return None

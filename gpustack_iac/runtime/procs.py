@@ -36,7 +36,7 @@ def create_time(pid: int) -> float | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return proc.create_time()
+        return float(proc.create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
 

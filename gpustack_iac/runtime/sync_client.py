@@ -8,11 +8,12 @@ importing it loads neither aiohttp nor Pulumi.
 from __future__ import annotations
 
 import ipaddress
+from http.client import HTTPResponse
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, cast
 
 from gpustack_iac.errors import RuntimeApiError
 
@@ -72,7 +73,8 @@ def stream(base_url: str, path: str, token: str, timeout: float = 3600.0) -> Ite
     request.add_header("Authorization", f"Bearer {token}")
     try:
         with _open(request, timeout) as response:
-            while chunk := response.read1(65536):
+            # urlopen's response (http.client.HTTPResponse) has read1: what has arrived, without waiting for more.
+            while chunk := cast(HTTPResponse, response).read1(65536):
                 yield chunk
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
-import json
 import os
 import signal
 import socket
@@ -71,7 +70,7 @@ def backoff_delay(failures: int, max_backoff: float) -> float:
     """Delay after a crash preceded by `failures` quick crashes in a row: 0, then 0.5 s doubling up to the cap."""
     if failures <= 0:
         return 0.0
-    return min(max_backoff, 0.5 * 2 ** (failures - 1))
+    return float(min(max_backoff, 0.5 * 2 ** (failures - 1)))
 
 
 def _parse_listen(value: str) -> tuple[str, str, int]:

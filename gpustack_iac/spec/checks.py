@@ -37,7 +37,7 @@ class Located:
 
 
 def _names(items: list[Located], kind: type[Document], declared: dict[str, set[str]]) -> list[str]:
-    valid = [str(i.doc.name) for i in items if isinstance(i.doc, kind)]
+    valid = [str(i.doc.name) for i in items if isinstance(i.doc, kind)]  # type: ignore[attr-defined]  # every kind named here has a name
     return valid + sorted(declared.get(kind.KIND, set()) - set(valid))
 
 
@@ -53,7 +53,7 @@ def cross_check(items: list[Located], declared: dict[str, set[str]] | None = Non
     out: list[Diagnostic] = []
     seen: dict[tuple[str, str], Located] = {}
     for item in items:
-        key = (item.doc.KIND, str(item.doc.name))
+        key = (item.doc.KIND, str(item.doc.name))  # type: ignore[attr-defined]  # every document has a name
         if key in seen:
             out.append(item.at(["name"], f"{key[0]} name {key[1]!r} is already used at {seen[key].where}; names must be unique per kind"))
         else:

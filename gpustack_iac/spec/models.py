@@ -103,9 +103,16 @@ def _resolve_env_field(cls: type, value: dict[str, str | None] | None, info: Val
 # ---------------------------------------------------------------- profile (placement) properties
 
 
+RetryEvent = Literal["no-capacity", "interruption", "error"]
+
+
+def _every_retry_event() -> list[RetryEvent]:
+    return ["no-capacity", "interruption", "error"]
+
+
 class RetrySpec(Strict):
-    on_events: list[Literal["no-capacity", "interruption", "error"]] = Field(
-        default_factory=lambda: ["no-capacity", "interruption", "error"],
+    on_events: list[RetryEvent] = Field(
+        default_factory=_every_retry_event,
         description="The events that trigger a retry: `no-capacity`, `interruption`, `error`.",
     )
     duration: Duration = Field("1d", validate_default=True, description="How long to keep retrying (e.g. `1h`, `1d`).")

@@ -24,7 +24,7 @@ from yaml.resolver import Resolver
 try:  # libyaml parses an order of magnitude faster; the pure-Python parser gives the same marks.
     from yaml.cyaml import CParser as _Parser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml.parser import Parser as _Parser  # type: ignore[assignment]
+    from yaml.parser import Parser as _Parser
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
@@ -113,7 +113,7 @@ class _Limits(Composer):
 
 if _Parser.__module__.startswith("yaml.parser"):  # pragma: no cover - PyYAML without libyaml
 
-    class _Loader(Reader, Scanner, _Parser, _Limits, SafeConstructor, Resolver):  # type: ignore[misc]
+    class _Loader(Reader, Scanner, _Parser, _Limits, SafeConstructor, Resolver):
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)

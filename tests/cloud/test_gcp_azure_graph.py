@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import run, secret_value, write

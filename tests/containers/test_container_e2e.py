@@ -7,7 +7,6 @@ One project per scenario keeps each `up` small; the engine and the images are sh
 from __future__ import annotations
 
 import shutil
-import textwrap
 import threading
 import time
 import uuid

@@ -100,7 +100,7 @@ def _kill_child_under_load(project: Project, kind: str) -> dict[str, float]:
     os.kill(victim[0], signal.SIGKILL)
     restarted = wait_until(lambda: (p := live_pid(child_file)) and p[0] != victim[0] and p, 30, 0.01,
                            what=f"the {kind} to be restarted")
-    ready = wait_until(lambda: (d := json.loads((daemon_dir / f"{kind}.port.json").read_text() or "{}"))
+    ready = wait_until(lambda: json.loads((daemon_dir / f"{kind}.port.json").read_text() or "{}")
                        .get("pid") == restarted[0] and time.time(), 30, 0.01, what=f"the new {kind} to listen")
     result = load.wait()
 

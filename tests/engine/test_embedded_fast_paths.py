@@ -17,7 +17,7 @@ from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import rpc as sdk_rpc
 
 from filestack import PROJECT, STACK, files_program, open_engine
-from gpustack_iac.engine.embedded import shortcuts
+from gpustack_iac.engine.embedded import sdk_hooks
 from gpustack_iac.engine.wire import SECRET_SIG, SECRET_SIG_KEY as SIG_KEY
 from gpustack_iac.engine.embedded.monitor import dict_to_struct, struct_to_dict
 from gpustack_iac.engine.embedded.urn import make_urn
@@ -70,7 +70,7 @@ def test_contains_unknowns_matches_the_sdk_inside_and_outside_a_run() -> None:
     ]
     for value, expected in cases:
         assert sdk_rpc.contains_unknowns(value) is expected  # outside a run: the SDK's own
-        assert shortcuts._has_unknowns(value, set()) is expected  # what a run uses
+        assert sdk_hooks._has_unknowns(value, set()) is expected  # what a run uses
 
 
 def test_struct_decoding_is_plain_json_with_ints() -> None:

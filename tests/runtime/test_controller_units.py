@@ -256,7 +256,7 @@ def test_router_definitions_are_validated_into_gateway_routes() -> None:
 # ----------------------------------------------------------------------------------- probes
 def test_probes_against_a_real_http_server() -> None:
     import asyncio
-    
+
     import aiohttp
     from aiohttp import web
 

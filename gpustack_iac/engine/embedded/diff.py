@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from gpustack_iac.engine.model import DiffKind, PropertyDiff
-from gpustack_iac.engine.wire import UNKNOWN, contains_secret, contains_unknown, is_secret, wrap_secret
+from gpustack_iac.engine.wire import UNKNOWN, contains_secret, is_secret, wrap_secret
 
 PROVIDER_KEY = "__provider"
 
@@ -146,7 +146,12 @@ def _get(root: Any, parts: list[str | int]) -> Any:
 def _set(root: dict[str, Any], parts: list[str | int], value: Any) -> None:
     cur: Any = root
     for p in parts[:-1]:
-        nxt = cur[p] if (isinstance(cur, dict) and p in cur) or (isinstance(cur, list) and isinstance(p, int) and p < len(cur)) else _MISSING
+        if isinstance(cur, dict) and p in cur:
+            nxt = cur[p]
+        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+            nxt = cur[p]
+        else:
+            nxt = _MISSING
         if nxt is _MISSING or not isinstance(nxt, (dict, list)):
             return  # the new value has no such container: nothing to keep
         cur = nxt

@@ -18,7 +18,7 @@ from pulumi.runtime.stack import run_in_stack
 from gpustack_iac.contract import cancel
 
 from gpustack_iac.engine.base import Program
-from gpustack_iac.engine.embedded import shortcuts
+from gpustack_iac.engine.embedded import sdk_hooks
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
 from gpustack_iac.engine.embedded.monitor import log as monitor_log
 
@@ -83,7 +83,7 @@ def run_program(
         cancel.reset()
         interrupted = False
         try:
-            with shortcuts.active(monitor_log):
+            with sdk_hooks.active(monitor_log):
                 loop.run_until_complete(run_in_stack(_settled(program)))
         except KeyboardInterrupt:
             # Steps still running are in executor threads: end their waits now, not after minutes,
@@ -123,9 +123,10 @@ def _settled(program: Program) -> Callable[[], Awaitable[None]]:
         result: Any = program()
         if inspect.isawaitable(result):
             await result
-        # The SDK's own list of registrations in flight (a private helper of a pinned SDK version).
-        rpcs = pulumi_settings._get_rpc_manager().rpcs
-        while True:
+        # The SDK's own list of registrations in flight (private: None off the verified range,
+        # and then the SDK's own wait does the job, slower).
+        rpcs = sdk_hooks.registrations_in_flight()
+        while rpcs is not None:
             # One turn of the loop lets every registration scheduled so far start and join `rpcs`.
             await asyncio.sleep(0)
             pending = [rpc for rpc in rpcs if not rpc.done()]

@@ -64,7 +64,7 @@ async def _known(session: aiohttp.ClientSession, cfg: JoinConfig) -> bool:
         if resp.status == 401:
             raise JoinRefused("controller refused the join token (401)")
         resp.raise_for_status()
-        return (await resp.json()).get("url") == cfg.url
+        return bool((await resp.json()).get("url") == cfg.url)
 
 
 async def keep_joined(cfg: JoinConfig, facts: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ agent itself restarts (their records on disk name pid and create_time).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import signal
@@ -53,13 +54,13 @@ def backoff_delay(quick_crashes: int, base: float, cap: float) -> float:
     """0.5 s, 1 s, 2 s, ... capped: the delay before restart number `quick_crashes` in a row."""
     if quick_crashes <= 1:
         return base
-    return min(base * (2 ** (quick_crashes - 1)), cap)
+    return float(min(base * (2 ** (quick_crashes - 1)), cap))
 
 
 def _process_create_time(pid: int) -> float | None:
     # Unlike procs.create_time this accepts a zombie: a child that exited at once still has one.
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -112,7 +113,7 @@ class Supervisor:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def resume(self) -> list[str]:
+    async def resume(self) -> builtins.list[str]:  # `list` is a method of this class
         """Take over what a previous agent left: re-adopt live replicas, restart dead ones."""
         records, problems = self._store.load_all()
         for record in records:
@@ -237,7 +238,7 @@ class Supervisor:
                 return port
         raise AgentApiError("no free port found for the replica", 503, "no_port")
 
-    def _env(self, record: ReplicaRecord) -> tuple[dict[str, str], list[str]]:
+    def _env(self, record: ReplicaRecord) -> tuple[dict[str, str], builtins.list[str]]:
         """The replica's environment, and the names a container should receive."""
         spec = record.spec
         own = dict(spec.env)

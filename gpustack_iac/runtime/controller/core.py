@@ -32,7 +32,7 @@ class ControllerCore:
         store: Store,
         table: RoutingTable,
         metrics: Metrics,
-        settings: ControllerSettings = ControllerSettings(),
+        settings: ControllerSettings = ControllerSettings(),  # noqa: B008 - frozen: one shared default is safe
         clock: Callable[[], float] = time.monotonic,
         tunnel_dir: Path | None = None,
     ) -> None:

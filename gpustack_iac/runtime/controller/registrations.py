@@ -11,7 +11,6 @@ import contextlib
 from typing import Any
 
 from gpustack_iac.contract.restart import rolls
-from gpustack_iac.errors import GpustackError
 from gpustack_iac.runtime.controller.agent_polling import open_agent, refresh_agent
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.errors import (

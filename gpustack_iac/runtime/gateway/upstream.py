@@ -271,9 +271,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
             raise _Stop()
         self._reason = b""
-        self._passthrough: list[str] = []
-        self._listed: set[str] | None = None
-        self._codings: list[str] = []
+        self._passthrough = []
+        self._listed = None
+        self._codings = []
         self._length = -1
         self.content_type = ""
 

@@ -22,7 +22,7 @@ except ImportError:  # the SDK is only needed where the controller really scales
     class BotoCoreError(Exception):  # type: ignore[no-redef]
         """Stands for botocore's errors where botocore is absent (nothing raises it)."""
 
-    ClientError = BotoCoreError  # type: ignore[assignment,misc]
+    ClientError = BotoCoreError
 
 
 class AsgScaler:

@@ -67,7 +67,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     while True:
         env = environment(service)  # read at every start, as systemd does
-        argv = [re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), w).replace("%%", "%")
+        argv = [re.sub(r"\$\{(\w+)\}", lambda m, env=env: env.get(m.group(1), ""), w).replace("%%", "%")
                 for w in shlex.split(service["ExecStart"][0])]
         child = subprocess.Popen(argv, env=env, cwd="/")
         code = child.wait()

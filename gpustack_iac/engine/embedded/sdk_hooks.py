@@ -1,4 +1,14 @@
-"""Skip SDK work whose only consumer is the Pulumi CLI, while (and only while) our monitor runs a program.
+"""The one module that touches private parts of the Pulumi SDK, and only on SDK versions verified.
+
+`SUPPORTED` is the range of SDK minors the test suite was run on (pyproject.toml states the same
+range). On a version outside it, or when a private name is gone, nothing here patches or reads the
+SDK's internals: the embedded engine then runs on the public API alone, correct and slower on large
+stacks. Two uses:
+
+1. the registrations in flight (`registrations_in_flight`), which the runner waits for at once
+   rather than through the SDK's quadratic wait over every output;
+2. shortcuts: skip SDK work whose only consumer is the Pulumi CLI, while (and only while) our
+   monitor runs a program.
 
 The Pulumi SDK does some per-resource work that our in-process monitor never reads:
 - it walks the Python stack of every resource for the CLI's diagnostics (`_get_stack_trace`);
@@ -20,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from pulumi import log as pulumi_log
@@ -32,8 +43,33 @@ from pulumi.runtime import rpc as pulumi_rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import source_pb2
 
+# The SDK minors (3.x) whose private parts below were verified by the test suite; keep in step
+# with the pulumi requirement in pyproject.toml.
+SUPPORTED = (270, 272)
+# The private names used, (module, attribute).
+_PRIVATE = ((pulumi_resource, "_get_stack_trace"), (pulumi_resource, "create_urn"), (pulumi_log, "debug"),
+            (pulumi_rpc, "contains_unknowns"), (pulumi_settings, "_get_rpc_manager"))
+
 # Set on the functions we install, so a second install does not wrap them again.
 _MARK = "_gpustack_shortcut"
+
+
+def sdk_version() -> tuple[int, ...]:
+    return tuple(int(p) for p in version("pulumi").split(".")[:3] if p.isdigit())
+
+
+def supported(sdk: tuple[int, ...] | None = None) -> bool:
+    """Whether the private parts may be used: a verified SDK version that still has them all."""
+    major, minor = (sdk or sdk_version())[:2]
+    return major == 3 and SUPPORTED[0] <= minor <= SUPPORTED[1] and all(hasattr(m, a) for m, a in _PRIVATE)
+
+
+def registrations_in_flight() -> Collection[Any] | None:
+    """The SDK's own list of resource registrations in flight (futures), or None off the supported range."""
+    if not supported():
+        return None
+    rpcs: Collection[Any] = pulumi_settings._get_rpc_manager().rpcs
+    return rpcs
 
 
 @dataclass(frozen=True)
@@ -121,7 +157,10 @@ def _install(module: Any, attr: str, wrap: Callable[[Callable[..., Any]], Callab
 
 
 def install() -> None:
-    """Idempotent; the replacements behave exactly like the originals outside `active()`."""
+    """Idempotent; the replacements behave exactly like the originals outside `active()`. Nothing is
+    installed off the supported range."""
+    if not supported():
+        return
     _install(pulumi_resource, "_get_stack_trace", _wrap_stack_trace)
     _install(pulumi_resource, "create_urn", _wrap_create_urn)
     _install(pulumi_log, "debug", _wrap_debug)
