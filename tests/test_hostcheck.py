@@ -58,3 +58,22 @@ def test_a_gpu_count_above_16_hints_at_memory(tmp_path: Path) -> None:
 def test_without_host_facts_nothing_is_checked(tmp_path: Path) -> None:
     spec = load_text(_GW + _FLEET + _service("H100"), file=str(tmp_path / "s.gpustack.yml"), env={})
     compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])
+
+
+_SSH_FLEET = ("type: fleet\nname: gpus\nssh_config:\n  user: u\n  identity_file: /dev/null\n"
+              "  hosts:\n    - hostname: 198.18.0.10\n---\n")
+_IMAGE_SERVICE = "type: service\nname: web\nport: 8000\nimage: busybox\nresources: {cpu: 1.., memory: 64MB.., disk: 0GB..}\n"
+
+
+@pytest.mark.parametrize("engine", [False, True])
+def test_an_image_group_on_ssh_hosts_needs_an_engine_on_one_of_them(tmp_path: Path, engine: bool) -> None:
+    """An SSH host's probed facts say whether an engine answers there; this machine's engine is beside the point."""
+    host = PlannedHost("gpus-198-18-0-10", HostFacts("gpus-198-18-0-10", 8, 32 * _GIB, 500 * _GIB, docker=engine), {})
+    spec = load_text(_GW + _SSH_FLEET + _IMAGE_SERVICE, file=str(tmp_path / "s.gpustack.yml"), env={})
+    compile_at = lambda: compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[host])  # noqa: E731
+    if engine:
+        compile_at()
+        return
+    with pytest.raises(ConfigError) as caught:
+        compile_at()
+    assert "image busybox needs Docker, the host has none" in str(caught.value)

@@ -45,7 +45,11 @@ class Facts:
         self._image: str | ImageError | None = None
 
     def docker(self) -> bool:
-        """Whether a Docker (or Podman) daemon answers on this machine."""
+        """Whether a Docker (or Podman) daemon answers on this machine, where local fleets run
+        replicas. With only SSH fleets nothing runs here: each SSH host's own engine is in its
+        probed facts, and placement refuses an `image:` group no host has an engine for."""
+        if self._spec.fleets and all(f.is_ssh for f in self._spec.fleets):
+            return True
         if self._docker is None:
             self._docker = detect_docker()
         return self._docker

@@ -32,7 +32,8 @@ class ProbedHost:
             return f"{where}: facts unknown: {self.error}"
         gpus = self.facts.get("gpus") or []
         gpu_text = ", ".join(f"{g['name']} {g['memory_bytes'] // 2**30} GiB" for g in gpus) or "no GPUs"
-        text = f"{where}: {self.facts['cpus']} CPUs, {self.facts['memory_bytes'] / 2**30:.1f} GiB memory, {gpu_text}"
+        engine = "a container engine" if self.facts.get("docker") else "no container engine (image: cannot run here)"
+        text = f"{where}: {self.facts['cpus']} CPUs, {self.facts['memory_bytes'] / 2**30:.1f} GiB memory, {gpu_text}, {engine}"
         return text + (f"; {self.problem}" if self.problem else "")
 
 
@@ -49,7 +50,8 @@ def _probe(name: str, target: SshTarget, labels: dict[str, Any], install_dir: st
         problem = str(exc).removeprefix(f"host {target.label}: ")
     facts = {"name": name, "cpus": pf.cpus, "memory_bytes": pf.memory_mib * 2**20, "disk_bytes": pf.free_mb * 2**20,
              "gpus": [{"index": i, "name": g["name"], "vendor": "nvidia", "memory_bytes": int(g["memory_mib"]) * 2**20}
-                      for i, g in enumerate(pf.gpus)]}
+                      for i, g in enumerate(pf.gpus)],
+             "docker": pf.engine}
     return ProbedHost(name, target, labels, facts=facts, problem=problem)
 
 

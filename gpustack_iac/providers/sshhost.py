@@ -65,6 +65,10 @@ class Preflight:
     gpus: list[dict[str, Any]]
     cpus: int = 0
     memory_mib: int = 0
+    # A container engine answered the login user's client (`docker info`, or Podman's remote client
+    # at DOCKER_HOST), and the DOCKER_HOST that session had: the agent is started with it.
+    engine: bool = False
+    docker_host: str = ""
 
 
 def run(conn: Connection, label: str, command: str, what: str, timeout: float = 120.0) -> str:
@@ -77,6 +81,19 @@ def run(conn: Connection, label: str, command: str, what: str, timeout: float = 
         lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
         raise SshHostError(f"host {label}: {what} failed: {lines[-1] if lines else f'exit code {result.exited}'}")
     return str(result.stdout)
+
+
+# Does a container engine answer the login user, as the agent's client will ask it
+# (runtime/agent/engine.py): `docker`, else Podman's remote client at DOCKER_HOST, else local Podman
+# for root only: a user's rootless `podman info` creates ~/.local/share/containers, and the
+# preflight must leave nothing on the host (such a user points DOCKER_HOST at its podman.socket).
+_ENGINE_PROBE = """echo "docker_host=$DOCKER_HOST"
+if command -v docker >/dev/null 2>&1; then E="docker"; elif command -v podman >/dev/null 2>&1; then
+  if [ -n "${DOCKER_HOST:-$CONTAINER_HOST}" ]; then E="podman --remote --url ${DOCKER_HOST:-$CONTAINER_HOST}"
+  elif [ "$(id -u)" = 0 ]; then E=podman; fi
+fi
+T=$(command -v timeout >/dev/null 2>&1 && echo "timeout 15")
+if [ -n "$E" ] && $T $E info >/dev/null 2>&1; then echo engine=1; fi"""
 
 
 def preflight(conn: Connection, label: str, layout: HostLayout, check: bool = True) -> Preflight:
@@ -92,6 +109,7 @@ p="$D"; while [ ! -d "$p" ]; do p="${{p%/*}}"; [ -n "$p" ] || p=/; done
 echo "free_kb=$(df -Pk "$p" | awk 'NR==2{{print $4}}')"; [ -w "$p" ] && echo writable=1
 command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1 && echo sudo=1
 echo "cpus=$(nproc 2>/dev/null)"; echo "mem_kb=$(awk '/^MemTotal:/{{print $2}}' /proc/meminfo 2>/dev/null)"
+{_ENGINE_PROBE}
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi
 true
 """
@@ -110,6 +128,7 @@ true
         free_mb=int(facts.get("free_kb") or 0) // 1024, writable="writable" in facts, sudo="sudo" in facts,
         systemd=facts.get("pid1") == "systemd", root=facts.get("uid") == "0", gpus=gpus,
         cpus=int(facts.get("cpus") or 0), memory_mib=int(facts.get("mem_kb") or 0) // 1024,
+        engine="engine" in facts, docker_host=facts.get("docker_host", ""),
     )
     if check:
         check_preflight(pf, label)
@@ -243,7 +262,9 @@ def systemd_unit(layout: HostLayout, pf: Preflight, port: int, user: str, listen
         f"User={user}\n"
         f"WorkingDirectory={pf.install_dir}\n"
         f"Environment=HOME={pf.home}\n"
-        f"ExecStart={argv}\n"
+        # The login session's engine address (not a secret): the agent's container client needs it.
+        + (f"Environment=DOCKER_HOST={pf.docker_host}\n" if pf.docker_host else "")
+        + f"ExecStart={argv}\n"
         "Restart=always\nRestartSec=200ms\n"
         "KillMode=process\n"  # replicas outlive an agent restart; the agent re-adopts them
         f"StandardOutput=append:{pf.install_dir}/logs/agent.log\nStandardError=inherit\n\n"

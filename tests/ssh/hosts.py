@@ -42,6 +42,9 @@ class TestHost:
     sshd_config: Path
     host_pubkey: Path
     sshd: subprocess.Popen[bytes] | None = None
+    # Enter only the network namespace (nsenter --net), not `ip netns exec`'s new mount namespace
+    # with its own /sys: runc then finds the cgroup mounts and the host can run containers.
+    net_only: bool = False
     # Processes already there when a test began (another test's SSH sessions still closing on a
     # shared host): a test's "nothing left" check is about what its own stack started.
     baseline: set[int] = field(default_factory=set)
@@ -84,7 +87,8 @@ class TestHost:
     def start_sshd(self) -> None:
         argv = [SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.sshd_config.with_suffix(".log"))]
         if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
+            enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.net_only else ["ip", "netns", "exec", self.netns]
+            argv = [*enter, *argv]
         self.sshd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -192,9 +196,12 @@ def _subnet_in_use(prefix: str) -> bool:
     return f" {prefix}." in out
 
 
-def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str | None = None) -> TestHosts:
+def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str | None = None,
+                 engine: bool = False) -> TestHosts:
     """Create `count` hosts; the caller must call `teardown()` (also after a failure here).
-    `login_path` replaces the PATH of login sessions (a host "without" some program)."""
+    `login_path` replaces the PATH of login sessions (a host "without" some program).
+    `engine`: sshd enters only the network namespace (containers can run there) and login sessions
+    get DOCKER_HOST=unix://<host's etc>/engine/podman.sock, where `tests/ssh/engine.py` starts one."""
     run_id = f"{os.getpid() % 10000:04d}{random.randint(0, 99):02d}"
     root = Path(tempfile.mkdtemp(prefix=f"gsiac-ssh-{run_id}-"))
     root.chmod(0o755)  # the test users must reach their homes below it
@@ -250,16 +257,17 @@ def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str |
                 address = f"127.0.0.{1 + i}"
                 port = _free_port(address)
             config = etc / "sshd_config"
+            login_env = ([f"PATH={login_path}"] if login_path else []) + ([f"DOCKER_HOST=unix://{etc}/engine/podman.sock"] if engine else [])
             config.write_text(
                 f"ListenAddress {address}\nPort {port}\nHostKey {host_key}\nPidFile none\n"
                 f"AuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                 f"PubkeyAuthentication yes\nUsePAM no\nPermitRootLogin no\nAllowUsers {user}\nStrictModes no\n"
                 f"AllowTcpForwarding yes\nX11Forwarding no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
                 f"MaxStartups 100:30:200\nMaxSessions 50\n"
-                + (f"SetEnv PATH={login_path}\n" if login_path else "")
+                + (f"SetEnv {' '.join(login_env)}\n" if login_env else "")
             )
             host = TestHost(name=name, address=address, port=port, user=user, home=home, netns=netns,
-                            sshd_config=config, host_pubkey=host_key.with_suffix(".pub"))
+                            sshd_config=config, host_pubkey=host_key.with_suffix(".pub"), net_only=engine)
             hosts.hosts.append(host)
             host.start_sshd()
         hosts.known_hosts.write_text("".join(h.host_key_line + "\n" for h in hosts.hosts))

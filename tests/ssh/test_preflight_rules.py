@@ -37,3 +37,13 @@ def test_wheels_for_another_python_are_refused(tmp_path) -> None:  # type: ignor
 
     with pytest.raises(WheelhouseError, match="the host has Python 3.9 on aarch64"):
         build(tmp_path, "3.9", "aarch64")
+
+
+def test_the_systemd_unit_keeps_the_sessions_engine_address() -> None:
+    """A unit starts from an empty environment: the DOCKER_HOST the preflight's session had is written into it."""
+    from gpustack_iac.providers.sshhost import HostLayout, systemd_unit
+
+    layout = HostLayout.of(GOOD.install_dir, "gpus-h1")
+    with_engine = systemd_unit(layout, dataclasses.replace(GOOD, docker_host="unix:///run/user/1000/podman.sock"), 40001, "u")
+    assert "Environment=DOCKER_HOST=unix:///run/user/1000/podman.sock\n" in with_engine
+    assert "DOCKER_HOST" not in systemd_unit(layout, GOOD, 40001, "u")
