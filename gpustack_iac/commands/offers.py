@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from gpustack_iac.backends import get
-from gpustack_iac.catalog.match import Offer, find_offers
+from gpustack_iac.catalog.match import Offer, SpotPolicy, find_offers
 from gpustack_iac.catalog.snapshot import load
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.spec.resources import ResourcesSpec
@@ -80,7 +80,7 @@ def _lines(offers: list[Offer], limit: int) -> list[str]:
 @click.option("--limit", type=int, default=20, show_default=True, help="Show at most this many offers per request.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: str | None, backends: tuple[str, ...],
-           regions: tuple[str, ...], spot_policy: str | None, max_price: float | None, limit: int, as_json: bool) -> None:
+           regions: tuple[str, ...], spot_policy: SpotPolicy | None, max_price: float | None, limit: int, as_json: bool) -> None:
     """List instance types that fit a resource spec, cheapest first, with $/h.
 
     With PATHS, every fleet and service replica group in them is matched with its own

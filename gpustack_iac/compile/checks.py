@@ -27,7 +27,7 @@ from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic
 from gpustack_iac.hostcheck import PlannedHost, task_shortfall, unsatisfiable_groups
 from gpustack_iac.spec.loader import Spec
-from gpustack_iac.spec.models import Document, FleetConfig, GatewayConfig, ServiceConfig
+from gpustack_iac.spec.models import DevEnvironmentConfig, Document, FleetConfig, GatewayConfig, ServiceConfig, TaskConfig
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.gateway import local_tls
 from gpustack_iac.stacks.placement import NoOffer, fleet_groups, gateway_instance, model_disk_gb, vm_backend
@@ -255,7 +255,8 @@ def _check_backends(spec: Spec) -> list[Diagnostic]:
     for gateway in spec.gateways:
         problems += _check_gateway(gateway, spec)
     problems += workloads.check_volumes(spec, _diag)
-    for doc in (*spec.tasks, *spec.dev_environments):
+    runs: list[TaskConfig | DevEnvironmentConfig] = [*spec.tasks, *spec.dev_environments]  # not their join, RunParams
+    for doc in runs:
         allowed = workload_backends(doc)
         if doc.backends and not set(doc.backends) & set(allowed):
             problems.append(_diag(doc, "backends", f"{doc.KIND} {doc.name}: backends {', '.join(doc.backends)} are not "
@@ -322,7 +323,8 @@ def _check_support(spec: Spec, ctx: StackContext) -> list[Diagnostic]:
     for gateway in spec.gateways:
         problems += _support(gateway, gateway.backend, ctx)
     workload_backend = Ssh.name if spec.fleets and all(f.is_ssh for f in spec.fleets) else Local.name
-    for doc in (*spec.tasks, *spec.dev_environments):
+    runs: list[TaskConfig | DevEnvironmentConfig] = [*spec.tasks, *spec.dev_environments]  # not their join, RunParams
+    for doc in runs:
         problems += _support(doc, workload_backend, ctx)
     return problems
 

@@ -15,7 +15,7 @@ import pulumi
 
 from gpustack_iac import compile_code
 from gpustack_iac import compile_workloads as workloads
-from gpustack_iac.backends import ClusterBackend, fleet_backend, get
+from gpustack_iac.backends import ClusterBackend, WithPulumiPlugin, fleet_backend, get
 from gpustack_iac.backends.cloud import Network
 from gpustack_iac.compile.checks import Definition, StackPlan, check
 from gpustack_iac.compile.facts import Facts
@@ -65,7 +65,9 @@ def compile_spec(spec: Spec, ctx: StackContext, hosts: Sequence[PlannedHost] | N
     """
     plan = check(spec, ctx, Facts(spec, ctx, hosts, offline))
     for backend_name in plan.plugin_backends:
-        get(backend_name).resources()  # a missing provider SDK is one line naming the extra, before any engine runs
+        backend = get(backend_name)
+        assert isinstance(backend, WithPulumiPlugin), f"plugin backend {backend_name} has no Pulumi plugin"
+        backend.resources()  # a missing provider SDK is one line naming the extra, before any engine runs
     return CompiledStack(program=lambda: _Program(spec, ctx, plan).declare(), warnings=list(ctx.warnings),
                          definitions=plan.definitions, tasks=plan.tasks,
                          component_specs=lambda: _component_specs(spec, plan.definitions, plan.tasks, plan.devs, ctx),
@@ -97,7 +99,10 @@ class _Program:
             services[name] = Service(definition, deployed[gw_name], registrations[gw_name] + volumes, self.ctx)
             # From the gateway, not the registration: the outputs are then recorded as soon as the
             # gateway runs, even when a service fails to get ready (status, logs and output need them).
-            endpoints[name] = deployed[gw_name].url.apply(lambda url, n=name: f"{url}/services/{n}")
+            def endpoint(url: str, n: str = name) -> str:
+                return f"{url}/services/{n}"
+
+            endpoints[name] = deployed[gw_name].url.apply(endpoint)
         for router in self.spec.routers:
             members = [services[m.service] for m in router.members if m.service in services]
             Router(router, deployed[self.plan.router_gateway[str(router.name)]], members)

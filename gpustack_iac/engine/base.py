@@ -4,13 +4,14 @@ Only the protocol: the engines import it, and `engine/factory.py` (which imports
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepResult
 
-# A Pulumi program: a function that declares resources (run inside the root Stack).
-Program = Callable[[], None]
+# A Pulumi program: a function that declares resources (run inside the root Stack); as with the
+# SDK's PulumiFn, it may be a coroutine function, whose result the engine awaits.
+Program = Callable[[], Awaitable[None] | None]
 StepCallback = Callable[[StepResult], None]
 StartCallback = Callable[[Step], None]
 EngineKind = Literal["auto", "embedded", "pulumi"]

@@ -53,7 +53,7 @@ def select_engine(
             )
         from gpustack_iac.engine import automation
 
-        engine: Engine = automation.AutomationEngine(  # type: ignore[attr-defined]
+        engine: Engine = automation.AutomationEngine(
             project=project, stack=stack, state_url=url, passphrase=passphrase, work_dir=work_dir
         )
         return engine

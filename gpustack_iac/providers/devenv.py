@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -210,6 +210,16 @@ class DevEnvironmentProvider(ResourceProvider):
 
 
 class DevEnvironment(Resource, module="workload", name="DevEnvironment"):
+    # For type checkers only (as in providers/file.py): the outputs `create` sets.
+    if TYPE_CHECKING:
+        host: pulumi.Output[str]
+        address: pulumi.Output[str]
+        port: pulumi.Output[int]
+        known_hosts: pulumi.Output[str]
+        ide_link: pulumi.Output[str]
+        jump: pulumi.Output[dict[str, Any] | None]
+        login_user: pulumi.Output[str | None]
+
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         secret = pulumi.ResourceOptions(additional_secret_outputs=["hosts"])
         outputs = {"host": None, "address": None, "port": None, "known_hosts": None, "ide_link": None, "jump": None,

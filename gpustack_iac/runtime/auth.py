@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gpustack_iac.errors import GpustackError
 
@@ -92,7 +93,7 @@ def json_error(status: int, code: str, message: str) -> web.Response:
     )
 
 
-def bearer_auth_middleware(token_provider: TokenProvider) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def bearer_auth_middleware(token_provider: TokenProvider) -> Middleware:
     """aiohttp middleware: 401 unless the request carries the token `token_provider` names for it."""
 
     @web.middleware

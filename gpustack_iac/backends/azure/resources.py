@@ -209,5 +209,5 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                              a_records=[{"ipv4_address": ip.ip_address}], opts=opts)
         url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
     return CloudGateway(url=url, control_url=ip.ip_address.apply(lambda a: f"http://{a}:{CONTROL_PORT}"),
-                        token=token.properties.apply(lambda p: p.value),  # type: ignore[union-attr]
-                        admin_token=admin.properties.apply(lambda p: p.value))  # type: ignore[union-attr]
+                        token=token.properties.apply(lambda p: p.value),
+                        admin_token=admin.properties.apply(lambda p: p.value))

@@ -184,4 +184,4 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                               type="A", ttl=60, rrdatas=[address.address], opts=opts)
         url = pulumi.Output.from_input(f"{'https' if gw.certificate else 'http'}://{gw.domain}")
     return CloudGateway(url=url, control_url=address.address.apply(lambda ip: f"http://{ip}:{CONTROL_PORT}"),
-                      token=token_version.secret_data, admin_token=admin_version.secret_data)  # type: ignore[arg-type]
+                      token=token_version.secret_data, admin_token=admin_version.secret_data)

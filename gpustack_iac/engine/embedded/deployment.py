@@ -332,7 +332,7 @@ class Deployment:
     # ----- applying -----------------------------------------------------------------------------
 
     def _outputs(self, outs: dict[str, Any] | None, d: _Decision) -> dict[str, Any]:
-        result = normalize_numbers(dict(outs or {}))
+        result: dict[str, Any] = normalize_numbers(dict(outs or {}))
         result[PROVIDER_KEY] = d.inputs[PROVIDER_KEY]
         for key in d.secret_keys & set(result):
             result[key] = rewrap_like(d.inputs[key], result[key]) if key in d.inputs else wrap_secret(result[key])

@@ -285,7 +285,7 @@ class EmbeddedEngine:
         res: ResourceState, id_: str, outs: dict[str, Any] | None, inputs: dict[str, Any] | None
     ) -> ResourceState:
         def rewrap(new: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
-            out = normalize_numbers(dict(new))
+            out: dict[str, Any] = normalize_numbers(dict(new))
             for key, value in like.items():
                 # Secrets nested in a property (one env value of a definition) are put back where
                 # they were: a provider reads values back in the clear.

@@ -120,7 +120,7 @@ def _settled(program: Program) -> Callable[[], Awaitable[None]]:
     """
 
     async def run() -> None:
-        result: Any = program()
+        result = program()
         if inspect.isawaitable(result):
             await result
         # The SDK's own list of registrations in flight (private: None off the verified range,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -15,7 +14,7 @@ from gpustack_iac.runtime.agent import logs, volumes
 from gpustack_iac.runtime.agent.hostinfo import StaticFacts, host_report
 from gpustack_iac.runtime.agent.spec import parse_replica_spec
 from gpustack_iac.runtime.agent.supervisor import Supervisor
-from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
+from gpustack_iac.runtime.auth import Handler, bearer_auth_middleware, json_error, json_response, tail_query
 
 SUPERVISOR_KEY: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FACTS_KEY: web.AppKey[StaticFacts] = web.AppKey("facts", StaticFacts)
@@ -25,7 +24,7 @@ FOLLOW_POLL = 0.25
 
 
 @web.middleware
-async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ReplicaSpecError as exc:

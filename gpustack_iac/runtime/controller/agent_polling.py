@@ -81,13 +81,13 @@ def sync_replicas(core: ControllerCore, now: float) -> None:
         elif agent.down_since is None:
             agent.lost = False
     for r in list(core.replicas.values()):
-        agent = core.agents.get(r.record.agent)
-        if agent is None:
+        owner = core.agents.get(r.record.agent)
+        if owner is None:
             core.forget(r)
             continue
-        if agent.listing is None:
+        if owner.listing is None:
             continue  # agent unreachable: the replica may well keep serving; probes decide
-        info = agent.listing.get(r.id)
+        info = owner.listing.get(r.id)
         if info is None:
             if r.agent_state != "pending" or now - r.created_mono > core.settings.startup_deadline:
                 # The agent no longer knows it (its state was lost): place a new one.

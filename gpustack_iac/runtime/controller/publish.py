@@ -46,7 +46,7 @@ def router_route(router: RouterDef) -> RouterRoute:
     try:
         return RouterRoute(
             name=router.name,
-            strategy=router.strategy,  # type: ignore[arg-type] - checked by RouterRoute itself
+            strategy=router.strategy,  # type: ignore[arg-type]  # a str: RouterRoute checks it against ROUTER_STRATEGIES
             members=tuple(
                 RouterMember(
                     service=m.service,

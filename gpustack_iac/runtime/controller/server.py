@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gpustack_iac.errors import GpustackError, ScalingConfigError
-from gpustack_iac.runtime.auth import bearer_auth_middleware, json_error, json_response, tail_query
+from gpustack_iac.runtime.auth import Handler, bearer_auth_middleware, json_error, json_response, tail_query
 from gpustack_iac.runtime.controller.model import ServiceDefinitionError, parse_router, parse_service
 from gpustack_iac.runtime.controller import join
 from gpustack_iac.runtime.controller.errors import UnknownAgentError, UnknownRouterError, UnknownServiceError
@@ -25,7 +25,7 @@ class BodyError(Exception):
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BodyError as exc:
@@ -148,7 +148,7 @@ async def get_service(request: web.Request) -> web.Response:
     return json_response(service_json(request.app[CONTROLLER_KEY], request.match_info["name"]))
 
 
-async def service_logs(request: web.Request) -> web.Response:
+async def service_logs(request: web.Request) -> web.StreamResponse:
     try:
         tail = tail_query(request)
     except ValueError as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
+from lightkube.models.autoscaling_v1 import Scale
 from lightkube.resources.apps_v1 import Deployment
 
 from gpustack_iac.errors import GpustackError
@@ -41,11 +42,20 @@ def from_token(server: str, token: str, namespace: str, ca_file: str | None = No
         "current-context": "c"})
 
 
+def _state(scale: Scale) -> ScaleState:
+    # The API server always answers a scale subresource with its spec and status.
+    assert scale.spec is not None and scale.status is not None, f"a Scale without spec or status: {scale}"
+    return ScaleState(desired=scale.spec.replicas or 0, current=scale.status.replicas or 0)
+
+
 class DeploymentScaler:
     """Reads and sets the replica count of named Deployments in one namespace."""
 
     def __init__(self, config: KubeConfig, namespace: str, timeout: float = 10.0) -> None:
-        self._client = AsyncClient(config, namespace=namespace, timeout=timeout, field_manager="gpustack-controller")
+        # lightkube annotates an httpx Timeout (httpx or httpx2, by version) and hands it to httpx,
+        # which takes seconds as well.
+        self._client = AsyncClient(config, namespace=namespace, timeout=timeout,  # type: ignore[arg-type]
+                                   field_manager="gpustack-controller")
         self.namespace = namespace
 
     async def get(self, name: str) -> ScaleState:
@@ -54,7 +64,7 @@ class DeploymentScaler:
         except ApiError as exc:
             raise GpustackError(f"kubernetes: cannot read the scale of deployment {self.namespace}/{name}: "
                                 f"{exc.status.message}") from None
-        return ScaleState(desired=scale.spec.replicas or 0, current=scale.status.replicas or 0)
+        return _state(scale)
 
     async def scale(self, name: str, replicas: int) -> ScaleState:
         if replicas < 0:
@@ -65,7 +75,7 @@ class DeploymentScaler:
         except ApiError as exc:
             raise GpustackError(f"kubernetes: cannot scale deployment {self.namespace}/{name} to {replicas}: "
                                 f"{exc.status.message}") from None
-        return ScaleState(desired=scale.spec.replicas or 0, current=scale.status.replicas or 0)
+        return _state(scale)
 
     # The NodeGroupScaler protocol (runtime/scaling/nodegroups.py): a Deployment is the node group.
     async def get_size(self, name: str) -> int:
