@@ -16,7 +16,7 @@ from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, TaskConfig, VolumeConfig
 from gpustack_iac.spec.resources import ResourcesSpec
 from gpustack_iac.stacks.context import StackContext
-from gpustack_iac.stacks.fleet import ssh_host_name
+from gpustack_iac.stacks.fleet import local_host_count, ssh_host_name
 
 SSH_VOLUME_ROOT = "~/.gpustack-volumes"
 
@@ -36,9 +36,9 @@ def host_names(spec: Spec) -> list[str]:
         if fleet.ssh_config is not None:
             out += [ssh_host_name(str(fleet.name), h.hostname) for h in fleet.ssh_config.hosts]
         else:
-            # `nodes: ..N` (no minimum) raises TypeError here, as before; the Fleet component counts
-            # `min or 0` (and nodes.target): left as is, reported.
-            count: int = max(fleet.nodes.min, 1) if fleet.nodes is not None else 0  # type: ignore[type-var, assignment]
+            # Counted exactly as the Fleet component counts them (`nodes.target`, else the minimum, at
+            # least one): `nodes: ..3` has no minimum, which used to raise a TypeError here.
+            count = local_host_count(fleet) if fleet.nodes is not None else 0
             out += [f"{fleet.name}-{i}" for i in range(count)]
     return out
 

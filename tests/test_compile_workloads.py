@@ -127,3 +127,12 @@ def test_agent_expands_home_in_mount_sources() -> None:
 
     assert host_path("~/.gpustack-volumes/x") == os.path.expanduser("~/.gpustack-volumes/x")
     assert host_path("/srv/x") == "/srv/x"
+
+
+def test_host_names_of_a_fleet_with_no_minimum_are_counted_as_the_fleet_counts_them() -> None:
+    # `nodes: ..3` has no minimum: the names come from the Fleet component's own count (one agent).
+    from gpustack_iac.compile_workloads import host_names
+    from gpustack_iac.spec.loader import load_text
+
+    spec = load_text("type: fleet\nname: f\nbackends: [local]\nnodes: ..3\n")
+    assert host_names(spec) == ["f-0"]
