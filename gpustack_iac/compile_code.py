@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpustack_iac import codebundle
-from gpustack_iac.backends import fleet_backend
+from gpustack_iac.backends import Local, fleet_backend, get
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, ServiceConfig, TaskConfig
@@ -25,11 +25,15 @@ def code_root(ctx: StackContext) -> Path:
     return ctx.local_dir("code")
 
 
+# `_landing`'s answer for code that lands on this machine (local fleets), not a backend name.
+HERE = "this machine"
+
+
 def _landing(spec: Spec) -> str | None:
-    """Where code lands on every host: "local" (this machine), an SSH fleets' shared install_dir
+    """Where code lands on every host: HERE (this machine), an SSH fleets' shared install_dir
     (`~` is each host user's home, expanded by the agent), or None when the stack mixes them."""
-    if spec.fleets and all(fleet_backend(f) == "local" for f in spec.fleets):
-        return "local"
+    if spec.fleets and all(isinstance(get(fleet_backend(f)), Local) for f in spec.fleets):
+        return HERE
     dirs = {f.ssh_config.install_dir.rstrip("/") for f in spec.fleets if f.ssh_config is not None}
     if spec.fleets and all(f.is_ssh for f in spec.fleets) and len(dirs) == 1:
         return dirs.pop()
@@ -69,12 +73,12 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
             continue
         assert bundle is not None
         bundles[bundle.key] = bundle
-        base_dir = str(code_root(ctx)) if root == "local" else f"{root}/code"
+        base_dir = str(code_root(ctx)) if root == HERE else f"{root}/code"
         path = f"{base_dir}/{bundle.key}/{where}".rstrip("/")
         for target in targets:
             target["working_dir"] = path
             if "remote_working_dir" in target:
-                target["remote_working_dir"] = path if root != "local" else None
+                target["remote_working_dir"] = path if root != HERE else None
     return bundles
 
 

@@ -15,8 +15,9 @@ from gpustack_iac.spec.values import BACKENDS
 
 PACKAGE = Path(backends.__file__).resolve().parents[1]
 NAMES = set(BACKENDS)
-# Where backend names are the subject itself: the registry, and the language that validates them.
-OWNERS = ("backends", "spec")
+# Where backend names are the subject itself: the registry, the language that validates them, and
+# the property x backend support matrix (support.py, a table keyed by backend, generated into the docs).
+OWNERS = ("backends", "spec", "support.py")
 ALLOWED_OUTSIDE = 3  # "a handful at most": raise only with a reason in the commit message
 
 

@@ -17,6 +17,7 @@ import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from gpustack_iac.providers.runtime_bundle import RuntimeBundle
 
@@ -39,14 +40,19 @@ class Endpoints:
     api: str | None = None  # the gateway's SDK endpoint (Auto Scaling); None: the SDK's default
 
 
+# Each cloud's own services, by the cloud a boot script is rendered for.
+_CLOUD_ENDPOINTS: dict[str, Callable[[str], Endpoints]] = {
+    "aws": lambda region: Endpoints("http://169.254.169.254", f"https://s3.{region}.amazonaws.com",
+                                    f"https://ssm.{region}.amazonaws.com"),
+    "gcp": lambda region: Endpoints("http://metadata.google.internal", "https://storage.googleapis.com",
+                                    "https://secretmanager.googleapis.com"),
+}
+
+
 def cloud_endpoints(cloud: str, region: str) -> Endpoints:
-    if cloud == "aws":
-        return Endpoints("http://169.254.169.254", f"https://s3.{region}.amazonaws.com",
-                         f"https://ssm.{region}.amazonaws.com")
-    if cloud == "gcp":
-        return Endpoints("http://metadata.google.internal", "https://storage.googleapis.com",
-                         "https://secretmanager.googleapis.com")
-    raise ValueError(f"no boot endpoints for {cloud}")
+    if cloud not in _CLOUD_ENDPOINTS:
+        raise ValueError(f"no boot endpoints for {cloud}")
+    return _CLOUD_ENDPOINTS[cloud](region)
 
 
 @dataclass(frozen=True)
