@@ -34,7 +34,9 @@ def test_gateway_on_a_fleet_host_end_to_end(ssh_hosts: TestHosts, tmp_path: Path
     shutil.copy(EXAMPLES / "local" / "app.py", root / "conf" / "app.py")
     (root / "conf" / "gateway.gpustack.yml").write_text(
         f"type: gateway\nname: gw\nbackend: ssh\nhost: {h1.address}\ndefault: true\ncertificate: null\n")
-    (root / "conf" / "service.gpustack.yml").write_text(SERVICE)
+    # The replicas run in the hosts' own directories (the gateway is on a fleet host, so nothing of
+    # this machine is assumed to be there): the code travels with `files:`, as on a real host.
+    (root / "conf" / "service.gpustack.yml").write_text(SERVICE.replace("commands:", "files:\n  - app.py\ncommands:", 1))
     stack = Stack(root, ssh_hosts)
     stack.write(["h1", "h2"])
     try:
