@@ -188,13 +188,13 @@ def _frontend(model: DataPlaneModel) -> list[str]:
         lines.append(f"    bind {model.host}:{model.tls_port} ssl crt {model.tls_pem} alpn http/1.1")
     lines += [
         f"    maxconn {s.max_client_connections}",
-        f"    http-request deny deny_status 400 if {{ req.hdr_cnt(authorization) gt 1 }} || {{ req.hdr_cnt(host) gt 1 }}",
+        "    http-request deny deny_status 400 if { req.hdr_cnt(authorization) gt 1 } || { req.hdr_cnt(host) gt 1 }",
         "    http-request normalize-uri path-merge-slashes",
         "    http-request normalize-uri path-strip-dot",
         "    http-request normalize-uri path-strip-dotdot",
         "    http-request normalize-uri percent-decode-unreserved",
         f"    acl token_ok req.hdr(authorization) -m str -f {f.token_acl}",
-        f"    acl is_openai method POST",
+        "    acl is_openai method POST",
         f"    acl openai_path path {' '.join(OPENAI_PATHS)}",
         "    http-request set-var(txn.fwd_host) req.hdr(host)",
         "    http-request set-var(txn.proto) str(https) if { ssl_fc }",

@@ -7,7 +7,7 @@ import io
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from gpustack_iac.errors import GpustackError
 
@@ -76,10 +76,13 @@ class RuntimeApi:
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
         out = []
         for row in rows:
-            def num(key: str) -> int:
-                return int(row.get(key) or 0)
-
+            num = _counter(row)
             answers = sum(num(f"hrsp_{k}") for k in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
             failed = num("hrsp_5xx") + num("srv_abrt") + (num("econ") + num("eresp") + num("wretr") + num("wredis") if row["svname"] != "BACKEND" else 0)
             out.append(ServerStat(row["pxname"], row["svname"], num("stot"), answers, num("scur"), num("qcur"), failed))
         return out
+
+
+def _counter(row: dict[str, str]) -> Callable[[str], int]:
+    """Reads a `show stat` field as an integer (empty fields are 0)."""
+    return lambda key: int(row.get(key) or 0)
