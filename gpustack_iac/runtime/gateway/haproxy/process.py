@@ -7,6 +7,7 @@ connections and exits, so no connection is refused or cut. Nothing secret is on 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -44,6 +45,13 @@ def usable(binary: str = "haproxy") -> bool:
     return version is not None and version >= MIN_VERSION
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the gateway dies, even by SIGKILL, so no HAProxy is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class HaproxyProcess:
     def __init__(self, config: Path, api: RuntimeApi, binary: str = "haproxy") -> None:
         self.config, self.api = config, api
@@ -62,9 +70,10 @@ class HaproxyProcess:
 
     def start(self, generation: int) -> None:
         self.check()
-        with open(self._log, "ab") as log:
+        fd = os.open(self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, like the rest of the directory
+        with os.fdopen(fd, "ab") as log:
             self._proc = subprocess.Popen([self.binary, "-W", "-f", str(self.config)], stdout=log, stderr=log,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         self.wait_generation(generation)
 
     def reload(self, generation: int) -> None:

@@ -22,6 +22,8 @@ from gpustack_iac.runtime.gateway.settings import GatewaySettings
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
 MIN_SLOTS = 8
+CASE_ADJUST = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Connection", "Cache-Control",
+               "Transfer-Encoding", "Date", "Server", "Location", "Set-Cookie", "X-Content-Type-Options")
 LUA = (Path(__file__).parent / "hop.lua").read_text()
 _HOP = ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
 
@@ -154,6 +156,8 @@ def _global(model: DataPlaneModel) -> list[str]:
         "    expose-experimental-directives",
         f"    lua-load {model.files.lua}",  # normalize-uri (2.6 calls it experimental)
         f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
+        # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
+        *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
         "",
     ]
 
@@ -165,6 +169,7 @@ def _defaults(s: GatewaySettings, files: Files) -> list[str]:
         "defaults",
         "    mode http",
         "    option http-no-delay",  # SSE events go out as they arrive
+        "    option h1-case-adjust-bogus-client",
         "    option forwardfor",
         "    option redispatch 1",
         f"    retries {s.upstream_retries}",
