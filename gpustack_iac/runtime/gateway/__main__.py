@@ -33,7 +33,7 @@ from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
 from gpustack_iac.runtime.gateway.haproxy.select import DATA_PLANE_CHOICES, select_data_plane
-from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
+from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics, read_log
 from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
@@ -134,6 +134,7 @@ async def _start_haproxy(
         host=args.host, port=port, python_port=_bound_port(data_runner), directory=args.state_dir / "haproxy",
         token=token, domain=args.domain, settings=gateway_settings(args, behind_local_proxy=False),
     ))
+    metrics.log_reader = await read_log(metrics, plane.files.log_socket)
     plane.start()  # on the loop: no routing-table change can slip between its snapshot and its listener
     metrics.api, metrics.slots = plane.api, lambda: plane.slots
     log.info("data plane: HAProxy on %s:%d (threads: %d)", args.host, port, plane.model().threads)
@@ -212,6 +213,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         if haproxy is not None:
             haproxy.stop()
+        if isinstance(metrics, HaproxyMetrics) and metrics.log_reader is not None:
+            metrics.log_reader.close()
         await control_runner.cleanup()
         await data_runner.cleanup()
         await controller.close()

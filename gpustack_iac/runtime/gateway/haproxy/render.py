@@ -22,6 +22,7 @@ from gpustack_iac.runtime.gateway.settings import GatewaySettings
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
 MIN_SLOTS = 8
+LOG_FORMAT = "%b %s %Tr %Ta %ST"  # backend, server slot, ms to the response head, ms in all, status
 CASE_ADJUST = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Connection", "Cache-Control",
                "Transfer-Encoding", "Date", "Server", "Location", "Set-Cookie", "X-Content-Type-Options")
 LUA = (Path(__file__).parent / "hop.lua").read_text()
@@ -70,6 +71,10 @@ class Files:
     @property
     def lua(self) -> Path:
         return self.directory / "hop.lua"
+
+    @property
+    def log_socket(self) -> Path:
+        return self.directory / "log.sock"
 
     @property
     def admin_socket(self) -> Path:
@@ -153,8 +158,11 @@ def _global(model: DataPlaneModel) -> list[str]:
         # The admin socket is the control plane's: mode 0600 in the private directory. The listeners
         # go to the next worker through it on a reload, so no connection is refused meanwhile.
         f"    stats socket {model.files.admin_socket} mode 600 level admin expose-fd listeners",
-        "    expose-experimental-directives",
-        f"    lua-load {model.files.lua}",  # normalize-uri (2.6 calls it experimental)
+        "    expose-experimental-directives",  # normalize-uri (2.6 calls it experimental)
+        f"    lua-load {model.files.lua}",
+        # One datagram per request to the control plane (stats.py): times to first byte for the
+        # latency metric's p90, which `show stat` has only as averages.
+        f"    log {model.files.log_socket} len 512 format raw local0 info",
         f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
         # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
         *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
@@ -168,6 +176,8 @@ def _defaults(s: GatewaySettings, files: Files) -> list[str]:
     return [
         "defaults",
         "    mode http",
+        "    log global",
+        f"    log-format \"{LOG_FORMAT}\"",
         "    option http-no-delay",  # SSE events go out as they arrive
         "    option h1-case-adjust-bogus-client",
         "    option forwardfor",
