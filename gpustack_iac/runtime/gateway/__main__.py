@@ -134,6 +134,7 @@ async def _start_haproxy(
         host=args.host, port=port, python_port=_bound_port(data_runner), directory=args.state_dir / "haproxy",
         token=token, domain=args.domain, settings=gateway_settings(args, behind_local_proxy=False),
     ))
+    plane.files.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # the log socket lives there too
     metrics.log_reader = await read_log(metrics, plane.files.log_socket)
     plane.start()  # on the loop: no routing-table change can slip between its snapshot and its listener
     metrics.api, metrics.slots = plane.api, lambda: plane.slots
