@@ -32,6 +32,7 @@ from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+from gpustack_iac.runtime.gateway.haproxy.process import HaproxyError
 from gpustack_iac.runtime.gateway.haproxy.select import DATA_PLANE_CHOICES, select_data_plane
 from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics, read_log
 from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
@@ -117,6 +118,16 @@ def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int 
     return web.SockSite(runner, sock)
 
 
+def _data_plane(choice: str) -> str:
+    """HAProxy cannot take over a port the watchdog handed down yet: said in one line, an error when asked for."""
+    if choice == "python" or inherited_socket("port") is None:
+        return select_data_plane(choice)
+    if choice == "haproxy":
+        raise HaproxyError("--data-plane haproxy: the data-plane port was handed down by the watchdog, which HAProxy cannot take yet")
+    log.warning("data plane: the port was handed down by the watchdog, which HAProxy cannot take yet; using the Python data plane")
+    return "python"
+
+
 def gateway_settings(args: argparse.Namespace, behind_local_proxy: bool) -> GatewaySettings:
     return GatewaySettings(
         hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
@@ -157,8 +168,7 @@ async def serve(args: argparse.Namespace) -> None:
     os.chmod(args.state_dir, 0o700)
     store = Store(args.state_dir / "controller.db")
     table = RoutingTable()
-    # HAProxy needs its own listening port; a port handed down by the watchdog stays with Python.
-    plane = "python" if inherited_socket("port") is not None else select_data_plane(args.data_plane)
+    plane = _data_plane(args.data_plane)
     metrics = HaproxyMetrics() if plane == "haproxy" else Metrics()
     settings = ControllerSettings(
         interval=args.reconcile_interval,
