@@ -204,6 +204,7 @@ def _frontend(model: DataPlaneModel) -> list[str]:
     lines += [
         f"    maxconn {s.max_client_connections}",
         "    http-request deny deny_status 400 if { req.hdr_cnt(authorization) gt 1 } || { req.hdr_cnt(host) gt 1 }",
+        *_strict_rules(),
         "    http-request normalize-uri path-merge-slashes",
         "    http-request normalize-uri path-strip-dot",
         "    http-request normalize-uri path-strip-dotdot",
@@ -230,6 +231,20 @@ def _frontend(model: DataPlaneModel) -> list[str]:
         lines += _route_rules(route)
     lines += [f"    default_backend {PYTHON_BACKEND}", ""]
     return lines
+
+
+def _strict_rules() -> list[str]:
+    """Refusals the Python plane makes that HAProxy's parser lets through (docs/gateway.md, hostile corpus)."""
+    deny = "    http-request deny deny_status 400 if"
+    return [
+        f"{deny} {{ req.ver 1.1 }} !{{ req.hdr_cnt(host) gt 0 }}",  # RFC 9112 3.2
+        f"{deny} {{ req.ver 1.0 }} {{ req.hdr_cnt(transfer-encoding) gt 0 }}",
+        f"{deny} {{ req.hdr_cnt(content-length) gt 1 }} || {{ req.fhdr(content-length) -m sub , }}",
+        f"{deny} {{ req.hdr_cnt(content-length) gt 0 }} {{ req.hdr_cnt(transfer-encoding) gt 0 }}",
+        f"{deny} {{ req.hdr_cnt(upgrade) gt 0 }} {{ req.hdr_cnt(content-length) gt 0 }} !{{ req.hdr(content-length) 0 }}",
+        f"{deny} {{ req.hdrs -m reg [\\\\x00-\\\\x08\\\\x0b\\\\x0c\\\\x0e-\\\\x1f\\\\x7f] }}",  # control bytes in a field
+        f"{deny} {{ url -m reg [^\\\\x21-\\\\x7e] }}",  # a target outside visible ASCII
+    ]
 
 
 def _route_acls(route: ServiceRoute, domain: str | None) -> list[str]:
