@@ -220,7 +220,6 @@ DATA_PLANE_MODULES = frozenset({
 })
 # Test -> why it cannot pass on HAProxy yet (reported in docs/gateway.md's gap list); xfail, not strict.
 HAPROXY_XFAIL: dict[str, str] = {
-    "test_connect_failure_is_retried_on_another_replica": "HAProxy answers 503, not 502, when no replica accepts the connection",
     "test_metrics_endpoint_is_protected_prometheus_text":
         "latency counts arrive by HAProxy's log datagram after each answer; an exact count read at once may race it (passes here)",
 }

@@ -35,6 +35,7 @@ def _any_header(fetch: str) -> str:
 
 # A service name becomes part of backend, ACL and variable names: only these characters pass.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UPSTREAM_FAILED = "upstream-failed"  # the errorfile service backends answer instead of HAProxy's 503
 # Status -> (code, message) of the JSON error HAProxy answers itself, as the Python plane words them.
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "malformed request"),
@@ -80,8 +81,8 @@ class Files:
     def admin_socket(self) -> Path:
         return self.directory / "admin.sock"
 
-    def errorfile(self, status: int) -> Path:
-        return self.directory / f"error-{status}.http"
+    def errorfile(self, name: str) -> Path:
+        return self.directory / f"error-{name}.http"
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class RenderedConfig:
     token_acl: str
     model_map: str
     lua: str
-    errorfiles: dict[int, str]
+    errorfiles: dict[str, str]  # Files.errorfile(name) -> a whole HTTP response
 
 
 def slot_count(replicas: int) -> int:
@@ -136,7 +137,10 @@ def render_config(model: DataPlaneModel) -> RenderedConfig:
         token_acl=f"Bearer {model.token}\n",
         model_map="\n".join(models) + ("\n" if models else ""),
         lua=LUA,
-        errorfiles={status: _errorfile(status, code, text) for status, (code, text) in ERRORS.items()},
+        errorfiles={
+            **{str(status): _errorfile(status, code, text) for status, (code, text) in ERRORS.items()},
+            UPSTREAM_FAILED: _errorfile(502, "upstream_failed", "no replica accepted the connection"),
+        },
     )
 
 
@@ -172,7 +176,7 @@ def _global(model: DataPlaneModel) -> list[str]:
 
 def _defaults(s: GatewaySettings, files: Files) -> list[str]:
     read = f"{int(s.read_timeout * 1000)}ms" if s.read_timeout else "24h"
-    errors = [f"    errorfile {status} {files.errorfile(status)}" for status in ERRORS]
+    errors = [f"    errorfile {status} {files.errorfile(str(status))}" for status in ERRORS]
     return [
         "defaults",
         "    mode http",
@@ -337,6 +341,9 @@ def _rate_tables(route: ServiceRoute) -> list[str]:
 def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: DataPlaneModel) -> list[str]:
     n = route.name
     lines = [f"backend svc_{n}", "    balance leastconn",
+             # A service backend is used only with a usable slot, so HAProxy's own 503 there means every
+             # tried replica refused the connection: the Python plane's 502 upstream_failed.
+             f"    errorfile 503 {model.files.errorfile(UPSTREAM_FAILED)}",
              "    http-request set-header X-Forwarded-Proto %[var(txn.proto)]",
              "    http-request set-header X-Forwarded-Host %[var(txn.fwd_host)] if { var(txn.fwd_host) -m found }",
              f"    http-request replace-path ^/services/{re.escape(n)}/?(.*)$ /\\1 if {{ var(txn.kind) -m str path }}",
