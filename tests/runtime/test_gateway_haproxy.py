@@ -123,8 +123,8 @@ def test_token_stays_off_the_configuration_and_every_file_is_private() -> None:
 
 
 def _haproxy_pid(directory: Path) -> int:
-    out = subprocess.run(["pgrep", "-f", f"haproxy -W -f {directory}/haproxy.cfg"], capture_output=True, text=True).stdout
-    return int(out.split()[0])
+    config = str(directory / "haproxy.cfg")
+    return next(p.pid for p in psutil.process_iter(["cmdline"]) if config in (p.info["cmdline"] or []))
 
 
 def test_rollout_under_100_rps_moves_replicas_without_a_reload_or_a_failed_request() -> None:
