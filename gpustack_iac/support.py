@@ -214,8 +214,10 @@ MATRIX: dict[str, Support] = {
     "fleet.spot_policy": CLOUD_PLACEMENT,
     "fleet.max_price": CLOUD_PLACEMENT,
     "fleet.retry": _row(W, W, H, H, H, W),
-    "fleet.idle_duration": _row(W, W, R, R, R, R, "fleet hosts are not terminated when idle; no cloud scale-in of idle "
-                                "nodes yet", "all", _set("idle_duration", None)),
+    "fleet.idle_duration": Support((W, W, *(H if get(b).removes_idle_nodes else R for b in COLUMNS[2:])),
+                                   "fleet hosts are not terminated when idle; a cloud with the capability drains a node "
+                                   "idle that long (above `nodes.min`) and terminates that instance", "all",
+                                   _set("idle_duration", None)),
     "fleet.reservation": _by_capability("reservations", R, R, "a capacity reservation where the cloud backend has the "
                                         "capability; fleet hosts have none", _set("reservation", None)),
     "fleet.env": _row(W, W, W, W, W, W, "node-level environment is not passed to runs", "all",
