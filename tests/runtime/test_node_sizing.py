@@ -136,6 +136,9 @@ class FakeScaler:
     async def launch_errors(self, name: str) -> list[str]:
         return []
 
+    async def close(self) -> None:
+        pass
+
 
 def test_node_group_sizer_asks_once_per_interval() -> None:
     scaler = FakeScaler({"gpu-spot": 1, "gpu-on-demand": 0})

@@ -47,6 +47,8 @@ FALLBACK_AFTER = 600.0
 class Sizer(Protocol):
     async def step(self, core: ControllerCore, now: float) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def demands(core: ControllerCore, specs: Sequence[NodeGroupSpec]) -> list[Demand]:
     """One demand per group that found no host: the replicas it is missing, and the node groups
@@ -212,9 +214,17 @@ class NodeGroupSizer:
             self._removing_group.pop(node.agent, None)
 
     async def settle(self) -> None:
-        """Wait for the removals in progress (shutdown, tests)."""
+        """Wait for the removals in progress (tests)."""
         if self._removing:
             await asyncio.gather(*self._removing.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """The controller stops: removals in progress end where they are (a node drained but not
+        terminated joins again and is idle again; one terminated but not forgotten is found lost)."""
+        for task in list(self._removing.values()):
+            task.cancel()
+        await asyncio.gather(*self._removing.values(), return_exceptions=True)
+        await self.scaler.close()
 
 
 def _show_capacity(core: ControllerCore, errors: Mapping[str, tuple[str, float]]) -> None:
@@ -245,6 +255,9 @@ class DeploymentSizer:
             await self.scaler.set_size(name, size)
             self._set[name] = size
             log.info("deployment %s scaled to %d", name, size)
+
+    async def close(self) -> None:
+        await self.scaler.close()
 
 
 async def run_sizers(core: ControllerCore, sizers: Sequence[Sizer], now: float) -> None:

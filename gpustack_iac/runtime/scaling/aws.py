@@ -95,6 +95,9 @@ class AsgScaler:
         except (BotoCoreError, ClientError) as exc:
             raise GpustackError(f"aws: cannot read the scaling activities of auto scaling group {name}: {exc}") from None
 
+    async def close(self) -> None:
+        """Nothing to release: boto3's client holds no connection the process must close."""
+
     @staticmethod
     async def _call(fn: Any, what: str) -> int:
         try:

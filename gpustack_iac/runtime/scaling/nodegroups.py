@@ -24,6 +24,10 @@ class NodeGroupScaler(Protocol):
 
     async def set_size(self, name: str, size: int) -> int: ...
 
+    async def close(self) -> None:
+        """Release connections (the controller is stopping)."""
+        ...
+
 
 class CloudGroupScaler(NodeGroupScaler, Protocol):
     """A VM cloud's scaling groups, which can also lose one named instance (scale-in)."""
