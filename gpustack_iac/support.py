@@ -176,7 +176,9 @@ MATRIX: dict[str, Support] = {
     "service.https": ALL,
     "service.auth": ALL,
     "service.replicas": ALL,
-    "service.scaling": ALL,
+    "service.scaling": _row(H, H, H, H, H, W, "Kubernetes: services are not registered with the in-cluster controller "
+                            "yet, so its autoscaler never sees them and each Deployment stays at the minimum", "all",
+                            _set("scaling", None)),
     "service.probes": _row(H, H, H, H, H, R, "a replica is ready when every probe passes; a Kubernetes readiness probe "
                            "is one request, so a second probe is refused there", "all", _probes),
     "service.probes.ready_after": _row(W, W, W, W, W, W, "one passing round of probes makes a replica ready", "all",
