@@ -91,3 +91,17 @@ def test_racing_creates_exactly_one_wins(gcs: Gcs, bucket, monkeypatch: pytest.M
     winners = [i for i, won in results.items() if won]
     assert len(results) == 8 and len(winners) == 1, results
     assert objects.get("race") == f"runner {winners[0]}".encode()
+
+
+def test_a_lock_taken_over_meanwhile_is_not_removed_by_its_old_holder(bucket) -> None:  # type: ignore[no-untyped-def]
+    """The store deletes what it created only at that generation: after a forced takeover (the old
+    lock removed, a new one created), the old holder's release leaves the new lock alone."""
+    url = f"gs://{bucket.name}/team"
+    old_holder, new_holder = open_object_store(url), open_object_store(url)
+    assert old_holder.create("lock.json", b"old holder")
+    new_holder.delete("lock.json")  # `state unlock --force` from another runner
+    assert new_holder.create("lock.json", b"new holder")
+    old_holder.delete("lock.json")  # the old holder finishes and releases "its" lock
+    assert new_holder.get("lock.json") == b"new holder"
+    new_holder.delete("lock.json")
+    assert new_holder.get("lock.json") is None
