@@ -55,11 +55,11 @@ def test_create_read_delete_leaves_nothing(ssh_hosts: TestHosts, wheel_cache: Pa
             except FileNotFoundError:
                 pass
         assert provider.read(created.id, outs).id == created.id
-        # A killed agent is restarted by the watchdog within 2 s, on the same port.
+        # A killed agent is restarted by the watchdog (about a second on an idle machine), on the same port.
         port_file = h.home / ".gpustack" / "run" / "agent.port.json"
         old_pid = json.loads(port_file.read_text())["pid"]
         os.kill(old_pid, signal.SIGKILL)
-        assert _wait(lambda: port_file.exists() and json.loads(port_file.read_text())["pid"] != old_pid, 2.0)
+        assert _wait(lambda: port_file.exists() and json.loads(port_file.read_text())["pid"] != old_pid, 30.0)
         assert json.loads(port_file.read_text())["port"] == outs["agent_port"]
     finally:
         provider.delete(created.id, outs)
