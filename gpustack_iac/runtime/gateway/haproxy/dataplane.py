@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpustack_iac.runtime.gateway.haproxy.process import HaproxyProcess
-from gpustack_iac.runtime.gateway.haproxy.render import DataPlaneModel, Files, render_config, server_address, slot_count
+from gpustack_iac.runtime.gateway.haproxy.render import (
+    DataPlaneModel,
+    Files,
+    make_private_directory,
+    render_config,
+    server_address,
+    slot_count,
+)
 from gpustack_iac.runtime.gateway.haproxy.runtime_api import RuntimeApi
 from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
 from gpustack_iac.runtime.gateway.settings import GatewaySettings
@@ -47,7 +55,10 @@ class HaproxyDataPlane:
         self.table, self.options = table, options
         self.files = Files(options.directory)
         self.api = RuntimeApi(self.files.admin_socket)
-        self.process = HaproxyProcess(self.files.config, self.api)
+        self.process = HaproxyProcess(self.files.config, self.api, self.files.master_socket)
+        # Made here, not in start(): the caller binds the log socket before HAProxy starts.
+        make_private_directory(options.directory)
+        make_private_directory(self.files.sockets)
         self.slots: dict[str, list[Upstream | None]] = {}
         self._structures: dict[str, tuple[object, ...]] = {}
         self._routers: frozenset[str] = frozenset()
@@ -56,8 +67,6 @@ class HaproxyDataPlane:
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self.options.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.options.directory, 0o700)
         self._snapshot_table()
         self._write()
         self.process.start(self._generation)
@@ -66,6 +75,8 @@ class HaproxyDataPlane:
     def stop(self) -> None:
         self.table.remove_listener(self._changed)
         self.process.stop()
+        if self.files.sockets != self.options.directory:  # the short directory outside the state
+            shutil.rmtree(self.files.sockets, ignore_errors=True)
 
     # --- changes -------------------------------------------------------------------------------
     def _changed(self, name: str) -> None:

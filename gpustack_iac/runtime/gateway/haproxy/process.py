@@ -54,15 +54,11 @@ def _die_with_parent() -> None:
 
 
 class HaproxyProcess:
-    def __init__(self, config: Path, api: RuntimeApi, binary: str = "haproxy") -> None:
-        self.config, self.api = config, api
+    def __init__(self, config: Path, api: RuntimeApi, master_socket: Path, binary: str = "haproxy") -> None:
+        self.config, self.api, self.master_socket = config, api, master_socket
         self.binary = shutil.which(binary) or binary
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = config.parent / "haproxy.log"
-
-    @property
-    def master_socket(self) -> Path:
-        return self.config.parent / "master.sock"
 
     @property
     def pid(self) -> int | None:

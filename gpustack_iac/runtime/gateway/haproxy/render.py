@@ -8,9 +8,13 @@ a 0600 file the configuration names. Replica addresses are rendered into fixed s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -51,11 +55,44 @@ class RenderError(ValueError):
     """A route the data plane cannot express (the control plane keeps it on the Python plane)."""
 
 
+# HAProxy binds a UNIX socket under a temporary name (`<path>.<pid>.tmp`) and renames it into
+# place; sun_path holds 107 bytes, so a deep state directory leaves no room for that suffix and
+# HAProxy exits at start. The sockets then go to a short private directory instead.
+_SUN_PATH_MAX = 107
+_BIND_SUFFIX = len(".4194304.tmp")
+_SOCKET_NAMES = ("log.sock", "admin.sock", "master.sock")
+
+
+def socket_directory(directory: Path) -> Path:
+    """`directory` itself when every socket's temporary name fits sun_path, else a short one."""
+    longest = len(os.fsencode(directory)) + 1 + max(map(len, _SOCKET_NAMES)) + _BIND_SUFFIX
+    if longest <= _SUN_PATH_MAX:
+        return directory
+    digest = hashlib.sha256(os.fsencode(directory.absolute())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"gsiac-haproxy-{digest}"
+
+
+def make_private_directory(path: Path) -> None:
+    """Create `path` 0700, or accept it only if it already is ours, a real directory, and 0700
+    (a short directory under /tmp has a name another user could take first)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise RenderError(f"{path} is not a directory owned by this user; refusing to put HAProxy's sockets there")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
 @dataclass(frozen=True)
 class Files:
-    """Where the rendered pieces live (all inside the gateway's 0700 state directory)."""
+    """Where the rendered pieces live (all inside the gateway's 0700 state directory; the sockets
+    too, unless that directory's path is too long for them — see `socket_directory`)."""
 
     directory: Path
+
+    @property
+    def sockets(self) -> Path:
+        return socket_directory(self.directory)
 
     @property
     def config(self) -> Path:
@@ -75,11 +112,15 @@ class Files:
 
     @property
     def log_socket(self) -> Path:
-        return self.directory / "log.sock"
+        return self.sockets / "log.sock"
 
     @property
     def admin_socket(self) -> Path:
-        return self.directory / "admin.sock"
+        return self.sockets / "admin.sock"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.sockets / "master.sock"
 
     def errorfile(self, name: str) -> Path:
         return self.directory / f"error-{name}.http"
