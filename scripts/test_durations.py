@@ -25,7 +25,8 @@ def parse(text: str) -> dict[str, float]:
     for line in text.splitlines():
         match = LINE.match(line)
         if match:
-            seconds[match[3]] = seconds.get(match[3], 0.0) + float(match[1])
+            nodeid = re.sub(r"@[^\]@]*$", "", match[3])  # xdist's loadgroup suffix (tests/conftest.py)
+            seconds[nodeid] = seconds.get(nodeid, 0.0) + float(match[1])
     return seconds
 
 

@@ -1,34 +1,33 @@
-"""Suite-wide hooks: run the longest tests first, one at a time per xdist worker.
+"""Suite-wide hooks: run the longest tests first, and keep a module's shared fixture on one worker.
 
-With pytest-xdist's `--dist load`, tests go to the workers in collection order, and by default each
-worker is first handed a contiguous quarter of its share. Collected in file order, the suite ended on
-one worker still running a five-minute end-to-end test while the other sat idle. So:
+Collected in file order and handed out by pytest-xdist's `--dist load` (each worker first gets a
+contiguous quarter of its share), the suite ended on one worker still running a five-minute end-to-end
+test while the other sat idle. So, with `-n N` (README's `-n 2`):
 
 - the collection is sorted longest first (measured durations in tests/durations.json, refreshed with
-  scripts/test_durations.py; an unmeasured `slow` test counts as long), and a module whose tests share
-  a module- or class-scoped fixture moves as one block, so that fixture is not rebuilt;
-- `--maxschedchunk` defaults to 1: a worker is handed a test or two at a time, as it frees up, rather
-  than the first quarter of the sorted list (which would be every long test on one worker).
+  scripts/test_durations.py; an unmeasured `slow` test counts as long);
+- a module that declares a module- or class-scoped fixture (a booted rehearsal instance, a built
+  image) moves as one block, and is scheduled as one unit, so one worker builds that fixture once;
+- the scheduler (xdist's LoadScopeScheduling, units as above, its reordering off) hands one unit at a
+  time, in this order, to whichever worker has fewer than three tests queued.
 
-Only the order changes: every test still runs, with its own assertions.
+Only the order and the placement change: every test still runs, with its own assertions.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-DURATIONS = Path(__file__).with_name("durations.json")
+TESTS = Path(__file__).parent
+DURATIONS = TESTS / "durations.json"
 UNMEASURED_SLOW_S = 30.0  # a `slow` test nobody measured yet: by the marker's definition, over ~20 s
-_SHARED_SCOPES = ("class", "module", "package")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Only when xdist is loaded (not with `-p no:xdist`) and the caller did not choose a chunk size.
-    if hasattr(config.option, "maxschedchunk") and config.option.maxschedchunk is None:
-        config.option.maxschedchunk = 1
+_SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']""")
 
 
 def _measured() -> dict[str, float]:
@@ -49,23 +48,42 @@ def expected_seconds(item: pytest.Item, measured: dict[str, float]) -> float:
     return UNMEASURED_SLOW_S if item.get_closest_marker("slow") else 0.0
 
 
-def _shares_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(defs and defs[-1].scope in _SHARED_SCOPES for defs in info.name2fixturedefs.values())
+@functools.cache
+def block_modules() -> frozenset[str]:
+    """Test modules (as node ids, relative to the repository) that declare a wider-scoped fixture.
+
+    Read from the source, not from collected items, because the xdist controller that schedules
+    collects nothing; the workers sort with the same rule."""
+    root = TESTS.parent
+    return frozenset(str(path.relative_to(root)) for path in TESTS.rglob("test_*.py")
+                     if _SHARED_SCOPE.search(path.read_text(errors="replace")))
 
 
-def _block(item: pytest.Item) -> str:
-    """What moves as one unit: the module when its tests share a wider-scoped fixture, else the test."""
-    return item.nodeid.split("::", 1)[0] if _shares_fixture(item) else item.nodeid
+def block_of(nodeid: str) -> str:
+    """What moves and is scheduled as one unit: the module when it declares a shared fixture, else the test."""
+    module = nodeid.split("::", 1)[0]
+    return module if module in block_modules() else nodeid
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     measured = _measured()
     blocks: dict[str, float] = {}
     for item in items:
-        key = _block(item)
+        key = block_of(item.nodeid)
         blocks[key] = blocks.get(key, 0.0) + expected_seconds(item, measured)
     # sorted() is stable: within a block, and among the many short tests, file order is kept.
-    items[:] = sorted(items, key=lambda item: -blocks[_block(item)])
+    items[:] = sorted(items, key=lambda item: -blocks[block_of(item.nodeid)])
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) with `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist other than load: xdist's own
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 - only when xdist runs
+
+    class LongestFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return block_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection's longest-first order
+    return LongestFirst(config, log)
