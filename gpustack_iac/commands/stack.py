@@ -266,10 +266,8 @@ def up(paths: tuple[Path, ...], project: str | None, stack: str | None, state_di
 def _refuse_plugins_without_cli(prepared: Prepared) -> None:
     """Cloud and Kubernetes resources are applied by their provider plugins, which only the Pulumi
     CLI runs: say so in one line before planning, rather than after a long plan."""
-    from gpustack_iac.engine.embedded.engine import EmbeddedEngine
-
     backends = prepared.compiled.plugin_backends
-    if backends and isinstance(prepared.workspace.engine(), EmbeddedEngine):
+    if backends and not prepared.workspace.engine().applies_plugin_resources:
         raise EngineError(f"up on {', '.join(backends)} needs the Pulumi CLI to run the provider plugins: install it "
                           "(https://www.pulumi.com/docs/install/) and run again (`plan` works without it)")
 

@@ -62,6 +62,7 @@ class AutomationEngine:
     """Engine protocol (engine/base.py) implemented with `pulumi.automation`."""
 
     name = ENGINE_NAME
+    applies_plugin_resources = True  # the Pulumi CLI runs the provider plugins
 
     def __init__(
         self,

@@ -21,6 +21,12 @@ EngineKind = Literal["auto", "embedded", "pulumi"]
 class Engine(Protocol):
     """What the CLI calls. Both engines return the model objects of engine/model.py."""
 
+    # Capabilities the commands ask about instead of checking which engine they hold.
+    name: str
+    # Whether `up` can apply resources whose providers are Pulumi plugins (aws, gcp, azure-native,
+    # kubernetes): only the Pulumi CLI runs plugins; the embedded engine can plan them, not apply.
+    applies_plugin_resources: bool
+
     def preview(self, program: Program, refresh: bool = True) -> Plan: ...
 
     def up(

@@ -6,8 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,14 @@ import pytest
 from filestack import GatedFileProvider, files_program, numbered, open_engine
 from gpustack_iac.engine.model import StepOp
 from gpustack_iac.errors import StateLockedError
+from tests.support.wait import exited_stderr, wait_until
 
 HELPER = Path(__file__).with_name("filestack.py")
 WAIT_SECONDS = 90.0
 
 
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {err.decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def wait_for(predicate: Callable[[], object], what: str, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
+    wait_until(predicate, WAIT_SECONDS, 0.05, what, proc=proc, explain=lambda: exited_stderr(proc))
 
 
 @pytest.fixture()

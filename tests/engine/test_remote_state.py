@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from gpustack_iac.engine.remote.open import open_object_store
 from gpustack_iac.engine.remote.store import RemoteStateStore
 from gpustack_iac.errors import StateError, StateLockedError
 from tests.support.standins import StandIn, standin  # noqa: F401 (a fixture)
+from tests.support.wait import exited_stderr, wait_until
 
 HELPER = Path(__file__).with_name("filestack.py")
 FIXTURE = Path(__file__).with_name("fixtures") / "pulumi_checkpoint_nested_secret.json"
@@ -37,15 +38,8 @@ def state_url(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> str:
     return standin.url(f"gpustack-{uuid.uuid4().hex[:12]}")
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    import time
-
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"up exited ({proc.returncode}) before {what}: {proc.communicate()[1].decode()[-2000:]}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def _wait_for(predicate: Callable[[], object], what: str, proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    wait_until(predicate, WAIT_SECONDS, 0.05, what, proc=proc, explain=lambda: exited_stderr(proc))
 
 
 @pytest.fixture()

@@ -13,7 +13,6 @@ import os
 import shlex
 import signal
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from gpustack_iac.runtime import procs
 from gpustack_iac.runtime.agent import pgroup
 from gpustack_iac.runtime.auth import new_token, write_token_file
 from gpustack_iac.runtime.client import AgentClient
+from tests.support.wait import wait_until  # noqa: F401 - re-exported: runtime tests import it from here
 
 APPS_DIR = Path(__file__).parent / "apps"
 PYTHON = sys.executable
@@ -36,22 +36,6 @@ T = TypeVar("T")
 def app_command(app: str, *args: str) -> str:
     """A shell command running one of tests/runtime/apps/*.py with this interpreter."""
     return " ".join(shlex.quote(a) for a in (PYTHON, str(APPS_DIR / app), *args))
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - a poll may fail while things start; keep the last error
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
 
 
 def http_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, bytes]:

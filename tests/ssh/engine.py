@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterator
 
 from tests.ssh.hosts import TestHost
 from tests.support.containers import missing
+from tests.support.wait import stop_group
 
 
 def socket_path(host: TestHost) -> Path:
@@ -49,13 +49,7 @@ def host_engine(host: TestHost) -> Iterator[Path]:
         sock.chmod(0o660)
         yield sock
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def _gid(user: str) -> int:

@@ -12,7 +12,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 
 from gpustack_iac.runtime import envpolicy
 from gpustack_iac.runtime.agent import engine as engine_client
+from tests.support.wait import stop_group
 
 BUSYBOX = Path("/bin/busybox")
 # Applets the test images use: a shell, an HTTP server, netcat for rendezvous, and the basics.
@@ -81,13 +81,7 @@ def podman_service(tmp: Path) -> Iterator[dict[str, str]]:
             time.sleep(0.2)
         yield env
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.strict_gcs import strict_gcs
+from tests.support.wait import stop_group
 
 START_SECONDS = 120.0  # a busy 2-core machine can take a while to start node or postgres
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's published dev key
@@ -72,14 +73,7 @@ def _process(args: list[str], port: int, workdir: Path, what: str, env: dict[str
         _wait_port(port, proc, log, what)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
 
 
 class S3(StandIn):

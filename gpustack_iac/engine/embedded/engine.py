@@ -65,6 +65,7 @@ class EmbeddedEngine:
     """Runs Pulumi programs in-process; state and lock come from a StateStore."""
 
     name = "embedded"
+    applies_plugin_resources = False  # it runs Python dynamic providers only
 
     def __init__(self, project: str, stack: str, store: StateStore, parallel: int = DEFAULT_PARALLEL) -> None:
         self.project = project

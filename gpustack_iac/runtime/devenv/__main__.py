@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from gpustack_iac.runtime.devenv import READY_MARKER
+from gpustack_iac.runtime.devenv.idle import IdleClock
 from gpustack_iac.runtime.devenv.sshd import SSHD, host_key, write_config
 
 _OWN_ENV = ("GPUSTACK_DEVENV_AUTHORIZED_KEYS", "GPUSTACK_DEVENV_INIT")
@@ -92,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
             return sshd.returncode or 1
         time.sleep(0.1)
     _say(f"{READY_MARKER} {args.listen} {args.port} {public}")
-    last_session = time.time()
+    clock = IdleClock(args.inactivity, ready_at=time.time())
     reason = ""
     while not stop:
         if sshd.poll() is not None:
@@ -102,12 +103,9 @@ def main(args: argparse.Namespace) -> int:
             sessions = len(psutil.Process(sshd.pid).children())
         except psutil.NoSuchProcess:
             sessions = 0
-        now = time.time()
-        if sessions:
-            last_session = now
-        _write_status(args.status_file, state="running", sessions=sessions, last_session_at=last_session)
-        if args.inactivity and not sessions and now - last_session >= args.inactivity:
-            reason = f"no SSH session for {args.inactivity:g} s"
+        reason = clock.observe(sessions, time.time()) or ""
+        _write_status(args.status_file, state="running", sessions=sessions, last_session_at=clock.last_session_at or clock.ready_at)
+        if reason:
             break
         time.sleep(0.5)
     _say(f"stopping: {reason or 'asked to stop'}")
@@ -116,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         sshd.wait(10)
     except subprocess.TimeoutExpired:
         sshd.kill()
-    _write_status(args.status_file, state="stopped", reason=reason or "stopped", sessions=0, last_session_at=last_session)
+    _write_status(args.status_file, state="stopped", reason=reason or "stopped", sessions=0, last_session_at=clock.last_session_at or clock.ready_at)
     if args.remove_dir:
         shutil.rmtree(args.dir, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -7,15 +7,14 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import pytest
 
 from tests.cloud.rehearsal.netns import Instance
+from tests.support.wait import wait_until
 
 T = TypeVar("T")
 AGENT_PORT = 8600
@@ -25,13 +24,7 @@ GATEWAY_ARGS = ("--host", "0.0.0.0", "--port", str(DATA_PORT), "--control-port",
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = 180, explain: Callable[[], str] = str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout} s\n{explain()}")
+    return wait_until(check, timeout, 0.5, what, explain=explain)  # type: ignore[arg-type]
 
 
 def call(method: str, url: str, token: str, body: Any = None) -> tuple[int, bytes]:

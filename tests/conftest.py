@@ -1,0 +1,89 @@
+"""Suite-wide hooks: run the longest tests first, and keep a module's shared fixture on one worker.
+
+Collected in file order and handed out by pytest-xdist's `--dist load` (each worker first gets a
+contiguous quarter of its share), the suite ended on one worker still running a five-minute end-to-end
+test while the other sat idle. So, with `-n N` (README's `-n 2`):
+
+- the collection is sorted longest first (measured durations in tests/durations.json, refreshed with
+  scripts/test_durations.py; an unmeasured `slow` test counts as long);
+- a module that declares a module- or class-scoped fixture (a booted rehearsal instance, a built
+  image) moves as one block, and is scheduled as one unit, so one worker builds that fixture once;
+- the scheduler (xdist's LoadScopeScheduling, units as above, its reordering off) hands one unit at a
+  time, in this order, to whichever worker has fewer than three tests queued.
+
+Only the order and the placement change: every test still runs, with its own assertions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).parent
+DURATIONS = TESTS / "durations.json"
+UNMEASURED_SLOW_S = 30.0  # a `slow` test nobody measured yet: by the marker's definition, over ~20 s
+_SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']""")
+
+
+def _measured() -> dict[str, float]:
+    try:
+        data = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.get("seconds", {}).items()}
+
+
+def expected_seconds(item: pytest.Item, measured: dict[str, float]) -> float:
+    if item.nodeid in measured:
+        return measured[item.nodeid]
+    # A parametrised test not measured under this id: its siblings' figure is the best guess.
+    base = item.nodeid.split("[", 1)[0]
+    if base in measured:
+        return measured[base]
+    return UNMEASURED_SLOW_S if item.get_closest_marker("slow") else 0.0
+
+
+@functools.cache
+def block_modules() -> frozenset[str]:
+    """Test modules (as node ids, relative to the repository) that declare a wider-scoped fixture.
+
+    Read from the source, not from collected items, because the xdist controller that schedules
+    collects nothing; the workers sort with the same rule."""
+    root = TESTS.parent
+    return frozenset(str(path.relative_to(root)) for path in TESTS.rglob("test_*.py")
+                     if _SHARED_SCOPE.search(path.read_text(errors="replace")))
+
+
+def block_of(nodeid: str) -> str:
+    """What moves and is scheduled as one unit: the module when it declares a shared fixture, else the test."""
+    module = nodeid.split("::", 1)[0]
+    return module if module in block_modules() else nodeid
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    measured = _measured()
+    blocks: dict[str, float] = {}
+    for item in items:
+        key = block_of(item.nodeid)
+        blocks[key] = blocks.get(key, 0.0) + expected_seconds(item, measured)
+    # sorted() is stable: within a block, and among the many short tests, file order is kept.
+    items[:] = sorted(items, key=lambda item: -blocks[block_of(item.nodeid)])
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) with `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist other than load: xdist's own
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 - only when xdist runs
+
+    class LongestFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return block_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection's longest-first order
+    return LongestFirst(config, log)
