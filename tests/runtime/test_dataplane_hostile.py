@@ -1,0 +1,206 @@
+"""The hostile-request corpus against each native data plane alone (issue 22), without the Python gateway.
+
+The Python gateway answers every case with its status and a closed connection, forwarding nothing
+(tests/runtime/test_gateway_hostile.py). Here each case goes to HAProxy 2.6 (Debian's) serving one
+service with bearer auth in front of an upstream that counts the request heads it receives. A case
+HAProxy does not refuse on its own is an xfail naming what it did, so the renderer knows which
+rules it must add (`strict`: once it refuses, the marker has to go).
+
+The configuration is the hand-written one-service equivalent of the gateway's route
+(HANDWRITTEN_HAPROXY) until the renderer of issue 22 part A lands; then the fixture takes the
+rendered configuration instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gpustack_iac.runtime.auth import new_token
+from tests.support.hostile_corpus import Case, answer, corpus, status_of
+from tests.support.ports import free_port
+
+TOKEN = new_token()
+CASES = {case.name: case for case in corpus(TOKEN)}
+
+HANDWRITTEN_HAPROXY = """
+global
+  maxconn 1000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 20s
+  timeout server 20s
+  timeout http-request 2s
+  # The cases HAProxy forwards get a keep-alive answer: close soon, so each xfail costs no 2 s.
+  timeout http-keep-alive 100ms
+frontend data_plane
+  bind 127.0.0.1:{port}
+  http-request deny deny_status 401 unless {{ req.hdr(authorization) -m str "Bearer {token}" }}
+  use_backend svc if {{ path_beg /services/svc/ }}
+backend svc
+  http-reuse always
+  http-request replace-path ^/services/svc(/.*) \\1
+  server s0 127.0.0.1:{upstream}
+"""
+
+# What HAProxy 2.6 alone does with the cases it does not refuse as the gateway does (observed here, hand-written
+# configuration above). "Forwards" means the upstream got the request; the renderer's rules or the
+# `option`s it sets must turn each into a refusal, or the gateway's documentation must say the case is
+# normalised instead (HAProxy re-frames what it forwards, so most of these cannot smuggle a second request).
+_CONTROL_BYTES = "forwards a field value with a control byte; a rule on req.hdrs with a control-byte class refuses it"
+_NORMALISES = "HAProxy lets Transfer-Encoding win and drops Content-Length (RFC 9112 6.3 allows it), forwarding re-framed"
+HAPROXY_GAPS: dict[str, str] = {
+    "trailer-nul": "forwards: a NUL in a trailer field is not checked (trailers are dropped before forwarding)",
+    "header-value-soh": _CONTROL_BYTES,
+    "header-value-esc": _CONTROL_BYTES,
+    "header-value-del": _CONTROL_BYTES,
+    "target-del": "forwards a request target with DEL (0x7f); a rule on the url with a control-byte class refuses it",
+    "bare-lf-only": "forwards: HAProxy accepts bare LF line endings",
+    "bare-lf-in-head": "forwards: HAProxy accepts a bare LF inside the head (a header-injection vector for lenient upstreams)",
+    "cl-and-te": _NORMALISES,
+    "te-and-cl": _NORMALISES,
+    "duplicate-cl-same": "forwards: equal duplicate Content-Length values are merged (RFC 9110 8.6 allows it)",
+    "cl-list": "forwards: a list of equal Content-Length values is merged (as above)",
+    "te-xchunked": "refused and closed, but 400 where the gateway answers 501 (RFC 9112 6.1)",
+    "te-on-http10": "forwards: Transfer-Encoding on HTTP/1.0 is honoured instead of refused",
+    "obs-fold": "forwards: obs-fold is unfolded (RFC 9112 5.2 allows it)",
+    "chunk-extension-control": "forwards: chunk extensions are skipped unparsed",
+    "two-authorization": "forwards: a gateway rule (req.hdr_cnt(authorization) gt 1 -> 400) is needed",
+    "upgrade-with-body": "forwards the Upgrade request with its body (the gateway never forwards Upgrade)",
+    "uri-64k": "refused and closed, but 400 where the gateway answers 431 (the head exceeds tune.bufsize)",
+    "header-70k": "refused and closed, but 400 where the gateway answers 431 (as above)",
+    "http11-without-host": "forwards: a rule (req.ver 1.1 without a Host header -> 400) is needed (RFC 9112 3.2)",
+}
+
+
+@dataclass
+class CountingUpstream:
+    """A loopback HTTP/1.1 upstream that answers 200 to every request head and counts the heads."""
+
+    port: int = 0
+    heads: int = 0
+    sock: socket.socket = field(default_factory=socket.socket)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while piece := self._recv(conn):
+                buffer += piece
+                while b"\r\n\r\n" in buffer:
+                    _, buffer = buffer.split(b"\r\n\r\n", 1)
+                    with self.lock:
+                        self.heads += 1
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    @staticmethod
+    def _recv(conn: socket.socket) -> bytes:
+        try:
+            return conn.recv(65536)
+        except OSError:
+            return b""
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class DataPlane:
+    name: str
+    port: int
+    upstream: CountingUpstream
+
+
+def _need(binary: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{binary} is missing: .ci/run installs it")
+        pytest.skip(f"{binary} is not installed (apt-get install {binary})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
+    binary = _need("haproxy")
+    root = tmp_path_factory.mktemp("haproxy-hostile")
+    upstream = CountingUpstream()
+    upstream.start()
+    port = free_port()
+    conf = root / "haproxy.cfg"
+    conf.write_text(HANDWRITTEN_HAPROXY.format(port=port, token=TOKEN, upstream=upstream.port))
+    conf.chmod(0o600)
+    with (root / "log").open("wb") as log:
+        process = subprocess.Popen([binary, "-db", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, process, root / "log")
+        yield DataPlane("haproxy", port, upstream)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        upstream.stop()
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise AssertionError(f"haproxy exited: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            threading.Event().wait(0.05)
+    raise AssertionError("haproxy did not listen within 30 s")
+
+
+def test_a_well_formed_request_is_forwarded(haproxy: DataPlane) -> None:
+    before = haproxy.upstream.heads
+    response = answer(haproxy.port, b"GET /services/svc/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
+    assert status_of(response) == 200
+    assert haproxy.upstream.heads == before + 1
+
+
+def _params(gaps: dict[str, str]) -> list[object]:
+    return [pytest.param(name, marks=pytest.mark.xfail(reason=gaps[name], strict=True)) if name in gaps else name
+            for name in CASES]
+
+
+@pytest.mark.parametrize("name", _params(HAPROXY_GAPS))
+def test_haproxy_alone_refuses_the_case_and_closes(haproxy: DataPlane, name: str) -> None:
+    case: Case = CASES[name]
+    before = haproxy.upstream.heads
+    try:
+        response = answer(haproxy.port, case.data, timeout=10)
+    except socket.timeout:
+        pytest.fail(f"{name}: no answer, or the connection was left open")
+    assert response, f"{name}: closed without an answer"
+    assert status_of(response) == case.status, response[:120]
+    assert haproxy.upstream.heads == before, f"{name}: forwarded to the upstream"
