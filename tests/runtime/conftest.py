@@ -209,3 +209,59 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc
     """One agent for a whole module (tests must use distinct replica ids); saves start-up time."""
     with _agents(tmp_path_factory.mktemp("shared")) as make:
         yield make()
+
+
+# --- the gateway tests run once per data plane (docs/gateway.md) ------------------------------------
+# These modules' tests start their gateway through gateway_fixtures.gateway(), which reads
+# GPUSTACK_DATA_PLANE: each test runs against the Python data plane and against HAProxy in front
+# of it, asserting the same things.
+DATA_PLANE_MODULES = frozenset({
+    "test_gateway", "test_gateway_hold", "test_gateway_ratelimit", "test_gateway_streaming", "test_router_gateway",
+})
+# Test -> why it cannot pass on HAProxy yet (reported in docs/gateway.md's gap list); xfail, not strict.
+HAPROXY_XFAIL: dict[str, str] = {
+    "test_connect_failure_is_retried_on_another_replica": "HAProxy answers 503, not 502, when no replica accepts the connection",
+    "test_metrics_endpoint_is_protected_prometheus_text": "latency histograms need HAProxy's log (%Tr), not read yet",
+    "test_connections_past_the_cap_get_503_and_slow_heads_get_408": "past maxconn HAProxy leaves connections in the kernel's queue instead of answering 503",
+}
+# Not even run on HAProxy: it would spend minutes of suite time on cases known to time out.
+HAPROXY_SKIP_RUN: dict[str, str] = {
+    "test_malformed_and_smuggling_corpus_gets_400_and_a_closed_connection":
+        "19 of the corpus cases (bad chunk framing and trailers: the body is relayed as it arrives) are not answered 400 and closed",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in DATA_PLANE_MODULES and "data_plane" in metafunc.fixturenames:
+        metafunc.parametrize("data_plane", ["python", "haproxy"], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "haproxy" not in (callspec.params.get("data_plane"), callspec.params.get("module_data_plane")):
+            continue
+        name = item.originalname  # type: ignore[attr-defined]
+        if name in HAPROXY_XFAIL:
+            item.add_marker(pytest.mark.xfail(reason=f"HAProxy data plane: {HAPROXY_XFAIL[name]}", strict=False))
+        elif name in HAPROXY_SKIP_RUN:
+            item.add_marker(pytest.mark.xfail(reason=f"HAProxy data plane: {HAPROXY_SKIP_RUN[name]}", run=False))
+
+
+def require_data_plane(plane: str) -> str:
+    """`plane`, when it can run here: without haproxy its tests skip, or fail under CI."""
+    if plane == "haproxy":
+        from gpustack_iac.runtime.gateway.haproxy.process import usable
+
+        if not usable():
+            if os.environ.get("CI"):
+                pytest.fail("haproxy >= 2.6 is not on PATH (.ci/run installs it)")
+            pytest.skip("haproxy >= 2.6 is not on PATH")
+    return plane
+
+
+@pytest.fixture(autouse=True)
+def data_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    plane = require_data_plane(str(getattr(request, "param", "python")))
+    monkeypatch.setenv("GPUSTACK_DATA_PLANE", plane)
+    return plane

@@ -7,16 +7,23 @@ Tests are plain functions that call `run(coro)`: one event loop per test, bounde
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from gpustack_iac.runtime.auth import new_token
-from tests.support.ports import closed_port  # noqa: F401 - the tests of this folder import it from here
+from tests.support.ports import closed_port, free_port  # noqa: F401 - the tests of this folder import closed_port from here
+from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, data_plane_site, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
@@ -132,22 +139,51 @@ class GatewayHandle:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+# Which data plane `gateway()` starts: "python" (the Python gateway alone) or "haproxy" (HAProxy in
+# front, the Python gateway behind it as activator and for routers). tests/runtime/conftest.py
+# sets it per parametrization of the gateway test modules.
+DATA_PLANE_ENV = "GPUSTACK_DATA_PLANE"
+
+
+def data_plane() -> str:
+    return os.environ.get(DATA_PLANE_ENV, "python")
+
+
 @asynccontextmanager
 async def gateway(
     table: RoutingTable | None = None, *, domain: str | None = None, settings: GatewaySettings | None = None
 ) -> AsyncIterator[GatewayHandle]:
     table = table if table is not None else RoutingTable()
-    metrics = Metrics()
+    settings = settings or GatewaySettings()
+    haproxy = data_plane() == "haproxy"
+    metrics = HaproxyMetrics() if haproxy else Metrics()
     token, admin = new_token(), new_token()
-    app = create_gateway_app(table, metrics, token, admin, domain, settings or GatewaySettings())
+    python_settings = dataclasses.replace(settings, behind_local_proxy=True) if haproxy else settings
+    app = create_gateway_app(table, metrics, token, admin, domain, python_settings)
     runner = make_runner(app)
     await runner.setup()
+    plane: HaproxyDataPlane | None = None
+    directory = tempfile.mkdtemp(prefix="gw-haproxy-") if haproxy else None
     try:
         site = data_plane_site(runner, app, "127.0.0.1", 0)
         await site.start()
-        yield GatewayHandle(f"http://127.0.0.1:{runner.addresses[0][1]}", table, metrics, token, admin)
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        if directory is not None:
+            plane = HaproxyDataPlane(table, PlaneOptions(
+                host="127.0.0.1", port=free_port(), python_port=int(runner.addresses[0][1]),
+                directory=Path(directory), token=token, domain=domain, settings=settings, threads=2,
+            ))
+            plane.start()
+            assert isinstance(metrics, HaproxyMetrics)
+            metrics.api, metrics.slots = plane.api, (lambda: plane.slots if plane is not None else {})
+            url = f"http://127.0.0.1:{plane.options.port}"
+        yield GatewayHandle(url, table, metrics, token, admin)
     finally:
+        if plane is not None:
+            plane.stop()
         await runner.cleanup()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def upstream(replica_id: str, group: str, url: str) -> Upstream:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import psutil
 import pytest
-from conftest import AgentProcess, app_command, shared_agent, wait_until  # noqa: F401 - fixtures
+from conftest import AgentProcess, app_command, require_data_plane, shared_agent, wait_until  # noqa: F401 - fixtures
 from controller_fixtures import GatewayProcess, echo_group, service_def, wait_ready
 
 from gpustack_iac.contract.restart import stamp_generations
@@ -52,12 +52,21 @@ rate_limits:
 """
 
 
+@pytest.fixture(scope="module", params=["python", "haproxy"])
+def module_data_plane(request: pytest.FixtureRequest) -> str:
+    """The corpus runs against each data plane (tests/runtime/conftest.py marks HAProxy's known gaps)."""
+    return require_data_plane(str(request.param))
+
+
 @pytest.fixture(scope="module")
-def hostile(shared_agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def hostile(
+    module_data_plane: str, shared_agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("hostile-gateway")
     gw = GatewayProcess(
         root=root, token=new_token(), admin_token=new_token(),
-        extra_flags=["--max-client-connections", str(MAX_CONNECTIONS), "--header-timeout", str(HEADER_TIMEOUT)],
+        extra_flags=["--max-client-connections", str(MAX_CONNECTIONS), "--header-timeout", str(HEADER_TIMEOUT),
+                     "--data-plane", module_data_plane],
     )
     write_token_file(root / "token", gw.token)
     write_token_file(root / "admin-token", gw.admin_token)

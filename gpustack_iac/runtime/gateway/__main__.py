@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
+from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+from gpustack_iac.runtime.gateway.haproxy.select import DATA_PLANE_CHOICES, select_data_plane
+from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
 from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
@@ -57,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="JSON: the node groups or Deployments the controller sizes (runtime/controller/sizing_config.py)")
     p.add_argument("--domain", default=None, help="route <service>.<domain> by Host header")
     p.add_argument("--public-url", default=None, help="base URL clients use (default http://HOST:PORT)")
+    p.add_argument("--data-plane", choices=DATA_PLANE_CHOICES, default="python",
+                   help="HAProxy in front (the Python gateway behind it as activator), or the Python data plane alone; "
+                        "auto: HAProxy when haproxy >= 2.6 is on PATH (docs/gateway.md)")
     p.add_argument("--hold-queue", type=int, default=GatewaySettings.hold_queue)
     p.add_argument("--hold-timeout", type=float, default=GatewaySettings.hold_timeout)
     p.add_argument("--max-client-connections", type=int, default=GatewaySettings.max_client_connections,
@@ -110,6 +117,36 @@ def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int 
     return web.SockSite(runner, sock)
 
 
+def gateway_settings(args: argparse.Namespace, behind_local_proxy: bool) -> GatewaySettings:
+    return GatewaySettings(
+        hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
+        listen_backlog=args.listen_backlog, header_timeout=args.header_timeout, behind_local_proxy=behind_local_proxy,
+    )
+
+
+async def _start_haproxy(
+    args: argparse.Namespace, table: RoutingTable, metrics: HaproxyMetrics, data_runner: web.BaseRunner, token: str
+) -> HaproxyDataPlane:
+    """HAProxy on the public address; the Python data plane behind it on a loopback port of its own."""
+    await web.TCPSite(data_runner, "127.0.0.1", 0, backlog=args.listen_backlog).start()
+    port = args.port or free_port(args.host)
+    plane = HaproxyDataPlane(table, PlaneOptions(
+        host=args.host, port=port, python_port=_bound_port(data_runner), directory=args.state_dir / "haproxy",
+        token=token, domain=args.domain, settings=gateway_settings(args, behind_local_proxy=False),
+    ))
+    plane.start()  # on the loop: no routing-table change can slip between its snapshot and its listener
+    metrics.api, metrics.slots = plane.api, lambda: plane.slots
+    log.info("data plane: HAProxy on %s:%d (threads: %d)", args.host, port, plane.model().threads)
+    return plane
+
+
+def free_port(host: str) -> int:
+    """A port the kernel just handed out on `host` (HAProxy cannot bind port 0 itself)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 async def serve(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
     admin_token = read_token_file(args.admin_token_file)
@@ -118,7 +155,9 @@ async def serve(args: argparse.Namespace) -> None:
     os.chmod(args.state_dir, 0o700)
     store = Store(args.state_dir / "controller.db")
     table = RoutingTable()
-    metrics = Metrics()
+    # HAProxy needs its own listening port; a port handed down by the watchdog stays with Python.
+    plane = "python" if inherited_socket("port") is not None else select_data_plane(args.data_plane)
+    metrics = HaproxyMetrics() if plane == "haproxy" else Metrics()
     settings = ControllerSettings(
         interval=args.reconcile_interval,
         probe_failures=args.probe_failures,
@@ -136,25 +175,29 @@ async def serve(args: argparse.Namespace) -> None:
     controller.sizers = sizers
     gateway_app = create_gateway_app(
         table, metrics, token, admin_token, args.domain,
-        GatewaySettings(
-            hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
-            listen_backlog=args.listen_backlog, header_timeout=args.header_timeout,
-        ),
+        gateway_settings(args, behind_local_proxy=plane == "haproxy"),
     )
     data_runner = make_runner(gateway_app)
     # handler_cancellation: a `logs --follow` reader that goes away ends its stream at once.
     control_runner = web.AppRunner(create_control_app(controller, admin_token, args.join_token_dir), access_log=None, handler_cancellation=True)
     stop = asyncio.Event()
+    haproxy: HaproxyDataPlane | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await controller.start()
         await data_runner.setup()
-        await _site(data_runner, "port", args.host, args.port, backlog=args.listen_backlog).start()
         await control_runner.setup()
         await _site(control_runner, "control_port", args.host, args.control_port).start()
-        port, control_port = _bound_port(data_runner), _bound_port(control_runner)
+        if plane == "haproxy":
+            assert isinstance(metrics, HaproxyMetrics)
+            haproxy = await _start_haproxy(args, table, metrics, data_runner, token)
+            port = haproxy.options.port
+        else:
+            await _site(data_runner, "port", args.host, args.port, backlog=args.listen_backlog).start()
+            port = _bound_port(data_runner)
+        control_port = _bound_port(control_runner)
         retry = dataclasses.replace(ISSUE_RETRY, base=args.acme_retry_base)
         tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port, retry)
                     if args.tls_port is not None else None)
@@ -167,6 +210,8 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
         log.info("shutting down; replicas keep running")
     finally:
+        if haproxy is not None:
+            haproxy.stop()
         await control_runner.cleanup()
         await data_runner.cleanup()
         await controller.close()

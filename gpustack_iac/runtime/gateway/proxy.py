@@ -143,12 +143,18 @@ class Gateway:
                 return None  # 404, answered by the handler
         return self._rate_limited(req, route, path)
 
+    def _client_address(self, req: Request) -> str:
+        """The TCP peer; behind the local HAProxy, the address HAProxy appended to X-Forwarded-For."""
+        if self.settings.behind_local_proxy and req.peer in ("127.0.0.1", "::1") and req.forwarded_for:
+            return req.forwarded_for.rsplit(",", 1)[-1].strip()
+        return req.peer or ""
+
     def _rate_limited(self, req: Request, route: ServiceRoute, path: str) -> Answer | None:
         """A 429 when the request is over the service's rate limit for its path."""
         rule = pick_rule(route.rate_limits, path)
         if rule is None:
             return None
-        key = (req.header(rule.header) if rule.header else None) or req.peer or ""
+        key = (req.header(rule.header) if rule.header else None) or self._client_address(req)
         wait = self.limiter.take(route.name, rule, key)
         if not wait:
             return None

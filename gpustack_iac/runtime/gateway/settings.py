@@ -27,6 +27,10 @@ class GatewaySettings:
     listen_backlog: int = 4096
     header_timeout: float = 20.0  # seconds a client has to send a whole request head
     max_header_count: int = 100
+    # Set when only the HAProxy data plane on loopback reaches this server: a rate limit keyed by
+    # address then counts the client that HAProxy saw (the last X-Forwarded-For entry, which
+    # HAProxy appends), not HAProxy itself.
+    behind_local_proxy: bool = False
 
     def __post_init__(self) -> None:
         if self.hold_queue < 0 or self.hold_timeout < 0:

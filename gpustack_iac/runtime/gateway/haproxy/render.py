@@ -1,0 +1,333 @@
+"""Render HAProxy's configuration from the gateway's route model.
+
+Entry point (kept stable for bench/gateway.py): `render_config(model) -> RenderedConfig`. The text
+holds no secret: the gateway token lives in `RenderedConfig.token_acl`, written by the caller to
+a 0600 file the configuration names. Replica addresses are rendered into fixed server slots
+(`r1..rN`) so the control plane can later move a slot with the Runtime API without a reload.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gpustack_iac.runtime.gateway.ratelimit import RateLimitRule
+from gpustack_iac.runtime.gateway.routing import ServiceRoute, Upstream
+from gpustack_iac.runtime.gateway.settings import GatewaySettings
+
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
+MIN_SLOTS = 8
+CASE_ADJUST = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Connection", "Cache-Control",
+               "Transfer-Encoding", "Date", "Server", "Location", "Set-Cookie", "X-Content-Type-Options")
+LUA = (Path(__file__).parent / "hop.lua").read_text()
+_HOP = ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
+
+
+def _any_header(fetch: str) -> str:
+    """An HAProxy condition: true when any hop-by-hop header is present."""
+    return " || ".join(f"{{ {fetch}({h}) gt 0 }}" for h in _HOP)
+
+# A service name becomes part of backend, ACL and variable names: only these characters pass.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Status -> (code, message) of the JSON error HAProxy answers itself, as the Python plane words them.
+ERRORS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "malformed request"),
+    408: ("bad_request", "the request head did not arrive in time"),
+    500: ("upstream_failed", "internal error"),
+    502: ("upstream_failed", "the replica failed to answer"),
+    503: ("no_ready_replica", "no replica can take the request"),
+    504: ("upstream_failed", "the replica did not answer in time"),
+}
+
+
+class RenderError(ValueError):
+    """A route the data plane cannot express (the control plane keeps it on the Python plane)."""
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where the rendered pieces live (all inside the gateway's 0700 state directory)."""
+
+    directory: Path
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "haproxy.cfg"
+
+    @property
+    def token_acl(self) -> Path:
+        return self.directory / "tokens.acl"
+
+    @property
+    def model_map(self) -> Path:
+        return self.directory / "models.map"
+
+    @property
+    def lua(self) -> Path:
+        return self.directory / "hop.lua"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.directory / "admin.sock"
+
+    def errorfile(self, status: int) -> Path:
+        return self.directory / f"error-{status}.http"
+
+
+@dataclass(frozen=True)
+class DataPlaneModel:
+    """Everything the configuration depends on; `slots[name]` is the service's slot table."""
+
+    host: str
+    port: int
+    python_port: int  # the Python gateway on 127.0.0.1
+    files: Files
+    token: str
+    services: tuple[ServiceRoute, ...] = ()
+    router_names: frozenset[str] = frozenset()
+    slots: dict[str, tuple[Upstream | None, ...]] = field(default_factory=dict)
+    domain: str | None = None
+    settings: GatewaySettings = GatewaySettings()
+    threads: int = 1
+    tls_port: int | None = None
+    tls_pem: Path | None = None  # certificate chain and key in one file (0600)
+    generation: int = 0  # shown by `show info` (description), so a reload can be seen to have landed
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    config: str
+    token_acl: str
+    model_map: str
+    lua: str
+    errorfiles: dict[int, str]
+
+
+def slot_count(replicas: int) -> int:
+    """Slots for a service: room for a rollout (old and new side by side) without a reload."""
+    return max(MIN_SLOTS, 2 * replicas)
+
+
+def render_config(model: DataPlaneModel) -> RenderedConfig:
+    for route in model.services:
+        if not _NAME.match(route.name):
+            raise RenderError(f"service name {route.name!r} cannot be used in the HAProxy configuration")
+    lines = _global(model) + _defaults(model.settings, model.files) + _frontend(model)
+    for route in model.services:
+        lines += _backend(route, model.slots.get(route.name, ()), model)
+        lines += _rate_tables(route)
+    lines += [f"backend {PYTHON_BACKEND}", f"    server py 127.0.0.1:{model.python_port}", ""]
+    models = [
+        f"{r.model} {r.name}" for r in model.services
+        if r.model is not None and r.model not in model.router_names and " " not in r.model
+    ]
+    return RenderedConfig(
+        config="\n".join(lines) + "\n",
+        token_acl=f"Bearer {model.token}\n",
+        model_map="\n".join(models) + ("\n" if models else ""),
+        lua=LUA,
+        errorfiles={status: _errorfile(status, code, text) for status, (code, text) in ERRORS.items()},
+    )
+
+
+def _errorfile(status: int, code: str, message: str) -> str:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    reason = {400: "Bad Request", 408: "Request Timeout", 500: "Internal Server Error", 502: "Bad Gateway",
+              503: "Service Unavailable", 504: "Gateway Timeout"}[status]
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n{body}")
+
+
+def _global(model: DataPlaneModel) -> list[str]:
+    s = model.settings
+    return [
+        "global",
+        f"    description gen{model.generation}",
+        f"    nbthread {max(1, model.threads)}",
+        f"    maxconn {s.max_client_connections + 64}",
+        # The admin socket is the control plane's: mode 0600 in the private directory. The listeners
+        # go to the next worker through it on a reload, so no connection is refused meanwhile.
+        f"    stats socket {model.files.admin_socket} mode 600 level admin expose-fd listeners",
+        "    expose-experimental-directives",
+        f"    lua-load {model.files.lua}",  # normalize-uri (2.6 calls it experimental)
+        f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
+        # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
+        *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
+        "",
+    ]
+
+
+def _defaults(s: GatewaySettings, files: Files) -> list[str]:
+    read = f"{int(s.read_timeout * 1000)}ms" if s.read_timeout else "24h"
+    errors = [f"    errorfile {status} {files.errorfile(status)}" for status in ERRORS]
+    return [
+        "defaults",
+        "    mode http",
+        "    option http-no-delay",  # SSE events go out as they arrive
+        "    option h1-case-adjust-bogus-client",
+        "    option forwardfor",
+        "    option redispatch 1",
+        f"    retries {s.upstream_retries}",
+        "    retry-on conn-failure empty-response",  # only before the first response byte
+        f"    timeout connect {int(s.connect_timeout * 1000)}ms",
+        f"    timeout http-request {int(s.header_timeout * 1000)}ms",
+        "    timeout client 75s",
+        "    timeout http-keep-alive 75s",
+        f"    timeout server {read}",
+        "    timeout queue 5s",
+        "    http-reuse safe",
+        *errors,
+        "",
+    ]
+
+
+def _frontend(model: DataPlaneModel) -> list[str]:
+    s, f = model.settings, model.files
+    lines = ["frontend gateway", f"    bind {model.host}:{model.port} backlog {s.listen_backlog}"]
+    if model.tls_port is not None and model.tls_pem is not None:
+        lines.append(f"    bind {model.host}:{model.tls_port} ssl crt {model.tls_pem} alpn http/1.1")
+    lines += [
+        f"    maxconn {s.max_client_connections}",
+        "    http-request deny deny_status 400 if { req.hdr_cnt(authorization) gt 1 } || { req.hdr_cnt(host) gt 1 }",
+        "    http-request normalize-uri path-merge-slashes",
+        "    http-request normalize-uri path-strip-dot",
+        "    http-request normalize-uri path-strip-dotdot",
+        "    http-request normalize-uri percent-decode-unreserved",
+        f"    acl token_ok req.hdr(authorization) -m str -f {f.token_acl}",
+        "    acl is_openai method POST",
+        f"    acl openai_path path {' '.join(OPENAI_PATHS)}",
+        "    http-request set-var(txn.fwd_host) req.hdr(host)",
+        "    http-request set-var(txn.proto) str(https) if { ssl_fc }",
+        "    http-request set-var(txn.proto) str(http) if !{ ssl_fc }",
+        "    http-request del-header ^X-Forwarded- -m reg",
+        f"    http-request lua.strip_hop_req if {_any_header('req.hdr_cnt')}",
+        f"    http-response lua.strip_hop_res if {_any_header('res.hdr_cnt')}",
+    ]
+    for route in model.services:
+        lines += _route_acls(route, model.domain)
+    lines += [
+        f"    http-request wait-for-body time 5s at-least {s.buffer_limit} if is_openai openai_path !{{ var(txn.svc) -m found }}",
+        "    http-request set-var(txn.model) req.body,json_query('$.model') if is_openai openai_path !{ var(txn.svc) -m found }",
+        f"    http-request set-var(txn.svc) var(txn.model),map({f.model_map}) if {{ var(txn.model) -m found }}",
+        "    http-request set-var(txn.kind) str(model) if { var(txn.model) -m found } { var(txn.svc) -m found }",
+    ]
+    for route in model.services:
+        lines += _route_rules(route)
+    lines += [f"    default_backend {PYTHON_BACKEND}", ""]
+    return lines
+
+
+def _route_acls(route: ServiceRoute, domain: str | None) -> list[str]:
+    n = route.name
+    lines = [
+        f"    http-request set-var(txn.svc) str({n}) if {{ path /services/{n} }} || {{ path_beg /services/{n}/ }}",
+        f"    http-request set-var(txn.kind) str(path) if {{ path /services/{n} }} || {{ path_beg /services/{n}/ }}",
+    ]
+    if domain:
+        host = f"{n}.{domain}".lower()
+        cond = f"{{ req.hdr(host),lower,field(1,:) -m str {host} }} !{{ var(txn.svc) -m found }}"
+        lines += [f"    http-request set-var(txn.kind) str(host) if {cond}",
+                  f"    http-request set-var(txn.svc) str({n}) if {{ var(txn.kind) -m str host }} !{{ var(txn.svc) -m found }}"]
+    return lines
+
+
+def _route_rules(route: ServiceRoute) -> list[str]:
+    n = route.name
+    on = f"{{ var(txn.svc) -m str {n} }}"
+    lines: list[str] = []
+    if route.auth:
+        body = json.dumps({"error": {"code": "unauthorized", "message": "missing or invalid bearer token"}})
+        lines.append(
+            f"    http-request return status 401 content-type application/json string '{body}' "
+            f"hdr WWW-Authenticate Bearer if {on} !token_ok"
+        )
+    lines += _rate_rules(route)
+    lines.append(f"    use_backend svc_{n} if {on} {{ nbsrv(svc_{n}) gt 0 }}")
+    return lines
+
+
+def _replica_path_var(route: ServiceRoute) -> list[str]:
+    """The path as the replica sees it, in txn.rpath: what a rate-limit prefix is compared with."""
+    n = route.name
+    on = f"{{ var(txn.svc) -m str {n} }}"
+    return [
+        f"    http-request set-var(txn.rpath) path,regsub(^/services/{re.escape(n)}/?,/) if {on} {{ var(txn.kind) -m str path }}",
+        f"    http-request set-var(txn.rpath) path,regsub(^/v1/,{route.model_prefix.rstrip('/')}/) if {on} {{ var(txn.kind) -m str model }}",
+        f"    http-request set-var(txn.rpath) path if {on} {{ var(txn.kind) -m str host }}",
+    ]
+
+
+def _table(route: ServiceRoute, i: int) -> str:
+    return f"rl_{route.name}_{i}"
+
+
+def _window_ms(rule: RateLimitRule) -> int:
+    return max(1, round(1000 * (rule.burst + 1) / rule.rps))
+
+
+def _rate_rules(route: ServiceRoute) -> list[str]:
+    if not route.rate_limits:
+        return []
+    n = route.name
+    on = f"{{ var(txn.svc) -m str {n} }}"
+    lines = _replica_path_var(route)
+    # Longest prefix first; the first that matches claims the request (txn.rl), as the Python plane.
+    ordered = sorted(enumerate(route.rate_limits), key=lambda item: -len(item[1].prefix))
+    for i, rule in ordered:
+        lines.append(f"    http-request set-var(txn.rl) str({_table(route, i)}) if {on} "
+                     f"{{ var(txn.rpath) -m beg {rule.prefix} }} !{{ var(txn.rl) -m found }}")
+    for i, rule in ordered:
+        t = _table(route, i)
+        mine = f"{{ var(txn.rl) -m str {t} }}"
+        if rule.header:
+            lines.append(f"    http-request track-sc0 req.hdr({rule.header}) table {t} if {mine} {{ req.hdr({rule.header}) -m found }}")
+            lines.append(f"    http-request track-sc0 src,ipmask(32,128) table {t} if {mine} !{{ req.hdr({rule.header}) -m found }}")
+        else:
+            lines.append(f"    http-request track-sc0 src,ipmask(32,128) table {t} if {mine}")
+        retry = max(1, math.ceil(1 / rule.rps))
+        body = json.dumps({"error": {"code": "rate_limited",
+                                     "message": f"service {n!r}: more than {rule.rps:g} requests per second on {rule.prefix}; retry in {retry}s"}})
+        lines.append(
+            f"    http-request return status 429 content-type application/json string '{body}' hdr Retry-After {retry} "
+            f"if {mine} {{ sc_http_req_rate(0) gt {rule.burst + 1} }}"
+        )
+    return lines
+
+
+def _rate_tables(route: ServiceRoute) -> list[str]:
+    lines: list[str] = []
+    for i, rule in enumerate(route.rate_limits):
+        w = _window_ms(rule)
+        kind = "string len 256" if rule.header else "ip"
+        lines += [f"backend {_table(route, i)}",
+                  f"    stick-table type {kind} size 100k expire {max(w, 1000)}ms store http_req_rate({w}ms)", ""]
+    return lines
+
+
+def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: DataPlaneModel) -> list[str]:
+    n = route.name
+    lines = [f"backend svc_{n}", "    balance leastconn",
+             "    http-request set-header X-Forwarded-Proto %[var(txn.proto)]",
+             "    http-request set-header X-Forwarded-Host %[var(txn.fwd_host)] if { var(txn.fwd_host) -m found }",
+             f"    http-request replace-path ^/services/{re.escape(n)}/?(.*)$ /\\1 if {{ var(txn.kind) -m str path }}",
+             f"    http-request replace-path ^/v1/(.*)$ {route.model_prefix.rstrip('/')}/\\1 if {{ var(txn.kind) -m str model }}"]
+    # The gateway's token never reaches a replica; an open service keeps any other Authorization.
+    lines.append("    http-request del-header authorization" + ("" if route.auth else " if token_ok_b"))
+    if not route.auth:
+        lines.insert(1, f"    acl token_ok_b req.hdr(authorization) -m str -f {model.files.token_acl}")
+    for i, up in enumerate(slots or (None,) * slot_count(len(route.upstreams)), start=1):
+        lines.append(f"    server r{i} {server_address(up) if up else '127.0.0.1:1'}" + ("" if up else " disabled"))
+    return lines + [""]
+
+
+def server_address(up: Upstream) -> str:
+    parts = urlsplit(up.url)
+    if parts.hostname is None or parts.port is None:
+        raise RenderError(f"replica {up.replica_id}: cannot route to {up.url!r} (needs http://HOST:PORT)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"

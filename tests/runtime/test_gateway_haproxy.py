@@ -1,0 +1,213 @@
+"""HAProxy as the data plane (docs/gateway.md): what only it has - secrets kept off its
+configuration, replica changes without reloads, the selection - and traffic under change
+(scale from zero, a rollout, a replica killed) with real loopback replicas and a paced load.
+
+Loads are paced at a fixed rate and judged by failed requests, never by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import APPS_DIR, require_data_plane
+from gateway_fixtures import EchoStats, client, echo_app, gateway, poll_until, run, serving, upstream
+
+from gpustack_iac.runtime.gateway.haproxy.process import HaproxyError
+from gpustack_iac.runtime.gateway.haproxy.select import select_data_plane
+from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute
+from tests.support.ports import free_port
+
+
+@pytest.fixture(autouse=True)
+def haproxy_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUSTACK_DATA_PLANE", require_data_plane("haproxy"))
+
+
+@dataclass
+class Load:
+    """Requests sent at a fixed rate until stopped; every answer other than 200 is a failure."""
+
+    sent: int = 0
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+async def paced(url: str, headers: dict[str, str], rate: float, stop: asyncio.Event, load: Load) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    async with client() as http:
+
+        async def one() -> None:
+            try:
+                async with http.get(url, headers=headers) as r:
+                    body = await r.read()
+                    if r.status == 200:
+                        load.ok += 1
+                    else:
+                        load.failed.append(f"{r.status} {body[:80]!r}")
+            except aiohttp.ClientError as exc:
+                load.failed.append(repr(exc))
+
+        start = loop.time()
+        while not stop.is_set():
+            load.sent += 1
+            task = asyncio.ensure_future(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(max(0.0, start + load.sent / rate - loop.time()))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+@dataclass
+class Replica:
+    """tests/runtime/apps/echo.py in its own process, so it can be killed like a crashed replica."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+
+
+async def echo_process(name: str) -> Replica:
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "GPUSTACK_REPLICA_ID": name}
+    proc = subprocess.Popen([sys.executable, str(APPS_DIR / "echo.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    replica = Replica(proc, f"http://127.0.0.1:{port}")
+    async with client() as http:
+
+        async def answers() -> bool:
+            try:
+                async with http.get(f"{replica.url}/health") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        for _ in range(600):
+            if await answers():
+                return replica
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"replica {name} did not start")
+
+
+def test_token_stays_off_the_configuration_and_every_file_is_private() -> None:
+    async def scenario() -> None:
+        async with gateway(RoutingTable()) as gw:
+            directory = Path(gw.metrics.api.socket_path).parent  # type: ignore[attr-defined]
+            config = (directory / "haproxy.cfg").read_text()
+            assert gw.token not in config and gw.admin_token not in config
+            for path in directory.iterdir():
+                if path.is_file():
+                    assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+            pid = _haproxy_pid(directory)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert gw.token.encode() not in f.read()
+
+    run(scenario())
+
+
+def _haproxy_pid(directory: Path) -> int:
+    out = subprocess.run(["pgrep", "-f", f"haproxy -W -f {directory}/haproxy.cfg"], capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def test_rollout_under_100_rps_moves_replicas_without_a_reload_or_a_failed_request() -> None:
+    async def scenario() -> None:
+        old, new = EchoStats("old"), EchoStats("new")
+        async with serving(echo_app(old, delay=0.05)) as u_old, serving(echo_app(new, delay=0.05)) as u_new, gateway() as gw:
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("o", "v1", u_old),)))
+            plane_reloads = _reloads(gw)
+            stop, load = asyncio.Event(), Load()
+            runner = asyncio.ensure_future(paced(f"{gw.url}/services/svc/x", gw.auth, 100, stop, load))
+            await poll_until(lambda: old.requests >= 50, timeout=60)
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("o", "v1", u_old), upstream("n", "v2", u_new))))
+            await poll_until(lambda: new.requests >= 20, timeout=60)
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("n", "v2", u_new),)))
+            # Requests HAProxy had already sent to `old` finish there (the drain); then nothing new arrives.
+            await poll_until(lambda: old.in_flight == 0 and new.requests >= 40, timeout=60)
+            served_by_old = old.requests
+            await poll_until(lambda: new.requests >= 120, timeout=60)
+            stop.set()
+            await runner
+            assert load.failed == [] and load.ok == load.sent
+            assert old.requests == served_by_old  # drained: nothing new after it left the route
+            assert _reloads(gw) == plane_reloads  # replica changes went through the Runtime API
+            groups = gw.metrics.snapshot()["svc"].per_group
+            assert groups["v2"].requests_total >= 100
+
+    run(scenario(), deadline=120)
+
+
+def _reloads(gw: object) -> int:
+    # The plane is reachable from the metrics' slot table closure; the count of reloads is on the plane.
+    slots = gw.metrics.slots  # type: ignore[attr-defined]
+    plane = slots.__closure__[0].cell_contents  # the fixture's `plane` variable
+    return int(plane.reloads)
+
+
+def test_a_replica_killed_under_load_fails_at_most_its_open_requests() -> None:
+    async def scenario() -> None:
+        a, b = await echo_process("a"), await echo_process("b")
+        try:
+            async with gateway() as gw:
+                gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("a", "g", a.url), upstream("b", "g", b.url))))
+                stop, load = asyncio.Event(), Load()
+                runner = asyncio.ensure_future(paced(f"{gw.url}/services/svc/x?delay=0.2", gw.auth, 50, stop, load))
+                await poll_until(lambda: load.ok >= 50, timeout=60)
+                open_to_b = gw.metrics.snapshot()["svc"].in_flight  # an upper bound for b's share
+                b.proc.send_signal(signal.SIGKILL)
+                b.proc.wait()
+                ok_at_kill = load.ok
+                await poll_until(lambda: load.ok >= ok_at_kill + 100, timeout=60)
+                stop.set()
+                await runner
+                # Requests open on b when it died may fail (a reply was cut); the rest are retried or go to a.
+                assert len(load.failed) <= max(open_to_b, 1), load.failed
+        finally:
+            for r in (a, b):
+                r.proc.kill()
+                r.proc.wait()
+
+    run(scenario(), deadline=120)
+
+
+def test_scale_from_zero_under_50_rps_fails_no_request() -> None:
+    async def scenario() -> None:
+        stats = EchoStats("first")
+        async with serving(echo_app(stats)) as u, gateway() as gw:
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, min_replicas_zero=True))
+            asked: list[str] = []
+            gw.table.on_demand(asked.append)
+            stop, load = asyncio.Event(), Load()
+            runner = asyncio.ensure_future(paced(f"{gw.url}/services/svc/x", gw.auth, 50, stop, load))
+            await poll_until(lambda: bool(asked), timeout=60)  # the Python activator holds and asks for a replica
+            gw.table.set_service(ServiceRoute("svc", auth=True, model=None, min_replicas_zero=True, upstreams=(upstream("r", "g", u),)))
+            await poll_until(lambda: load.ok >= 100, timeout=60)
+            stop.set()
+            await runner
+            assert load.failed == [] and load.ok == load.sent
+            assert stats.requests == load.sent  # held requests and direct ones all reached the replica once
+
+    run(scenario(), deadline=120)
+
+
+def test_selection_falls_back_to_python_in_one_line_and_refuses_a_missing_haproxy(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gpustack_iac.gateway")
+    assert select_data_plane("auto", binary="no-such-haproxy-binary") == "python"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no haproxy on PATH" in lines[0] and "Python data plane" in lines[0]
+    with pytest.raises(HaproxyError, match="data_plane: haproxy"):
+        select_data_plane("haproxy", binary="no-such-haproxy-binary")
+    assert select_data_plane("python", binary="no-such-haproxy-binary") == "python"
+    assert select_data_plane("auto") == "haproxy"
+
