@@ -234,8 +234,12 @@ class Children:
 
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.planes: list["HaproxyPeer"] = []  # stopped through their own control (SIGUSR1, then by pid)
 
     def stop_all(self) -> None:
+        for plane in reversed(self.planes):
+            plane.stop()
+        self.planes.clear()
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.terminate()
@@ -774,36 +778,6 @@ http {{
 }}
 """
 
-# Hand-written until the renderer (issue 22 part A) lands: what a one-service gateway needs.
-HAPROXY_HAND = """
-global
-  nbthread {nbthread}
-  maxconn 8000
-  stats socket {dir}/{name}.sock mode 600 level admin
-defaults
-  mode http
-  maxconn 8000
-  timeout connect 5s
-  timeout client 75s
-  timeout server 120s
-  timeout http-request 20s
-  timeout http-keep-alive 75s
-frontend data_plane
-{binds}
-  http-request deny deny_status 401 unless {{ req.hdr(authorization) -m str "Bearer {token}" }}
-  use_backend sse if {{ path_beg /services/sse/ }}
-  use_backend small if {{ path_beg /services/bench/ }}
-backend small
-  http-reuse always
-  http-request replace-path ^/services/bench(/.*) \\1
-  server s0 127.0.0.1:{small} maxconn 1000
-backend sse
-  http-reuse always
-  http-request replace-path ^/services/sse(/.*) \\1
-  server s0 127.0.0.1:{sse} maxconn 10000
-"""
-
-
 def role_streamer(port_file: Path) -> None:
     from gateway_sse import serve_streamer
 
@@ -820,32 +794,37 @@ def role_streamer(port_file: Path) -> None:
     asyncio.run(run())
 
 
-def start_haproxy(children: Children, name: str, cores: Sequence[int], workdir: Path, **values: object) -> Child:
-    port = free_port()
-    conf = workdir / f"{name}.cfg"
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(HAPROXY_HAND.format(dir=workdir, name=name, port=port, binds=haproxy_binds(port, int(str(values["nbthread"]))),
-                                    **values))
-    log = open(workdir / f"{name}.log", "wb")
-    process = subprocess.Popen([*taskset(cores), "haproxy", "-db", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-    log.close()
-    child = Child(name, process, port)
-    children.children.append(child)
-    try:
-        wait_for_port(port, process, name)
-    except SystemExit as exc:
-        raise SystemExit(f"{exc}: {(workdir / (name + '.log')).read_text()[-2000:]}") from None
-    return child
+class HaproxyPeer:
+    """The project's HAProxy data plane as the gateway runs it (render.render_config through HaproxyDataPlane),
+    serving the bench's two services; its processes inherit the proxy cores' affinity."""
 
+    def __init__(self, workdir: Path, name: str, cores: Sequence[int], token: str, python_port: int, small: int, sse: int,
+                 threads: int) -> None:
+        from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+        from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
 
-def haproxy_binds(port: int, threads: int) -> str:
-    """One listening socket per thread (SO_REUSEPORT): the kernel spreads new connections over them, where one
-    shared socket lets whichever thread wakes first take a burst of connects (measured: 70 against 188 of 256)."""
-    if threads == 1:
-        return f"  bind 127.0.0.1:{port} backlog 4096"
-    return "\n".join(f"  bind 127.0.0.1:{port} backlog 4096 thread {t}" for t in range(1, threads + 1))
+        table = RoutingTable()
+        table.set_service(ServiceRoute("bench", auth=True, model="bench-model",
+                                       upstreams=(Upstream("small-0", "base", f"http://127.0.0.1:{small}"),)))
+        table.set_service(ServiceRoute("sse", auth=True, model=None, upstreams=(Upstream("sse-0", "base", f"http://127.0.0.1:{sse}"),)))
+        self.port = free_port()
+        self.plane = HaproxyDataPlane(table, PlaneOptions(host="127.0.0.1", port=self.port, python_port=python_port,
+                                                          directory=workdir / name, token=token, threads=threads))
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cores)  # haproxy and its worker inherit it
+        try:
+            self.plane.start()
+        finally:
+            os.sched_setaffinity(0, mine)
+        self.socket = self.plane.files.admin_socket
+
+    @property
+    def pid(self) -> int:
+        assert self.plane.process.pid is not None
+        return self.plane.process.pid
+
+    def stop(self) -> None:
+        self.plane.stop()
 
 
 def haproxy_cli(sock: Path, command: str) -> str:
@@ -986,27 +965,38 @@ def print_comparison(figures: dict[str, PeerFigures], nginx: str, plan: Plan) ->
             print(f"    {verdict(ok)}  {text}")
 
 
-def start_peers(children: Children, workdir: Path, token: str, proxy_cores: list[int], up_cores: list[int]) -> tuple[list[Peer], str, int, int]:
+@dataclass
+class Setup:
+    peers: list[Peer]
+    direct_url: str
+    token: str
+    python_port: int
+    small: int
+    sse: int
+
+
+def start_peers(children: Children, workdir: Path, token: str, proxy_cores: list[int], up_cores: list[int]) -> Setup:
     """The fast upstreams (nginx `return 200`, the asyncio streamer) on the other core, then the three
-    data planes on the proxy core."""
+    data planes on the proxy core (HAProxy's configuration names the Python gateway as its activator)."""
     token_file = workdir / "token"
     from gpustack_iac.runtime.auth import write_token_file
 
     write_token_file(token_file, token)
     static = start_nginx(children, "static", up_cores, workdir, NGINX_STATIC, workers=len(up_cores))
     streamer = start_python_role(children, "streamer", up_cores, workdir, ["streamer"])
-    ports = {"small": static.port, "sse": streamer.port, "token": token}
-    nginx = start_nginx(children, "nginx", proxy_cores, workdir, NGINX_PEER, workers=1, **ports)
-    haproxy = start_haproxy(children, "haproxy", proxy_cores, workdir, nbthread=1, **ports)
+    nginx = start_nginx(children, "nginx", proxy_cores, workdir, NGINX_PEER, workers=1, small=static.port, sse=streamer.port,
+                        token=token)
     gw = start_python_role(
         children, "gateway", proxy_cores, workdir,
         ["gateway", "--token-file", str(token_file), "--small-url", f"http://127.0.0.1:{static.port}",
          "--sse-url", f"http://127.0.0.1:{streamer.port}"],
     )
+    haproxy = HaproxyPeer(workdir, "haproxy", proxy_cores, token, gw.port, static.port, streamer.port, threads=1)
+    children.planes.append(haproxy)
     peers = [Peer("nginx, 1 worker", nginx.port, nginx.process.pid),
-             Peer("HAProxy, 1 thread", haproxy.port, haproxy.process.pid),
+             Peer("HAProxy, 1 thread", haproxy.port, haproxy.pid),
              Peer("Python gateway", gw.port, gw.process.pid)]
-    return peers, f"http://127.0.0.1:{static.port}/small", static.port, streamer.port
+    return Setup(peers, f"http://127.0.0.1:{static.port}/small", token, gw.port, static.port, streamer.port)
 
 
 def activity_per_thread(sock: Path) -> dict[str, list[int]]:
@@ -1025,33 +1015,37 @@ def spread(values: Sequence[int]) -> float:
     return max(abs(v - mean) for v in values) / mean if mean else float("nan")
 
 
-def multi_core(children: Children, workdir: Path, token: str, small: int, sse: int, plan: Plan) -> None:
-    """HAProxy with nbthread 2 over both CPUs: how its threads share connections and work, and its throughput
-    against one thread (on its own core, the load generator on the other)."""
-    cpus = sorted(set(plan.proxy_cores) | set(plan.load_cores))
-    if len(cpus) < 2:
+def multi_core(children: Children, workdir: Path, setup: Setup, plan: Plan) -> None:
+    """HAProxy with nbthread 2 over both CPUs: how its threads share connections and work (`show activity`
+    per thread), and its throughput against one thread on its own core."""
+    both = sorted(set(plan.proxy_cores) | set(plan.load_cores))[:2]
+    if len(both) < 2:
         print("\nmulti-core: one CPU here, unmeasured")
         return
-    both = cpus[:2]
-    hp2 = start_haproxy(children, "haproxy-2t", both, workdir, nbthread=2, small=small, sse=sse, token=token)
-    hp1 = next(c for c in children.children if c.name == "haproxy")
-    sock = workdir / "haproxy-2t.sock"
-    url = "http://127.0.0.1:{}/services/bench/small"
     conns = max(plan.connections, 256)
     print(f"\nmulti-core: HAProxy nbthread 2 on cores {both} (wrk and the upstream share them), {conns} connections")
-    run_wrk(url.format(hp2.port), token, conns, 1, workdir, both, threads=2)  # warm-up
-    before = activity_per_thread(sock)
-    r2 = run_wrk(url.format(hp2.port), token, conns, plan.duration, workdir, both, threads=2)
-    after = activity_per_thread(sock)
+    peer = HaproxyPeer(workdir, "haproxy-2t", both, setup.token, setup.python_port, setup.small, setup.sse, threads=2)
+    children.planes.append(peer)
+    two = thread_spread(peer, setup.token, conns, both, plan)
+    one = run_wrk(f"http://127.0.0.1:{setup.peers[1].port}/services/bench/small", setup.token, conns, plan.duration, workdir,
+                  plan.load_cores, threads=2)
+    print(f"  throughput: 2 threads on 2 cores {two.rps:,.0f} req/s against 1 thread on 1 core {one.rps:,.0f} req/s "
+          f"({two.rps / one.rps:.2f}x; the 2-thread run shares its cores with wrk and the upstream, so this understates it)")
+    print(f"  beyond {len(both)} cores: unmeasured (no bigger machine here)")
+
+
+def thread_spread(peer: HaproxyPeer, token: str, conns: int, cores: list[int], plan: Plan) -> LoadResult:
+    url = f"http://127.0.0.1:{peer.port}/services/bench/small"
+    run_wrk(url, token, conns, 1, plan.workdir, cores, threads=2)  # warm-up
+    before = activity_per_thread(peer.socket)
+    result = run_wrk(url, token, conns, plan.duration, plan.workdir, cores, threads=2)
+    after = activity_per_thread(peer.socket)
     for key in ("accepted", "stream_calls", "poll_io"):
         if key in after and key in before:
             per = [a - b for a, b in zip(after[key], before[key])]
             print(f"  {key:<13} per thread {per}: largest departure from the mean {spread(per):.0%} (target within 20%)"
                   f"  {verdict(spread(per) <= 0.2)}")
-    r1 = run_wrk(url.format(hp1.port), token, conns, plan.duration, workdir, plan.load_cores, threads=2)
-    print(f"  throughput: 2 threads on 2 cores {r2.rps:,.0f} req/s against 1 thread on 1 core {r1.rps:,.0f} req/s "
-          f"({r2.rps / r1.rps:.2f}x; the 2-thread run shares its cores with wrk and the upstream, so this understates it)")
-    print(f"  beyond {len(cpus)} cores: unmeasured (no bigger machine here)")
+    return result
 
 
 def run_comparison(args: argparse.Namespace) -> int:
@@ -1068,19 +1062,19 @@ def run_comparison(args: argparse.Namespace) -> int:
     print("gpustack-iac data-plane comparison (loopback only)")
     print(f"  load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; proxies pinned to "
           f"{proxy_cores}, upstreams and load generators to {load_cores}")
-    print(f"  {haproxy_version()}; nginx and wrk from PATH; HAProxy config: hand-written (one service, bearer auth, "
-          f"http-reuse always)")
+    print(f"  {haproxy_version()}; nginx and wrk from PATH; HAProxy configuration: rendered by "
+          f"gpustack_iac.runtime.gateway.haproxy (two services, bearer auth)")
     print(f"  cells: wrk {plan.connections} connections {plan.duration:g} s (CPU us/req = the proxy's CPU time / requests);"
           f" p50 at {plan.rate:.0f} req/s paced vs direct; {plan.ttfb_streams} SSE streams at once (TTFB p99);"
           f" {plan.many_streams} streams at once x {plan.events} events every {plan.interval:g} s")
     children = Children()
     try:
         token = secrets_token()
-        peers, direct_url, small, sse = start_peers(children, workdir, token, proxy_cores, load_cores)
+        setup = start_peers(children, workdir, token, proxy_cores, load_cores)
         os.sched_setaffinity(0, load_cores)
-        figures = measure_peers(peers, direct_url, token, plan)
-        print_comparison(figures, peers[0].label, plan)
-        multi_core(children, workdir, token, small, sse, plan)
+        figures = measure_peers(setup.peers, setup.direct_url, token, plan)
+        print_comparison(figures, setup.peers[0].label, plan)
+        multi_core(children, workdir, setup, plan)
     finally:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
