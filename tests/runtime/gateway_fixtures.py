@@ -23,7 +23,7 @@ from aiohttp import web
 from gpustack_iac.runtime.auth import new_token
 from tests.support.ports import closed_port, free_port  # noqa: F401 - the tests of this folder import closed_port from here
 from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
-from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
+from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics, read_log
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, data_plane_site, make_runner
 from gpustack_iac.runtime.gateway.routing import RoutingTable, Upstream
@@ -163,6 +163,7 @@ async def gateway(
     runner = make_runner(app)
     await runner.setup()
     plane: HaproxyDataPlane | None = None
+    log_reader: asyncio.BaseTransport | None = None
     directory = tempfile.mkdtemp(prefix="gw-haproxy-") if haproxy else None
     try:
         site = data_plane_site(runner, app, "127.0.0.1", 0)
@@ -173,14 +174,17 @@ async def gateway(
                 host="127.0.0.1", port=free_port(), python_port=int(runner.addresses[0][1]),
                 directory=Path(directory), token=token, domain=domain, settings=settings, threads=2,
             ))
-            plane.start()
             assert isinstance(metrics, HaproxyMetrics)
+            log_reader = await read_log(metrics, plane.files.log_socket)
+            plane.start()
             metrics.api, metrics.slots = plane.api, (lambda: plane.slots if plane is not None else {})
             url = f"http://127.0.0.1:{plane.options.port}"
         yield GatewayHandle(url, table, metrics, token, admin)
     finally:
         if plane is not None:
             plane.stop()
+        if log_reader is not None:
+            log_reader.close()
         await runner.cleanup()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)

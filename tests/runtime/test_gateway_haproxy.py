@@ -8,9 +8,12 @@ Loads are paced at a fixed rate and judged by failed requests, never by time.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import logging
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -18,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
-from conftest import APPS_DIR, require_data_plane
+from conftest import APPS_DIR, require_data_plane, wait_until
+from controller_fixtures import GatewayProcess
 from gateway_fixtures import EchoStats, client, echo_app, gateway, poll_until, run, serving, upstream
 
+from gpustack_iac.runtime.auth import new_token, write_token_file
 from gpustack_iac.runtime.gateway.haproxy.process import HaproxyError
 from gpustack_iac.runtime.gateway.haproxy.select import select_data_plane
 from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute
@@ -117,8 +123,8 @@ def test_token_stays_off_the_configuration_and_every_file_is_private() -> None:
 
 
 def _haproxy_pid(directory: Path) -> int:
-    out = subprocess.run(["pgrep", "-f", f"haproxy -W -f {directory}/haproxy.cfg"], capture_output=True, text=True).stdout
-    return int(out.split()[0])
+    config = str(directory / "haproxy.cfg")
+    return next(p.pid for p in psutil.process_iter(["cmdline"]) if config in (p.info["cmdline"] or []))
 
 
 def test_rollout_under_100_rps_moves_replicas_without_a_reload_or_a_failed_request() -> None:
@@ -211,3 +217,30 @@ def test_selection_falls_back_to_python_in_one_line_and_refuses_a_missing_haprox
     assert select_data_plane("python", binary="no-such-haproxy-binary") == "python"
     assert select_data_plane("auto") == "haproxy"
 
+
+
+def test_the_gateway_process_serves_plain_and_tls_through_haproxy_and_leaves_nothing(tmp_path: Path) -> None:
+    gw = GatewayProcess(root=tmp_path, token=new_token(), admin_token=new_token(),
+                        extra_flags=["--data-plane", "haproxy", "--tls-port", "0", "--certificate", "self-signed"])
+    write_token_file(tmp_path / "token", gw.token)
+    write_token_file(tmp_path / "admin-token", gw.admin_token)
+    masters: list[psutil.Process] = []
+    try:
+        gw.start()
+        tls_port = int(json.loads((tmp_path / "gateway.port").read_text())["tls_port"])
+        config = (tmp_path / "state" / "haproxy" / "haproxy.cfg").read_text()
+        assert f":{gw.port} " in config and f":{tls_port} ssl crt " in config  # both listeners are HAProxy's
+        assert stat.S_IMODE((tmp_path / "state" / "haproxy" / "tls.pem").stat().st_mode) == 0o600
+        status, _ = gw.get("/services/nope/x", token=None)
+        assert status == 401
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed: the test checks the path, not trust
+        connection = http.client.HTTPSConnection("127.0.0.1", tls_port, context=context, timeout=30)
+        connection.request("GET", "/services/nope/x", headers={"Authorization": f"Bearer {gw.token}"})
+        assert connection.getresponse().status == 404  # through HAProxy's TLS to the Python plane behind it
+        connection.close()
+        masters = [p for p in psutil.Process(gw.pid).children() if p.name() == "haproxy"]
+        assert masters, "HAProxy runs as the gateway's child"
+    finally:
+        gw.stop_everything()
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in masters), what="HAProxy to stop with its gateway")

@@ -34,8 +34,10 @@ from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
 from gpustack_iac.runtime.gateway.control_tls import control_context
 from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+from gpustack_iac.runtime.gateway.haproxy.process import HaproxyError
 from gpustack_iac.runtime.gateway.haproxy.select import DATA_PLANE_CHOICES, select_data_plane
-from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
+from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics, read_log
+from gpustack_iac.runtime.gateway.certsource import obtain
 from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
@@ -125,6 +127,16 @@ def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int 
     return web.SockSite(runner, sock, ssl_context=ssl_context)
 
 
+def _data_plane(choice: str) -> str:
+    """HAProxy cannot take over a port the watchdog handed down yet: said in one line, an error when asked for."""
+    if choice == "python" or inherited_socket("port") is None:
+        return select_data_plane(choice)
+    if choice == "haproxy":
+        raise HaproxyError("--data-plane haproxy: the data-plane port was handed down by the watchdog, which HAProxy cannot take yet")
+    log.warning("data plane: the port was handed down by the watchdog, which HAProxy cannot take yet; using the Python data plane")
+    return "python"
+
+
 def gateway_settings(args: argparse.Namespace, behind_local_proxy: bool) -> GatewaySettings:
     return GatewaySettings(
         hold_queue=args.hold_queue, hold_timeout=args.hold_timeout, max_client_connections=args.max_client_connections,
@@ -138,14 +150,32 @@ async def _start_haproxy(
     """HAProxy on the public address; the Python data plane behind it on a loopback port of its own."""
     await web.TCPSite(data_runner, "127.0.0.1", 0, backlog=args.listen_backlog).start()
     port = args.port or free_port(args.host)
+    directory = args.state_dir / "haproxy"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # the log socket and the certificate live there too
+    tls_port, pem = await _haproxy_tls(args, directory)
     plane = HaproxyDataPlane(table, PlaneOptions(
-        host=args.host, port=port, python_port=_bound_port(data_runner), directory=args.state_dir / "haproxy",
+        host=args.host, port=port, python_port=_bound_port(data_runner), directory=directory,
         token=token, domain=args.domain, settings=gateway_settings(args, behind_local_proxy=False),
+        tls_port=tls_port, tls_pem=pem,
     ))
+    metrics.log_reader = await read_log(metrics, plane.files.log_socket)
     plane.start()  # on the loop: no routing-table change can slip between its snapshot and its listener
     metrics.api, metrics.slots = plane.api, lambda: plane.slots
     log.info("data plane: HAProxy on %s:%d (threads: %d)", args.host, port, plane.model().threads)
     return plane
+
+
+async def _haproxy_tls(args: argparse.Namespace, directory: Path) -> tuple[int | None, Path | None]:
+    """HAProxy ends TLS with a certificate from files or self-signed (chain and key in one 0600 PEM).
+    ACME stays with the Python plane's TLS site, which retries issuance in the background."""
+    if args.tls_port is None or args.certificate not in ("files", "self-signed"):
+        return None, None
+    pair = await asyncio.to_thread(obtain, tls_options(args))
+    pem = directory / "tls.pem"
+    fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pair.cert_file.read_text().rstrip("\n") + "\n" + pair.key_file.read_text())
+    return args.tls_port or free_port(args.host), pem
 
 
 def free_port(host: str) -> int:
@@ -165,8 +195,7 @@ async def serve(args: argparse.Namespace) -> None:
     os.chmod(args.state_dir, 0o700)
     store = Store(args.state_dir / "controller.db")
     table = RoutingTable()
-    # HAProxy needs its own listening port; a port handed down by the watchdog stays with Python.
-    plane = "python" if inherited_socket("port") is not None else select_data_plane(args.data_plane)
+    plane = _data_plane(args.data_plane)
     metrics = HaproxyMetrics() if plane == "haproxy" else Metrics()
     settings = ControllerSettings(
         interval=args.reconcile_interval,
@@ -209,8 +238,9 @@ async def serve(args: argparse.Namespace) -> None:
             port = _bound_port(data_runner)
         control_port = _bound_port(control_runner)
         retry = dataclasses.replace(ISSUE_RETRY, base=args.acme_retry_base)
-        tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port, retry)
-                    if args.tls_port is not None else None)
+        tls_port = haproxy.options.tls_port if haproxy is not None else None
+        if args.tls_port is not None and tls_port is None:
+            tls_port = await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port, retry)
         url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         controller.public_url = (args.public_url or f"http://{url_host}:{port}").rstrip("/")
         if args.port_file is not None:
@@ -222,6 +252,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         if haproxy is not None:
             haproxy.stop()
+        if isinstance(metrics, HaproxyMetrics) and metrics.log_reader is not None:
+            metrics.log_reader.close()
         await control_runner.cleanup()
         await data_runner.cleanup()
         await controller.close()

@@ -140,8 +140,8 @@ class HaproxyDataPlane:
         _write_private(self.files.token_acl, rendered.token_acl)
         _write_private(self.files.model_map, rendered.model_map)
         _write_private(self.files.lua, rendered.lua)
-        for status, text in rendered.errorfiles.items():
-            _write_private(self.files.errorfile(status), text)
+        for name, text in rendered.errorfiles.items():
+            _write_private(self.files.errorfile(name), text)
         _write_private(self.files.config, rendered.config)
 
 

@@ -21,6 +21,7 @@ from gpustack_iac.runtime.gateway.haproxy.runtime_api import RuntimeApi, Runtime
 
 MIN_VERSION = (2, 6)
 START_TIMEOUT_S = 20.0  # generous: a shared machine
+RELOAD_TIMEOUT_S = 10.0
 
 
 class HaproxyError(GpustackError):
@@ -60,6 +61,10 @@ class HaproxyProcess:
         self._log = config.parent / "haproxy.log"
 
     @property
+    def master_socket(self) -> Path:
+        return self.config.parent / "master.sock"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -72,20 +77,39 @@ class HaproxyProcess:
         self.check()
         fd = os.open(self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, like the rest of the directory
         with os.fdopen(fd, "ab") as log:
-            self._proc = subprocess.Popen([self.binary, "-W", "-f", str(self.config)], stdout=log, stderr=log,
+            master = f"{self.master_socket},mode,600"  # the master's CLI, private like the admin socket
+            self._proc = subprocess.Popen([self.binary, "-W", "-S", master, "-f", str(self.config)], stdout=log, stderr=log,
                                           stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         self.wait_generation(generation)
 
     def reload(self, generation: int) -> None:
-        """Validate, signal the master, and return once the new worker answers on the admin socket."""
-        self.check()
+        """Signal the master and return once the new worker answers on the admin socket.
+
+        The configuration is not checked first (`haproxy -c` costs as much as the reload itself, and
+        the caller waits on the gateway's loop): the master keeps the old worker when the new file
+        is refused, and the check runs then, for the message."""
         if self._proc is None:
             raise HaproxyError("HAProxy is not running")
-        os.kill(self._proc.pid, signal.SIGUSR2)
-        self.wait_generation(generation)
+        # Through the master's CLI rather than SIGUSR2: the master re-executes itself on a reload and a
+        # signal arriving meanwhile is lost, while its socket answers only once it is ready again.
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        master = RuntimeApi(self.master_socket)
+        while True:
+            try:
+                master.command("reload")
+                break
+            except RuntimeApiError:
+                if time.monotonic() >= deadline or self._proc.poll() is not None:
+                    raise HaproxyError(f"HAProxy's master did not take a reload; see {self._log}") from None
+                time.sleep(0.02)
+        try:
+            self.wait_generation(generation, max(0.1, deadline - time.monotonic()))
+        except HaproxyError:
+            self.check()
+            raise
 
-    def wait_generation(self, generation: int) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def wait_generation(self, generation: int, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
         want = f"gen{generation}"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
@@ -96,7 +120,7 @@ class HaproxyProcess:
             except RuntimeApiError:
                 pass
             time.sleep(0.02)
-        raise HaproxyError(f"HAProxy did not take configuration {want} within {START_TIMEOUT_S:.0f} s; see {self._log}")
+        raise HaproxyError(f"HAProxy did not take configuration {want} within {timeout:.0f} s; see {self._log}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGUSR1 (soft stop: in-flight requests finish), then SIGTERM, then SIGKILL, by pid."""

@@ -22,6 +22,7 @@ from gpustack_iac.runtime.gateway.settings import GatewaySettings
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
 MIN_SLOTS = 8
+LOG_FORMAT = "%b %s %Tr %Ta %ST"  # backend, server slot, ms to the response head, ms in all, status
 CASE_ADJUST = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Connection", "Cache-Control",
                "Transfer-Encoding", "Date", "Server", "Location", "Set-Cookie", "X-Content-Type-Options")
 LUA = (Path(__file__).parent / "hop.lua").read_text()
@@ -34,6 +35,7 @@ def _any_header(fetch: str) -> str:
 
 # A service name becomes part of backend, ACL and variable names: only these characters pass.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UPSTREAM_FAILED = "upstream-failed"  # the errorfile service backends answer instead of HAProxy's 503
 # Status -> (code, message) of the JSON error HAProxy answers itself, as the Python plane words them.
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "malformed request"),
@@ -72,11 +74,15 @@ class Files:
         return self.directory / "hop.lua"
 
     @property
+    def log_socket(self) -> Path:
+        return self.directory / "log.sock"
+
+    @property
     def admin_socket(self) -> Path:
         return self.directory / "admin.sock"
 
-    def errorfile(self, status: int) -> Path:
-        return self.directory / f"error-{status}.http"
+    def errorfile(self, name: str) -> Path:
+        return self.directory / f"error-{name}.http"
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class RenderedConfig:
     token_acl: str
     model_map: str
     lua: str
-    errorfiles: dict[int, str]
+    errorfiles: dict[str, str]  # Files.errorfile(name) -> a whole HTTP response
 
 
 def slot_count(replicas: int) -> int:
@@ -131,7 +137,10 @@ def render_config(model: DataPlaneModel) -> RenderedConfig:
         token_acl=f"Bearer {model.token}\n",
         model_map="\n".join(models) + ("\n" if models else ""),
         lua=LUA,
-        errorfiles={status: _errorfile(status, code, text) for status, (code, text) in ERRORS.items()},
+        errorfiles={
+            **{str(status): _errorfile(status, code, text) for status, (code, text) in ERRORS.items()},
+            UPSTREAM_FAILED: _errorfile(502, "upstream_failed", "no replica accepted the connection"),
+        },
     )
 
 
@@ -153,8 +162,11 @@ def _global(model: DataPlaneModel) -> list[str]:
         # The admin socket is the control plane's: mode 0600 in the private directory. The listeners
         # go to the next worker through it on a reload, so no connection is refused meanwhile.
         f"    stats socket {model.files.admin_socket} mode 600 level admin expose-fd listeners",
-        "    expose-experimental-directives",
-        f"    lua-load {model.files.lua}",  # normalize-uri (2.6 calls it experimental)
+        "    expose-experimental-directives",  # normalize-uri (2.6 calls it experimental)
+        f"    lua-load {model.files.lua}",
+        # One datagram per request to the control plane (stats.py): times to first byte for the
+        # latency metric's p90, which `show stat` has only as averages.
+        f"    log {model.files.log_socket} len 512 format raw local0 info",
         f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
         # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
         *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
@@ -164,10 +176,12 @@ def _global(model: DataPlaneModel) -> list[str]:
 
 def _defaults(s: GatewaySettings, files: Files) -> list[str]:
     read = f"{int(s.read_timeout * 1000)}ms" if s.read_timeout else "24h"
-    errors = [f"    errorfile {status} {files.errorfile(status)}" for status in ERRORS]
+    errors = [f"    errorfile {status} {files.errorfile(str(status))}" for status in ERRORS]
     return [
         "defaults",
         "    mode http",
+        "    log global",
+        f"    log-format \"{LOG_FORMAT}\"",
         "    option http-no-delay",  # SSE events go out as they arrive
         "    option h1-case-adjust-bogus-client",
         "    option forwardfor",
@@ -194,6 +208,7 @@ def _frontend(model: DataPlaneModel) -> list[str]:
     lines += [
         f"    maxconn {s.max_client_connections}",
         "    http-request deny deny_status 400 if { req.hdr_cnt(authorization) gt 1 } || { req.hdr_cnt(host) gt 1 }",
+        *_strict_rules(),
         "    http-request normalize-uri path-merge-slashes",
         "    http-request normalize-uri path-strip-dot",
         "    http-request normalize-uri path-strip-dotdot",
@@ -220,6 +235,20 @@ def _frontend(model: DataPlaneModel) -> list[str]:
         lines += _route_rules(route)
     lines += [f"    default_backend {PYTHON_BACKEND}", ""]
     return lines
+
+
+def _strict_rules() -> list[str]:
+    """Refusals the Python plane makes that HAProxy's parser lets through (docs/gateway.md, hostile corpus)."""
+    deny = "    http-request deny deny_status 400 if"
+    return [
+        f"{deny} {{ req.ver 1.1 }} !{{ req.hdr_cnt(host) gt 0 }}",  # RFC 9112 3.2
+        f"{deny} {{ req.ver 1.0 }} {{ req.hdr_cnt(transfer-encoding) gt 0 }}",
+        f"{deny} {{ req.hdr_cnt(content-length) gt 1 }} || {{ req.fhdr(content-length) -m sub , }}",
+        f"{deny} {{ req.hdr_cnt(content-length) gt 0 }} {{ req.hdr_cnt(transfer-encoding) gt 0 }}",
+        f"{deny} {{ req.hdr_cnt(upgrade) gt 0 }} {{ req.hdr_cnt(content-length) gt 0 }} !{{ req.hdr(content-length) 0 }}",
+        f"{deny} {{ req.hdrs -m reg [\\\\x00-\\\\x08\\\\x0b\\\\x0c\\\\x0e-\\\\x1f\\\\x7f] }}",  # control bytes in a field
+        f"{deny} {{ url -m reg [^\\\\x21-\\\\x7e] }}",  # a target outside visible ASCII
+    ]
 
 
 def _route_acls(route: ServiceRoute, domain: str | None) -> list[str]:
@@ -312,6 +341,9 @@ def _rate_tables(route: ServiceRoute) -> list[str]:
 def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: DataPlaneModel) -> list[str]:
     n = route.name
     lines = [f"backend svc_{n}", "    balance leastconn",
+             # A service backend is used only with a usable slot, so HAProxy's own 503 there means every
+             # tried replica refused the connection: the Python plane's 502 upstream_failed.
+             f"    errorfile 503 {model.files.errorfile(UPSTREAM_FAILED)}",
              "    http-request set-header X-Forwarded-Proto %[var(txn.proto)]",
              "    http-request set-header X-Forwarded-Host %[var(txn.fwd_host)] if { var(txn.fwd_host) -m found }",
              f"    http-request replace-path ^/services/{re.escape(n)}/?(.*)$ /\\1 if {{ var(txn.kind) -m str path }}",

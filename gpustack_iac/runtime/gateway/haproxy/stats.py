@@ -9,7 +9,11 @@ HAProxy's live figures (current plus queued), added to the Python plane's for th
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from gpustack_iac.runtime.gateway.haproxy.runtime_api import RuntimeApi, RuntimeApiError, ServerStat
@@ -24,6 +28,7 @@ class HaproxyMetrics(Metrics):
     api: RuntimeApi | None = None
     slots: SlotTable | None = None
     _last: dict[tuple[str, str], ServerStat] = field(default_factory=dict)
+    log_reader: asyncio.BaseTransport | None = None  # read_log's, closed by whoever started it
 
     def snapshot(self) -> dict[str, ServiceLoad]:
         with self._live():
@@ -70,6 +75,46 @@ class HaproxyMetrics(Metrics):
             target.errors_total += row.errors_5xx - before.errors_5xx
             live.append((target, row.in_flight + row.queued))
         return live
+
+
+    def observe(self, line: str) -> None:
+        """One HAProxy log line (render.LOG_FORMAT) of a request a service backend answered."""
+        parts = line.split()
+        if len(parts) < 5 or not parts[0].startswith("svc_"):
+            return  # the Python plane's own requests are counted by the Python plane
+        service, server = parts[0][4:], parts[1]
+        try:
+            head_ms, total_ms = int(parts[2]), int(parts[3])
+        except ValueError:
+            return
+        if total_ms >= 0:
+            self._service(service).latency.observe(total_ms / 1000)
+        if head_ms < 0:
+            return  # no response head (a failed connect, a client gone first)
+        self.first_byte(service, head_ms / 1000)
+        slots = (self.slots() if self.slots is not None else {}).get(service, [])
+        index = int(server[1:]) - 1 if server[1:].isdigit() else -1
+        up = slots[index] if 0 <= index < len(slots) else None
+        if up is not None:
+            self._group(service, up.group).latency.observe(head_ms / 1000)
+
+
+class _LogProtocol(asyncio.DatagramProtocol):
+    def __init__(self, metrics: HaproxyMetrics) -> None:
+        self.metrics = metrics
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.metrics.observe(data.decode(errors="replace"))
+
+
+async def read_log(metrics: HaproxyMetrics, path: Path) -> asyncio.BaseTransport:
+    """Listen for HAProxy's per-request log datagrams on `path` (0600) until the transport is closed."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _LogProtocol(metrics), sock=sock)
+    return transport
 
 
 class _LiveOverlay:
