@@ -33,14 +33,9 @@ CASES = {case.name: case for case in corpus(TOKEN)}
 # does (observed here). "Forwards" means the upstream got the request; the renderer's rules or the
 # `option`s it sets must turn each into a refusal, or the gateway's documentation must say the case is
 # normalised instead (HAProxy re-frames what it forwards, so most of these cannot smuggle a second request).
-_CONTROL_BYTES = "forwards a field value with a control byte; a rule on req.hdrs with a control-byte class refuses it"
 _NORMALISES = "HAProxy lets Transfer-Encoding win and drops Content-Length (RFC 9112 6.3 allows it), forwarding re-framed"
 HAPROXY_GAPS: dict[str, str] = {
     "trailer-nul": "forwards: a NUL in a trailer field is not checked (trailers are dropped before forwarding)",
-    "header-value-soh": _CONTROL_BYTES,
-    "header-value-esc": _CONTROL_BYTES,
-    "header-value-del": _CONTROL_BYTES,
-    "target-del": "forwards a request target with DEL (0x7f); a rule on the url with a control-byte class refuses it",
     "bare-lf-only": "forwards: HAProxy accepts bare LF line endings",
     "bare-lf-in-head": "forwards: HAProxy accepts a bare LF inside the head (a header-injection vector for lenient upstreams)",
     "cl-and-te": _NORMALISES,
@@ -48,13 +43,11 @@ HAPROXY_GAPS: dict[str, str] = {
     "duplicate-cl-same": "forwards: equal duplicate Content-Length values are merged (RFC 9110 8.6 allows it)",
     "cl-list": "forwards: a list of equal Content-Length values is merged (as above)",
     "te-xchunked": "refused and closed, but 400 where the gateway answers 501 (RFC 9112 6.1)",
-    "te-on-http10": "forwards: Transfer-Encoding on HTTP/1.0 is honoured instead of refused",
     "obs-fold": "forwards: obs-fold is unfolded (RFC 9112 5.2 allows it)",
     "chunk-extension-control": "forwards: chunk extensions are skipped unparsed",
     "upgrade-with-body": "forwards the Upgrade request with its body (the gateway never forwards Upgrade)",
     "uri-64k": "refused and closed, but 400 where the gateway answers 431 (the head exceeds tune.bufsize)",
     "header-70k": "refused and closed, but 400 where the gateway answers 431 (as above)",
-    "http11-without-host": "forwards: a rule (req.ver 1.1 without a Host header -> 400) is needed (RFC 9112 3.2)",
 }
 
 
