@@ -1,29 +1,37 @@
-"""Gateway data-plane benchmark: small requests and held SSE streams, next to nginx and the bare backend.
+"""Gateway data-plane benchmark: nginx, HAProxy and the Python gateway side by side, same pinned core.
 
-    python bench/gateway.py [--duration 8] [--connections 64] [--streams 2000] [--hold 5] [--baseline-src DIR]
+    python bench/gateway.py [--duration 8] [--repeats 3] [--rate 500] [--streams 2000] [--quick]
+    python bench/gateway.py --python-detail [--duration 8] [--streams 2000] [--hold 5] [--baseline-src DIR]
 
-Everything runs on 127.0.0.1 and stops when the run ends. Installs nothing: it uses Debian's
-`nginx` (the static backend, and `proxy_pass` with one worker as the peer) and `wrk` (load) when
-they are on PATH and says so when they are not, falling back to a Python backend and a bounded
-Python load generator (slower: its figures are then a lower bound for every row).
+Everything runs on 127.0.0.1 and stops when the run ends (processes by pid, the temp dir removed).
+Installs nothing: Debian's `nginx`, `haproxy` and `wrk` must be on PATH (.ci/run installs them).
 
-Rows, measured in the same run:
-  direct backend     the backend itself (nginx `return 200`, or aiohttp when nginx is missing)
-  nginx proxy_pass   one nginx worker pinned to the proxy core, keep-alive to the backend
-  aiohttp floor      a bare aiohttp server relaying through one pooled ClientSession on the same
-                     core: what an aiohttp-based proxy costs before any feature (the gateway's
-                     design before it got its own HTTP/1.1 server and upstream client)
-  gateway            this project's gateway pinned to the same core (uvloop when installed),
-                     bearer auth on, metrics on: what production runs
-  gateway, baseline  with --baseline-src DIR: the same gateway role importing `gpustack_iac` from
-                     DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), so a
-                     change's effect on CPU per request is measured in the same run as nginx
-First, parsing alone: CPU per request head and per small response through the gateway's own
-protocol objects (this checkout's and the baseline's), with h11 as a reference when installed.
-Then the p50 overhead of the gateway over the direct backend at half the gateway's measured
-saturation and at a light 100 req/s (wrk with a fixed pause per connection, which paces the load;
-a Python open-loop client when wrk is missing), and `--streams` concurrent SSE streams held
-through the gateway with its resident memory (RSS) before and while holding them.
+The comparison (default; issue 22). Three data planes on the first CPU, each doing the same work
+per request (a bearer check, a /services/<name>/ prefix rewrite, keep-alive to the upstream):
+nginx with one worker; HAProxy with one thread and the configuration the gateway renders
+(gpustack_iac.runtime.gateway.haproxy, through HaproxyDataPlane: what production runs, the row the
+targets are for); HAProxy with a hand-written minimal configuration (`http-reuse always`, nothing
+else: HAProxy's floor, so the renderer's cost shows); and this project's Python gateway (the
+fallback data plane). The upstreams run on the other CPU and are not the bottleneck:
+nginx `return 200` for small responses, and an asyncio SSE streamer (bench/gateway_sse.py). The
+load generators (wrk; an asyncio SSE client) run on that other CPU too. Cells, each repeated
+`--repeats` times with the peers interleaved per round (the table shows medians):
+  CPU us/request   the proxy process's user+sys CPU time / requests under wrk, 64 connections, a
+                   3-byte response; "nginx/ours" is nginx's figure over the row's (target >= 0.8)
+  p50 added        p50 at a paced `--rate` req/s through the proxy minus p50 direct to the upstream
+  TTFB p99         500 SSE streams started at once, connect to first event
+  completed/errors `--streams` SSE streams at once, each 10 events 0.5 s apart, then [DONE]
+  CPU us/event     the proxy's CPU time during those streams / events delivered
+Each target is printed with PASS/FAIL against nginx's figure from the same run. Then multi-core:
+HAProxy with `nbthread 2` over both CPUs, how its threads share connections and work
+(`show activity` on its Runtime API socket) and its throughput against one thread.
+The machine may be shared: the load average is printed per round, and ratios from the same run
+mean more than absolute figures.
+
+`--python-detail` keeps the Python gateway's own rows (the measurements of the earlier rounds):
+parsing alone, an aiohttp floor, latency at half the gateway's saturation and at 100 req/s,
+and `--streams` held SSE streams with the gateway's RSS; `--baseline-src DIR` adds a row for
+another checkout's gateway (`git archive <commit> | tar -x -C DIR`) in the same run.
 """
 
 from __future__ import annotations
@@ -229,8 +237,12 @@ class Children:
 
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.planes: list["HaproxyPeer"] = []  # stopped through their own control (SIGUSR1, then by pid)
 
     def stop_all(self) -> None:
+        for plane in reversed(self.planes):
+            plane.stop()
+        self.planes.clear()
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.terminate()
@@ -373,7 +385,8 @@ _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
 def run_wrk(
-    url: str, token: str | None, connections: int, duration: float, workdir: Path, cores: Sequence[int], rate: float | None = None
+    url: str, token: str | None, connections: int, duration: float, workdir: Path, cores: Sequence[int], rate: float | None = None,
+    threads: int = 1,
 ) -> LoadResult:
     """wrk closed-loop; with `rate`, each connection waits connections/rate seconds between its requests, which
     paces the load at about `rate` (a little under: the answer's own latency adds to each connection's cycle)."""
@@ -385,7 +398,7 @@ def run_wrk(
             f.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
         if rate:
             f.write(f"function delay() return {connections * 1000.0 / rate:.3f} end\n")
-    cmd = [*taskset(cores), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+    cmd = [*taskset(cores), "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -564,7 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="a checkout of another revision: its gateway gets a row of its own in the same run")
-    parser.add_argument("--role", choices=["backend", "gateway", "floor", "heads"], help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every comparison cell (the table shows medians)")
+    parser.add_argument("--rate", type=float, default=500.0, help="paced rate for the added-p50 cell")
+    parser.add_argument("--quick", action="store_true", help="a few hundred requests and a few streams: checks that it runs")
+    parser.add_argument("--python-detail", action="store_true",
+                        help="instead of the data-plane comparison: the Python gateway's own rows (parsing, aiohttp floor, "
+                             "latency at half saturation, RSS holding --streams)")
+    parser.add_argument("--role", choices=["backend", "gateway", "floor", "heads", "streamer"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--small-url", help=argparse.SUPPRESS)
@@ -583,14 +602,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "heads":
         role_heads(args.port_file)
         return 0
-    duration = min(max(args.duration, 1.0), 60.0)
+    if args.role == "streamer":
+        role_streamer(args.port_file)
+        return 0
+    raise_nofile_limit()
+    return run_python_detail(args) if args.python_detail else run_comparison(args)
 
-    from gpustack_iac.runtime.auth import new_token, write_token_file
 
+def raise_nofile_limit() -> None:
     # 2,000 streams cost a few thousand descriptors across the processes; children inherit this.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+def run_python_detail(args: argparse.Namespace) -> int:
+    duration = min(max(args.duration, 1.0), 60.0)
+
+    from gpustack_iac.runtime.auth import new_token, write_token_file
 
     have_nginx = shutil.which("nginx") is not None
     have_wrk = shutil.which("wrk") is not None
@@ -722,6 +751,418 @@ def main(argv: list[str] | None = None) -> int:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the data-plane comparison (issue 22): nginx, HAProxy and the Python gateway on the same core
+# --------------------------------------------------------------------------------------------------
+
+# The peers do the same work per request: a bearer check, a prefix rewrite (/services/<name>/x -> /x),
+# keep-alive to the upstream. The token is in the configuration file, in the 0700 run directory.
+NGINX_PEER = """
+worker_processes {workers};
+daemon off;
+pid {dir}/{name}.pid;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
+  fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
+  keepalive_requests 1000000;
+  upstream small {{ server 127.0.0.1:{small}; keepalive 256; keepalive_requests 1000000; }}
+  upstream sse {{ server 127.0.0.1:{sse}; keepalive 256; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    if ($http_authorization != "Bearer {token}") {{ return 401; }}
+    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off;
+    location /services/bench/ {{ proxy_pass http://small/; }}
+    location /services/sse/ {{ proxy_pass http://sse/; }}
+  }}
+}}
+"""
+
+# HAProxy's floor: a hand-written minimal configuration doing the peers' work and nothing else (`http-reuse
+# always`, no Lua, no normalisation, no X-Forwarded-*), so the gap between it and the rendered row is the
+# renderer's features, and the gap to nginx is HAProxy's own.
+HAPROXY_FLOOR = """
+global
+  nbthread 1
+  maxconn 8000
+  stats socket {dir}/{name}.sock mode 600 level admin
+defaults
+  mode http
+  maxconn 8000
+  timeout connect 5s
+  timeout client 75s
+  timeout server 120s
+  timeout http-request 20s
+  timeout http-keep-alive 75s
+frontend data_plane
+  bind 127.0.0.1:{port} backlog 4096
+  http-request deny deny_status 401 unless {{ req.hdr(authorization) -m str "Bearer {token}" }}
+  use_backend sse if {{ path_beg /services/sse/ }}
+  use_backend small if {{ path_beg /services/bench/ }}
+backend small
+  http-reuse always
+  http-request replace-path ^/services/bench(/.*) \\1
+  server s0 127.0.0.1:{small} maxconn 1000
+backend sse
+  http-reuse always
+  http-request replace-path ^/services/sse(/.*) \\1
+  server s0 127.0.0.1:{sse} maxconn 10000
+"""
+
+
+
+
+def role_streamer(port_file: Path) -> None:
+    from gateway_sse import serve_streamer
+
+    async def run() -> None:
+        server = await serve_streamer()
+        _write_port_file(port_file, server.sockets[0].getsockname()[1])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        server.close()
+
+    _install_uvloop()
+    asyncio.run(run())
+
+
+def start_haproxy_floor(children: Children, name: str, cores: Sequence[int], workdir: Path, **values: object) -> Child:
+    port = free_port()
+    conf = workdir / f"{name}.cfg"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(HAPROXY_FLOOR.format(dir=workdir, name=name, port=port, **values))
+    log = open(workdir / f"{name}.log", "wb")
+    process = subprocess.Popen([*taskset(cores), "haproxy", "-db", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    log.close()
+    child = Child(name, process, port)
+    children.children.append(child)
+    try:
+        wait_for_port(port, process, name)
+    except SystemExit as exc:
+        raise SystemExit(f"{exc}: {(workdir / (name + '.log')).read_text()[-2000:]}") from None
+    return child
+
+
+def haproxy_binds(port: int, threads: int) -> str:
+    """One listening socket per thread (SO_REUSEPORT): the kernel spreads new connections over them, where one
+    shared socket lets whichever thread wakes first take a burst of connects (measured: 70 against 188 of 256)."""
+    if threads == 1:
+        return f"  bind 127.0.0.1:{port} backlog 4096"
+    return "\n".join(f"  bind 127.0.0.1:{port} backlog 4096 thread {t}" for t in range(1, threads + 1))
+
+
+
+
+class HaproxyPeer:
+    """The project's HAProxy data plane as the gateway runs it (render.render_config through HaproxyDataPlane),
+    serving the bench's two services; its processes inherit the proxy cores' affinity."""
+
+    def __init__(self, workdir: Path, name: str, cores: Sequence[int], token: str, python_port: int, small: int, sse: int,
+                 threads: int) -> None:
+        from gpustack_iac.runtime.gateway.haproxy.dataplane import HaproxyDataPlane, PlaneOptions
+        from gpustack_iac.runtime.gateway.routing import RoutingTable, ServiceRoute, Upstream
+
+        table = RoutingTable()
+        table.set_service(ServiceRoute("bench", auth=True, model="bench-model",
+                                       upstreams=(Upstream("small-0", "base", f"http://127.0.0.1:{small}"),)))
+        table.set_service(ServiceRoute("sse", auth=True, model=None, upstreams=(Upstream("sse-0", "base", f"http://127.0.0.1:{sse}"),)))
+        self.port = free_port()
+        self.plane = HaproxyDataPlane(table, PlaneOptions(host="127.0.0.1", port=self.port, python_port=python_port,
+                                                          directory=workdir / name, token=token, threads=threads))
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cores)  # haproxy and its worker inherit it
+        try:
+            self.plane.start()
+        finally:
+            os.sched_setaffinity(0, mine)
+        self.socket = self.plane.files.admin_socket
+
+    @property
+    def pid(self) -> int:
+        assert self.plane.process.pid is not None
+        return self.plane.process.pid
+
+    def stop(self) -> None:
+        self.plane.stop()
+
+
+def haproxy_cli(sock: Path, command: str) -> str:
+    """One Runtime API command over the stats socket (the same socket the control plane uses)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while piece := s.recv(65536):
+            out += piece
+    return out.decode()
+
+
+@dataclass
+class Peer:
+    label: str
+    port: int
+    pid: int
+
+
+@dataclass
+class PeerFigures:
+    cpu_us: list[float]
+    p50_added_ms: list[float]
+    ttfb_p99_ms: list[float]
+    completed: list[int]
+    errors: list[int]
+    cpu_us_per_event: list[float]
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(v for v in values if v == v)
+    if not ordered:
+        return float("nan")
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass
+class Plan:
+    """How much load each cell gets (`--quick` shrinks everything so the smoke test runs in seconds)."""
+
+    duration: float
+    repeats: int
+    paced_seconds: float
+    rate: float
+    ttfb_streams: int
+    many_streams: int
+    events: int
+    interval: float
+    connections: int
+    workdir: Path
+    proxy_cores: list[int]
+    load_cores: list[int]
+
+
+def cpu_per_request(peer: Peer, token: str, plan: Plan) -> float:
+    url = f"http://127.0.0.1:{peer.port}/services/bench/small"
+    run_wrk(url, token, plan.connections, 1, plan.workdir, plan.load_cores)  # warm-up: pools, caches
+    cpu0 = cpu_seconds(peer.pid)
+    r = run_wrk(url, token, plan.connections, plan.duration, plan.workdir, plan.load_cores)
+    if r.errors or not r.requests:
+        print(f"    note: {peer.label}: {r.errors} errors of {r.requests} requests")
+    return (cpu_seconds(peer.pid) - cpu0) / max(1, r.requests) * 1e6
+
+
+def paced_p50(url: str, token: str | None, plan: Plan) -> float:
+    return run_wrk(url, token, 32, plan.paced_seconds, plan.workdir, plan.load_cores, rate=plan.rate).p50_ms
+
+
+def sse_cells(peer: Peer, token: str, plan: Plan) -> tuple[float, int, int, float]:
+    """TTFB p99 of `ttfb_streams` streams started at once; then `many_streams` at once: completed, errors,
+    and the proxy's CPU per event delivered."""
+    from gateway_sse import run_streams
+
+    ttfb_path = "/services/sse/sse?n=1&interval=0"
+    ttfb = asyncio.run(run_streams("127.0.0.1", peer.port, ttfb_path, token, plan.ttfb_streams, 60))
+    path = f"/services/sse/sse?n={plan.events}&interval={plan.interval}"
+    cpu0 = cpu_seconds(peer.pid)
+    many = asyncio.run(run_streams("127.0.0.1", peer.port, path, token, plan.many_streams, 120))
+    cpu_event = (cpu_seconds(peer.pid) - cpu0) / max(1, many.events) * 1e6
+    if many.error_kinds:
+        print(f"    note: {peer.label}, {plan.many_streams} streams: errors {many.error_kinds}")
+    return ttfb.ttfb_p99_ms(), many.completed, many.errors, cpu_event
+
+
+def measure_peers(peers: list[Peer], direct_url: str, token: str, plan: Plan) -> dict[str, PeerFigures]:
+    """Every cell `repeats` times, the peers interleaved within each round so that the machine's load
+    drifts over all of them alike; the table shows medians."""
+    figures = {p.label: PeerFigures([], [], [], [], [], []) for p in peers}
+    for round_no in range(plan.repeats):
+        print(f"  round {round_no + 1}/{plan.repeats}, load average {os.getloadavg()[0]:.2f}", flush=True)
+        for peer in peers:
+            f = figures[peer.label]
+            f.cpu_us.append(cpu_per_request(peer, token, plan))
+            direct = paced_p50(direct_url, None, plan)
+            f.p50_added_ms.append(paced_p50(f"http://127.0.0.1:{peer.port}/services/bench/small", token, plan) - direct)
+            ttfb, completed, errors, cpu_event = sse_cells(peer, token, plan)
+            f.ttfb_p99_ms.append(ttfb)
+            f.completed.append(completed)
+            f.errors.append(errors)
+            f.cpu_us_per_event.append(cpu_event)
+    return figures
+
+
+def ratio(ours: float, theirs: float) -> float:
+    """ours / theirs; NaN when theirs is zero (a quick run's CPU times can be below the clock tick)."""
+    return ours / theirs if theirs else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_comparison(figures: dict[str, PeerFigures], nginx: str, plan: Plan) -> None:
+    ng = figures[nginx]
+    ng_cpu, ng_ttfb = median(ng.cpu_us), median(ng.ttfb_p99_ms)
+    ng_done, ng_event = median(ng.completed), median(ng.cpu_us_per_event)
+    print(f"\n  medians of {plan.repeats}; targets against nginx from the same run")
+    print(f"  {'data plane':<24} {'CPU us/req':>10} {'nginx/ours':>10} {'p50 added ms':>12} "
+          f"{'TTFB p99 ms':>11} {'completed':>9} {'errors':>6} {'CPU us/event':>12}")
+    for label, f in figures.items():
+        cpu = median(f.cpu_us)
+        print(f"  {label:<24} {cpu:>10.1f} {ratio(ng_cpu, cpu):>10.2f} {median(f.p50_added_ms):>12.3f} "
+              f"{median(f.ttfb_p99_ms):>11.1f} {median(f.completed):>9.0f} {max(f.errors):>6} {median(f.cpu_us_per_event):>12.1f}")
+    for label, f in figures.items():
+        if label == nginx:
+            continue
+        cpu_ratio = ratio(ng_cpu, median(f.cpu_us))
+        checks = [
+            (f"CPU per request: nginx/ours {cpu_ratio:.2f} (target >= 0.8)", cpu_ratio >= 0.8),
+            (f"added p50 at {plan.rate:.0f} req/s: {median(f.p50_added_ms):.3f} ms (target < 0.2 ms)", median(f.p50_added_ms) < 0.2),
+            (f"{plan.ttfb_streams} streams TTFB p99: {ratio(median(f.ttfb_p99_ms), ng_ttfb):.2f}x nginx (target <= 1.2x)",
+             median(f.ttfb_p99_ms) <= 1.2 * ng_ttfb),
+            (f"{plan.many_streams} streams: {max(f.errors)} errors, completed {median(f.completed) / max(1, ng_done):.0%} "
+             f"of nginx's (target 0 errors, >= 95%)", max(f.errors) == 0 and median(f.completed) >= 0.95 * ng_done),
+            (f"CPU per SSE event: {ratio(median(f.cpu_us_per_event), ng_event):.2f}x nginx (target <= 1.3x)",
+             median(f.cpu_us_per_event) <= 1.3 * ng_event),
+        ]
+        print(f"  {label}:")
+        for text, ok in checks:
+            print(f"    {verdict(ok)}  {text}")
+
+
+@dataclass
+class Setup:
+    peers: list[Peer]
+    direct_url: str
+    token: str
+    python_port: int
+    small: int
+    sse: int
+
+
+def start_peers(children: Children, workdir: Path, token: str, proxy_cores: list[int], up_cores: list[int]) -> Setup:
+    """The fast upstreams (nginx `return 200`, the asyncio streamer) on the other core, then the three
+    data planes on the proxy core (HAProxy's configuration names the Python gateway as its activator)."""
+    token_file = workdir / "token"
+    from gpustack_iac.runtime.auth import write_token_file
+
+    write_token_file(token_file, token)
+    static = start_nginx(children, "static", up_cores, workdir, NGINX_STATIC, workers=len(up_cores))
+    streamer = start_python_role(children, "streamer", up_cores, workdir, ["streamer"])
+    nginx = start_nginx(children, "nginx", proxy_cores, workdir, NGINX_PEER, workers=1, small=static.port, sse=streamer.port,
+                        token=token)
+    gw = start_python_role(
+        children, "gateway", proxy_cores, workdir,
+        ["gateway", "--token-file", str(token_file), "--small-url", f"http://127.0.0.1:{static.port}",
+         "--sse-url", f"http://127.0.0.1:{streamer.port}"],
+    )
+    haproxy = HaproxyPeer(workdir, "haproxy", proxy_cores, token, gw.port, static.port, streamer.port, threads=1)
+    children.planes.append(haproxy)
+    floor = start_haproxy_floor(children, "haproxy-floor", proxy_cores, workdir, small=static.port, sse=streamer.port, token=token)
+    peers = [Peer("nginx, 1 worker", nginx.port, nginx.process.pid),
+             Peer("HAProxy, 1 thread", haproxy.port, haproxy.pid),
+             Peer("HAProxy floor config", floor.port, floor.process.pid),
+             Peer("Python gateway", gw.port, gw.process.pid)]
+    return Setup(peers, f"http://127.0.0.1:{static.port}/small", token, gw.port, static.port, streamer.port)
+
+
+def activity_per_thread(sock: Path) -> dict[str, list[int]]:
+    """`show activity` lines as per-thread counters: `accepted: 64 [ 31 33 ]` -> [31, 33]."""
+    counters: dict[str, list[int]] = {}
+    for line in haproxy_cli(sock, "show activity").splitlines():
+        m = re.match(r"(\w+):\s+\d+\s+\[([\d ]+)\]", line)
+        if m:
+            counters[m.group(1)] = [int(x) for x in m.group(2).split()]
+    return counters
+
+
+def spread(values: Sequence[int]) -> float:
+    """Largest departure from the mean, as a fraction of it (0.2 = within 20%)."""
+    mean = sum(values) / len(values) if values else 0
+    return max(abs(v - mean) for v in values) / mean if mean else float("nan")
+
+
+def multi_core(children: Children, workdir: Path, setup: Setup, plan: Plan) -> None:
+    """HAProxy with nbthread 2 over both CPUs: how its threads share connections and work (`show activity`
+    per thread), and its throughput against one thread on its own core."""
+    both = sorted(set(plan.proxy_cores) | set(plan.load_cores))[:2]
+    if len(both) < 2:
+        print("\nmulti-core: one CPU here, unmeasured")
+        return
+    conns = max(plan.connections, 256)
+    print(f"\nmulti-core: HAProxy nbthread 2 on cores {both} (wrk and the upstream share them), {conns} connections")
+    peer = HaproxyPeer(workdir, "haproxy-2t", both, setup.token, setup.python_port, setup.small, setup.sse, threads=2)
+    children.planes.append(peer)
+    two = thread_spread(peer, setup.token, conns, both, plan)
+    one = run_wrk(f"http://127.0.0.1:{setup.peers[1].port}/services/bench/small", setup.token, conns, plan.duration, workdir,
+                  plan.load_cores, threads=2)
+    print(f"  throughput: 2 threads on 2 cores {two.rps:,.0f} req/s against 1 thread on 1 core {one.rps:,.0f} req/s "
+          f"({two.rps / one.rps:.2f}x; the 2-thread run shares its cores with wrk and the upstream, so this understates it)")
+    print(f"  beyond {len(both)} cores: unmeasured (no bigger machine here)")
+
+
+def thread_spread(peer: HaproxyPeer, token: str, conns: int, cores: list[int], plan: Plan) -> LoadResult:
+    url = f"http://127.0.0.1:{peer.port}/services/bench/small"
+    run_wrk(url, token, conns, 1, plan.workdir, cores, threads=2)  # warm-up
+    before = activity_per_thread(peer.socket)
+    result = run_wrk(url, token, conns, plan.duration, plan.workdir, cores, threads=2)
+    after = activity_per_thread(peer.socket)
+    for key in ("accepted", "stream_calls", "poll_io"):
+        if key in after and key in before:
+            per = [a - b for a, b in zip(after[key], before[key])]
+            print(f"  {key:<13} per thread {per}: largest departure from the mean {spread(per):.0%} (target within 20%)"
+                  f"  {verdict(spread(per) <= 0.2)}")
+    return result
+
+
+def run_comparison(args: argparse.Namespace) -> int:
+    for tool in ("nginx", "haproxy", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not on PATH: apt-get install {tool} (the comparison needs nginx, haproxy and wrk)")
+    proxy_cores, _, load_cores = core_layout()
+    workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    plan = Plan(duration=1 if args.quick else min(max(args.duration, 1.0), 60.0), repeats=1 if args.quick else args.repeats,
+                paced_seconds=1 if args.quick else args.paced_seconds, rate=args.rate,
+                ttfb_streams=20 if args.quick else 500, many_streams=50 if args.quick else args.streams,
+                events=3 if args.quick else 10, interval=0.05 if args.quick else 0.5,
+                connections=args.connections, workdir=workdir, proxy_cores=proxy_cores, load_cores=load_cores)
+    print("gpustack-iac data-plane comparison (loopback only)")
+    print(f"  load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; proxies pinned to "
+          f"{proxy_cores}, upstreams and load generators to {load_cores}")
+    print(f"  {haproxy_version()}; nginx and wrk from PATH; HAProxy configuration: rendered by "
+          f"gpustack_iac.runtime.gateway.haproxy (two services, bearer auth)")
+    print(f"  cells: wrk {plan.connections} connections {plan.duration:g} s (CPU us/req = the proxy's CPU time / requests);"
+          f" p50 at {plan.rate:.0f} req/s paced vs direct; {plan.ttfb_streams} SSE streams at once (TTFB p99);"
+          f" {plan.many_streams} streams at once x {plan.events} events every {plan.interval:g} s")
+    children = Children()
+    try:
+        token = secrets_token()
+        setup = start_peers(children, workdir, token, proxy_cores, load_cores)
+        os.sched_setaffinity(0, load_cores)
+        figures = measure_peers(setup.peers, setup.direct_url, token, plan)
+        print_comparison(figures, setup.peers[0].label, plan)
+        multi_core(children, workdir, setup, plan)
+    finally:
+        children.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def haproxy_version() -> str:
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, timeout=30).stdout
+    return out.splitlines()[0].split(" - ")[0] if out else "HAProxy (version unknown)"
+
+
+def secrets_token() -> str:
+    from gpustack_iac.runtime.auth import new_token
+
+    return new_token()
 
 
 def _h11_request_head_us() -> float | None:
