@@ -60,13 +60,14 @@ class Instance:
                 return self.root / private.strip("/").replace("/", "_") / inside[len(private):].lstrip("/")
         raise ValueError(f"{inside} is not private to the instance")
 
-    def boot(self, script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run a boot script as cloud-init would (root, its own file), to its end."""
+    def boot(self, script: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a boot script as cloud-init would (root, its own file), to its end; `env` adds to
+        cloud-init's environment (a stand-in's CA bundle)."""
         (self.root / "user-data").write_text(script)
         binds = " && ".join(f"mount --bind {self.root / p.strip('/').replace('/', '_')} {p}" for p in PRIVATE)
         python_dir = Path(os.path.realpath(sys._base_executable)).parent  # type: ignore[attr-defined]
         env = {"PATH": f"{HERE / 'bin'}:{python_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "GSR_PYTHON": sys.executable, "GSR_UNITRUN": str(HERE / "unitrun.py"), "LANG": "C.UTF-8"}
+               "GSR_PYTHON": sys.executable, "GSR_UNITRUN": str(HERE / "unitrun.py"), "LANG": "C.UTF-8", **(env or {})}
         inner = f"{binds} && exec bash {self.root / 'user-data'}"
         argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", "unshare", "--mount", "--propagation", "private",
                 "--", "bash", "-c", inner]
