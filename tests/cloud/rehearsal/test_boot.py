@@ -16,7 +16,8 @@ from tests.cloud.rehearsal.harness import (CONTROL_PORT, World, assert_refused, 
                                           units_and_runtime, wait_for)
 from tests.cloud.rehearsal.netns import Instance, Network
 
-pytestmark = pytest.mark.slow
+# Building the session's wheelhouse counts against the first test; a loaded machine takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module", params=["aws", "gcp", "azure"])
