@@ -159,7 +159,7 @@ def azurite(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert program is not None
     where = tmp_path_factory.mktemp("azurite")
     cert, key = _certificate(network.host_address, where)
-    args = ["--blobHost", "{host}", "--blobPort", "{port}", "--location", str(where / "data"), "--inMemoryPersistence",
+    args = ["--blobHost", "{host}", "--blobPort", "{port}", "--location", str(where / "data"),
             "--oauth", "basic", "--cert", str(cert), "--key", str(key), "--skipApiVersionCheck", "--silent"]
     with stand_in("", "azurite", "", args, network, where / "azurite.log", program=[program], scheme="https") as url:
         yield f"{url}/devstoreaccount1", str(cert)
