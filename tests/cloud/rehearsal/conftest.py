@@ -160,7 +160,8 @@ def azurite(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
     where = tmp_path_factory.mktemp("azurite")
     cert, key = _certificate(network.host_address, where)
     args = ["--blobHost", "{host}", "--blobPort", "{port}", "--location", str(where / "data"),
-            "--oauth", "basic", "--cert", str(cert), "--key", str(key), "--skipApiVersionCheck", "--silent"]
+            "--oauth", "basic", "--cert", str(cert), "--key", str(key), "--skipApiVersionCheck", "--silent",
+            "--disableTelemetry"]  # it would otherwise reach out to Application Insights
     with stand_in("", "azurite", "", args, network, where / "azurite.log", program=[program], scheme="https") as url:
         yield f"{url}/devstoreaccount1", str(cert)
 
