@@ -45,3 +45,22 @@ def test_every_env_value_is_secret_literal_or_from_the_environment(tmp_path: Pat
     assert definition["secret"] is False
     assert definition["new"]["groups"][0]["env"] == {"ROLE": "[secret]", "HF_TOKEN": "[secret]"}
     assert "hf_very_secret" not in json.dumps(plan) and "spiky" not in json.dumps(plan)
+
+
+def test_generations_are_not_kept_in_the_clear(tmp_path: Path) -> None:
+    """A group's generation is an unkeyed hash over its env: in the clear, a short secret could be
+    checked against guesses offline. The registration carries it as a secret, the recorded spec as a
+    keyed fingerprint."""
+    spec = load_text(_TEXT, file=str(tmp_path / "s.gpustack.yml"), env={"HF_TOKEN": "hf_short"})
+    compiled = compile_spec(spec, StackContext(project="p", stack="dev", state_root=tmp_path), hosts=[])
+    engine = EmbeddedEngine("p", "dev", StateStore(tmp_path / "state", "p", "dev", passphrase="pw"))
+    text = render_json(engine.preview(compiled.program))
+    plan = json.loads(text)
+    [step] = [s for s in plan["steps"] if s["type"].endswith("ServiceRegistration")]
+    [definition] = [d for d in step["diffs"] if d["path"] == "definition"]
+    assert definition["new"]["generation"] == "[secret]"
+    assert definition["new"]["groups"][0]["generation"] == "[secret]"
+    service = compiled.definitions["web"]
+    for generation in (service["generation"], service["groups"][0]["generation"]):
+        assert generation not in text
+        assert generation not in json.dumps(list(compiled.component_specs().values()))

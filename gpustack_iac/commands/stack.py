@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from gpustack_iac.commands.abandon import abandon_failed, abandon_named, print_abandoned
+from gpustack_iac.commands.liveview import LiveView
 from gpustack_iac.commands.options import existing_stack_options, project_option, stack_options
 from gpustack_iac.console import console as make_console
 
@@ -149,16 +150,19 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 class _Progress:
-    """Prints a line as each step starts and ends, so long work shows progress."""
+    """Prints a line as each step starts and ends; `view` shows what a step running for over two
+    seconds is doing meanwhile (liveview.py)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.finished: list[str] = []
         self.running: dict[str, str] = {}  # URN -> "create hello": steps started and not finished
+        self.view = LiveView(console)
 
     def start(self, step: Step) -> None:
         if step.custom and step.changes:
             self.running[step.urn] = f"{step.op.value} {step.name}"
+            self.view.step_started(step.urn, f"{step.op.symbol} {step.type} {step.name}")
             self.console.print(f"  [dim]…[/] {step.op.symbol} {step.type} {step.name}", highlight=False)
 
     def interrupted(self, what: str) -> GpustackError:
@@ -173,6 +177,7 @@ class _Progress:
 
     def done(self, result: StepResult) -> None:
         step = result.step
+        self.view.step_finished(step.urn)
         if result.ok:  # a step that failed as the interrupt ended its wait was cut short
             self.running.pop(step.urn, None)
         if not (step.custom and step.changes):
@@ -239,8 +244,9 @@ def up(paths: tuple[Path, ...], project: str | None, stack: str | None, state_di
         _confirm("Apply these changes?", yes or saved is not None)
     progress = _Progress(console)
     try:
-        result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
-                                                refresh=refresh and saved is None, on_start=progress.start)
+        with progress.view.showing():
+            result = prepared.workspace.engine().up(prepared.compiled.program, plan=saved, on_step=progress.done,
+                                                    refresh=refresh and saved is None, on_start=progress.start)
     except KeyboardInterrupt:
         raise progress.interrupted("up") from None
     _emit_apply(result, fmt, console)
@@ -331,7 +337,8 @@ def destroy(project: str | None, stack: str | None, state_dir: str | None, engin
 def _destroy_once(space: ws.Workspace, console: Console) -> ApplyResult:
     progress = _Progress(console)
     try:
-        result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
+        with progress.view.showing():
+            result = space.engine().destroy(on_step=progress.done, on_start=progress.start)
     except KeyboardInterrupt:
         raise progress.interrupted("destroy") from None
     render_apply_terminal(result, console)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+
 import click
 
 from gpustack_iac import workspace as ws
@@ -11,12 +14,13 @@ from gpustack_iac.errors import GpustackError
 
 @click.group("stack")
 def stack_group() -> None:
-    """List the stacks at the state location, or remove a destroyed one.
+    """List the stacks at the state location, show one's update history, or remove a destroyed one.
 
     \b
     Examples:
       gpustack-iac stack ls --state s3://my-bucket/gpustack
       gpustack-iac stack rm --project infra --stack pr-42
+      gpustack-iac stack history
     """
 
 
@@ -62,3 +66,30 @@ def stack_rm(project: str | None, stack: str | None, state_dir: str | None, engi
     for res in resources:
         click.echo(f"abandoned: {res.type} {res.urn.rsplit('::', 1)[-1]} (id {res.id})")
     click.echo(f"Removed stack {project}/{stack} from {ws.shown_url(url)}.")
+
+
+@stack_group.command("history")
+@existing_stack_options
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON (Pulumi's `stack history --json` fields).")
+def stack_history(project: str | None, stack: str | None, state_dir: str | None, engine: str, as_json: bool) -> None:
+    """List the stack's updates, newest first: what ran, when, how it ended, what it changed.
+
+    The records are Pulumi's (`.pulumi/history/<project>/<stack>/`): `pulumi stack history` reads the
+    same files, and this command reads what Pulumi's CLI wrote.
+
+    \b
+    Example:
+      gpustack-iac stack history --state s3://my-bucket/gpustack
+    """
+    space = ws.existing(project, stack, state_dir, engine)  # type: ignore[arg-type]
+    records = space.store().history()
+    if as_json:
+        click.echo(json.dumps([json.loads(r.to_json()) for r in records], indent=2))
+        return
+    if not records:
+        click.echo(f"No updates recorded for {space.project}/{space.stack}.")
+        return
+    for r in records:
+        when = datetime.fromtimestamp(r.start_time, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        changes = ", ".join(f"{op} {n}" for op, n in sorted(r.resource_changes.items())) or "no resources"
+        click.echo(f"{when}\t{r.kind}\t{r.result}\t{r.end_time - r.start_time}s\tversion {r.version}\t{changes}")

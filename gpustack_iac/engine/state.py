@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import secrets as pysecrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,7 @@ from gpustack_iac.engine.journal import (
     replay_journal,
     secrets_record,
 )
+from gpustack_iac.engine.history import CHECKPOINT_SUFFIX, HISTORY_SUFFIX, UpdateRecord, entry_prefix, history_dir
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.remote.objects import REMOTE_SCHEMES
 from gpustack_iac.engine.secrets import (
@@ -278,8 +280,9 @@ class StateStore:
         return sum(1 for r in raw.resources if r.get("custom")) + len(raw.pending)
 
     def remove(self) -> None:
-        """Delete the stack's state (checkpoint, copy, journal); the caller holds the lock."""
-        for path in (self.path, self.backup_path, self.journal_path):
+        """Delete the stack's state (checkpoint, copy, journal, history); the caller holds the lock."""
+        history = self.root / history_dir(self.project, self.stack)
+        for path in (self.path, self.backup_path, self.journal_path, *sorted(history.glob("*"))):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
@@ -442,6 +445,30 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot write the state file {self.path}: {exc.strerror}") from exc
         return self.load()
+
+    # ----- history (Pulumi's DIY layout: engine/history.py) -------------------------------------
+
+    def serial(self) -> int:
+        """The stored checkpoint's serial (0 for none), read without decrypting anything."""
+        return self._read_raw().serial if self.exists() else 0
+
+    def add_history(self, record: UpdateRecord) -> None:
+        """One update's record and a copy of the checkpoint as it ended; the caller holds the lock."""
+        if not self.path.exists():
+            return  # nothing was ever written: nothing to record
+        prefix = self.root / entry_prefix(self.project, self.stack, time.time_ns())
+        try:
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(prefix.with_name(prefix.name + HISTORY_SUFFIX), record.to_json())
+            atomic_write(prefix.with_name(prefix.name + CHECKPOINT_SUFFIX), self.path.read_bytes())
+        except OSError as exc:
+            raise StateError(f"cannot write the stack's history under {prefix.parent}: {exc.strerror}") from exc
+
+    def history(self) -> list[UpdateRecord]:
+        """The stack's update records, newest first."""
+        folder = self.root / history_dir(self.project, self.stack)
+        names = sorted(folder.glob(f"*{HISTORY_SUFFIX}")) if folder.is_dir() else []
+        return [UpdateRecord.from_json(p.read_bytes()) for p in reversed(names)]
 
     def restore_backup(self) -> tuple[Path, Path | None]:
         """Put the copy written at the last compaction back; returns (the copy, where the replaced file went)."""

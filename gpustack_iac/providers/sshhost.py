@@ -16,6 +16,7 @@ from typing import Any
 
 from fabric import Connection
 
+from gpustack_iac.contract import progress
 from gpustack_iac.providers.sshconn import SshHostError
 from gpustack_iac.providers.wheelhouse import Wheelhouse
 
@@ -162,10 +163,20 @@ def upload_wheels(conn: Connection, label: str, layout: HostLayout, pf: Prefligh
         "creating the install directory")
     sftp = conn.sftp()
     present = {a.filename: a.st_size for a in sftp.listdir_attr(remote)}
-    for wheel in wheels.files():
-        # The package's own wheel keeps its name across source edits: always sent (it is small).
-        if present.get(wheel.name) != wheel.stat().st_size or wheel.name.startswith("gpustack_iac-"):
-            sftp.put(str(wheel), f"{remote}/{wheel.name}")
+    # The package's own wheel keeps its name across source edits: always sent (it is small).
+    send = [w for w in wheels.files()
+            if present.get(w.name) != w.stat().st_size or w.name.startswith("gpustack_iac-")]
+    total = sum(w.stat().st_size for w in send)
+    with progress.activity(f"host {label}: uploading the wheelhouse ({len(send)} files)", total, "bytes") as act:
+        for wheel in send:
+            sent = [0]
+
+            def moved(done: int, _size: int, sent: list[int] = sent) -> None:
+                act.advance(done - sent[0])
+                sent[0] = done
+
+            sftp.put(str(wheel), f"{remote}/{wheel.name}", callback=moved)
+            act.file_done()
 
 
 # Unpacks the given wheels into the running (venv) interpreter with pypa's `installer`, in one process.
@@ -190,10 +201,11 @@ def install(conn: Connection, label: str, layout: HostLayout, pf: Preflight, whe
     tool = next(n for n in names if n.startswith("installer-"))
     at = (lambda *parts: layout.path(sub, *parts)) if sub else layout.path
     targets = " ".join(at("wheels", n) for n in names if n != tool)
-    run(conn, label,
-        f"{shlex.quote(pf.python)} -m venv --clear --without-pip {at('venv')} && "
-        f"PYTHONPATH={at('wheels', tool)} {at('venv', 'bin', 'python')} -c {shlex.quote(_INSTALL)} {targets}",
-        f"installing {what} (from the uploaded wheelhouse)", timeout=600)
+    with progress.activity(f"host {label}: installing {what} ({len(names) - 1} wheels)"):
+        run(conn, label,
+            f"{shlex.quote(pf.python)} -m venv --clear --without-pip {at('venv')} && "
+            f"PYTHONPATH={at('wheels', tool)} {at('venv', 'bin', 'python')} -c {shlex.quote(_INSTALL)} {targets}",
+            f"installing {what} (from the uploaded wheelhouse)", timeout=600)
 
 
 def write_secret(conn: Connection, pf: Preflight, name: str, value: str) -> None:

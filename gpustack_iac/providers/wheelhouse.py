@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from gpustack_iac import __version__
+from gpustack_iac.contract import progress
 from gpustack_iac.errors import GpustackError
 
 # What `python -m gpustack_iac.runtime.agent` imports beyond the standard library.
@@ -82,6 +83,19 @@ def _checkout_lock() -> Iterator[None]:
         yield
 
 
+def _build_into(target: Path, python: str, machine: str, requirements: list[str], cross: bool) -> None:
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
+    # pip builds this package inside its source tree (build/, *.egg-info), which stacks with
+    # other state roots share: one build per checkout at a time.
+    with _checkout_lock():
+        _pip(pip + ["--no-deps", str(PACKAGE_ROOT)])
+    if cross:
+        download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(target)]
+        _pip(download + _cross_platform(python, machine) + requirements + list(INSTALL_TOOLS))
+    else:
+        _pip(pip + requirements + list(INSTALL_TOOLS))
+
+
 def _cross_platform(python: str, machine: str) -> list[str]:
     """pip's options that fetch binary wheels for another CPython and Linux machine (cloud images):
     every runtime dependency publishes manylinux wheels, so nothing is compiled for the target."""
@@ -127,15 +141,7 @@ def build(cache_dir: Path, python: str, machine: str, gateway: bool = False, ext
         if (target / ".complete").exists():
             return Wheelhouse(target, key)
         target.mkdir(parents=True, exist_ok=True)
-        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(target)]
-        # pip builds this package inside its source tree (build/, *.egg-info), which stacks with
-        # other state roots share: one build per checkout at a time.
-        with _checkout_lock():
-            _pip(pip + ["--no-deps", str(PACKAGE_ROOT)])
-        if cross:
-            download = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(target)]
-            _pip(download + _cross_platform(python, machine) + requirements + list(INSTALL_TOOLS))
-        else:
-            _pip(pip + requirements + list(INSTALL_TOOLS))
+        with progress.activity(f"building the wheelhouse for Python {python} on {machine} (once per version)"):
+            _build_into(target, python, machine, requirements, cross)
         (target / ".complete").write_text(key)
     return Wheelhouse(target, key)

@@ -45,10 +45,12 @@ class Service(pulumi.ComponentResource):
 
     @staticmethod
     def spec_of(definition: dict[str, Any], ctx: StackContext) -> dict[str, Any]:
-        """The definition with env values fingerprinted (see StackContext.fingerprint_values)."""
+        """The definition with env values and generations fingerprinted (see StackContext.fingerprint_values)."""
         out = copy.deepcopy(definition)
+        out.update(ctx.fingerprint_values(_generations(out)))
         for group in out["groups"]:
             group["env"] = ctx.fingerprint_values(group["env"])
+            group.update(ctx.fingerprint_values(_generations(group)))
             hide_registry_password(group.get("container"), lambda v: ctx.fingerprint_values({"p": v})["p"])
         return out
 
@@ -58,7 +60,15 @@ def _secret_env(definition: dict[str, Any]) -> dict[str, Any]:
     A literal `API_KEY=sk-...` is as secret as one read from the environment, and the tool cannot tell
     them apart by name; the plan's summary still says which variables changed (keyed fingerprints)."""
     out = copy.deepcopy(definition)
+    out.update({k: pulumi.Output.secret(v) for k, v in _generations(out).items()})
     for group in out["groups"]:
         group["env"] = {k: pulumi.Output.secret(str(v)) for k, v in group["env"].items()}
+        group.update({k: pulumi.Output.secret(v) for k, v in _generations(group).items()})
         hide_registry_password(group.get("container"), pulumi.Output.secret)
     return out
+
+
+def _generations(part: dict[str, Any]) -> dict[str, str]:
+    """A service's or group's `generation`: an unkeyed SHA-256 over inputs that include env values,
+    so a short secret could be checked against guesses offline; it is kept out of the state in the clear."""
+    return {"generation": part["generation"]} if isinstance(part.get("generation"), str) else {}

@@ -1,4 +1,5 @@
-"""Real stand-ins for remote state stores, started by the tests: moto's S3 server, gcp-storage-emulator,
+"""Real stand-ins for remote state stores, started by the tests: moto's S3 server, gcp-storage-emulator
+(behind strict_gcs.py's proxy, which enforces the generation preconditions the emulator ignores),
 Azurite and a throw-away PostgreSQL cluster. Each listens on a free loopback port, keeps its files in a
 temporary directory, and is stopped by its pid (even when the test fails).
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.strict_gcs import strict_gcs
 
 START_SECONDS = 120.0  # a busy 2-core machine can take a while to start node or postgres
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's published dev key
@@ -102,6 +104,11 @@ def moto_s3(workdir: Path) -> Iterator[S3]:
 
 
 class Gcs(StandIn):
+    """Clients reach gcp-storage-emulator through the strict proxy (strict_gcs.py), which enforces the
+    generation preconditions the emulator ignores; `direct` is the emulator's own address."""
+
+    direct: str = ""
+
     def url(self, name: str) -> str:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
@@ -117,8 +124,11 @@ def gcs_emulator(workdir: Path) -> Iterator[Gcs]:
     if not Path(exe).exists():
         missing("gcp-storage-emulator")
     port = free_port()
-    with _process([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"], port, workdir, "gcs"):
-        yield Gcs("gs", {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"})
+    with _process([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"], port, workdir, "gcs"), \
+            strict_gcs(port) as proxy:
+        stand_in = Gcs("gs", {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{proxy.port}"})
+        stand_in.direct = f"http://127.0.0.1:{port}"
+        yield stand_in
 
 
 class Azure(StandIn):

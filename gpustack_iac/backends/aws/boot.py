@@ -41,7 +41,8 @@ def node_groups_file(groups: list[NodeGroup], project: str, stack: str, region: 
     """The gateway's --node-groups JSON (runtime/controller/sizing_config.py) for these groups."""
     return json.dumps({"kind": "aws", "region": region, "groups": [
         {"name": asg_name(project, stack, g), "fleet": g.fleet, "min": g.min_size, "max": g.max_size,
-         "gpus": g.gpu_count, "labels": agent_labels(g)} for g in groups]}, sort_keys=True)
+         "gpus": g.gpu_count, "labels": agent_labels(g), "idle_duration": g.idle_duration} for g in groups]},
+        sort_keys=True)
 
 
 def node_script(project: str, stack: str, group: NodeGroup, bucket: str, endpoints: Endpoints | None = None,

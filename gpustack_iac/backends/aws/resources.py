@@ -286,13 +286,16 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
 
 
 def _scaling_statements(project: str, stack: str) -> list[dict[str, object]]:
-    """The controller scales this stack's node groups: it may set their desired capacity, nothing more.
-    Describe* actions support no resource-level condition (a tag condition on them is AccessDenied),
-    so they are granted alone; they only read."""
+    """The controller scales this stack's node groups: it may set their desired capacity and
+    terminate one of their instances (idle scale-in), and read why launches failed, nothing more. Describe* actions support no
+    resource-level condition (a tag condition on them is AccessDenied), so they are granted alone;
+    they only read."""
     return [
-        {"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity"], "Resource": "*",
+        {"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+         "Resource": "*",
          "Condition": {"StringEquals": {"autoscaling:ResourceTag/gpustack-stack": f"{project}/{stack}"}}},
-        {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingGroups"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                                       "autoscaling:DescribeScalingActivities"], "Resource": "*"},
     ]
 
 

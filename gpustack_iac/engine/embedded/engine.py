@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpustack_iac.engine.base import Program, StartCallback, StepCallback
@@ -11,6 +14,7 @@ from gpustack_iac.engine.embedded.diff import PROVIDER_KEY, diff_values, normali
 from gpustack_iac.engine.embedded.monitor import EmbeddedMonitor, LogEngine
 from gpustack_iac.engine.embedded.providers import ProviderCache, is_dynamic
 from gpustack_iac.engine.embedded.runner import DEFAULT_PARALLEL, run_program
+from gpustack_iac.engine.history import KINDS, UpdateRecord, environment, resource_changes
 from gpustack_iac.engine.model import ApplyResult, Plan, Step, StepOp
 from gpustack_iac.engine.state import Checkpoint, PendingOperation, ResourceState, StateStore
 from gpustack_iac.engine.wire import UNKNOWN, contains_secret, is_secret
@@ -86,38 +90,38 @@ class EmbeddedEngine:
         refresh: bool = True,
         on_start: StartCallback | None = None,
     ) -> ApplyResult:
-        with self.store.lock("up"):
-            try:
-                return self._up(program, plan, on_step, refresh, on_start)
-            finally:
-                self._compact_if_journaled()
+        with self.store.lock("up"), self._recorded("up") as outcome:
+            result = self._up(program, plan, on_step, refresh, on_start)
+            outcome.finish(result.ok, [r.step for r in result.results if r.ok])
+            return result
 
     def destroy(self, on_step: StepCallback | None = None, on_start: StartCallback | None = None) -> ApplyResult:
-        with self.store.lock("destroy"):
-            try:
-                loaded = _Loaded(self.store.load())
-                deployment = Deployment(
-                    old=loaded.old, providers=self.providers, store=self.store, on_start=on_start, on_step=on_step
-                )
-                # Refusals (protected resources, plugin types) come before anything is touched.
-                deletes = deployment.plan_deletes(loaded.doomed)
-                if deployment.plugin_types:
-                    raise plugin_refusal(deployment.plugin_types)
-                self._clear_pending(loaded)
-                deployment.apply_deletes(deletes)
-                if all(r.ok for r in deployment.results) and loaded.checkpoint.outputs:
-                    self.store.set_outputs({})
-                return ApplyResult(stack=self.stack, results=deployment.results, outputs={})
-            finally:
-                self._compact_if_journaled()
+        with self.store.lock("destroy"), self._recorded("destroy") as outcome:
+            result = self._destroy(on_step, on_start)
+            outcome.finish(result.ok, [r.step for r in result.results if r.ok])
+            return result
+
+    def _destroy(self, on_step: StepCallback | None, on_start: StartCallback | None) -> ApplyResult:
+        loaded = _Loaded(self.store.load())
+        deployment = Deployment(
+            old=loaded.old, providers=self.providers, store=self.store, on_start=on_start, on_step=on_step
+        )
+        # Refusals (protected resources, plugin types) come before anything is touched.
+        deletes = deployment.plan_deletes(loaded.doomed)
+        if deployment.plugin_types:
+            raise plugin_refusal(deployment.plugin_types)
+        self._clear_pending(loaded)
+        deployment.apply_deletes(deletes)
+        if all(r.ok for r in deployment.results) and loaded.checkpoint.outputs:
+            self.store.set_outputs({})
+        return ApplyResult(stack=self.stack, results=deployment.results, outputs={})
 
     def refresh(self) -> Plan:
         with self.store.lock("refresh"):
-            try:
+            with self._recorded("refresh") as outcome:
                 loaded = _Loaded(self.store.load())
                 steps = self._refresh(loaded, persist=True)
-            finally:
-                self._compact_if_journaled()
+                outcome.finish(True, steps)
             serial = self.store.load().serial
             return Plan(stack=self.stack, steps=steps, warnings=loaded.warnings, state_serial=serial, engine=self.name)
 
@@ -313,9 +317,38 @@ class EmbeddedEngine:
                 self.store.end(urn, None)
         loaded.checkpoint.pending_operations = []
 
+    @contextmanager
+    def _recorded(self, operation: str) -> Iterator[_Outcome]:
+        """Compact the state at the end of an operation, then add its record to the stack's history
+        (failed, also when it raised), as Pulumi's DIY backend does after every update."""
+        outcome = _Outcome(time.time())
+        try:
+            yield outcome
+        finally:
+            self._compact_if_journaled()
+            record = UpdateRecord(
+                kind=KINDS[operation], start_time=int(outcome.started), end_time=int(time.time()),
+                result="succeeded" if outcome.ok else "failed", version=self.store.serial(),
+                resource_changes=outcome.changes, environment=environment(),
+            )
+            self.store.add_history(record)
+
     def _compact_if_journaled(self) -> None:
         if self.store.needs_compaction():
             self.store.compact()
+
+
+@dataclass
+class _Outcome:
+    """What an operation reports for its history record; `ok` stays False unless it finished."""
+
+    started: float
+    ok: bool = False
+    changes: dict[str, int] = field(default_factory=dict)
+
+    def finish(self, ok: bool, steps: list[Step]) -> None:
+        self.ok = ok
+        self.changes = resource_changes(steps)
 
 
 def _find_cause(exc: BaseException) -> GpustackError | StepFailed | None:

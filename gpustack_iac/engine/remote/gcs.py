@@ -1,4 +1,5 @@
-"""Google Cloud Storage: google-cloud-storage, locking with `ifGenerationMatch=0` (create only if absent).
+"""Google Cloud Storage: google-cloud-storage, locking with `ifGenerationMatch=0` (create only if absent);
+an object this store created is deleted only while it still has the generation it was created with.
 
 `STORAGE_EMULATOR_HOST` points the client at an emulator, as Google's client does itself.
 """
@@ -24,6 +25,9 @@ class GcsStore:
         else:
             client = storage.Client()
         self._bucket = client.bucket(location.bucket)
+        # The generation of each object this store created (the lock): deleting it is conditional
+        # on that generation, so a lock someone else took over meanwhile is never removed.
+        self._created: dict[str, int] = {}
 
     def describe(self) -> str:
         return f"gs://{self.location.bucket}/{self.location.prefix}".rstrip("/")
@@ -47,7 +51,10 @@ class GcsStore:
 
     def create(self, key: str, data: bytes) -> bool:
         try:
-            self._bucket.blob(self.location.key(key)).upload_from_string(data, if_generation_match=0)
+            blob = self._bucket.blob(self.location.key(key))
+            blob.upload_from_string(data, if_generation_match=0)
+            if blob.generation is not None:
+                self._created[key] = int(blob.generation)
             return True
         except self._exc.PreconditionFailed:
             return False
@@ -55,10 +62,13 @@ class GcsStore:
             raise self._fail("create", key, exc) from None
 
     def delete(self, key: str) -> None:
+        generation = self._created.pop(key, None)
         try:
-            self._bucket.blob(self.location.key(key)).delete()
+            self._bucket.blob(self.location.key(key)).delete(if_generation_match=generation)
         except self._exc.NotFound:
             pass
+        except self._exc.PreconditionFailed:
+            pass  # no longer the object this store created: someone else's now, left alone
         except self._exc.GoogleAPIError as exc:
             raise self._fail("delete", key, exc) from None
 

@@ -2,6 +2,7 @@
 
     .pulumi/meta.yaml                                     "version: 1": the project-scoped layout
     .pulumi/stacks/<project>/<stack>.json                 checkpoint version 3, rewritten after every step
+    .pulumi/history/<project>/<stack>/<stack>-<ns>.history.json      each operation's record (engine/history.py)
     .pulumi/history/<project>/<stack>/<stack>-<ns>.checkpoint.json   the checkpoint at the end of each operation
     .pulumi/locks/organization/<project>/<stack>/gpustack-iac.json   the lock (remote/lock.py)
 
@@ -29,6 +30,7 @@ from typing import Any
 
 from gpustack_iac.engine.checkpoint import RawState, checkpoint_bytes, checkpoint_document, parse_checkpoint
 from gpustack_iac.engine.journal import apply_records
+from gpustack_iac.engine.history import CHECKPOINT_SUFFIX, HISTORY_SUFFIX, UpdateRecord, entry_prefix
 from gpustack_iac.engine.lock import LockOwner
 from gpustack_iac.engine.remote import lock as remote_lock
 from gpustack_iac.engine.remote.objects import ObjectStore
@@ -172,10 +174,22 @@ class RemoteStateStore(StateStore):
         with self._sync_lock:
             self._ensure_meta()
             self.objects.put(self.key, data)
-            stamp = time.time_ns()
-            self.objects.put(f"{history_prefix(self.project, self.stack)}{self.stack}-{stamp}.checkpoint.json", data)
         self._dirty = False
         return self.load()
+
+    def add_history(self, record: UpdateRecord) -> None:
+        """The update's record and the checkpoint's copy beside it, as Pulumi's addToHistory writes them."""
+        current = self.objects.get(self.key)
+        if current is None:
+            return
+        prefix = entry_prefix(self.project, self.stack, time.time_ns())
+        self.objects.put(prefix + HISTORY_SUFFIX, record.to_json())
+        self.objects.put(prefix + CHECKPOINT_SUFFIX, current)
+
+    def history(self) -> list[UpdateRecord]:
+        keys = sorted(k for k in self.objects.list(history_prefix(self.project, self.stack)) if k.endswith(HISTORY_SUFFIX))
+        found = ((k, self.objects.get(k)) for k in reversed(keys))
+        return [UpdateRecord.from_json(data) for _, data in found if data is not None]
 
     def restore_backup(self) -> tuple[Path, Path | None]:
         """Put the newest history copy back as the checkpoint (the current one is kept in the history too)."""
