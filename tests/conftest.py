@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+
+from gpustack_iac.providers.runtime_bundle import CACHE_ENV
+from tests.support.runtime_cache import seed
 
 TESTS = Path(__file__).parent
 DURATIONS = TESTS / "durations.json"
@@ -87,3 +91,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     config.option.loadscopereorder = False  # keep the collection's longest-first order
     return LongestFirst(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cloud_runtime_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Planning a cloud stack builds the pinned runtime (wheels downloaded for the image's Python):
+    tests plan against a seeded cache instead (tests/support/runtime_cache.py). Set in os.environ so
+    the CLI in a subprocess sees it too."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(seed(tmp_path_factory.mktemp("cloud-runtime")))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before

@@ -8,10 +8,12 @@ official Pulumi provider SDKs. Nothing here imports a provider SDK.
 from __future__ import annotations
 
 import secrets
-import shlex
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pulumi
+
+from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeObject
 
 AGENT_PORT = 8600  # the agent on a cloud node; reachable only from inside the fleet's network
 CONTROL_PORT = 8443  # the gateway's control API; reachable only from the admin ranges
@@ -21,7 +23,6 @@ VPC_CIDR = "10.60.0.0/16"
 # can name the controller before anything exists (docs/cloud.md#joining).
 GATEWAY_PRIVATE_IP = "10.60.0.10"
 CONTROLLER_URL = f"http://{GATEWAY_PRIVATE_IP}:{CONTROL_PORT}"
-JOIN_DIR = "/var/lib/gpustack/joins"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class NodeGroup:
     cluster: bool = False  # `placement: cluster`: one placement group, one zone
     reservation: str | None = None  # a capacity reservation the nodes launch into
     idle_duration: int | None = None  # seconds a node above min may stay without replicas; None: kept
+    arch: str = "x86_64"  # the nodes' machine (the catalog's cpu_arch): their image and runtime
+    runtime: CloudRuntime | None = None  # the pinned runtime the nodes install (compile's facts build it)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class GatewayInstance:
     acme_directory: str | None = None
     public_ip: bool = True  # False: no public address; an internal load balancer where one is used
     zone: str | None = None  # zonal clouds (GCP): one of the region's real zones
+    arch: str = "x86_64"  # the gateway types are x86 (t3, e2, B-series)
+    runtime: CloudRuntime | None = None  # the gateway's pinned runtime (with its cloud SDK where it sizes groups)
 
 
 @dataclass(frozen=True)
@@ -71,22 +76,6 @@ def new_token() -> pulumi.Output[str]:
     return pulumi.Output.secret(secrets.token_urlsafe(32))
 
 
-def _fetch(secret_cmd: str, target: str) -> str:
-    return f"umask 077; {secret_cmd} > {target}"
-
-
-@dataclass(frozen=True)
-class AgentJoin:
-    """How a node's agent joins the controller: its URL, and a shell command that prints the
-    fleet's join token from the secret store (the secret's name, never its value)."""
-
-    fetch_join_token: str
-    fleet: str
-    node_group: str
-    controller_url: str = CONTROLLER_URL
-    labels: tuple[tuple[str, str], ...] = ()
-
-
 @dataclass
 class CloudGateway:
     """What each backend's gateway hands the stack: where clients and the control API reach it, and its tokens."""
@@ -97,75 +86,36 @@ class CloudGateway:
     admin_token: pulumi.Output[str]
 
 
-def agent_boot(fetch_agent_token: str, *, name_cmd: str = "hostname", join: AgentJoin | None = None) -> str:
-    """cloud-init user data for a node: install gpustack-iac, read the agent token (and the fleet's
-    join token) from the cloud's secret store through the instance's own identity, start the agent,
-    which registers itself with the controller. `fetch_agent_token` is a shell command that prints
-    the token (it holds a secret's name, never its value)."""
-    join_args = ""
-    fetch_join: list[str] = []
-    if join is not None:
-        fetch_join = [_fetch(join.fetch_join_token, "/var/lib/gpustack/join.token")]
-        args = ["--controller-url", join.controller_url, "--join-token-file", "/var/lib/gpustack/join.token",
-                "--fleet", join.fleet, "--node-group", join.node_group]
-        for key, value in join.labels:
-            args += ["--label", f"{key}={value}"]
-        # The node's private address, which the controller on the gateway reaches.
-        advertise = f'--advertise-url "http://$(hostname -I | cut -d\' \' -f1):{AGENT_PORT}"'
-        join_args = " " + " ".join(shlex.quote(a) for a in args) + " " + advertise
-    return "\n".join([
-        "#!/bin/bash",
-        "set -euo pipefail",
-        "install -d -m 0700 /var/lib/gpustack",
-        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q gpustack-iac",
-        _fetch(fetch_agent_token, "/var/lib/gpustack/agent.token"),
-        *fetch_join,
-        "exec /opt/gpustack/bin/python -m gpustack_iac.runtime.agent --host 0.0.0.0 "
-        f"--port {AGENT_PORT} --token-file /var/lib/gpustack/agent.token --state-dir /var/lib/gpustack/agent "
-        f"--name \"$({name_cmd})\"{join_args} >> /var/log/gpustack-agent.log 2>&1 &",
-        "",
-    ])
 
 
-def gateway_boot(fetch_token: str, fetch_admin_token: str, gateway: GatewayInstance,
-                 fetch_join_tokens: str | None = None, node_groups: str | None = None, extra: str = "") -> str:
-    """cloud-init user data for the gateway: both tokens come from the secret store, as for agents.
-    `fetch_join_tokens` writes each fleet's join token to JOIN_DIR/<fleet>.token; it runs again
-    every minute, so a fleet added after the gateway booted can join. `node_groups` is the
-    `--node-groups` JSON (no secrets in it); `extra` names the package extra it needs."""
+def require_runtime(runtime: CloudRuntime | None, what: str) -> CloudRuntime:
+    """The runtime compile's facts attached; a node or gateway never boots without one."""
+    if runtime is None:
+        raise ValueError(f"{what} has no pinned runtime (compile attaches one to every cloud node group and gateway)")
+    return runtime
+
+
+def upload_once(done: dict[str, pulumi.Resource], runtime: CloudRuntime,
+                declare: Callable[[str, RuntimeObject], pulumi.Resource]) -> list[pulumi.Resource]:
+    """Each runtime object declared once per stack store, however many groups install it. Keys are
+    content-addressed (the wheelhouse key names the version and sources): a second `up` of the
+    same version changes no object, so nothing is uploaded again."""
+    for obj in runtime.objects():
+        if obj.key not in done:
+            done[obj.key] = declare(obj.key.replace("/", "-"), obj)
+    return [done[o.key] for o in runtime.objects()]
+
+
+def gateway_args(gateway: GatewayInstance) -> tuple[str, ...]:
+    """The gateway's listening and TLS options (the boot script adds tokens, state and joins)."""
     acme = gateway.certificate == "lets-encrypt" and bool(gateway.domain)
     # With ACME, port 80 answers HTTP-01 challenges; plain HTTP then stays on 8080, which the
     # firewall does not open, and clients use 443.
-    args = ["--host", "0.0.0.0", "--port", "8080" if acme else "80", "--control-port", str(CONTROL_PORT),
-            "--token-file", "/var/lib/gpustack/token", "--admin-token-file", "/var/lib/gpustack/admin.token",
-            "--state-dir", "/var/lib/gpustack/gateway"]
-    refresh_joins: list[str] = []
-    if fetch_join_tokens is not None:
-        args += ["--join-token-dir", JOIN_DIR]
-        refresh_joins = [f"install -d -m 0700 {JOIN_DIR}",
-                         f"( while true; do ( umask 077; {fetch_join_tokens} ) || true; sleep 60; done ) &"]
-    write_groups: list[str] = []
-    if node_groups is not None:
-        args += ["--node-groups", "/var/lib/gpustack/node-groups.json"]
-        write_groups = ["cat > /var/lib/gpustack/node-groups.json <<'GPUSTACK_NODE_GROUPS'", node_groups,
-                        "GPUSTACK_NODE_GROUPS"]
+    args = ["--host", "0.0.0.0", "--port", "8080" if acme else "80", "--control-port", str(CONTROL_PORT)]
     if gateway.domain:
         args += ["--domain", gateway.domain]
     if acme:
         args += ["--tls-port", "443", "--certificate", "lets-encrypt", "--cert-dir", "/var/lib/gpustack/tls"]
         if gateway.acme_directory:
             args += ["--acme-directory", gateway.acme_directory]
-    return "\n".join([
-        "#!/bin/bash",
-        "set -euo pipefail",
-        "install -d -m 0700 /var/lib/gpustack",
-        "python3 -m venv /opt/gpustack && /opt/gpustack/bin/pip install -q "
-        + shlex.quote(f"gpustack-iac[{extra}]" if extra else "gpustack-iac"),
-        _fetch(fetch_token, "/var/lib/gpustack/token"),
-        _fetch(fetch_admin_token, "/var/lib/gpustack/admin.token"),
-        *refresh_joins,
-        *write_groups,
-        "exec /opt/gpustack/bin/python -m gpustack_iac.runtime.gateway " + " ".join(shlex.quote(a) for a in args)
-        + " >> /var/log/gpustack-gateway.log 2>&1 &",
-        "",
-    ])
+    return tuple(args)

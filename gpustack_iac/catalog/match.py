@@ -9,7 +9,7 @@ regions, instance type lists and the spot policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import gpuhunt
 
@@ -32,12 +32,19 @@ class Offer:
     gpu_name: str | None
     gpu_count: int
     gpu_memory_gb: float | None
+    cpu_arch: str = "x86"  # gpuhunt's: "x86" or "arm"; one image and one runtime per architecture
 
     @property
     def gpu(self) -> str:
         if not self.gpu_count:
             return "-"
         return f"{self.gpu_name}:{self.gpu_memory_gb:g}GB:{self.gpu_count}"
+
+
+def _arch(item: Any) -> str:
+    """gpuhunt's CPU architecture as its plain value ("x86", "arm"); x86 where the catalog has none."""
+    arch = getattr(item, "cpu_arch", None)
+    return str(getattr(arch, "value", arch) or "x86")
 
 
 def _gb(m: Memory | None) -> float | None:
@@ -96,7 +103,7 @@ def find_offers(resources: ResourcesSpec | None, *, backends: Iterable[str] | No
     offers = [
         Offer(backend=backend_of.get(i.provider, i.provider), instance_type=i.instance_name, region=i.location,
               price=i.price, spot=i.spot, cpu=i.cpu, memory_gb=i.memory, gpu_name=i.gpu_name, gpu_count=i.gpu_count,
-              gpu_memory_gb=i.gpu_memory)
+              gpu_memory_gb=i.gpu_memory, cpu_arch=_arch(i))
         for i in snapshot.items
         if gpuhunt.matches(i, q)
         and (not regions or _in_region(i.location, regions))

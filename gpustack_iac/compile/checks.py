@@ -24,7 +24,7 @@ from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.compile.facts import Facts
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
-from gpustack_iac.errors import ConfigError, Diagnostic
+from gpustack_iac.errors import ConfigError, Diagnostic, GpustackError
 from gpustack_iac.hostcheck import PlannedHost, task_shortfall, unsatisfiable_groups
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import DevEnvironmentConfig, Document, FleetConfig, GatewayConfig, ServiceConfig, TaskConfig
@@ -71,6 +71,7 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
         ctx.warn("no fleet: tasks and dev environments have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
         raise ConfigError(problems)
+    problems += _attach_runtimes(spec, facts, plan)
     problems += _plan_definitions(spec, ctx, facts, plan)
     if problems:
         raise ConfigError(problems)
@@ -148,6 +149,29 @@ def _plan_gateways(spec: Spec, facts: Facts, plan: StackPlan) -> list[Diagnostic
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: {exc}"))
         if get(gateway.backend).implemented:
             plan.cost.items.append(gateway_cost(gateway))
+    return problems
+
+
+def _attach_runtimes(spec: Spec, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
+    """Every cloud node group and gateway gets the pinned runtime it boots from (built, or read from
+    the cache, only for a configuration that passed the other checks: building downloads wheels)."""
+    problems = []
+    for fleet in spec.fleets:
+        name, backend = str(fleet.name), fleet_backend(fleet)
+        if name not in plan.node_groups:
+            continue
+        try:
+            plan.node_groups[name] = [dataclasses.replace(g, runtime=facts.cloud_runtime(backend, g.arch, gateway=False))
+                                      for g in plan.node_groups[name]]
+        except GpustackError as exc:
+            problems.append(_diag(fleet, "backends", f"fleet {name}: {exc}"))
+    for name, instance in plan.instances.items():
+        gateway = plan.gateways[name]
+        try:
+            plan.instances[name] = dataclasses.replace(
+                instance, runtime=facts.cloud_runtime(gateway.backend, instance.arch, gateway=True))
+        except GpustackError as exc:
+            problems.append(_diag(gateway, "backend", f"gateway {name}: {exc}"))
     return problems
 
 

@@ -16,6 +16,8 @@ from gpustack_iac import codebundle
 from gpustack_iac.backends import fleet_backend, get
 from gpustack_iac.backends.kubernetes.image import ImageError, image_ref, pinned
 from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
+from gpustack_iac.providers import runtime_bundle
+from gpustack_iac.providers.runtime_bundle import CloudRuntime
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import RunParams
@@ -43,6 +45,7 @@ class Facts:
         self._hosts: HostFacts | None = None
         self._bundles: dict[int, codebundle.Bundle | None] = {}
         self._image: str | ImageError | None = None
+        self._runtimes: dict[tuple[str, str, bool], CloudRuntime] = {}
 
     def docker(self) -> bool:
         """Whether a Docker (or Podman) daemon answers on this machine, where local fleets run
@@ -72,6 +75,18 @@ class Facts:
         if isinstance(self._image, ImageError):
             raise self._image
         return self._image
+
+    def cloud_runtime(self, cloud: str, machine: str, gateway: bool) -> CloudRuntime:
+        """The pinned runtime a cloud node (or gateway) installs: the planning version's wheels for the
+        image's Python on `machine`, built once per version into a cache every stack shares (pip
+        reaches the package index this machine uses; `--offline` only reads the cache). Raises a
+        GpustackError naming what failed."""
+        key = (cloud, machine, gateway)
+        if key not in self._runtimes:
+            cache = runtime_bundle.cache_dir(self._ctx.state_root / "cloud" / "wheelhouse")
+            self._runtimes[key] = runtime_bundle.cloud_runtime(cache, machine, gateway=gateway, cloud=cloud,
+                                                               offline=self._offline)
+        return self._runtimes[key]
 
     def hosts(self) -> HostFacts:
         """Every host the stack's fleets will have, from whichever backend knows them; by default

@@ -2,7 +2,7 @@
 
 A boot script installs nothing from a package index: it writes runtime/bootfetch.py (standard
 library only, carried compressed), which fetches the pinned runtime (runtime_bundle.py) from the
-stack's bucket with the instance's identity, checks every SHA-256 and installs it into a venv;
+stack's bucket with the instance's identity, checks every SHA-256 and installs it into its own environment (stdlib venv, no pip);
 then reads the tokens from the cloud's secret store into 0600 files and starts the agent or the
 gateway as a systemd unit with `Restart=always`. Any failure stops the script (`set -euo
 pipefail`) with a "gpustack boot:" line in cloud-init's log: a node that cannot verify its runtime
@@ -21,10 +21,10 @@ from typing import Callable
 
 from gpustack_iac.providers.runtime_bundle import RuntimeBundle
 
-ROOT = "/opt/gpustack"  # bootfetch, its config, the wheels and the venv
+ROOT = "/opt/gpustack"  # bootfetch, its config, the wheels and the runtime environment (ROOT/runtime)
 STATE = "/var/lib/gpustack"  # tokens, identity, agent and controller state
 UNITS = "/etc/systemd/system"
-PYTHON = f"{ROOT}/venv/bin/python"
+PYTHON = f"{ROOT}/runtime/bin/python"
 _FETCH = f"python3 {ROOT}/bootfetch.py {ROOT}/boot.json"
 _BOOTFETCH = Path(__file__).resolve().parents[1] / "runtime" / "bootfetch.py"
 
@@ -46,6 +46,9 @@ _CLOUD_ENDPOINTS: dict[str, Callable[[str], Endpoints]] = {
                                     f"https://ssm.{region}.amazonaws.com"),
     "gcp": lambda region: Endpoints("http://metadata.google.internal", "https://storage.googleapis.com",
                                     "https://secretmanager.googleapis.com"),
+    # The fetcher fills {account} (the stack's storage account) and {vault} (each secret's vault).
+    "azure": lambda region: Endpoints("http://169.254.169.254", "https://{account}.blob.core.windows.net",
+                                      "https://{vault}.vault.azure.net"),
 }
 
 
@@ -65,11 +68,14 @@ class BootSource:
     bundle: RuntimeBundle
     project: str | None = None  # GCP's project id (Secret Manager paths)
     endpoints: Endpoints | None = None
+    account: str | None = None  # Azure: the storage account holding `bucket` (a container)
+    identity: str | None = None  # Azure: the managed identity's client id the instance signs in as
 
     def config(self) -> str:
         ep = self.endpoints or cloud_endpoints(self.cloud, self.region)
         return json.dumps({
             "cloud": self.cloud, "region": self.region, "bucket": self.bucket, "project": self.project,
+            "account": self.account, "identity": self.identity,
             "prefix": self.bundle.prefix, "manifest_sha256": self.bundle.manifest_sha256,
             "python": self.bundle.python, "machine": self.bundle.machine, "root": ROOT,
             "endpoints": {"metadata": ep.metadata, "storage": ep.storage, "secrets": ep.secrets}}, sort_keys=True)

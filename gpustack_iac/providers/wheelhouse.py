@@ -105,6 +105,20 @@ def _cross_platform(python: str, machine: str) -> list[str]:
             "--abi", "abi3", "--abi", "none", *(a for tag in tags for a in ("--platform", tag))]
 
 
+def wheelhouse_key(python: str, machine: str, gateway: bool = False, extra: tuple[str, ...] = ()) -> str:
+    """The cache key of a wheelhouse: Python, machine, package version and sources, role, extras."""
+    extra_key = hashlib.sha256("\n".join(sorted(extra)).encode()).hexdigest()[:8] if extra else ""
+    return f"py{python}-{machine}-{__version__}-{_source_digest()}" + ("-gateway" if gateway else "") + (
+        f"-x{extra_key}" if extra else "")
+
+
+def cached(cache_dir: Path, python: str, machine: str, gateway: bool = False,
+           extra: tuple[str, ...] = ()) -> Wheelhouse | None:
+    """The wheelhouse `build` would return, when it is already complete in the cache; else None."""
+    key = wheelhouse_key(python, machine, gateway, extra)
+    return Wheelhouse(cache_dir / key, key) if (cache_dir / key / ".complete").exists() else None
+
+
 def build(cache_dir: Path, python: str, machine: str, gateway: bool = False, extra: tuple[str, ...] = (),
           cross: bool = False) -> Wheelhouse:
     """The cached wheelhouse for a host with `python` (`3.11`) on `machine`, built when missing;
@@ -117,9 +131,7 @@ def build(cache_dir: Path, python: str, machine: str, gateway: bool = False, ext
         raise WheelhouseError(f"the host has Python {python} on {machine}; this machine builds wheels for Python "
                               f"{local_python} on {local_machine}, and the host has no package index to install from; "
                               f"run up from a machine with Python {python} on {machine}")
-    extra_key = hashlib.sha256("\n".join(sorted(extra)).encode()).hexdigest()[:8] if extra else ""
-    key = f"py{python}-{machine}-{__version__}-{_source_digest()}" + ("-gateway" if gateway else "") + (
-        f"-x{extra_key}" if extra else "")
+    key = wheelhouse_key(python, machine, gateway, extra)
     requirements = list(RUNTIME_REQUIREMENTS) + (list(GATEWAY_REQUIREMENTS) if gateway else []) + list(extra)
     target = cache_dir / key
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,14 @@
 Standard library only, Python >= 3.8: it runs on a fresh image before anything is installed, from
 the boot script (providers/cloudboot.py), which carries it compressed. It reads a JSON config (no
 secrets in it) and, with the instance's own identity (AWS: instance-profile credentials through
-IMDSv2; GCP: the metadata server's token), fetches the runtime's manifest and wheels from the
+IMDSv2; GCP: the metadata server's token; Azure: the managed identity's tokens from IMDS), fetches the runtime's manifest and wheels from the
 stack's bucket, checks every SHA-256 (the manifest's own digest is in the boot script), refuses
 anything that does not match, and installs the wheels into a venv with pypa's `installer` (no pip,
 no package index). It also copies named secrets into 0600 files.
 
     python3 bootfetch.py CONFIG install
     python3 bootfetch.py CONFIG secret NAME FILE
-    python3 bootfetch.py CONFIG secrets-under PATH DIR [--every SECONDS]
+    python3 bootfetch.py CONFIG secrets-under PATH DIR [--every SECONDS]   # PATH, or "NAME=SECRET ..." pairs
     python3 bootfetch.py CONFIG identity FILE     # GPUSTACK_NAME=<instance>, GPUSTACK_ADDRESS=<private IP>
 
 Every failure exits non-zero with one line starting "gpustack boot:", so cloud-init's log names it.
@@ -176,7 +176,57 @@ class Gcp:
         return dict((n[len(prefix):], self.secret(n)) for n in names if n.startswith(prefix))
 
 
-CLOUDS = {"aws": Aws, "gcp": Gcp}
+class Azure:
+    """Blob Storage for the runtime, Key Vault for tokens, tokens of the managed identity from IMDS.
+    A secret is named `VAULT/NAME`; storage and vault URLs come from the config's templates."""
+
+    STORAGE, VAULT = "https://storage.azure.com/", "https://vault.azure.net"
+
+    def __init__(self, cfg):
+        self.cfg, self.metadata = cfg, cfg["endpoints"]["metadata"]
+        self.storage = cfg["endpoints"]["storage"].replace("{account}", cfg.get("account") or "")
+
+    def _imds(self, path, query):
+        url = self.metadata + path + "?" + urllib.parse.urlencode(query)
+        return http("GET", url, {"Metadata": "true"}).decode()
+
+    def _auth(self, resource):
+        query = {"api-version": "2018-02-01", "resource": resource}
+        if self.cfg.get("identity"):
+            query["client_id"] = self.cfg["identity"]  # the user-assigned identity the stack made
+        token = json.loads(self._imds("/metadata/identity/oauth2/token", query))["access_token"]
+        return {"Authorization": "Bearer " + token}
+
+    def identity(self):
+        text = {"api-version": "2021-02-01", "format": "text"}
+        return (self._imds("/metadata/instance/compute/name", text).strip(),
+                self._imds("/metadata/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress", text).strip())
+
+    def get_object(self, key):
+        url = "%s/%s/%s" % (self.storage, self.cfg["bucket"], urllib.parse.quote(key))
+        # Bearer tokens need a service version of 2017-11-09 or later.
+        return http("GET", url, dict(self._auth(self.STORAGE), **{"x-ms-version": "2020-10-02"}))
+
+    def secret(self, name):
+        vault, _, secret = name.partition("/")
+        base = self.cfg["endpoints"]["secrets"].replace("{vault}", vault)
+        url = "%s/secrets/%s?api-version=7.4" % (base, urllib.parse.quote(secret))
+        return json.loads(http("GET", url, self._auth(self.VAULT)))["value"]
+
+    def secrets_under(self, prefix):
+        raise BootError("Azure secrets are read by name: give NAME=VAULT/SECRET pairs")
+
+
+CLOUDS = {"aws": Aws, "gcp": Gcp, "azure": Azure}
+
+
+def secrets_named(cloud, spec):
+    """`NAME=SECRET NAME=SECRET ...`: each secret read by its own name (an identity that may read
+    exactly those, and list nothing); otherwise `spec` is a path or prefix the cloud lists."""
+    if "=" not in spec:
+        return cloud.secrets_under(spec)
+    pairs = [p.partition("=") for p in spec.split()]
+    return dict((name, cloud.secret(ref)) for name, _, ref in pairs)
 
 
 def write_private(path, text):
@@ -215,7 +265,7 @@ def install(cfg, cloud):
         with open(path, "wb") as f:
             f.write(_checked(data, wheel["sha256"], wheel["name"]))
         paths.append(path)
-    venv = os.path.join(cfg["root"], "venv")
+    venv = os.path.join(cfg["root"], "runtime")
     subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", venv], check=True)
     tool = [p for p in paths if os.path.basename(p).startswith("installer-")]
     if not tool:
@@ -239,7 +289,7 @@ def main(argv):
     elif command == "secrets-under":
         every = float(rest[3]) if len(rest) > 3 and rest[2] == "--every" else 0
         while True:
-            for name, value in retried(lambda: cloud.secrets_under(rest[0]), "listing " + rest[0]).items():
+            for name, value in retried(lambda: secrets_named(cloud, rest[0]), "reading " + rest[0]).items():
                 if re.match(r"^[A-Za-z0-9_.-]+$", name):
                     write_private(os.path.join(rest[1], name + ".token"), value)
             if not every:

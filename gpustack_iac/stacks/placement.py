@@ -15,6 +15,7 @@ from gpustack_iac.catalog.match import Offer, find_offers
 from gpustack_iac.catalog.snapshot import gcp_zones
 from gpustack_iac.backends import CloudVmBackend, get
 from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
+from gpustack_iac.providers.runtime_bundle import machine_of
 from gpustack_iac.spec.models import FleetConfig, GatewayConfig
 from gpustack_iac.spec.resources import ResourcesSpec
 
@@ -74,9 +75,11 @@ def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
             raise NoOffer(f"no {backend} {'spot' if spot else 'on-demand'} instance type{where} fits "
                           f"{resources.describe()}" + (f" under ${fleet.max_price}/h" if fleet.max_price else ""))
         region = region or _region(backend, offers)
+        # One image per group: only the cheapest offer's CPU architecture.
+        arch = offers[0].cpu_arch
         types: list[str] = []
         for o in offers:
-            if o.instance_type not in types and len(types) < MAX_TYPES:
+            if o.instance_type not in types and len(types) < MAX_TYPES and o.cpu_arch == arch:
                 types.append(o.instance_type)
         gpu = resources.gpu
         vm = vm_backend(backend)
@@ -91,6 +94,7 @@ def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
             disk_gb=max(disk_gb, 50), gpu_vendor=(gpu.vendor or "nvidia") if gpu and not gpu.none else None,
             gpu_count=offers[0].gpu_count, max_price=fleet.max_price, zones=zones,
             cluster=fleet.placement == "cluster", reservation=fleet.reservation, idle_duration=fleet.idle_duration,
+            arch=machine_of(arch),
             labels={"gpustack-fleet": str(fleet.name), "gpustack-spot": str(spot).lower()})
         out.append(PricedGroup(group=group, price=offers[0].price))
     if policy == "auto":

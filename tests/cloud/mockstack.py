@@ -65,6 +65,19 @@ class _Mocks(pulumi.runtime.Mocks):
         outs.setdefault("email", f"{args.name}@mock.iam.gserviceaccount.com")
         outs.setdefault("zoneId", "Z0MOCK")
         outs.setdefault("principalId", "00000000-0000-0000-0000-00000000beef")
+        # The runtime's store: its physical names, which the boot scripts carry.
+        if args.typ == "aws:s3/bucket:Bucket":
+            outs.setdefault("bucket", f"{args.name}-mock")
+        if args.typ == "gcp:storage/bucket:Bucket":
+            outs.setdefault("name", f"{args.name}-mock")
+        if args.typ == "azure-native:storage:StorageAccount":
+            outs.setdefault("name", outs.get("accountName"))
+        if args.typ == "azure-native:managedidentity:UserAssignedIdentity":
+            outs.setdefault("clientId", f"client-{args.name}")
+        if args.typ == "azure-native:keyvault:Vault":
+            outs.setdefault("name", f"{args.name}-kv")
+        if args.typ == "gcp:serviceaccount/account:Account":
+            outs.setdefault("project", "mock-project")
         if args.typ == "aws:lb/loadBalancer:LoadBalancer":
             outs.setdefault("dnsName", f"{args.name}.elb.mock")
         if args.typ == "tls:index/privateKey:PrivateKey":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from gpustack_iac.errors import ConfigError, GpustackError
 from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.agent import __main__ as agent_main
+from tests.cloud.bootscripts import unit_argv
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import compile_dir, run, secret_value, write
 
@@ -99,18 +99,21 @@ def test_user_data_bootstraps_the_agent_and_holds_no_token(tmp_path: Path) -> No
     write(tmp_path, {"f.gpustack.yml": FLEET.format(policy="spot", gpu="A10G:1"), "g.gpustack.yml": GATEWAY})
     graph = run(tmp_path, tmp_path)
     script = base64.b64decode(graph.one("aws:ec2/launchTemplate:LaunchTemplate", "big").inputs["userData"]).decode()
-    assert "gpustack_iac.runtime.agent" in script and "--token-file /var/lib/gpustack/agent.token" in script
-    assert "aws ssm get-parameter --region us-east-1 --with-decryption --name /gpustack/proj/dev/fleets/big/agent-token" in script
+    argv = unit_argv(script, "gpustack-agent")
+    assert argv[1:3] == ["-m", "gpustack_iac.runtime.agent"] and argv[argv.index("--token-file") + 1] == "/var/lib/gpustack/agent.token"
+    assert "secret /gpustack/proj/dev/fleets/big/agent-token /var/lib/gpustack/agent.token" in script
     for param in graph.of_type("aws:ssm/parameter:Parameter"):
         assert param.inputs["type"] == "SecureString" and param.ignore_changes == ["value"]
         token = secret_value(param.inputs["value"])
         assert len(token) >= 32
         # The token is only in its own parameter: not in user data, tags, policies or anything else.
         assert token not in graph.dump_without(param)
-    # The node role reads exactly its two parameters: the agent token and the fleet's join token.
+    # The node role reads exactly its two parameters (the agent token and the fleet's join token)
+    # and its runtime's objects (tests/cloud/test_runtime_wiring.py).
     policy = json.loads(graph.one("aws:iam/rolePolicy:RolePolicy", "big-node").inputs["policy"])
-    assert policy["Statement"] == [{"Effect": "Allow", "Action": ["ssm:GetParameter"],
-                                    "Resource": ["arn:aws:mock:::big-agent-token", "arn:aws:mock:::big-join-token"]}]
+    assert policy["Statement"][0] == {"Effect": "Allow", "Action": ["ssm:GetParameter"],
+                                      "Resource": ["arn:aws:mock:::big-agent-token", "arn:aws:mock:::big-join-token"]}
+    assert [s["Action"] for s in policy["Statement"][1:]] == [["s3:GetObject"]]
 
 
 def test_nodes_join_the_controller_by_secret_name_and_the_gateway_admits_them(tmp_path: Path) -> None:
@@ -123,30 +126,27 @@ def test_nodes_join_the_controller_by_secret_name_and_the_gateway_admits_them(tm
     for group in ("big-spot", "big-on-demand"):
         script = base64.b64decode(graph.one("aws:ec2/launchTemplate:LaunchTemplate", group).inputs["userData"]).decode()
         # The controller's URL and the join secret's name, never its value.
-        assert "--controller-url http://10.60.0.10:8443" in script
-        assert ("aws ssm get-parameter --region us-east-1 --with-decryption --name /gpustack/proj/dev/joins/big "
-                "--query Parameter.Value --output text > /var/lib/gpustack/join.token") in script
-        assert "--join-token-file /var/lib/gpustack/join.token --fleet big" in script
-        assert f"--node-group gpustack-proj-dev-{group}" in script and "--label backend=aws" in script
+        assert "secret /gpustack/proj/dev/joins/big /var/lib/gpustack/join.token" in script
         assert graph.one("aws:autoscaling/group:Group", group).inputs["name"] == f"gpustack-proj-dev-{group}"
-        assert f"--label spot={'true' if group == 'big-spot' else 'false'}" in script
-        # The agent's own parser takes the command line the script runs.
-        [line] = [x for x in script.splitlines() if x.startswith("exec ")]
-        argv = shlex.split(line.split(" -m gpustack_iac.runtime.agent ", 1)[1].split(" >> ", 1)[0])
-        args = agent_main.parse_args(argv)
+        # The agent's own parser takes the command line its unit runs.
+        args = agent_main.parse_args(unit_argv(script, "gpustack-agent")[3:])
         assert (args.controller_url, args.fleet, args.node_group) == ("http://10.60.0.10:8443", "big", f"gpustack-proj-dev-{group}")
-        assert args.advertise_url.startswith("http://$(hostname -I")
+        assert str(args.join_token_file) == "/var/lib/gpustack/join.token"
+        assert {"backend=aws", f"spot={'true' if group == 'big-spot' else 'false'}"} <= set(args.label or [])
+        assert args.advertise_url == "http://${GPUSTACK_ADDRESS}:8600"  # the unit's identity file fills it
     gw = graph.one("aws:ec2/instance:Instance", "gw")
     assert gw.inputs["privateIp"] == "10.60.0.10"
     gw_script = gw.inputs["userData"]
     for boot in (script, gw_script):  # both scripts are valid bash
         checked = subprocess.run(["bash", "-n"], input=boot, capture_output=True, text=True, timeout=30)
         assert checked.returncode == 0, checked.stderr
-    assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
-    assert "aws ssm get-parameters-by-path --region us-east-1 --with-decryption --path /gpustack/proj/dev/joins" in gw_script
-    # The controller sizes both groups by their names, within nodes: 1..3 (on-demand from 0).
-    assert "--node-groups /var/lib/gpustack/node-groups.json" in gw_script
-    assert "pip install -q 'gpustack-iac[aws-runtime]'" in gw_script
+    gateway_argv = unit_argv(gw_script, "gpustack-gateway")
+    assert "--join-token-dir" in gateway_argv
+    refresh = unit_argv(gw_script, "gpustack-joins")
+    assert refresh[refresh.index("secrets-under") + 1] == "/gpustack/proj/dev/joins"
+    # The controller sizes both groups by their names, within nodes: 1..3 (on-demand from 0), with
+    # boto3 from the gateway's pinned runtime.
+    assert gateway_argv[gateway_argv.index("--node-groups") + 1] == "/var/lib/gpustack/node-groups.json"
     body = gw_script.split("<<'GPUSTACK_NODE_GROUPS'\n", 1)[1].split("\nGPUSTACK_NODE_GROUPS\n", 1)[0]
     groups = {g["name"]: g for g in json.loads(body)["groups"]}
     assert json.loads(body)["kind"] == "aws" and json.loads(body)["region"] == "us-east-1"

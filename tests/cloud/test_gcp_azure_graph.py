@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 
+from tests.cloud.bootscripts import config, unit_argv
 from tests.cloud.conftest import need_sdk
 from tests.cloud.mockstack import run, secret_value, write
 
@@ -45,8 +46,9 @@ class TestGcp:
             token = secret_value(version.inputs["secretData"])
             assert version.ignore_changes == ["secretData"] and token not in graph.dump_without(version)
         script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", "big").inputs["metadataStartupScript"]
-        assert "gcloud secrets versions access latest --secret=gpustack-proj-dev-big-agent-token" in script
-        members = graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        assert "bootfetch.py /opt/gpustack/boot.json secret gpustack-proj-dev-big-agent-token /var/lib/gpustack/agent.token" in script
+        assert config(script)["project"] == "mock-project"
+        members = graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")  # (the runtime's read: test_runtime_wiring)
         # The node account reads its agent token and its fleet's join token.
         assert len(members) == 2 and {m.inputs["role"] for m in members} == {"roles/secretmanager.secretAccessor"}
 
@@ -56,15 +58,17 @@ class TestGcp:
         assert graph.one("gcp:secretmanager/secret:Secret", "gcp-a100-join-token").inputs["secretId"] == join_id
         for group in ("gcp-a100-spot", "gcp-a100-on-demand"):
             script = graph.one("gcp:compute/instanceTemplate:InstanceTemplate", group).inputs["metadataStartupScript"]
-            assert f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/join.token" in script
-            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {group}" in script
-            assert "--label backend=gcp" in script
+            assert f"secret {join_id} /var/lib/gpustack/join.token" in script
+            argv = unit_argv(script, "gpustack-agent")
+            assert argv[argv.index("--controller-url") + 1] == "http://10.60.0.10:8443"
+            assert argv[argv.index("--node-group") + 1] == group and "backend=gcp" in argv
         gw = graph.one("gcp:compute/instance:Instance")
         assert gw.inputs["networkInterfaces"][0]["networkIp"] == "10.60.0.10"
         gw_script = gw.inputs["metadataStartupScript"]
-        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
-        assert (f"gcloud secrets versions access latest --secret={join_id} > /var/lib/gpustack/joins/.new && "
-                "mv /var/lib/gpustack/joins/.new /var/lib/gpustack/joins/gcp-a100.token") in gw_script
+        assert "--join-token-dir /var/lib/gpustack/joins" in " ".join(unit_argv(gw_script, "gpustack-gateway"))
+        # Each fleet's join token by its own id (the account lists nothing), re-read every minute.
+        refresh = unit_argv(gw_script, "gpustack-joins")
+        assert refresh[refresh.index("secrets-under") + 1:] == [f"gcp-a100={join_id}", "/var/lib/gpustack/joins", "--every", "60"]
         # The gateway's account is granted the fleet's join secret (a real dependency on it).
         gw_members = [m for m in graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
                       if m.name.startswith("gcp-gateway-gw-")]
@@ -107,9 +111,11 @@ class TestAzure:
             assert secret.ignore_changes == ["properties.value"] and token not in graph.dump_without(secret)
         vmss = graph.one("azure-native:compute:VirtualMachineScaleSet").inputs
         script = base64.b64decode(vmss["virtualMachineProfile"]["userData"]).decode()
-        assert "az login --identity" in script and "--name agent-token" in script
-        role = graph.one("azure-native:authorization:RoleAssignment").inputs
-        assert role["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")  # Key Vault Secrets User
+        assert "secret big-kv/agent-token /var/lib/gpustack/agent.token" in script
+        assert config(script)["identity"] == "client-big"  # the managed identity IMDS signs in as
+        roles = [r.inputs for r in graph.of_type("azure-native:authorization:RoleAssignment")
+                 if r.inputs["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")]  # Key Vault Secrets User
+        assert len(roles) == 1
 
     def test_gateway_with_a_domain(self, tmp_path: Path) -> None:
         graph = run(EXAMPLES / "azure", tmp_path)
@@ -127,16 +133,17 @@ class TestAzure:
         vault = graph.one("azure-native:keyvault:Vault", "azure-a100")
         for vmss in graph.of_type("azure-native:compute:VirtualMachineScaleSet"):
             script = base64.b64decode(vmss.inputs["virtualMachineProfile"]["userData"]).decode()
-            assert "--name join-token --query value -o tsv > /var/lib/gpustack/join.token" in script
-            assert "--controller-url http://10.60.0.10:8443" in script and f"--node-group {vmss.name}" in script
-            assert "--label backend=azure" in script
+            assert "secret azure-a100-kv/join-token /var/lib/gpustack/join.token" in script
+            argv = unit_argv(script, "gpustack-agent")
+            assert argv[argv.index("--controller-url") + 1] == "http://10.60.0.10:8443"
+            assert argv[argv.index("--node-group") + 1] == vmss.name and "backend=azure" in argv
             assert subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30).returncode == 0
         nic = graph.one("azure-native:network:NetworkInterface").inputs["ipConfigurations"][0]
         assert nic["privateIPAllocationMethod"] == "Static" and nic["privateIPAddress"] == "10.60.0.10"
         gw_script = base64.b64decode(graph.one("azure-native:compute:VirtualMachine").inputs["userData"]).decode()
-        assert "--join-token-dir /var/lib/gpustack/joins" in gw_script
-        assert "--name join-token --query value -o tsv > /var/lib/gpustack/joins/.new" in gw_script
-        assert "/var/lib/gpustack/joins/azure-a100.token" in gw_script
+        assert "--join-token-dir /var/lib/gpustack/joins" in " ".join(unit_argv(gw_script, "gpustack-gateway"))
+        refresh = unit_argv(gw_script, "gpustack-joins")
+        assert refresh[refresh.index("secrets-under") + 1] == "azure-a100=azure-a100-kv/join-token"
         assert subprocess.run(["bash", "-n"], input=gw_script, capture_output=True, text=True, timeout=30).returncode == 0
         # The gateway's identity may read the fleet's vault (Key Vault Secrets User), scoped to it.
         grant = graph.one("azure-native:authorization:RoleAssignment", "azure-gateway-join-azure-a100").inputs

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.support import netns
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -63,8 +65,7 @@ class TestHost:
         """Processes that belong to this host: in its namespace, or run by its user."""
         pids: set[int] = set()
         if self.netns:
-            out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout
-            pids |= {int(p) for p in out.split()}
+            pids |= netns.namespace_pids(self.netns)
         for proc in psutil.process_iter(["pid", "username"]):
             if proc.info["username"] == self.user:
                 pids.add(proc.pid)
@@ -72,15 +73,7 @@ class TestHost:
         return sorted(pids)
 
     def kill_all(self) -> None:
-        procs = []
-        for pid in self.pids():
-            try:
-                p = psutil.Process(pid)
-                p.kill()
-                procs.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
+        netns.kill_all(self.pids(), timeout=10)
         if self.sshd is not None:
             self.sshd.poll()
 
@@ -149,10 +142,7 @@ class TestHosts:
             h.kill_all()
         # Processes a test started on this machine for these hosts (a gateway, its tunnels) name the root.
         _kill_under(self.root)
-        for ns in self.namespaces:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        if self.bridge:
-            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        netns.remove(self.namespaces, self.bridge)
         for user in self.users:
             subprocess.run(["userdel", user], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -191,11 +181,6 @@ def _free_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _subnet_in_use(prefix: str) -> bool:
-    out = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
-    return f" {prefix}." in out
-
-
 def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str | None = None,
                  engine: bool = False) -> TestHosts:
     """Create `count` hosts; the caller must call `teardown()` (also after a failure here).
@@ -213,14 +198,9 @@ def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str |
     hosts = TestHosts(root=root, client_key=client_key, known_hosts=root / "known_hosts", hosts=[], mode=mode, run_id=run_id)
     try:
         if mode == "netns":
-            third = random.randint(1, 254)
-            while _subnet_in_use(f"198.18.{third}"):
-                third = random.randint(1, 254)
-            prefix = f"198.18.{third}"
+            prefix = netns.free_prefix("198.18")
             hosts.bridge = f"gsbr{run_id}"
-            _run("ip", "link", "add", hosts.bridge, "type", "bridge")
-            _run("ip", "addr", "add", f"{prefix}.1/24", "dev", hosts.bridge)
-            _run("ip", "link", "set", hosts.bridge, "up")
+            netns.add_bridge(hosts.bridge, prefix)
         else:
             print("\nSSH test hosts: network namespaces unavailable; using sshd on 127.0.0.2-127.0.0.4 instead")
         for i in range(1, count + 1):
@@ -240,19 +220,12 @@ def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str |
             etc.mkdir()
             host_key = etc / "ssh_host_ed25519_key"
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
-            netns = None
+            ns_name = None
             if mode == "netns":
-                netns = f"gsiac-{run_id}-{name}"
+                ns_name = f"gsiac-{run_id}-{name}"
                 address, port = f"{prefix}.{10 + i}", 22
-                _run("ip", "netns", "add", netns)
-                hosts.namespaces.append(netns)
-                outer, inner = f"gsv{run_id}{i}", f"gsp{run_id}{i}"
-                _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-                _run("ip", "link", "set", inner, "netns", netns)
-                _run("ip", "link", "set", outer, "master", hosts.bridge or "", "up")
-                _run("ip", "-n", netns, "link", "set", "lo", "up")
-                _run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", inner)
-                _run("ip", "-n", netns, "link", "set", inner, "up")
+                hosts.namespaces.append(ns_name)
+                netns.add_namespace(ns_name, hosts.bridge or "", f"gsv{run_id}{i}", f"gsp{run_id}{i}", address)
             else:
                 address = f"127.0.0.{1 + i}"
                 port = _free_port(address)
@@ -266,7 +239,7 @@ def create_hosts(count: int = 3, force_loopback: bool = False, login_path: str |
                 f"MaxStartups 100:30:200\nMaxSessions 50\n"
                 + (f"SetEnv {' '.join(login_env)}\n" if login_env else "")
             )
-            host = TestHost(name=name, address=address, port=port, user=user, home=home, netns=netns,
+            host = TestHost(name=name, address=address, port=port, user=user, home=home, netns=ns_name,
                             sshd_config=config, host_pubkey=host_key.with_suffix(".pub"), net_only=engine)
             hosts.hosts.append(host)
             host.start_sshd()

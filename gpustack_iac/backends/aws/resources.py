@@ -9,19 +9,67 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
-                                          new_token)
+from gpustack_iac.backends.aws.boot import (agent_token_path, asg_name, gateway_path, gateway_script, joins_path,
+                                             node_script)
+from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, VPC_CIDR, CloudGateway,
+                                          GatewayInstance, Network, NodeGroup, new_token, require_runtime, upload_once)
+from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeObject
 
-# The AWS Deep Learning Base AMI (NVIDIA driver, CUDA, Docker), resolved per region by EC2 itself from
-# the public SSM parameter: no lookup at plan time, always the current image.
-GPU_IMAGE = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
-CPU_IMAGE = "resolve:ssm:/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+# Ubuntu 24.04 images (Python 3.12, what the pinned runtime is built for), resolved per region by
+# EC2 itself from AWS's public SSM parameters: no lookup at plan time. GPU nodes get the Deep
+# Learning Base OSS NVIDIA driver AMI (driver, CUDA, Docker); CPU nodes and the gateway Canonical's.
+GPU_IMAGES = {"x86_64": "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id",
+              "aarch64": "resolve:ssm:/aws/service/deeplearning/ami/arm64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"}
+CPU_IMAGES = {"x86_64": "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+              "aarch64": "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"}
+
+
+def image(gpus: int, arch: str) -> str:
+    return (GPU_IMAGES if gpus else CPU_IMAGES)[arch]
+
+
+@dataclass
+class AwsStore:
+    """The stack's own bucket for the pinned runtime: private, encrypted, each object declared once."""
+
+    bucket: aws.s3.Bucket
+    ready: list[pulumi.Resource]  # what an object waits for (encryption and the public-access block)
+    objects: dict[str, pulumi.Resource] = field(default_factory=dict)
+
+
+def store(name: str, parent: pulumi.Resource) -> AwsStore:
+    opts = pulumi.ResourceOptions(parent=parent)
+    # force_destroy: the objects are the wheelhouse, rebuilt by any `up`; nothing else lives here.
+    bucket = aws.s3.Bucket(f"{name}-runtime", force_destroy=True, opts=opts)
+    block = aws.s3.BucketPublicAccessBlock(f"{name}-runtime", bucket=bucket.id, block_public_acls=True,
+                                           block_public_policy=True, ignore_public_acls=True,
+                                           restrict_public_buckets=True, opts=opts)
+    owner = aws.s3.BucketOwnershipControls(f"{name}-runtime", bucket=bucket.id,
+                                           rule={"object_ownership": "BucketOwnerEnforced"}, opts=opts)  # no ACLs at all
+    sse = aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-runtime", bucket=bucket.id, opts=opts,
+        rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}])
+    return AwsStore(bucket=bucket, ready=[block, owner, sse])
+
+
+def upload(bucket: AwsStore, runtime: CloudRuntime, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    def declare(name: str, obj: RuntimeObject) -> pulumi.Resource:
+        source = pulumi.FileAsset(str(obj.path)) if obj.path is not None else pulumi.StringAsset(obj.data.decode())
+        return aws.s3.BucketObjectv2(name, bucket=bucket.bucket.id, key=obj.key, source=source, source_hash=obj.sha256,
+                                     metadata={"sha256": obj.sha256}, content_type="application/octet-stream",
+                                     opts=pulumi.ResourceOptions(parent=parent, depends_on=bucket.ready))
+    return upload_once(bucket.objects, runtime, declare)
+
+
+def _runtime_read(bucket: AwsStore, runtimes: list[CloudRuntime]) -> pulumi.Output[dict[str, object]]:
+    """Read access to exactly these runtimes' prefixes of the stack's bucket."""
+    return bucket.bucket.arn.apply(lambda arn: {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(
+        {f"{arn}/{r.bundle.prefix}/*" for r in runtimes})})
 
 
 @dataclass
@@ -31,6 +79,7 @@ class AwsNetwork:
     private_subnets: list[aws.ec2.Subnet]  # nodes: out through the NAT gateway
     public_table: aws.ec2.RouteTable
     private_table: aws.ec2.RouteTable
+    store: AwsStore  # the runtime's bucket, one per network
 
 
 def network(name: str, region: str, parent: pulumi.Resource) -> AwsNetwork:
@@ -56,7 +105,8 @@ def network(name: str, region: str, parent: pulumi.Resource) -> AwsNetwork:
         aws.ec2.RouteTableAssociation(f"{name}-{region}{zone}-private", subnet_id=subnet.id,
                                       route_table_id=private_table.id, opts=opts)
         private.append(subnet)
-    return AwsNetwork(vpc=vpc, subnets=subnets, private_subnets=private, public_table=table, private_table=private_table)
+    return AwsNetwork(vpc=vpc, subnets=subnets, private_subnets=private, public_table=table, private_table=private_table,
+                      store=store(name, parent))
 
 
 def _gateway_subnet(gw: GatewayInstance, vpc: AwsNetwork, parent: pulumi.Resource) -> aws.ec2.Subnet:
@@ -86,51 +136,20 @@ def _secure_parameter(name: str, path: str, parent: pulumi.Resource) -> aws.ssm.
 
 
 def _role(name: str, parameters: list[aws.ssm.Parameter], parent: pulumi.Resource,
-          extra: list[dict[str, object]] | None = None) -> aws.iam.InstanceProfile:
-    """An instance role that may read exactly these parameters (and do `extra`), nothing else."""
+          extra: list[dict[str, object]] | None = None,
+          runtime: pulumi.Output[dict[str, object]] | None = None) -> aws.iam.InstanceProfile:
+    """An instance role that may read exactly these parameters and its runtime's objects (and do
+    `extra`), nothing else."""
     opts = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(name, assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}), opts=opts)
-    statements = pulumi.Output.all(*[p.arn for p in parameters]).apply(lambda arns: json.dumps({
+    reads = pulumi.Output.from_input(runtime) if runtime is not None else pulumi.Output.from_input(None)
+    statements = pulumi.Output.all(reads, *[p.arn for p in parameters]).apply(lambda got: json.dumps({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}, *(extra or [])]}))
+        "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(got[1:])},
+                      *([got[0]] if got[0] else []), *(extra or [])]}))
     aws.iam.RolePolicy(name, role=role.id, policy=statements, opts=opts)
     return aws.iam.InstanceProfile(name, role=role.name, opts=opts)
-
-
-def _joins_path(project: str, stack: str) -> str:
-    """Where the fleets' join tokens live: one path, so the gateway can list them all."""
-    return f"/gpustack/{project}/{stack}/joins"
-
-
-def _fetch_joins(path: str, region: str) -> str:
-    # The values pass through the shell's own builtins (read, printf), never a program's argv.
-    return (f"aws ssm get-parameters-by-path --region {region} --with-decryption --path {path} "
-            "--query 'Parameters[].[Name,Value]' --output text | while read -r name value; do "
-            # Written aside and renamed: the controller never reads a half-written token.
-            f"printf %s \"$value\" > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/\"${{name##*/}}\".token; done")
-
-
-def asg_name(project: str, stack: str, group: NodeGroup) -> str:
-    """The Auto Scaling group's own name: fixed, because the controller sizes it by name and the
-    group's agents join with it as their node group."""
-    return f"gpustack-{project}-{stack}-{group.name}"
-
-
-def node_groups_file(groups: list[NodeGroup], project: str, stack: str, region: str) -> str:
-    """The gateway's --node-groups JSON (runtime/controller/sizing_config.py) for these groups."""
-    return json.dumps({"kind": "aws", "region": region, "groups": [
-        {"name": asg_name(project, stack, g), "fleet": g.fleet, "min": g.min_size, "max": g.max_size,
-         "gpus": g.gpu_count, "labels": _agent_labels(g), "idle_duration": g.idle_duration} for g in groups]},
-        sort_keys=True)
-
-
-def _agent_labels(group: NodeGroup) -> dict[str, str]:
-    return {"backend": "aws", "region": group.region, "spot": str(group.spot).lower()}
-
-
-def _fetch(path: str, region: str) -> str:
-    return f"aws ssm get-parameter --region {region} --with-decryption --name {path} --query Parameter.Value --output text"
 
 
 def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str, stack: str,
@@ -143,22 +162,21 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
         ingress=[{"protocol": "tcp", "from_port": AGENT_PORT, "to_port": AGENT_PORT, "cidr_blocks": [VPC_CIDR],
                   "description": "agent"}, *_ssh_rules(net)],
         egress=_egress(), opts=opts)
-    token_path = f"/gpustack/{project}/{stack}/fleets/{fleet}/agent-token"
-    token = _secure_parameter(f"{fleet}-agent-token", token_path, parent)
-    join_path = f"{_joins_path(project, stack)}/{fleet}"
+    token = _secure_parameter(f"{fleet}-agent-token", agent_token_path(project, stack, fleet), parent)
+    join_path = f"{joins_path(project, stack)}/{fleet}"
     join_token = _secure_parameter(f"{fleet}-join-token", join_path, parent)
-    profile = _role(f"{fleet}-node", [token, join_token], parent)
+    runtimes = [require_runtime(g.runtime, f"node group {g.name}") for g in groups]
+    uploads = [o for r in runtimes for o in upload(vpc.store, r, parent)]
+    profile = _role(f"{fleet}-node", [token, join_token], parent, runtime=_runtime_read(vpc.store, runtimes))
     # `placement: cluster`: every node in one cluster placement group (one zone, low-latency network).
     cluster = (aws.ec2.PlacementGroup(fleet, name=f"gpustack-{project}-{stack}-{fleet}", strategy="cluster", opts=opts)
                if any(g.cluster for g in groups) else None)
     out = []
     for group in groups:
-        join = AgentJoin(_fetch(join_path, region), fleet, asg_name(project, stack, group),
-                         labels=tuple(sorted(_agent_labels(group).items())))
-        user_data = base64.b64encode(agent_boot(_fetch(token_path, region), name_cmd="cat /var/lib/cloud/data/instance-id",
-                                                join=join).encode()).decode()
+        user_data = vpc.store.bucket.bucket.apply(
+            lambda b, g=group: base64.b64encode(node_script(project, stack, g, b).encode()).decode())
         template = aws.ec2.LaunchTemplate(
-            group.name, image_id=GPU_IMAGE if group.gpu_count else CPU_IMAGE,
+            group.name, image_id=image(group.gpu_count, group.arch),
             instance_type=group.instance_types[0], user_data=user_data,
             iam_instance_profile={"arn": profile.arn}, **_placement_args(group, cluster, sg),
             block_device_mappings=[{"device_name": "/dev/sda1", "ebs": {"volume_size": group.disk_gb, "volume_type": "gp3",
@@ -189,7 +207,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], net: Network, project: str,
             tags=[{"key": k, "value": v, "propagate_at_launch": True}
                   for k, v in sorted({**group.labels, "gpustack-stack": f"{project}/{stack}"}.items())],
             # The controller sets the desired capacity between min and max; Pulumi must not reset it.
-            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["desiredCapacity"])))
+            # Nodes launch once their runtime is in the bucket.
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["desiredCapacity"], depends_on=uploads)))
     return out
 
 
@@ -230,30 +249,29 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
                         "cidr_blocks": list(net.admin_cidrs), "description": "control API"})
     sg = aws.ec2.SecurityGroup(gw.name, vpc_id=vpc.vpc.id, description=f"gpustack gateway {gw.name}",
                                ingress=[*ingress, *_ssh_rules(net)], egress=_egress(), opts=opts)
-    base = f"/gpustack/{project}/{stack}/gateways/{gw.name}"
+    base = gateway_path(project, stack, gw.name)
     token = _secure_parameter(f"{gw.name}-token", f"{base}/token", parent)
     admin = _secure_parameter(f"{gw.name}-admin-token", f"{base}/admin-token", parent)
     scaling = _scaling_statements(project, stack)
-    joins = _joins_path(project, stack)
+    joins = joins_path(project, stack)
     # The controller reads every fleet's join token (and nothing else under the stack's path).
     scaling.append({"Effect": "Allow", "Action": ["ssm:GetParametersByPath", "ssm:GetParameter"],
                     "Resource": [f"arn:aws:ssm:{gw.region}:*:parameter{joins}", f"arn:aws:ssm:{gw.region}:*:parameter{joins}/*"]})
-    profile = _role(f"{gw.name}-gateway", [token, admin], parent, scaling)
+    runtime = require_runtime(gw.runtime, f"gateway {gw.name}")
+    uploads = upload(vpc.store, runtime, parent)
+    profile = _role(f"{gw.name}-gateway", [token, admin], parent, scaling, runtime=_runtime_read(vpc.store, [runtime]))
     # The controller sizes the node groups of this gateway's network (same region).
     sized = [g for g in node_groups or [] if g.region == gw.region]
-    user_data = gateway_boot(_fetch(f"{base}/token", gw.region), _fetch(f"{base}/admin-token", gw.region), gw,
-                             fetch_join_tokens=_fetch_joins(joins, gw.region),
-                             node_groups=node_groups_file(sized, project, stack, gw.region) if sized else None,
-                             extra="aws-runtime" if sized else "")
+    user_data = vpc.store.bucket.bucket.apply(lambda b: gateway_script(project, stack, gw, b, sized))
     instance = aws.ec2.Instance(
-        gw.name, ami=CPU_IMAGE, instance_type=gw.instance_type,
+        gw.name, ami=image(0, gw.arch), instance_type=gw.instance_type,
         subnet_id=_gateway_subnet(gw, vpc, parent).id,
         private_ip=GATEWAY_PRIVATE_IP,  # agents' user data names it (CONTROLLER_URL)
         vpc_security_group_ids=[sg.id], iam_instance_profile=profile.name, user_data=user_data,
         metadata_options={"http_tokens": "required", "http_endpoint": "enabled"}, tags={"Name": gw.name},
         # `resolve:ssm:` names the latest image: without ignoring it every later `up` would replace the
         # gateway. A replacement (a changed type or user data) must free the fixed private IP first.
-        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["ami"], delete_before_replace=True))
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["ami"], delete_before_replace=True, depends_on=uploads))
     address: pulumi.Output[str] = instance.private_ip
     if gw.public_ip:
         address = aws.ec2.Eip(gw.name, instance=instance.id, domain="vpc", opts=opts).public_ip

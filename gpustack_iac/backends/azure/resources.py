@@ -8,24 +8,82 @@ user-assigned managed identity, which holds "Key Vault Secrets User" on that vau
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_azure_native as az
 import pulumi_tls as tls
 
-from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
-                                          new_token)
+from gpustack_iac.backends.azure.boot import CONTAINER, gateway_script, node_script
+from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, VPC_CIDR, CloudGateway,
+                                          GatewayInstance, Network, NodeGroup, new_token, require_runtime, upload_once)
+from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeObject
 
-# Ubuntu HPC images carry the NVIDIA driver, CUDA and InfiniBand drivers; "latest" per region.
-GPU_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
-CPU_IMAGE = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}
+# Ubuntu 24.04 images (Python 3.12, what the pinned runtime is built for), "latest" per region.
+# GPU nodes: the Ubuntu HPC image (NVIDIA driver, CUDA, InfiniBand drivers); Azure has no arm64 GPU sizes.
+GPU_IMAGES = {"x86_64": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2404", "version": "latest"}}
+CPU_IMAGES = {"x86_64": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+              "aarch64": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server-arm64", "version": "latest"}}
 # Built-in role "Key Vault Secrets User": read secret values, nothing else.
 SECRETS_USER_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
+# Built-in role "Storage Blob Data Reader", narrowed by a condition to the runtime's prefix.
+BLOB_READER_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 ADMIN = "gpustack"
 
+
+def image(gpus: int, arch: str) -> dict[str, str]:
+    table = GPU_IMAGES if gpus else CPU_IMAGES
+    if arch not in table:
+        raise ValueError(f"azure has no {'GPU ' if gpus else ''}Ubuntu 24.04 image for {arch}")
+    return table[arch]
+
+
+@dataclass
+class AzureStore:
+    """The stack's own storage account and private container for the pinned runtime."""
+
+    group: az.resources.ResourceGroup
+    account: az.storage.StorageAccount
+    container: az.storage.BlobContainer
+    objects: dict[str, pulumi.Resource] = field(default_factory=dict)
+
+
+def store(name: str, region: str, group: az.resources.ResourceGroup, parent: pulumi.Resource) -> AzureStore:
+    opts = pulumi.ResourceOptions(parent=parent)
+    # Storage account names are global, 3-24 lowercase letters and digits: one from the stack and network.
+    unique = hashlib.sha256(f"{pulumi.get_project()}/{pulumi.get_stack()}/{name}".encode()).hexdigest()[:20]
+    account = az.storage.StorageAccount(f"{name}-runtime", account_name=f"gsrt{unique}", resource_group_name=group.name,
+                                        location=region, kind="StorageV2", sku={"name": "Standard_LRS"},
+                                        allow_blob_public_access=False, minimum_tls_version="TLS1_2",
+                                        enable_https_traffic_only=True, opts=opts)
+    container = az.storage.BlobContainer(f"{name}-runtime", account_name=account.name, resource_group_name=group.name,
+                                         container_name=CONTAINER, public_access="None", opts=opts)
+    return AzureStore(group=group, account=account, container=container)
+
+
+def upload(bucket: AzureStore, runtime: CloudRuntime, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    def declare(name: str, obj: RuntimeObject) -> pulumi.Resource:
+        source = pulumi.FileAsset(str(obj.path)) if obj.path is not None else pulumi.StringAsset(obj.data.decode())
+        return az.storage.Blob(name, account_name=bucket.account.name, container_name=bucket.container.name,
+                               resource_group_name=bucket.group.name, blob_name=obj.key, type="Block", source=source,
+                               metadata={"sha256": obj.sha256}, content_type="application/octet-stream",
+                               opts=pulumi.ResourceOptions(parent=parent))
+    return upload_once(bucket.objects, runtime, declare)
+
+
+def _runtime_read(name: str, bucket: AzureStore, runtimes: list[CloudRuntime],
+                  identity: az.managedidentity.UserAssignedIdentity, parent: pulumi.Resource) -> None:
+    """Blob read on the runtime's container, narrowed by a condition to exactly these prefixes."""
+    prefixes = sorted({r.bundle.prefix for r in runtimes})
+    path = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]"
+    allowed = " OR ".join(f"{path} StringStartsWith '{p}/'" for p in prefixes)
+    condition = ("((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})) OR "
+                 f"({allowed}))")
+    az.authorization.RoleAssignment(f"{name}-runtime", scope=bucket.container.id, role_definition_id=BLOB_READER_ROLE,
+                                    principal_id=identity.principal_id, principal_type="ServicePrincipal",
+                                    condition=condition, condition_version="2.0", opts=pulumi.ResourceOptions(parent=parent))
 
 
 @dataclass
@@ -33,12 +91,14 @@ class AzureNetwork:
     group: az.resources.ResourceGroup
     subnet: az.network.Subnet
     region: str
+    store: AzureStore  # the runtime's storage account, one per network
 
 
 @dataclass
 class _Base:
     group: az.resources.ResourceGroup
     subnet: az.network.Subnet
+    store: AzureStore
     nsg: az.network.NetworkSecurityGroup  # attached to the NICs, so fleets and the gateway share a subnet
     vault: az.keyvault.Vault
     identity: az.managedidentity.UserAssignedIdentity
@@ -51,7 +111,7 @@ def network(name: str, region: str, parent: pulumi.Resource) -> AzureNetwork:
                                      address_space={"address_prefixes": [VPC_CIDR]}, opts=opts)
     subnet = az.network.Subnet(name, resource_group_name=group.name, virtual_network_name=vnet.name,
                                address_prefix="10.60.0.0/20", opts=opts)
-    return AzureNetwork(group=group, subnet=subnet, region=region)
+    return AzureNetwork(group=group, subnet=subnet, region=region, store=store(name, region, group, parent))
 
 
 def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.Resource,
@@ -66,7 +126,7 @@ def _base(name: str, region: str, nsg: list[dict[str, object]], parent: pulumi.R
         "sku": {"family": "A", "name": "standard"}, "enable_rbac_authorization": True}, opts=opts)
     az.authorization.RoleAssignment(name, scope=vault.id, role_definition_id=SECRETS_USER_ROLE,
                                     principal_id=identity.principal_id, principal_type="ServicePrincipal", opts=opts)
-    return _Base(group=group, subnet=net.subnet, nsg=sg, vault=vault, identity=identity)
+    return _Base(group=group, subnet=net.subnet, store=net.store, nsg=sg, vault=vault, identity=identity)
 
 
 def _tenant_id() -> pulumi.Input[str]:
@@ -104,12 +164,6 @@ def _secret(name: str, secret_name: str, base: _Base, parent: pulumi.Resource) -
                               opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["properties.value"]))
 
 
-def _fetch(vault: str, secret: str) -> str:
-    # The instance signs in as its managed identity; no credential is written to the instance.
-    return (f"az login --identity >/dev/null && az keyvault secret show --vault-name {vault} --name {secret} "
-            "--query value -o tsv")
-
-
 def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: str, stack: str,
                 parent: pulumi.Resource, shared: AzureNetwork | None = None) -> "AzureFleet":
     region = groups[0].region
@@ -120,11 +174,16 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
     _secret(f"{fleet}-agent-token", "agent-token", base, parent)
     _secret(f"{fleet}-join-token", "join-token", base, parent)
     key = _ssh_key(fleet, parent)
+    runtimes = [require_runtime(g.runtime, f"node group {g.name}") for g in groups]
+    uploads = [o for r in runtimes for o in upload(base.store, r, parent)]
+    _runtime_read(f"{fleet}-node", base.store, runtimes, base.identity, parent)
     out = []
     for group in groups:
-        join = AgentJoin("", fleet, group.name, labels=(("backend", "azure"), ("region", region), ("spot", str(group.spot).lower())))
-        user_data = base.vault.name.apply(lambda v, j=join: base64.b64encode(agent_boot(
-            _fetch(v, "agent-token"), join=replace(j, fetch_join_token=_fetch(v, "join-token"))).encode()).decode())
+        def boot(got: list[str], g: NodeGroup = group) -> str:
+            vault, account, client_id = got
+            return base64.b64encode(node_script(g, vault, account, client_id).encode()).decode()
+
+        user_data = pulumi.Output.all(base.vault.name, base.store.account.name, base.identity.client_id).apply(boot)
         spot: dict[str, object] = {}
         if group.spot:
             spot = {"priority": "Spot", "eviction_policy": "Delete",
@@ -135,7 +194,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             orchestration_mode="Uniform", upgrade_policy={"mode": "Manual"}, overprovision=False,
             identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
             virtual_machine_profile={
-                "storage_profile": {"image_reference": GPU_IMAGE if group.gpu_count else CPU_IMAGE,
+                "storage_profile": {"image_reference": image(group.gpu_count, group.arch),
                                     "os_disk": {"create_option": "FromImage", "disk_size_gb": group.disk_gb,
                                                 "managed_disk": {"storage_account_type": "Premium_LRS"}}},
                 "os_profile": {"computer_name_prefix": group.name[:9], "admin_username": ADMIN,
@@ -151,7 +210,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             },
             tags=group.labels,
             # The controller sets the capacity between the fleet's bounds; Pulumi must not reset it.
-            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["sku.capacity"])))
+            # Nodes boot once their runtime is in the container.
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["sku.capacity"], depends_on=uploads)))
     return AzureFleet(groups=out, join_secret=base.vault)
 
 
@@ -186,20 +246,23 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
          # A fixed address: the nodes' user data names the controller (CONTROLLER_URL).
          "private_ip_allocation_method": "Static", "private_ip_address": GATEWAY_PRIVATE_IP}], opts=opts)
 
-    def boot(names: list[str]) -> str:
-        own, vaults = names[0], dict(zip(fleets, names[1:]))
-        fetch_joins = "; ".join(f"{_fetch(vaults[f], 'join-token')} > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/{f}.token"
-                                for f in fleets)
-        return base64.b64encode(gateway_boot(_fetch(own, "token"), _fetch(own, "admin-token"), gw,
-                                             fetch_join_tokens=fetch_joins or None).encode()).decode()
+    runtime = require_runtime(gw.runtime, f"gateway {gw.name}")
+    uploads = upload(base.store, runtime, parent)
+    _runtime_read(f"{gw.name}-gw", base.store, [runtime], base.identity, parent)
 
-    user_data = pulumi.Output.all(base.vault.name, *(joins[f].name for f in fleets)).apply(boot)
+    def boot(got: list[str]) -> str:
+        own, account, client_id, vaults = got[0], got[1], got[2], dict(zip(fleets, got[3:]))
+        return base64.b64encode(gateway_script(gw, own, account, client_id, vaults).encode()).decode()
+
+    user_data = pulumi.Output.all(base.vault.name, base.store.account.name, base.identity.client_id,
+                                  *(joins[f].name for f in fleets)).apply(boot)
     az.compute.VirtualMachine(
         gw.name, resource_group_name=base.group.name, location=gw.region, hardware_profile={"vm_size": gw.instance_type},
         identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
-        storage_profile={"image_reference": CPU_IMAGE, "os_disk": {"create_option": "FromImage"}},
+        storage_profile={"image_reference": image(0, gw.arch), "os_disk": {"create_option": "FromImage"}},
         os_profile={"computer_name": gw.name, "admin_username": ADMIN, "linux_configuration": _linux(_ssh_key(gw.name, parent))},
-        network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]}, user_data=user_data, opts=opts)
+        network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]}, user_data=user_data,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=uploads))
     url = ip.ip_address.apply(lambda a: f"http://{a}")
     if gw.domain:
         zone = az.dns.Zone(gw.name, resource_group_name=base.group.name, zone_name=gw.domain, location="global", opts=opts)

@@ -7,24 +7,70 @@ own service account, which may access exactly those secrets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
 
-from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, JOIN_DIR, VPC_CIDR,
-                                          AgentJoin, CloudGateway, GatewayInstance, Network, NodeGroup, agent_boot, gateway_boot,
-                                          new_token)
+from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, VPC_CIDR, CloudGateway,
+                                          GatewayInstance, Network, NodeGroup, new_token, require_runtime, upload_once)
+from gpustack_iac.backends.gcp.boot import (agent_secret_id, gateway_prefix, gateway_script, join_secret_id,
+                                            node_script)
+from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeObject
 
-# Deep Learning VM image family with the NVIDIA driver and CUDA: GCP resolves the family to its
-# newest image when an instance is created.
-GPU_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-cu124-ubuntu-2204-py310"
-CPU_IMAGE = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+# Ubuntu 24.04 images (Python 3.12, what the pinned runtime is built for); GCP resolves a family to
+# its newest image when an instance is created. GPU nodes: the Deep Learning VM family with the
+# NVIDIA driver and CUDA 12.8.
+GPU_IMAGES = {"x86_64": "projects/deeplearning-platform-release/global/images/family/common-cu128-ubuntu-2404-nvidia-570",
+              "aarch64": "projects/deeplearning-platform-release/global/images/family/common-cu128-ubuntu-2404-nvidia-570-arm64"}
+CPU_IMAGES = {"x86_64": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+              "aarch64": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64"}
+
+
+def image(gpus: int, arch: str) -> str:
+    return (GPU_IMAGES if gpus else CPU_IMAGES)[arch]
+
+
+@dataclass
+class GcpStore:
+    """The stack's own bucket for the pinned runtime: uniform access, public access prevented."""
+
+    bucket: gcp.storage.Bucket
+    objects: dict[str, pulumi.Resource] = field(default_factory=dict)
+
+
+def store(name: str, region: str, parent: pulumi.Resource, apis: list[gcp.projects.Service]) -> GcpStore:
+    bucket = gcp.storage.Bucket(f"{name}-runtime", location=region.upper(), uniform_bucket_level_access=True,
+                                public_access_prevention="enforced", force_destroy=True,
+                                opts=pulumi.ResourceOptions(parent=parent, depends_on=apis))
+    return GcpStore(bucket=bucket)
+
+
+def upload(bucket: GcpStore, runtime: CloudRuntime, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    def declare(name: str, obj: RuntimeObject) -> pulumi.Resource:
+        source = pulumi.FileAsset(str(obj.path)) if obj.path is not None else pulumi.StringAsset(obj.data.decode())
+        return gcp.storage.BucketObject(name, bucket=bucket.bucket.name, name=obj.key, source=source,
+                                        metadata={"sha256": obj.sha256}, content_type="application/octet-stream",
+                                        opts=pulumi.ResourceOptions(parent=parent))
+    return upload_once(bucket.objects, runtime, declare)
+
+
+def _runtime_read(name: str, bucket: GcpStore, runtimes: list[CloudRuntime], account: gcp.serviceaccount.Account,
+                  parent: pulumi.Resource) -> None:
+    """Object read on exactly these runtimes' prefixes (an IAM condition; the bucket has uniform access)."""
+    for i, prefix in enumerate(sorted({r.bundle.prefix for r in runtimes})):
+        gcp.storage.BucketIAMMember(
+            f"{name}-runtime-{i}", bucket=bucket.bucket.name, role="roles/storage.objectViewer",
+            member=account.email.apply(lambda e: f"serviceAccount:{e}"),
+            condition=bucket.bucket.name.apply(lambda b, p=prefix: {
+                "title": "gpustack runtime", "description": f"only {p}/",
+                "expression": f'resource.name.startsWith("projects/_/buckets/{b}/objects/{p}/")'}),
+            opts=pulumi.ResourceOptions(parent=parent))
 
 
 # The APIs a stack calls, enabled by the stack (a new project has them off). Never disabled on
 # destroy: other stacks and tools in the project may use them.
-APIS = ("compute.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com")
+APIS = ("compute.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com", "storage.googleapis.com")
 DNS_API = "dns.googleapis.com"
 
 
@@ -53,20 +99,6 @@ def _account(name: str, secrets: list[gcp.secretmanager.Secret], parent: pulumi.
     return account
 
 
-def _fetch(secret_id: str) -> str:
-    return f"gcloud secrets versions access latest --secret={secret_id}"
-
-
-def join_secret_id(project: str, stack: str, fleet: str) -> str:
-    return f"gpustack-{project}-{stack}-{fleet}-join-token"
-
-
-def _fetch_joins(secret_ids: dict[str, str]) -> str:
-    """Each fleet's join token into JOIN_DIR/<fleet>.token, written aside and renamed."""
-    return "; ".join(f"{_fetch(sid)} > {JOIN_DIR}/.new && mv {JOIN_DIR}/.new {JOIN_DIR}/{fleet}.token"
-                     for fleet, sid in sorted(secret_ids.items()))
-
-
 @dataclass
 class GcpFleet:
     groups: list[gcp.compute.RegionInstanceGroupManager]
@@ -78,6 +110,7 @@ class GcpNetwork:
     net: gcp.compute.Network
     subnet: gcp.compute.Subnetwork
     apis: list[gcp.projects.Service]  # what every resource of the stack waits for
+    store: GcpStore  # the runtime's bucket, one per network
 
 
 def network(name: str, region: str, parent: pulumi.Resource) -> GcpNetwork:
@@ -85,7 +118,7 @@ def network(name: str, region: str, parent: pulumi.Resource) -> GcpNetwork:
     opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
     net = gcp.compute.Network(name, auto_create_subnetworks=False, opts=opts)
     subnet = gcp.compute.Subnetwork(f"{name}-{region}", network=net.id, region=region, ip_cidr_range="10.60.0.0/20", opts=opts)
-    return GcpNetwork(net=net, subnet=subnet, apis=apis)
+    return GcpNetwork(net=net, subnet=subnet, apis=apis, store=store(name, region, parent, apis))
 
 
 def _ssh(name: str, net: gcp.compute.Network, ranges: Network, tags: list[str], parent: pulumi.Resource) -> None:
@@ -105,25 +138,30 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
                          allows=[{"protocol": "tcp", "ports": [str(AGENT_PORT)]}], source_ranges=["10.60.0.0/16"],
                          target_tags=[tag], opts=opts)
     _ssh(fleet, net, ranges, [tag], parent)
-    secret_id = f"gpustack-{project}-{stack}-{fleet}-agent-token"
+    secret_id = agent_secret_id(project, stack, fleet)
     secret, _ = _secret(f"{fleet}-agent-token", secret_id, parent, apis)
     join_id = join_secret_id(project, stack, fleet)
     join_secret, _ = _secret(f"{fleet}-join-token", join_id, parent, apis)
     account = _account(f"{fleet}-node", [secret, join_secret], parent, apis)
+    runtimes = [require_runtime(g.runtime, f"node group {g.name}") for g in groups]
+    uploads = [o for r in runtimes for o in upload(handle.store, r, parent)]
+    _runtime_read(f"{fleet}-node", handle.store, runtimes, account, parent)
     out = []
     for group in groups:
-        join = AgentJoin(_fetch(join_id), fleet, group.name,
-                         labels=(("backend", "gcp"), ("region", region), ("spot", str(group.spot).lower())))
+        def startup_script(got: list[str], g: NodeGroup = group) -> str:
+            return node_script(project, stack, g, got[0], got[1])
+
+        startup = pulumi.Output.all(handle.store.bucket.name, account.project).apply(startup_script)
         scheduling: dict[str, object] = {"on_host_maintenance": "TERMINATE", "automatic_restart": not group.spot}
         if group.spot:
             scheduling.update(provisioning_model="SPOT", preemptible=True, instance_termination_action="DELETE")
         template = gcp.compute.InstanceTemplate(
             group.name, machine_type=group.instance_types[0], tags=[tag],
-            disks=[{"source_image": GPU_IMAGE if group.gpu_count else CPU_IMAGE, "disk_size_gb": group.disk_gb,
+            disks=[{"source_image": image(group.gpu_count, group.arch), "disk_size_gb": group.disk_gb,
                     "boot": True, "auto_delete": True}],
             guest_accelerators=[{"type": group.accelerator, "count": group.gpu_count}] if group.accelerator else None,
             network_interfaces=[{"subnetwork": subnet.id, "access_configs": [{}]}],
-            metadata_startup_script=agent_boot(_fetch(secret_id), join=join), scheduling=scheduling,
+            metadata_startup_script=startup, scheduling=scheduling,
             service_account={"email": account.email, "scopes": ["cloud-platform"]},
             labels={k.replace("_", "-"): v for k, v in group.labels.items()}, opts=opts)
         out.append(gcp.compute.RegionInstanceGroupManager(
@@ -137,7 +175,8 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             update_policy={"type": "PROACTIVE", "minimal_action": "REPLACE", "max_surge_fixed": 3, "max_unavailable_fixed": 0},
             wait_for_instances=False,
             # The controller resizes the group between the fleet's bounds; Pulumi must not reset it.
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=apis, ignore_changes=["targetSize"])))
+            # Nodes boot once their runtime is in the bucket.
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[*apis, *uploads], ignore_changes=["targetSize"])))
     return GcpFleet(groups=out, join_secret=join_secret)
 
 
@@ -159,22 +198,26 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
                              allows=[{"protocol": "tcp", "ports": [str(CONTROL_PORT)]}], source_ranges=list(ranges.admin_cidrs),
                              target_tags=[tag], opts=opts)
     _ssh(gw.name, net, ranges, [tag], parent)
-    prefix = f"gpustack-{project}-{stack}-{gw.name}"
+    prefix = gateway_prefix(project, stack, gw.name)
     token, token_version = _secret(f"{gw.name}-token", f"{prefix}-token", parent, apis)
     admin, admin_version = _secret(f"{gw.name}-admin-token", f"{prefix}-admin-token", parent, apis)
     joins = joins or {}
     # The controller reads the join token of each fleet it admits, nothing else of theirs.
     account = _account(f"{gw.name}-gw", [token, admin, *(joins[f] for f in sorted(joins))], parent, apis)
+    runtime = require_runtime(gw.runtime, f"gateway {gw.name}")
+    uploads = upload(handle.store, runtime, parent)
+    _runtime_read(f"{gw.name}-gw", handle.store, [runtime], account, parent)
+    startup = pulumi.Output.all(handle.store.bucket.name, account.project).apply(
+        lambda got: gateway_script(project, stack, gw, got[0], got[1], sorted(joins)))
     assert gw.zone is not None  # placement picks one of the region's real zones
     address = gcp.compute.Address(gw.name, region=gw.region, address_type="EXTERNAL", opts=opts)
     gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=gw.zone, tags=[tag],
-                         boot_disk={"initialize_params": {"image": CPU_IMAGE}},
+                         boot_disk={"initialize_params": {"image": image(0, gw.arch)}},
                          network_interfaces=[{"subnetwork": subnet.id, "network_ip": GATEWAY_PRIVATE_IP,
                                               "access_configs": [{"nat_ip": address.address}]}],
-                         metadata_startup_script=gateway_boot(
-                             _fetch(f"{prefix}-token"), _fetch(f"{prefix}-admin-token"), gw,
-                             fetch_join_tokens=_fetch_joins({f: join_secret_id(project, stack, f) for f in joins}) or None),
-                         service_account={"email": account.email, "scopes": ["cloud-platform"]}, opts=opts)
+                         metadata_startup_script=startup,
+                         service_account={"email": account.email, "scopes": ["cloud-platform"]},
+                         opts=pulumi.ResourceOptions(parent=parent, depends_on=[*apis, *uploads]))
     url = address.address.apply(lambda ip: f"http://{ip}")
     if gw.domain:
         dns = pulumi.ResourceOptions(parent=parent, depends_on=_apis(gw.name, (DNS_API,), parent))

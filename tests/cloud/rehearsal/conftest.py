@@ -1,23 +1,27 @@
-"""Session-scoped stand-ins for the boot rehearsal: the namespace network, moto's server, the
-metadata stub and the runtime bundles. Where namespaces cannot be made (no root, no `ip`), the
-rehearsal skips, except under CI=true, where it fails."""
+"""Session-scoped stand-ins for the boot rehearsal: the namespace network, moto's server,
+gcp-storage-emulator, Azurite (HTTPS, OAuth), the metadata stub, the runtime bundle, and each
+cloud's world made in them. Where namespaces or a stand-in cannot be had (no root, no `ip`, no
+Azurite), the rehearsal skips, except under CI=true, where it fails."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
+import ipaddress
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from gpustack_iac.providers import runtime_bundle, wheelhouse
-from gpustack_iac.providers.runtime_bundle import RuntimeBundle
+from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeBundle
 from tests.cloud.rehearsal.metadata import MetadataStub
 from tests.cloud.rehearsal.netns import Network, can_netns, create_network
 
@@ -59,17 +63,19 @@ def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, ti
 
 
 @contextlib.contextmanager
-def stand_in(module: str, package: str, code: str, args: list[str], network: Network, log: Path) -> Iterator[str]:
-    """A stand-in server (`python -c code args... HOST PORT` as the options name them) on the
-    bridge's address and a free port, stopped by pid afterwards; its URL."""
-    require(importlib.util.find_spec(module) is not None, f"{package} (the test extra)")
+def stand_in(module: str, package: str, code: str, args: list[str], network: Network, log: Path,
+             program: list[str] | None = None, scheme: str = "http") -> Iterator[str]:
+    """A stand-in server (`python -c code args...`, or `program args...`, with {host} and {port}
+    in the args) on the bridge's address and a free port, stopped by pid afterwards; its URL."""
+    if program is None:
+        require(importlib.util.find_spec(module) is not None, f"{package} (the test extra)")
     host, port = network.host_address, free_port(network.host_address)
-    argv = [sys.executable, "-c", code, *(a.format(host=host, port=port) for a in args)]
+    argv = [*(program or [sys.executable, "-c", code]), *(a.format(host=host, port=port) for a in args)]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_port(host, port, proc, package)
-        yield f"http://{host}:{port}"
+        yield f"{scheme}://{host}:{port}"
     finally:
         proc.terminate()
         try:
@@ -104,3 +110,79 @@ def runtime_wheels(wheel_cache: Path) -> tuple[RuntimeBundle, wheelhouse.Wheelho
     machine). This machine's Python stands in for the image's 3.12: the instance runs here."""
     python, machine = wheelhouse.local_platform()
     return runtime_bundle.build(wheel_cache, machine, gateway=True, cloud="aws", python=python)
+
+
+@pytest.fixture(scope="session")
+def runtime(runtime_wheels: tuple[RuntimeBundle, wheelhouse.Wheelhouse]) -> CloudRuntime:
+    return CloudRuntime(runtime_wheels[0], runtime_wheels[1].path)
+
+
+@pytest.fixture(scope="session")
+def gcs(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.cloud.rehearsal.gcp import BUCKET
+
+    args = ["start", "-H", "{host}", "--port", "{port}", "-q", "-M", "--default-bucket", BUCKET]
+    with stand_in("gcp_storage_emulator", "gcp-storage-emulator", "from gcp_storage_emulator.__main__ import main; main()",
+                  args, network, tmp_path_factory.mktemp("gcs") / "gcs.log") as url:
+        yield url
+
+
+def _certificate(address: str, where: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the bridge's address (Azurite takes bearer tokens over HTTPS only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gpustack rehearsal blob")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = where / "blob.crt", where / "blob.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def azurite(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Azurite's Blob service over HTTPS with `--oauth basic`; its account URL and CA file."""
+    program = shutil.which("azurite-blob")
+    require(program is not None, "azurite-blob (npm install -g azurite; .ci/run installs it)")
+    assert program is not None
+    where = tmp_path_factory.mktemp("azurite")
+    cert, key = _certificate(network.host_address, where)
+    args = ["--blobHost", "{host}", "--blobPort", "{port}", "--location", str(where / "data"),
+            "--oauth", "basic", "--cert", str(cert), "--key", str(key), "--skipApiVersionCheck", "--silent",
+            "--disableTelemetry"]  # it would otherwise reach out to Application Insights
+    with stand_in("", "azurite", "", args, network, where / "azurite.log", program=[program], scheme="https") as url:
+        yield f"{url}/devstoreaccount1", str(cert)
+
+
+@pytest.fixture(scope="session")
+def aws_world(moto: str, metadata: MetadataStub) -> Any:
+    from tests.cloud.rehearsal.aws import AwsWorld
+
+    return AwsWorld(moto, metadata)
+
+
+@pytest.fixture(scope="session")
+def gcp_world(gcs: str, metadata: MetadataStub) -> Any:
+    from tests.cloud.rehearsal.gcp import GcpWorld
+
+    return GcpWorld(gcs, metadata)
+
+
+@pytest.fixture(scope="session")
+def azure_world(azurite: tuple[str, str], metadata: MetadataStub) -> Any:
+    require(importlib.util.find_spec("azure.storage.blob") is not None, "azure-storage-blob (the test extra)")
+    from tests.cloud.rehearsal.azure import AzureWorld
+
+    return AzureWorld(azurite[0], azurite[1], metadata)

@@ -15,31 +15,18 @@ even after a failure.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+from tests.support import netns
 
 HERE = Path(__file__).resolve().parent
 # The directories a boot script writes, each replaced by a private temp dir inside its instance.
 PRIVATE = ("/opt", "/var/lib", "/etc/systemd/system", "/var/log")
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True)
 
 
 def can_netns() -> bool:
@@ -60,37 +47,26 @@ class Instance:
                 return self.root / private.strip("/").replace("/", "_") / inside[len(private):].lstrip("/")
         raise ValueError(f"{inside} is not private to the instance")
 
-    def boot(self, script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run a boot script as cloud-init would (root, its own file), to its end."""
+    def boot(self, script: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a boot script as cloud-init would (root, its own file), to its end; `env` adds to
+        cloud-init's environment (a stand-in's CA bundle)."""
         (self.root / "user-data").write_text(script)
         binds = " && ".join(f"mount --bind {self.root / p.strip('/').replace('/', '_')} {p}" for p in PRIVATE)
         python_dir = Path(os.path.realpath(sys._base_executable)).parent  # type: ignore[attr-defined]
         env = {"PATH": f"{HERE / 'bin'}:{python_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "GSR_PYTHON": sys.executable, "GSR_UNITRUN": str(HERE / "unitrun.py"), "LANG": "C.UTF-8"}
+               "GSR_PYTHON": sys.executable, "GSR_UNITRUN": str(HERE / "unitrun.py"), "LANG": "C.UTF-8", **(env or {})}
         inner = f"{binds} && exec bash {self.root / 'user-data'}"
         argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", "unshare", "--mount", "--propagation", "private",
                 "--", "bash", "-c", inner]
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
     def pids(self) -> list[int]:
-        out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split() if int(p) != os.getpid()]
+        return sorted(netns.namespace_pids(self.netns))
 
     def kill_all(self) -> None:
-        procs = []
-        for pid in self.pids():
-            try:
-                p = psutil.Process(pid)
-                p.kill()
-                procs.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        # Units were detached (setsid) from a boot script that has exited, so they are nobody's
-        # children here: gone means gone or a zombie left for init to reap.
-        deadline = time.monotonic() + 30
-        while procs and time.monotonic() < deadline:
-            procs = [p for p in procs if _alive(p)]
-            time.sleep(0.1)
+        # Units were detached (setsid) from a boot script that has exited: killed by pid, and a
+        # zombie left for init to reap counts as gone.
+        netns.kill_all(self.pids())
 
 
 @dataclass
@@ -106,45 +82,28 @@ class Network:
 
     def add(self, name: str) -> Instance:
         i = len(self.instances)
-        netns, outer, inner = f"{self.bridge}-{name}", f"{self.bridge}o{i}", f"{self.bridge}i{i}"
-        inst = Instance(name, netns, f"{self.prefix}.{10 + i}", self.root / name)
+        name_ns, outer, inner = f"{self.bridge}-{name}", f"{self.bridge}o{i}", f"{self.bridge}i{i}"
+        inst = Instance(name, name_ns, f"{self.prefix}.{10 + i}", self.root / name)
         for private in PRIVATE:
             (inst.root / private.strip("/").replace("/", "_")).mkdir(parents=True, exist_ok=True)
         self.instances.append(inst)
-        _run("ip", "netns", "add", netns)
-        _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-        _run("ip", "link", "set", inner, "netns", netns)
-        _run("ip", "link", "set", outer, "master", self.bridge, "up")
-        _run("ip", "-n", netns, "link", "set", "lo", "up")
-        _run("ip", "-n", netns, "addr", "add", f"{inst.address}/24", "dev", inner)
-        _run("ip", "-n", netns, "link", "set", inner, "up")
+        netns.add_namespace(name_ns, self.bridge, outer, inner, inst.address)
         return inst
 
     def teardown(self) -> None:
         for inst in self.instances:
             inst.kill_all()
-            subprocess.run(["ip", "netns", "del", inst.netns], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        netns.remove([i.netns for i in self.instances], self.bridge)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _subnet_in_use(prefix: str) -> bool:
-    out = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
-    return f" {prefix}." in out
 
 
 def create_network() -> Network:
     """The bridge; the caller must call `teardown()` (also after a failure here)."""
-    third = random.randint(1, 254)
-    while _subnet_in_use(f"198.19.{third}"):
-        third = random.randint(1, 254)
     bridge = f"gsr{os.getpid() % 100000:05d}"
-    net = Network(bridge, f"198.19.{third}", Path(tempfile.mkdtemp(prefix=f"gsiac-rehearsal-{bridge}-")))
+    net = Network(bridge, netns.free_prefix("198.19"), Path(tempfile.mkdtemp(prefix=f"gsiac-rehearsal-{bridge}-")))
     net.root.chmod(0o755)  # workloads run unprivileged and read below it
     try:
-        _run("ip", "link", "add", bridge, "type", "bridge")
-        _run("ip", "addr", "add", f"{net.host_address}/24", "dev", bridge)
-        _run("ip", "link", "set", bridge, "up")
+        netns.add_bridge(bridge, net.prefix)
     except BaseException:
         net.teardown()
         raise
