@@ -46,6 +46,7 @@ def _finished_runs(status: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in status["schedule"]["runs"] if r["result"]]
 
 
+@pytest.mark.timeout(900)  # about eight CLI runs, an `up` and a `destroy`: minutes on a busy machine
 def test_scheduled_task_runs_at_each_cron_time_and_never_overlaps(tmp_path: Path) -> None:
     with example_project(tmp_path, "task", kind=WideProject) as project:
         project.extra_env["GPUSTACK_TASK_CLOCK_SPEED"] = "20"

@@ -88,3 +88,65 @@ def test_a_fast_clock_runs_ahead_of_real_time() -> None:
     assert clock.real_seconds(60) == 1.0 and clock.real_seconds(-5) == 0.0
     with pytest.raises(ValueError):
         Clock(speed=0)
+
+
+class _HeldRun:
+    """A stand-in for TaskRunner: each run lasts until the test releases it."""
+
+    release = None  # an asyncio.Event, set by the test
+    started: list[int] = []
+
+    def __init__(self, task, tokens, state_dir, run_number=0, overlay=None):  # type: ignore[no-untyped-def]
+        self.run_number, self._overlay, self._state_dir = run_number, overlay, state_dir
+
+    def request_stop(self) -> None:
+        assert _HeldRun.release is not None
+        _HeldRun.release.set()
+
+    async def run(self) -> str:
+        from gpustack_iac.runtime.tasks.status import write_status
+
+        _HeldRun.started.append(self.run_number)
+        snap = {"name": "t", "run_id": "r", "state": "running", "reason": "", "nodes": 1, "attempts": []}
+        write_status(self._state_dir, self._overlay(snap))
+        assert _HeldRun.release is not None
+        await _HeldRun.release.wait()
+        write_status(self._state_dir, self._overlay({**snap, "state": "succeeded"}))
+        return "succeeded"
+
+
+def test_a_cron_time_during_a_run_is_skipped_and_recorded(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from gpustack_iac.runtime.tasks import schedule as sched
+    from gpustack_iac.runtime.tasks.status import read_status
+
+    monkeypatch.setattr(sched, "TaskRunner", _HeldRun)
+    _HeldRun.started = []
+    task = parse_task({"name": "t", "run_id": "r", "commands": ["true"], "hosts": [],
+                       "schedule": {"crons": ["* * * * *"], "expressions": ["* * * * *"]}})
+
+    async def scenario() -> dict:
+        _HeldRun.release = asyncio.Event()
+        scheduled = sched.ScheduledTask(task, {}, tmp_path, sched.Clock(speed=600))  # a cron minute every 0.1 s
+        job = asyncio.create_task(scheduled.run())
+        for _ in range(600):  # until a cron time came while run 1 was held
+            status = read_status(tmp_path) or {}
+            if (status.get("schedule") or {}).get("skipped_total", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert _HeldRun.started == [1], "no second run while the first one goes"
+        _HeldRun.release.set()
+        for _ in range(600):
+            if len(_HeldRun.started) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        scheduled.request_stop()
+        assert await job == "stopped"
+        return read_status(tmp_path) or {}
+
+    status = asyncio.run(scenario())
+    assert _HeldRun.started[:2] == [1, 2]
+    assert status["state"] == "stopped" and status["schedule"]["skipped_total"] >= 2
+    assert all("run 1 was still going" in s["reason"] for s in status["schedule"]["skipped"][:2])
+    assert status["schedule"]["runs"][0]["result"] == "succeeded"

@@ -105,8 +105,8 @@ class ScheduledTask:
         try:
             while not self._stop.is_set():
                 self._next_run_at = tick
-                if self._job is None:
-                    self._save()
+                if self._job is None or self._job.done():
+                    self._save()  # idle: the new next run time (a run going writes its own status)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._clock.real_seconds(tick - self._clock.now()))
                 if self._stop.is_set():
