@@ -151,7 +151,8 @@ MATRIX: dict[str, Support] = {
                               "all", _cpu_arch),
     "run.volumes": HOSTS_ONLY,
     "run.files": _row(H, H, R, R, R, R, "shipped once per content change into the run's working directory: on this "
-                      "machine, or by SFTP to each SSH host's `install_dir` (compile_code.py); clouds are refused at plan"),
+                      "machine, or by SFTP to each SSH host's `install_dir` (compile_code.py); an `image` run gets it bind-mounted at "
+                      "`/workflow`; clouds are refused at plan"),
     "run.repos": _row(H, H, R, R, R, R, "a local checkout ships what git tracks; a url is cloned on the host"),
     "run.backends": ALL,
     "run.regions": CLOUD_PLACEMENT,
