@@ -173,6 +173,7 @@ def test_dev_environment_on_an_ssh_host_through_the_fleets_ssh(ssh_hosts: TestHo
     assert processes_under(stack.root) == []
 
 
+@pytest.mark.timeout(900)  # a wheelhouse, an `up` over SSH and a `destroy`: about 5 minutes on a busy machine
 def test_attach_forwards_a_task_port_from_an_ssh_host(ssh_hosts: TestHosts) -> None:
     """`attach` reaches a node on an SSH fleet host through `ssh -L`, trusting only the host key
     verified at provisioning; the task's server listens on that host's loopback only."""
