@@ -44,6 +44,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                "Show hosts, services, replica groups and their replicas; tasks, dev environments and volumes."),
     "logs": ("gpustack_iac.commands.runtime:logs", "Print a service's replica logs, or a task's node logs."),
     "ssh": ("gpustack_iac.commands.workloads:ssh", "Open an SSH session in a dev environment (or run COMMAND there)."),
+    "attach": ("gpustack_iac.commands.attach:attach", "Forward a running task's `ports` to localhost until Ctrl-C."),
     "secret": ("gpustack_iac.commands.secrets:secret", "Manage the stack's secrets, used in configurations as `${{ secrets.NAME }}`."),
     "stack": ("gpustack_iac.commands.stacks:stack_group", "List the stacks at the state location, show one's update history, or remove a destroyed one."),
     "offers": ("gpustack_iac.commands.offers:offers", "List instance types that fit a resource spec, cheapest first, with $/h."),

@@ -12,7 +12,7 @@ from gpustack_iac import codebundle
 from gpustack_iac.backends import Local, fleet_backend, get
 from gpustack_iac.errors import Diagnostic
 from gpustack_iac.spec.loader import Spec
-from gpustack_iac.spec.models import DevEnvironmentConfig, Document, RunParams, ServiceConfig, TaskConfig
+from gpustack_iac.spec.models import CODE_ROOT, DevEnvironmentConfig, Document, RunParams, ServiceConfig, TaskConfig
 from gpustack_iac.stacks.context import StackContext
 
 Diag = Callable[[Document, str, str], Diagnostic]
@@ -55,10 +55,6 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
         if not run.files and not run.repos:
             continue
         prop = "files" if run.files else "repos"
-        if any(t.get("image") for t in targets):
-            problems.append(diag(run, prop, f"{run.KIND} {run.name}: {prop} with image is not supported yet (the code "
-                                            "is not mounted into containers); run the commands without image"))
-            continue
         root = _landing(spec)
         if root is None:
             backends = ", ".join(sorted({fleet_backend(f) for f in spec.fleets}))
@@ -76,10 +72,23 @@ def ship(spec: Spec, definitions: dict[str, dict[str, Any]], tasks: dict[str, di
         base_dir = str(code_root(ctx)) if root == HERE else f"{root}/code"
         path = f"{base_dir}/{bundle.key}/{where}".rstrip("/")
         for target in targets:
+            if target.get("image"):
+                _mount_code(target, f"{base_dir}/{bundle.key}", where)
+                continue
             target["working_dir"] = path
             if "remote_working_dir" in target:
                 target["remote_working_dir"] = path if root != HERE else None
     return bundles
+
+
+def _mount_code(target: dict[str, Any], source: str, where: str) -> None:
+    """A container sees the code where dstack puts it, at /workflow: the directory it was unpacked into
+    on the host (`~/` is the agent user's home there), bind-mounted; it works in `working_dir` below it."""
+    inside = f"{CODE_ROOT}/{where}".rstrip("/")
+    target["mounts"] = [*(target.get("mounts") or []), {"source": source, "target": CODE_ROOT, "name": ""}]
+    target["working_dir"] = inside
+    if "remote_working_dir" in target:  # a task's containers work in remote_working_dir (runtime/tasks/runner.py)
+        target["remote_working_dir"] = inside
 
 
 def write_archives(bundles: dict[str, codebundle.Bundle], ctx: StackContext) -> Archives:

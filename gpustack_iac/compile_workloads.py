@@ -170,8 +170,6 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
     _warn_ignored(task, f"task {task.name}", ctx)
     if task.image:
         ctx.warn(f"task {task.name}: image needs Docker or Podman on the agents; without it the nodes fail to start")
-    if task.ports:
-        ctx.warn(f"task {task.name}: ports are not forwarded by the local backend; the nodes listen on the host itself")
     return {
         "name": str(task.name),
         "nodes": task.nodes,
@@ -181,7 +179,19 @@ def task_definition(task: TaskConfig, spec: Spec, ctx: StackContext, diag: Diag,
         "container": container_options(task, task.resources) if task.image else {},
         "retry": _retry(task),
         "max_duration": task.max_duration,
+        # Only when set: a key added to every definition would change every task's run id (a re-run).
+        **_schedule_and_ports(task),
     }
+
+
+def _schedule_and_ports(task: TaskConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if task.schedule is not None:
+        # dstack's weekday numbering (from Monday) becomes croniter's here, once: the runner reads only croniter's.
+        out["schedule"] = {"crons": task.schedule.posix(), "expressions": list(task.schedule.cron)}
+    if task.ports:
+        out["ports"] = [{"local": local, "remote": remote} for local, remote in task.port_pairs()]
+    return out
 
 
 def _on_hosts(config: TaskConfig | DevEnvironmentConfig, mounts: Mounts) -> dict[str, Any]:

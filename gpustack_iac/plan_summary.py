@@ -152,7 +152,9 @@ def summarize(old: Specs, new: Specs) -> list[ConfigChange]:
 
 def _task_changes(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[ConfigChange]:
     if old is None and new is not None:
-        return [ConfigChange("task", name, f"new task: runs on {new.get('nodes', 1)} node(s)")]
+        schedule = new.get("schedule") or {}
+        when = f", on schedule {' | '.join(schedule.get('expressions') or [])} (UTC)" if schedule else ""
+        return [ConfigChange("task", name, f"new task: runs on {new.get('nodes', 1)} node(s){when}")]
     if new is None and old is not None:
         return [ConfigChange("task", name, "removed → stopped if still running, its logs deleted", disruptive=True)]
     assert old is not None and new is not None

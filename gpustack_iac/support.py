@@ -151,7 +151,8 @@ MATRIX: dict[str, Support] = {
                               "all", _cpu_arch),
     "run.volumes": HOSTS_ONLY,
     "run.files": _row(H, H, R, R, R, R, "shipped once per content change into the run's working directory: on this "
-                      "machine, or by SFTP to each SSH host's `install_dir` (compile_code.py); clouds are refused at plan"),
+                      "machine, or by SFTP to each SSH host's `install_dir` (compile_code.py); an `image` run gets it bind-mounted at "
+                      "`/workflow`; clouds are refused at plan"),
     "run.repos": _row(H, H, R, R, R, R, "a local checkout ships what git tracks; a url is cloned on the host"),
     "run.backends": ALL,
     "run.regions": CLOUD_PLACEMENT,
@@ -168,6 +169,8 @@ MATRIX: dict[str, Support] = {
     "run.termination_idle_time": PROFILE_WARNED,
     "run.idle_duration": PROFILE_WARNED,
     "run.fleets": ALL,
+    "run.schedule": _row(R, R, R, R, R, R, "dstack starts a service or dev environment on its cron; here only tasks run on "
+                         "a schedule", "all", _set("schedule", None)),
     # ---------------------------------------------------------------- service
     "service.type": ALL,
     "service.port": ALL,
@@ -189,6 +192,8 @@ MATRIX: dict[str, Support] = {
     "task.type": HOSTS_ONLY,
     "task.nodes": HOSTS_ONLY,
     "task.ports": HOSTS_ONLY,
+    "task.schedule": _row(H, H, R, R, R, R, "the task runner starts a run at each cron time (UTC), skipping a time "
+                          "while the previous run still goes (docs/workloads.md)"),
     "dev-environment.type": HOSTS_ONLY,
     "dev-environment.ide": HOSTS_ONLY,
     "dev-environment.version": _row(W, W, R, R, R, R, "the desktop IDE installs its own server over SSH"),

@@ -23,6 +23,8 @@ import gpuhunt
 from gpuhunt._internal import storage
 from gpuhunt.version import __version__ as gpuhunt_version
 
+from gpustack_iac.catalog.snapshot import family
+
 DATA = Path(__file__).resolve().parents[1] / "gpustack_iac" / "catalog" / "data"
 PROVIDERS = ("aws", "gcp", "azure", "lambdalabs", "nebius")
 REGIONS: dict[str, tuple[str, ...]] = {
@@ -92,6 +94,112 @@ CURATED: dict[str, list[tuple[str, int, float, str, int, float | None, float, fl
 }
 
 
+# Where each GPU family is sold besides REGIONS (the clouds' public per-region instance tables, checked
+# 2026-12), and CPU-only families (services without GPUs need a node too). Prices outside the
+# reference regions are the reference price × the region's usual premium (REGION_PREMIUM), rounded:
+# close to the published figure, not equal to it (a --live refresh replaces them).
+FAMILY_REGIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "aws": {
+        "g4dn": ("us-east-2", "us-west-1", "ca-central-1", "eu-west-1", "eu-west-2", "eu-central-1", "eu-north-1",
+                 "ap-northeast-1", "ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "ap-south-1", "sa-east-1"),
+        "g5": ("us-east-2", "ca-central-1", "eu-west-1", "eu-west-2", "eu-central-1", "eu-north-1", "ap-northeast-1",
+               "ap-northeast-2", "ap-south-1"),
+        "g6": ("us-east-2", "eu-west-2", "eu-central-1", "eu-north-1", "ap-northeast-1", "ap-south-1", "ca-central-1"),
+        "g6e": ("us-east-2", "eu-north-1", "ap-northeast-1"),
+        "p4d": ("us-east-2", "eu-west-1", "eu-central-1", "ap-northeast-1", "ap-northeast-2"),
+        "p4de": (),
+        "p5": ("us-east-2", "eu-north-1", "ap-northeast-1", "ap-south-1"),
+        "p5en": ("us-east-2", "ap-northeast-1"),
+        "cpu": ("us-east-2", "us-west-1", "ca-central-1", "eu-west-1", "eu-west-2", "eu-central-1", "eu-north-1",
+                "ap-northeast-1", "ap-southeast-1", "ap-southeast-2", "ap-south-1"),
+    },
+    "gcp": {
+        "g2-standard": ("us-east1", "us-east4", "us-west1", "us-west4", "europe-west1", "europe-west4", "asia-east1",
+               "asia-northeast1", "asia-southeast1", "asia-south1"),
+        "a2-highgpu": ("us-east1", "us-west1", "europe-west4", "asia-northeast1", "asia-northeast3", "asia-southeast1"),
+        "a2-ultragpu": ("us-east4", "us-east5", "europe-west4", "asia-southeast1"),
+        "a3-highgpu": ("us-east4", "us-east5", "us-west1", "us-west4", "europe-west1", "europe-west4", "asia-northeast1",
+                       "asia-southeast1"),
+        "cpu": ("us-east1", "us-east4", "us-west1", "us-west4", "europe-west1", "europe-west2", "europe-west3",
+                "europe-west4", "asia-east1", "asia-northeast1", "asia-southeast1", "asia-south1"),
+    },
+    "azure": {
+        "NCasT4_v3": ("westus2", "southcentralus", "westeurope", "northeurope", "uksouth", "southeastasia", "japaneast",
+                      "centralindia"),
+        "NVadsA10_v5": ("southcentralus", "westus2", "westeurope"),
+        "NCadsA100_v4": ("southcentralus", "westus2", "westeurope"),
+        "NDamsrA100_v4": ("southcentralus", "westus2", "westeurope"),
+        "NCadsH100_v5": ("southcentralus", "westus3"),
+        "NDisrH100_v5": ("southcentralus", "westus3", "westeurope", "swedencentral"),
+        "cpu": ("westus2", "westus3", "southcentralus", "westeurope", "northeurope", "uksouth", "swedencentral",
+                "southeastasia", "japaneast", "centralindia"),
+    },
+}
+
+REGION_PREMIUM: dict[str, float] = {
+    # AWS
+    "us-west-1": 1.17, "ca-central-1": 1.1, "eu-west-1": 1.1, "eu-west-2": 1.16, "eu-central-1": 1.19,
+    "eu-north-1": 1.05, "ap-northeast-1": 1.26, "ap-northeast-2": 1.21, "ap-southeast-1": 1.25,
+    "ap-southeast-2": 1.26, "ap-south-1": 1.12, "sa-east-1": 1.58,
+    # GCP
+    "us-east4": 1.13, "us-west4": 1.12, "us-east5": 1.0, "europe-west1": 1.1, "europe-west2": 1.2, "europe-west3": 1.2,
+    "europe-west4": 1.1, "asia-east1": 1.16, "asia-northeast1": 1.28, "asia-northeast3": 1.28, "asia-southeast1": 1.23,
+    "asia-south1": 1.2,
+    # Azure
+    "westus3": 1.0, "westeurope": 1.15, "northeurope": 1.08, "uksouth": 1.16, "swedencentral": 1.06,
+    "southeastasia": 1.2, "japaneast": 1.27, "centralindia": 1.1,
+}
+
+# provider: (instance type, vCPUs, memory GB, CPU architecture, on-demand $/h in the reference regions, spot $/h)
+CPU_ONLY: dict[str, list[tuple[str, int, float, str, float, float]]] = {
+    "aws": [
+        ("c7i.large", 2, 4, "x86", 0.08925, 0.0357), ("c7i.xlarge", 4, 8, "x86", 0.1785, 0.0714),
+        ("c7i.2xlarge", 8, 16, "x86", 0.357, 0.1428), ("c7i.4xlarge", 16, 32, "x86", 0.714, 0.2856),
+        ("m7i.large", 2, 8, "x86", 0.1008, 0.0403), ("m7i.xlarge", 4, 16, "x86", 0.2016, 0.0806),
+        ("m7i.2xlarge", 8, 32, "x86", 0.4032, 0.1613), ("m7i.4xlarge", 16, 64, "x86", 0.8064, 0.3226),
+        ("r7i.large", 2, 16, "x86", 0.1323, 0.0529), ("r7i.xlarge", 4, 32, "x86", 0.2646, 0.1058),
+        ("r7i.2xlarge", 8, 64, "x86", 0.5292, 0.2117),
+        ("c7g.medium", 1, 2, "arm", 0.0363, 0.0145), ("c7g.large", 2, 4, "arm", 0.0725, 0.029),
+        ("c7g.xlarge", 4, 8, "arm", 0.145, 0.058), ("c7g.2xlarge", 8, 16, "arm", 0.29, 0.116),
+        ("m7g.medium", 1, 4, "arm", 0.0408, 0.0163), ("m7g.large", 2, 8, "arm", 0.0816, 0.0326),
+        ("m7g.xlarge", 4, 16, "arm", 0.1632, 0.0653), ("m7g.2xlarge", 8, 32, "arm", 0.3264, 0.1306),
+    ],
+    "gcp": [
+        ("e2-standard-2", 2, 8, "x86", 0.067, 0.0201), ("e2-standard-4", 4, 16, "x86", 0.134, 0.0402),
+        ("e2-standard-8", 8, 32, "x86", 0.268, 0.0804),
+        ("n2-standard-2", 2, 8, "x86", 0.0971, 0.0235), ("n2-standard-4", 4, 16, "x86", 0.1942, 0.047),
+        ("n2-standard-8", 8, 32, "x86", 0.3885, 0.094), ("n2-highmem-4", 4, 32, "x86", 0.262, 0.0634),
+        ("c3-standard-4", 4, 16, "x86", 0.2093, 0.0189), ("c3-standard-8", 8, 32, "x86", 0.4186, 0.0378),
+        ("c3-standard-22", 22, 88, "x86", 1.1511, 0.1039),
+    ],
+    "azure": [
+        ("Standard_D2s_v5", 2, 8, "x86", 0.096, 0.0192), ("Standard_D4s_v5", 4, 16, "x86", 0.192, 0.0384),
+        ("Standard_D8s_v5", 8, 32, "x86", 0.384, 0.0768),
+        ("Standard_E2s_v5", 2, 16, "x86", 0.126, 0.0252), ("Standard_E4s_v5", 4, 32, "x86", 0.252, 0.0504),
+        ("Standard_E8s_v5", 8, 64, "x86", 0.504, 0.1008),
+        # No F v5 exists: the F family's current general-purpose generation is Fsv2.
+        ("Standard_F2s_v2", 2, 4, "x86", 0.0846, 0.0169), ("Standard_F4s_v2", 4, 8, "x86", 0.169, 0.0338),
+        ("Standard_F8s_v2", 8, 16, "x86", 0.338, 0.0677),
+    ],
+}
+
+
+def _zones(provider: str, region: str) -> tuple[str, ...]:
+    """GCP offers are per zone: the first two zones of the region (data/gcp_zones.json)."""
+    if provider != "gcp":
+        return (region,)
+    zones = json.loads((DATA / "gcp_zones.json").read_text())["zones"]
+    return tuple(zones[region][:2])
+
+
+def _locations(provider: str, fam: str) -> list[tuple[str, float]]:
+    """(location, price factor) where a family is sold: the reference REGIONS and its own."""
+    extra = FAMILY_REGIONS.get(provider, {}).get(fam, ())
+    out = [(loc, 1.0) for loc in REGIONS[provider]]
+    out += [(zone, REGION_PREMIUM.get(region, 1.0)) for region in extra for zone in _zones(provider, region)]
+    return out
+
+
 def _known_memory(name: str) -> float:
     sizes = sorted({g.memory for g in gpuhunt.KNOWN_NVIDIA_GPUS if g.name.lower() == name.lower()})
     if not sizes:
@@ -103,17 +211,30 @@ def curated() -> dict[str, list[gpuhunt.CatalogItem]]:
     out: dict[str, list[gpuhunt.CatalogItem]] = {}
     for provider, rows in CURATED.items():
         items = []
-        for location in REGIONS[provider]:
-            for name, cpu, memory, gpu, count, gpu_memory, price, spot in rows:
+        for name, cpu, memory, gpu, count, gpu_memory, price, spot in rows:
+            for location, factor in _locations(provider, family(provider, name)):
                 for is_spot, cost in ((False, price), (True, spot)):
                     if cost is None:
                         continue
                     items.append(gpuhunt.CatalogItem(
-                        provider=provider, instance_name=name, location=location, price=cost, cpu=cpu,
+                        provider=provider, instance_name=name, location=location, price=round(cost * factor, 4), cpu=cpu,
                         memory=memory, gpu_count=count, gpu_name=gpu, gpu_memory=gpu_memory or _known_memory(gpu),
                         spot=is_spot, disk_size=None, gpu_vendor=gpuhunt.AcceleratorVendor.NVIDIA))
+        items += _cpu_only(provider)
         out[provider] = items
     return out
+
+
+def _cpu_only(provider: str) -> list[gpuhunt.CatalogItem]:
+    items = []
+    for name, cpu, memory, arch, price, spot in CPU_ONLY.get(provider, []):
+        for location, factor in _locations(provider, "cpu"):
+            for is_spot, cost in ((False, price), (True, spot)):
+                items.append(gpuhunt.CatalogItem(
+                    provider=provider, instance_name=name, location=location, price=round(cost * factor, 4), cpu=cpu,
+                    memory=memory, gpu_count=0, gpu_name=None, gpu_memory=None, spot=is_spot, disk_size=None,
+                    cpu_arch=gpuhunt.CPUArchitecture.cast(arch)))
+    return items
 
 
 def live() -> dict[str, list[gpuhunt.CatalogItem]]:

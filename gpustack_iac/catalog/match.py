@@ -61,6 +61,8 @@ def query_filter(resources: ResourcesSpec | None, *, max_price: float | None = N
     q = gpuhunt.QueryFilter(min_cpu=resources.cpu.min, max_cpu=resources.cpu.max,
                             min_memory=_gb(resources.memory.min), max_memory=_gb(resources.memory.max),
                             max_price=max_price)
+    # As in dstack, CPUs are x86 unless the spec asks for arm (`cpu: arm:8`): an x86 image must not land on Graviton.
+    q.cpu_arch = gpuhunt.CPUArchitecture.cast(resources.cpu_arch or "x86")
     gpu: GPUSpec | None = resources.gpu
     if gpu is None or gpu.none:
         q.max_gpu_count = 0

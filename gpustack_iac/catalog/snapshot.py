@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -29,6 +30,47 @@ class Snapshot:
 
     def providers(self) -> list[str]:
         return sorted({i.provider for i in self.items})
+
+    def coverage(self) -> list[Coverage]:
+        """Per provider: the regions (GCP zones folded into their region) and instance families it has."""
+        out = []
+        for provider in self.providers():
+            items = [i for i in self.items if i.provider == provider]
+            regions = {region_of(provider, i.location) for i in items}
+            gpu = {family(provider, i.instance_name) for i in items if i.gpu_count}
+            cpu = {family(provider, i.instance_name) for i in items if not i.gpu_count}
+            out.append(Coverage(provider, tuple(sorted(regions)), tuple(sorted(gpu)), tuple(sorted(cpu))))
+        return out
+
+
+@dataclass(frozen=True)
+class Coverage:
+    provider: str
+    regions: tuple[str, ...]
+    gpu_families: tuple[str, ...]
+    cpu_families: tuple[str, ...]
+
+    def line(self) -> str:
+        cpu = f", CPU-only {', '.join(self.cpu_families)}" if self.cpu_families else ""
+        return (f"{self.provider}: {len(self.regions)} regions × {len(self.gpu_families) + len(self.cpu_families)} families "
+                f"(GPU {', '.join(self.gpu_families)}{cpu}); regions {', '.join(self.regions)}")
+
+
+def family(provider: str, instance: str) -> str:
+    """An instance type's family: `g5` (AWS), `a2-ultragpu` (GCP), `NCadsA100_v4` / `Dsv5` (Azure)."""
+    if provider == "aws":
+        return instance.split(".")[0]
+    if provider == "gcp":
+        return "-".join(instance.split("-")[:2])
+    if provider == "azure":
+        size = re.sub(r"^([A-Z]+)\d+", r"\1", instance.removeprefix("Standard_"))
+        return size.replace("_", "", 1)
+    return instance
+
+
+def region_of(provider: str, location: str) -> str:
+    """GCP's catalog locations are zones (`us-central1-a`); the others' are regions."""
+    return location.rsplit("-", 1)[0] if provider == "gcp" and location.count("-") == 2 else location
 
 
 def _data() -> resources.abc.Traversable:

@@ -53,6 +53,17 @@ def count_hint(gpu: str | None) -> str | None:
     return None
 
 
+def _print_coverage(as_json: bool) -> None:
+    snapshot = load()
+    if as_json:
+        click.echo(json.dumps({"taken": snapshot.taken, "source": snapshot.source,
+                               "coverage": [asdict(c) for c in snapshot.coverage()]}, indent=2))
+        return
+    click.echo(f"catalog: {snapshot.source} snapshot taken {snapshot.taken}")
+    for c in snapshot.coverage():
+        click.echo(c.line())
+
+
 def _lines(offers: list[Offer], limit: int) -> list[str]:
     """Plain aligned columns: never wrapped or cut to the terminal's width (instance types are long)."""
     rows = [("#", "BACKEND", "REGION", "INSTANCE TYPE", "RESOURCES", "SPOT", "$/H")]
@@ -79,8 +90,10 @@ def _lines(offers: list[Offer], limit: int) -> list[str]:
 @click.option("--max-price", type=float, default=None, help="Only offers at or below this $/h.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Show at most this many offers per request.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--coverage", is_flag=True, help="Only print what the snapshot covers: each cloud's regions and families.")
 def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: str | None, backends: tuple[str, ...],
-           regions: tuple[str, ...], spot_policy: SpotPolicy | None, max_price: float | None, limit: int, as_json: bool) -> None:
+           regions: tuple[str, ...], spot_policy: SpotPolicy | None, max_price: float | None, limit: int, as_json: bool,
+           coverage: bool) -> None:
     """List instance types that fit a resource spec, cheapest first, with $/h.
 
     With PATHS, every fleet and service replica group in them is matched with its own
@@ -93,7 +106,11 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
       gpustack-iac offers --gpu A100:80GB:2
       gpustack-iac offers --gpu 24GB.. --backend aws --region us-east-1 --spot
       gpustack-iac offers examples/aws
+      gpustack-iac offers --coverage
     """
+    if coverage:
+        _print_coverage(as_json)
+        return
     overrides: dict[str, Any] = {}
     if gpu is not None:
         overrides["gpu"] = gpu
@@ -122,13 +139,17 @@ def offers(paths: tuple[Path, ...], gpu: str | None, cpu: str | None, memory: st
                             snapshot=snapshot)
         results.append((label, resources or ResourcesSpec(), found))
     if as_json:
-        click.echo(json.dumps({"catalog": {"taken": snapshot.taken, "source": snapshot.source},
+        click.echo(json.dumps({"catalog": {"taken": snapshot.taken, "source": snapshot.source,
+                                           "coverage": [asdict(c) for c in snapshot.coverage()]},
                                "requests": [{"request": label, "resources": r.describe(),
                                              "offers": [asdict(o) for o in found[:limit]], "total": len(found)}
                                             for label, r, found in results]}, indent=2))
         return
     console = Console(highlight=False)
     console.print(f"catalog: {snapshot.source} snapshot taken {snapshot.taken} ({', '.join(snapshot.providers())})", soft_wrap=True)
+    console.print("coverage: " + ", ".join(f"{c.provider} {len(c.regions)} regions × "
+                                           f"{len(c.gpu_families) + len(c.cpu_families)} families"
+                                           for c in snapshot.coverage()) + " (--coverage lists them)", soft_wrap=True)
     for label, resources, found in results:
         if not found:
             asked = set(backends) or set((dict(requests_placement.get(label) or {}).get("backends") or []))

@@ -32,6 +32,22 @@ def _stamp(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
 
 
+def _utc(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def _schedule_state(status: dict[str, Any]) -> str:
+    """A scheduled task's line: its cron, which run this is, the next run time, what was skipped."""
+    schedule = status["schedule"]
+    text = f"{status['state']}" + (f" (run {status['run']})" if status.get("run") and status["state"] != "scheduled" else "")
+    text += f"; cron {' | '.join(schedule.get('cron') or [])}; next run {_utc(schedule.get('next_run_at'))}"
+    if status.get("last_result"):
+        text += f"; last run {status['last_result']}"
+    if schedule.get("skipped_total"):
+        text += f"; {schedule['skipped_total']} time(s) skipped (previous run still going)"
+    return text
+
+
 def _took(start: float | None, end: float | None) -> str:
     if not start:
         return "-"
@@ -58,8 +74,8 @@ def task_table(tasks: dict[str, str]) -> Table:
         if status is None:
             table.add_row(name, "unknown (no status file)", *[""] * 8)
             continue
-        state = status["state"]
-        if state == "retrying" and status.get("next_retry_at"):
+        state = _schedule_state(status) if status.get("schedule") else status["state"]
+        if status["state"] == "retrying" and status.get("next_retry_at"):
             state += f" at {_stamp(status['next_retry_at'])}"
         if status.get("reason"):
             state += f": {status['reason']}"
@@ -172,7 +188,11 @@ def wait_for_tasks(outputs: dict[str, Any], console: Console, timeout: float | N
     while len(ended) < len(tasks):
         for name, state_dir in tasks.items():
             status = read_status(Path(state_dir))
-            if name not in ended and status is not None and status["state"] in FINAL_STATES:
+            if name not in ended and status is not None and status.get("schedule") and status["state"] == "scheduled":
+                # A scheduled task never ends while deployed: waiting stops at its schedule.
+                ended[name] = status
+                console.print(f"task {name}: scheduled, next run {_utc(status['schedule'].get('next_run_at'))}", highlight=False)
+            elif name not in ended and status is not None and status["state"] in FINAL_STATES:
                 ended[name] = status
                 took = _took(status.get("started_at"), status.get("finished_at"))
                 console.print(f"task {name}: {status['state']} after {took}" + (f" ({status['reason']})" if status.get("reason") else ""),
@@ -181,7 +201,7 @@ def wait_for_tasks(outputs: dict[str, Any], console: Console, timeout: float | N
             raise GpustackError(f"tasks still running after {timeout:.0f} s: {', '.join(sorted(set(tasks) - set(ended)))}")
         if len(ended) < len(tasks):
             time.sleep(FOLLOW_POLL)
-    return all(s["state"] == "succeeded" for s in ended.values())
+    return all(s["state"] in ("succeeded", "scheduled") for s in ended.values())
 
 
 def print_task_logs(state_dir: str, node: int | None, tail: int, follow: bool) -> None:

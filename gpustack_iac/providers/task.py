@@ -23,6 +23,7 @@ from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import sync_client as http
 from gpustack_iac.runtime.tunnels import forwarded_agent_url
 from gpustack_iac.runtime import envpolicy, procs
+from gpustack_iac.runtime.tasks.schedule import CLOCK_SPEED_ENV
 from gpustack_iac.runtime.tasks.status import FINAL_STATES, read_status
 
 START_TIMEOUT = 120.0
@@ -86,7 +87,7 @@ class TaskProvider(ResourceProvider):
                       "hosts": [{k: v for k, v in h.items() if k != "token"} for h in hosts]}
         (root / "task.json").write_text(json.dumps(definition, indent=1))
         # The allow-listed daemon environment (no passphrase, no cloud credentials) plus the tokens.
-        env = envpolicy.daemon_env(os.environ)
+        env = envpolicy.daemon_env(os.environ, extra=(CLOCK_SPEED_ENV,))
         env[TOKENS_ENV] = json.dumps({h["name"]: h["token"] for h in hosts})
         info = procs.start_daemon(
             [sys.executable, "-m", "gpustack_iac.runtime.tasks", "--definition", str(root / "task.json"),

@@ -142,11 +142,11 @@ async def _port_open(port: int) -> bool:
 class Forward:
     """One `ssh -N -L 127.0.0.1:<local>:127.0.0.1:<remote>` process."""
 
-    def __init__(self, spec: TunnelSpec, known_hosts: Path, remote_port: int) -> None:
+    def __init__(self, spec: TunnelSpec, known_hosts: Path, remote_port: int, local_port: int | None = None) -> None:
         self.spec = spec
         self.known_hosts = known_hosts
         self.remote_port = remote_port
-        self.local_port = _free_port()
+        self.local_port = local_port or _free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self.opened_at = 0.0
@@ -265,10 +265,11 @@ class HostTunnels:
 
 
 @contextlib.contextmanager
-def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
+def forwarded(spec: TunnelSpec, state_dir: Path, local_port: int | None = None) -> Iterator[str]:
     """A blocking `ssh -L` to `spec.remote_port` for the length of a with-block, for callers without
     an event loop (the providers and the CLI reaching a gateway on a fleet host): yields
-    `http://127.0.0.1:<local>`. The same options as the controller's forwards (verified key only)."""
+    `http://127.0.0.1:<local>` (`local_port`, else a free one). The same options as the controller's
+    forwards (verified key only)."""
 
     state_dir.mkdir(parents=True, exist_ok=True)
     # Unique per call: providers run in parallel threads of one process.
@@ -278,7 +279,7 @@ def forwarded(spec: TunnelSpec, state_dir: Path) -> Iterator[str]:
         f.write(f"gpustack-{spec.name} {spec.host_key}\n")
         if spec.jump is not None:
             f.write(f"gpustack-{spec.name}-jump {spec.jump.host_key}\n")
-    fwd = Forward(spec, known_hosts, spec.remote_port)
+    fwd = Forward(spec, known_hosts, spec.remote_port, local_port)
     proc = subprocess.Popen(fwd.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, preexec_fn=_die_with_parent)
     try:

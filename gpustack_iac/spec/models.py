@@ -306,6 +306,57 @@ class ScheduleSpec(Strict):
         return value
 
 
+def _dstack_weekday(token: str) -> str:
+    """One item of dstack's day-of-week field in croniter's numbering: dstack counts from Monday
+    (`0` is Monday, `6` Sunday), croniter from Sunday (`0`/`7` is Sunday), so each number moves up one."""
+    base, _, step = token.partition("/")
+    if base == "*" and step:
+        base = "0-6"  # `*/2` steps from Monday in dstack's numbering, from Sunday in croniter's
+    bounds = base.split("-") if base != "*" else []
+    for bound in bounds:
+        if bound.isdigit() and int(bound) > 6:
+            raise ValueError(f"day of week {bound} is out of range: dstack counts 0 (Monday) .. 6 (Sunday)")
+    moved = "-".join(str(int(b) + 1) if b.isdigit() else b for b in bounds) if bounds else base
+    return moved + (f"/{step}" if step else "")
+
+
+def posix_cron(expression: str) -> str:
+    """A dstack cron expression (UTC, weekdays from Monday) as croniter reads it (weekdays from Sunday)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {expression!r}")
+    fields[4] = ",".join(_dstack_weekday(t) for t in fields[4].lower().split(","))
+    out = " ".join(fields)
+    if not croniter.is_valid(out):
+        raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday), got {expression!r}")
+    return out
+
+
+def _crons(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class RunScheduleSpec(Strict):
+    """dstack's `schedule:` of a run: start it at each time a cron expression matches (UTC)."""
+
+    cron: Annotated[list[str], BeforeValidator(_crons)] = Field(
+        min_length=1,
+        description="A 5-field cron expression in UTC, or a list of them (days of the week count from Monday: `0` or "
+        "`mon`; e.g. `15 23 * * *`, `0 8 * * mon-fri`).",
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _valid(cls, value: list[str]) -> list[str]:
+        for expression in value:
+            posix_cron(expression)
+        return value
+
+    def posix(self) -> list[str]:
+        """The expressions in croniter's numbering, as the task runner reads them."""
+        return [posix_cron(e) for e in self.cron]
+
+
 class ScalingSpec(Strict):
     metric: Literal["rps", "concurrency", "latency", "queue"] = Field(
         description=(
@@ -492,6 +543,9 @@ class RunParams(ProfileParams):
         default_factory=list,
         description="Local files and directories shipped to the run: `local:path`, `local`, or `{local_path, path}` "
         "(`.gitignore`/`.dstackignore` honoured; shipped once per content change).",
+    )
+    schedule: RunScheduleSpec | None = Field(
+        None, description="Start the run at the times a cron expression matches (UTC): `{cron: \"15 23 * * *\"}`."
     )
     repos: list[RepoValue] = Field(
         default_factory=list,
@@ -1016,6 +1070,17 @@ class RouterConfig(Document):
 # ---------------------------------------------------------------- task, dev environment, volume, project
 
 
+def _port_pair(value: int | str) -> tuple[int, int]:
+    local, _, remote = str(value).partition(":")
+    try:
+        pair = (int(local), int(remote or local))
+    except ValueError:
+        raise ValueError(f"expected a port (`8080`) or local:run ports (`8080:80`), got {value!r}") from None
+    if not all(1 <= p <= 65535 for p in pair):
+        raise ValueError(f"ports are 1..65535, got {value!r}")
+    return pair
+
+
 class TaskConfig(RunParams, Document):
     """A batch job (training, fine-tuning, evaluation) on one or more nodes."""
 
@@ -1023,12 +1088,24 @@ class TaskConfig(RunParams, Document):
 
     type: Literal["task"] = Field(description="`task`.")
     nodes: Int = Field(1, ge=1, description="The number of nodes (distributed tasks).")
-    ports: list[Int | str] = Field(default_factory=list, description="Ports to forward (`8080` or `8080:80`).")
+    ports: list[Int | str] = Field(
+        default_factory=list,
+        description="Ports `gpustack-iac attach` forwards to localhost: `8080` (the same port) or `8080:80` (local:run).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
         self._check_image()
+        for i, port in enumerate(self.ports):
+            try:
+                _port_pair(port)
+            except ValueError as exc:
+                raise config_error(str(exc), f"ports.{i}") from None
         return self
+
+    def port_pairs(self) -> list[tuple[int, int]]:
+        """Each entry of `ports` as (local port, the run's port)."""
+        return [_port_pair(p) for p in self.ports]
 
 
 class DevEnvironmentConfig(RunParams, Document):

@@ -77,6 +77,8 @@ def summarize(doc: Document) -> Row:
         details = [f"model {doc.model} → {members}", f"strategy {doc.strategy}"]
     elif isinstance(doc, TaskConfig):
         details = [f"nodes ×{doc.nodes} ({doc.resources.describe()})"]
+        if doc.schedule is not None:
+            details.append(f"schedule {' | '.join(doc.schedule.cron)} (UTC)")
     elif isinstance(doc, DevEnvironmentConfig):
         details = [f"{doc.ide or 'ssh'} ({doc.resources.describe()})"]
     elif isinstance(doc, VolumeConfig):

@@ -45,6 +45,9 @@ def test_every_shipped_entry_is_well_formed() -> None:
             assert key not in seen, f"duplicate {key}"
             seen.add(key)
             assert item.price > 0 and item.cpu > 0 and item.memory > 0
+            if item.gpu_count == 0:  # a CPU-only type
+                assert item.gpu_name is None and item.provider in ("aws", "gcp", "azure"), item
+                continue
             assert item.gpu_count >= 1 and item.gpu_vendor == gpuhunt.AcceleratorVendor.NVIDIA
             assert (item.gpu_name.lower(), item.gpu_memory) in KNOWN, f"{item.instance_name}: {item.gpu_name} {item.gpu_memory}GB unknown to gpuhunt"
         on_demand = {(i.instance_name, i.location): i.price for i in items if not i.spot}
@@ -131,3 +134,53 @@ def test_offers_gpu_count_that_looks_like_memory_gets_a_did_you_mean() -> None:
     assert result.exit_code == 0, result.output
     assert "did you mean --gpu A100:80GB?" in result.output
     assert "did you mean" not in CliRunner().invoke(main, ["offers", "--gpu", "A100:80GB"]).output
+
+
+def test_cpu_only_families_on_every_cloud() -> None:
+    cpu = {o.instance_type.split(".")[0] for o in find_offers(ResourcesSpec(cpu="2..", memory="4GB.."), backends=["aws"])}
+    assert {"c7i", "m7i", "r7i"} <= cpu
+    gcp = {o.instance_type for o in find_offers(ResourcesSpec(), backends=["gcp"], regions=["europe-west4"])}
+    assert {"n2-standard-2", "c3-standard-4", "e2-standard-2"} <= gcp
+    small = ResourcesSpec(cpu="2..", memory="4GB..")
+    azure = {o.instance_type for o in find_offers(small, backends=["azure"], regions=["westeurope"])}
+    assert {"Standard_D2s_v5", "Standard_E2s_v5", "Standard_F2s_v2"} <= azure
+    # As in dstack, CPUs are x86 unless asked otherwise: Graviton only for `cpu: arm:N`.
+    assert not {"c7g", "m7g"} & cpu
+    arm = {o.instance_type.split(".")[0] for o in find_offers(ResourcesSpec(cpu="arm:2.."), backends=["aws"])}
+    assert arm == {"c7g", "m7g"}
+
+
+@pytest.mark.parametrize("region, families", [
+    ("europe-west4", {"g2-standard", "a2-highgpu", "a2-ultragpu", "a3-highgpu"}),
+    ("us-east4", {"g2-standard", "a2-ultragpu", "a3-highgpu"}),
+    ("asia-southeast1", {"g2-standard", "a2-highgpu", "a2-ultragpu", "a3-highgpu"}),
+])
+def test_gcp_gpus_beyond_us_central1(region: str, families: set[str]) -> None:
+    from gpustack_iac.catalog.snapshot import family
+
+    found = find_offers(ResourcesSpec(gpu="1.."), backends=["gcp"], regions=[region])
+    assert {family("gcp", o.instance_type) for o in found} == families
+    assert all(o.region.startswith(region + "-") for o in found)
+
+
+def test_aws_and_azure_gpus_beyond_the_reference_regions() -> None:
+    assert _types("H100:8", backends=["aws"], regions=["eu-north-1"]) == {("aws", "p5.48xlarge")}
+    assert ("aws", "g5.xlarge") in _types("A10G", backends=["aws"], regions=["eu-central-1"])
+    assert _types("A100:80GB:8", backends=["azure"], regions=["westeurope"]) == {("azure", "Standard_ND96amsr_A100_v4")}
+    # A region's price carries its premium over the reference region's list price.
+    [ref] = find_offers(ResourcesSpec(gpu="A10G:1", cpu="4", memory="16GB"), backends=["aws"], regions=["us-east-1"],
+                        spot_policy="on-demand")
+    [tokyo] = find_offers(ResourcesSpec(gpu="A10G:1", cpu="4", memory="16GB"), backends=["aws"],
+                          regions=["ap-northeast-1"], spot_policy="on-demand")
+    assert tokyo.price > ref.price
+
+
+def test_offers_region_europe_west4_finds_gpus_and_prints_coverage() -> None:
+    result = CliRunner().invoke(main, ["offers", "--gpu", "1..", "--region", "europe-west4", "--limit", "100"])
+    assert result.exit_code == 0, result.output
+    assert "a3-highgpu-8g" in result.output and "g2-standard-4" in result.output
+    assert result.output.splitlines()[1].startswith("coverage: aws ")
+    full = CliRunner().invoke(main, ["offers", "--coverage"])
+    assert full.exit_code == 0, full.output
+    gcp = next(line for line in full.output.splitlines() if line.startswith("gcp: "))
+    assert "europe-west4" in gcp and "us-east1" in gcp and "CPU-only c3-standard, e2-standard, n2-highmem, n2-standard" in gcp

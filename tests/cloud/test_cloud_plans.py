@@ -149,3 +149,28 @@ def test_ci_comment_sample_is_what_the_renderer_writes_for_the_aws_example(tmp_p
     assert sample[5] == "💰 **Cost:** +$0.04/h at min, up to +$4.07/h (total $0.04/h at min, up to $4.07/h)"
     start = rendered.index("<details><summary>Cost breakdown</summary>")
     assert rendered[start:start + 11] == sample[sample.index("<details><summary>Cost breakdown</summary>"):][:11]
+
+
+CPU_SERVICE = """type: service
+name: api
+gateway: gw
+port: 8000
+image: python:3.12-slim
+commands: [python3 -m http.server 8000]
+backends: [%s]
+regions: [%s]
+resources: {cpu: 2.., memory: 4GB..}
+"""
+CPU_TYPES = {"aws": ("eu-west-1", "c7i.large"), "gcp": ("europe-west4", "e2-standard-2"),
+             "azure": ("westeurope", "Standard_F2s_v2")}
+
+
+@pytest.mark.parametrize("cloud", sorted(CPU_TYPES))
+def test_a_cpu_only_service_plans_on_each_cloud(cloud: str, tmp_path: Path) -> None:
+    """The catalog has CPU-only families: a service without GPUs finds a node on every cloud."""
+    region, cheapest = CPU_TYPES[cloud]
+    gateway = f"type: gateway\nname: gw\nbackend: {cloud}\nregion: {region}\ncertificate: null\n"
+    write(tmp_path, {"s.gpustack.yml": CPU_SERVICE % (cloud, region), "g.gpustack.yml": gateway})
+    cost = compile_dir(tmp_path, tmp_path).cost
+    [group] = [i for i in cost.items if i.kind == "group"]
+    assert (group.backend, group.instance_type) == (cloud, cheapest)

@@ -209,3 +209,39 @@ def test_a_two_node_task_in_containers_meets_over_the_master_address(tmp_path: P
     finally:
         project.cli("destroy", "--yes", check=False, timeout=300)
         kill_all(processes_under(root))
+
+
+CODE_TASK = """\
+type: task
+name: {name}
+image: {image}
+files:
+  - data:data
+working_dir: /workflow/data
+commands:
+  - echo "in $(pwd) found $(cat hello.txt)"
+resources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}
+"""
+
+
+def test_files_reach_an_image_task_at_workflow(tmp_path: Path, engine: Engine, web_images: WebImages) -> None:
+    """dstack's `files:` with `image:`: the bundle unpacked on the host is bind-mounted at /workflow and the
+    container works in `working_dir` there."""
+    name = f"code-{uuid.uuid4().hex[:6]}"
+    root = tmp_path / "proj"
+    config = root / "task"
+    (config / "data").mkdir(parents=True)
+    (config / "data" / "hello.txt").write_text("shipped with files\n")
+    shutil.copy(EXAMPLES / "task" / "fleet.gpustack.yml", config)
+    (config / "train.gpustack.yml").write_text(CODE_TASK.format(name=name, image=web_images.v1))
+    project = Project(root=root, config=config, extra_env=dict(engine.env))
+    try:
+        up = project.cli("up", "task", "--yes", "--wait", check=False)
+        logs = project.cli("logs", name, check=False).stdout
+        assert f"task {name}: succeeded" in up.stdout, up.stdout + up.stderr + logs
+        assert "in /workflow/data found shipped with files" in logs, logs
+        project.cli("destroy", "--yes")
+        assert _mine(engine, name) == []
+    finally:
+        project.cli("destroy", "--yes", check=False, timeout=300)
+        kill_all(processes_under(root))

@@ -33,6 +33,7 @@ REFUSED: dict[str, tuple[str, ...]] = {
     "task-gpu-missing.dstack.yml": ("no placement on the fleet's hosts",),
     "fleet-blocks.dstack.yml": ("blocks (sharing a node between workloads) is not implemented on aws",),
     "fleet-idle-duration.dstack.yml": ("idle_duration is not supported on backend gcp",),
+    "service-schedule.dstack.yml": ("schedule is not supported on backend local",),
 }
 
 

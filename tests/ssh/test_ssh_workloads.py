@@ -5,11 +5,15 @@ the task runner on this machine reaching each agent through an SSH forward."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, processes_under
+from tests.e2e.conftest import EXAMPLES, http, processes_under, wait_until
 from tests.ssh.hosts import TestHosts
 from tests.ssh.stack import Stack
 
@@ -167,3 +171,47 @@ def test_dev_environment_on_an_ssh_host_through_the_fleets_ssh(ssh_hosts: TestHo
         stack.cli("destroy", "--yes", check=False, timeout=300)
     _clean(ssh_hosts)
     assert processes_under(stack.root) == []
+
+
+@pytest.mark.timeout(900)  # a wheelhouse, an `up` over SSH and a `destroy`: about 5 minutes on a busy machine
+def test_attach_forwards_a_task_port_from_an_ssh_host(ssh_hosts: TestHosts) -> None:
+    """`attach` reaches a node on an SSH fleet host through `ssh -L`, trusting only the host key
+    verified at provisioning; the task's server listens on that host's loopback only."""
+    if ssh_hosts.mode != "netns":
+        pytest.skip("needs hosts with their own loopback (network namespaces)")
+    stack = _fresh_stack(ssh_hosts, "attach-project")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local = int(s.getsockname()[1])
+    (stack.config / "serve.gpustack.yml").write_text(
+        "type: task\nname: serve\ncommands:\n  - mkdir -p www && hostname -I > www/who && cd www && "
+        "exec python3 -m http.server 8123 --bind 127.0.0.1\n"
+        f"ports: ['{local}:8123']\nresources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}\n")
+    attach = None
+    try:
+        stack.cli("up", "conf", "--yes", timeout=300)
+        attach = subprocess.Popen([sys.executable, "-m", "gpustack_iac", "attach", "serve"], cwd=stack.root, env=stack.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert attach.stdout is not None
+        line = attach.stdout.readline()
+        assert f"http://127.0.0.1:{local}" in line, line + (attach.stderr.read() if attach.poll() is not None else "")
+        # The server may still be starting on the host: ask until it answers.
+        got = wait_until(lambda: _answer(f"http://127.0.0.1:{local}/who"), 60, what="the task's server through attach")
+        assert any(h.address in got[1].decode() for h in ssh_hosts.hosts[:2]), got
+        attach.send_signal(signal.SIGINT)
+        assert attach.wait(timeout=30) == 0
+    finally:
+        if attach is not None and attach.poll() is None:
+            attach.kill()
+            attach.wait()
+        stack.cli("destroy", "--yes", check=False, timeout=300)
+    _clean(ssh_hosts)
+    assert processes_under(stack.root) == []  # no ssh -L left behind
+
+
+def _answer(url: str) -> tuple[int, bytes] | None:
+    try:
+        got = http("GET", url, timeout=5)
+    except OSError:
+        return None
+    return got if got[0] == 200 else None

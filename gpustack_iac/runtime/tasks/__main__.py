@@ -1,4 +1,5 @@
-"""`python -m gpustack_iac.runtime.tasks`: run one task to its end, then exit.
+"""`python -m gpustack_iac.runtime.tasks`: run one task to its end, then exit; a scheduled task
+runs at each of its cron times until it is stopped.
 
 Started detached by the task provider (providers/task.py). Agent tokens arrive in the
 environment variable GPUSTACK_TASK_TOKENS (a JSON object, host name → token) and are removed
@@ -17,6 +18,7 @@ from pathlib import Path
 from gpustack_iac.runtime import procs
 from gpustack_iac.runtime.tasks.model import parse_task
 from gpustack_iac.runtime.tasks.runner import TaskRunner
+from gpustack_iac.runtime.tasks.schedule import CLOCK_SPEED_ENV, Clock, ScheduledTask
 
 TOKENS_ENV = "GPUSTACK_TASK_TOKENS"
 
@@ -33,7 +35,11 @@ async def main(args: argparse.Namespace) -> int:
     tokens = json.loads(os.environ.pop(TOKENS_ENV, "{}") or "{}")
     task = parse_task(json.loads(args.definition.read_text()))
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    runner = TaskRunner(task, tokens, args.state_dir)
+    runner: TaskRunner | ScheduledTask
+    if task.schedule is not None:
+        runner = ScheduledTask(task, tokens, args.state_dir, Clock(float(os.environ.get(CLOCK_SPEED_ENV) or 1.0)))
+    else:
+        runner = TaskRunner(task, tokens, args.state_dir)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.request_stop)
@@ -41,7 +47,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.port_file:
         procs.write_port_file(args.port_file, {"pid": os.getpid()})
     result = await run
-    return 0 if result == "succeeded" else 1
+    return 0 if result == "succeeded" or task.schedule is not None else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
 from gpustack_iac.errors import RuntimeApiError
@@ -45,6 +46,12 @@ class RetryDef:
 
 
 @dataclass(frozen=True)
+class ScheduleDef:
+    crons: tuple[str, ...]  # croniter's numbering (weekdays from Sunday), UTC
+    expressions: tuple[str, ...] = ()  # as the configuration wrote them (dstack's numbering), for status
+
+
+@dataclass(frozen=True)
 class TaskDef:
     name: str
     run_id: str  # changes with the task's spec: a new run id is a new run
@@ -63,6 +70,7 @@ class TaskDef:
     retry: RetryDef | None = None
     max_duration: float | None = None
     master_port: int | None = None  # default: a free port when the master is on loopback, else 29500
+    schedule: ScheduleDef | None = None  # a run at each cron time instead of one run now
     poll: float = 0.3
     stop_grace: float = 10.0
 
@@ -80,4 +88,6 @@ def parse_task(data: Any) -> TaskDef:
         raise TaskDefinitionError("invalid task definition: nodes must be at least 1")
     if task.retry is not None and set(task.retry.on_events) - set(RETRY_EVENTS):
         raise TaskDefinitionError(f"invalid task definition: retry.on_events must be among {list(RETRY_EVENTS)}")
+    if task.schedule is not None and (not task.schedule.crons or not all(croniter.is_valid(c) for c in task.schedule.crons)):
+        raise TaskDefinitionError(f"invalid task definition: schedule.crons must be cron expressions, got {task.schedule.crons}")
     return task

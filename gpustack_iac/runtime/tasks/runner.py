@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gpustack_iac.errors import AgentApiError, RuntimeApiError
 from gpustack_iac.runtime.backoff import Backoff
@@ -102,9 +102,19 @@ def _free_loopback_port() -> int:
         return int(s.getsockname()[1])
 
 
+StatusOverlay = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class TaskRunner:
-    def __init__(self, task: TaskDef, tokens: dict[str, str], state_dir: Path, rng: random.Random | None = None) -> None:
+    """One run of a task. A scheduled task (runtime/tasks/schedule.py) makes one per cron time:
+    `run_number` then tells its replicas and log sections apart, and `overlay` adds the schedule
+    to every status the run writes."""
+
+    def __init__(self, task: TaskDef, tokens: dict[str, str], state_dir: Path, rng: random.Random | None = None,
+                 run_number: int = 0, overlay: StatusOverlay | None = None) -> None:
         self.task = task
+        self.run_number = run_number
+        self._overlay = overlay
         self.state_dir = state_dir
         self._tokens = tokens
         self._rng = rng or random.Random()
@@ -156,7 +166,8 @@ class TaskRunner:
         }
 
     def _save(self) -> None:
-        write_status(self.state_dir, self.snapshot())
+        snapshot = self.snapshot()
+        write_status(self.state_dir, self._overlay(snapshot) if self._overlay is not None else snapshot)
 
     # -- the run -----------------------------------------------------------------------
 
@@ -224,7 +235,8 @@ class TaskRunner:
                 continue
             if len(chosen) < task.nodes:
                 rank = len(chosen)
-                replica = f"task-{task.name}-{task.run_id[:8]}-{len(self._attempts)}-{rank}"
+                run = f"r{self.run_number}-" if self.run_number else ""
+                replica = f"task-{task.name}-{task.run_id[:8]}-{run}{len(self._attempts)}-{rank}"
                 chosen.append(Node(rank=rank, host=host, replica=replica, gpus=reservation.gpus))
         if len(chosen) < task.nodes:
             return f"needs {task.nodes} hosts, {len(chosen)} fit" + (f" ({'; '.join(reasons)})" if reasons else "")
@@ -278,7 +290,8 @@ class TaskRunner:
         answer = await self.client(node.host).start(spec)
         node.state, node.started_at = str(answer.get("state", "starting")), float(answer.get("started_at") or time.time())
         with open(node_log(self.state_dir, node.rank), "ab") as log:
-            log.write(f"--- attempt {len(self._attempts)}, node {node.rank} on {node.host.name} ---\n".encode())
+            run = f"run {self.run_number}, " if self.run_number else ""
+            log.write(f"--- {run}attempt {len(self._attempts)}, node {node.rank} on {node.host.name} ---\n".encode())
         self._followers.append(asyncio.create_task(self._follow(node)))
 
     async def _follow(self, node: Node) -> None:
