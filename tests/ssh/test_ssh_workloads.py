@@ -183,9 +183,9 @@ def test_attach_forwards_a_task_port_from_an_ssh_host(ssh_hosts: TestHosts) -> N
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = int(s.getsockname()[1])
+    # The server answers with the host's addresses and writes no file (the host must end up clean).
     (stack.config / "serve.gpustack.yml").write_text(
-        "type: task\nname: serve\ncommands:\n  - mkdir -p www && hostname -I > www/who && cd www && "
-        "exec python3 -m http.server 8123 --bind 127.0.0.1\n"
+        "type: task\nname: serve\ncommands:\n  - |\n    exec python3 - <<'PY'\n" + SERVE_WHO + "    PY\n"
         f"ports: ['{local}:8123']\nresources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}\n")
     attach = None
     try:
@@ -207,6 +207,18 @@ def test_attach_forwards_a_task_port_from_an_ssh_host(ssh_hosts: TestHosts) -> N
         stack.cli("destroy", "--yes", check=False, timeout=300)
     _clean(ssh_hosts)
     assert processes_under(stack.root) == []  # no ssh -L left behind
+
+
+SERVE_WHO = """\
+    import http.server, subprocess
+    who = subprocess.run(["hostname", "-I"], capture_output=True).stdout
+    class Who(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(who)
+    http.server.HTTPServer(("127.0.0.1", 8123), Who).serve_forever()
+"""
 
 
 def _answer(url: str) -> tuple[int, bytes] | None:
