@@ -176,7 +176,9 @@ MATRIX: dict[str, Support] = {
     "service.https": ALL,
     "service.auth": ALL,
     "service.replicas": ALL,
-    "service.scaling": ALL,
+    "service.scaling": _row(H, H, H, H, H, W, "Kubernetes: services are not registered with the in-cluster controller "
+                            "yet, so its autoscaler never sees them and each Deployment stays at the minimum", "all",
+                            _set("scaling", None)),
     "service.probes": _row(H, H, H, H, H, R, "a replica is ready when every probe passes; a Kubernetes readiness probe "
                            "is one request, so a second probe is refused there", "all", _probes),
     "service.probes.ready_after": _row(W, W, W, W, W, W, "one passing round of probes makes a replica ready", "all",
@@ -214,8 +216,10 @@ MATRIX: dict[str, Support] = {
     "fleet.spot_policy": CLOUD_PLACEMENT,
     "fleet.max_price": CLOUD_PLACEMENT,
     "fleet.retry": _row(W, W, H, H, H, W),
-    "fleet.idle_duration": _row(W, W, R, R, R, R, "fleet hosts are not terminated when idle; no cloud scale-in of idle "
-                                "nodes yet", "all", _set("idle_duration", None)),
+    "fleet.idle_duration": Support((W, W, *(H if get(b).removes_idle_nodes else R for b in COLUMNS[2:])),
+                                   "fleet hosts are not terminated when idle; a cloud with the capability drains a node "
+                                   "idle that long (above `nodes.min`) and terminates that instance", "all",
+                                   _set("idle_duration", None)),
     "fleet.reservation": _by_capability("reservations", R, R, "a capacity reservation where the cloud backend has the "
                                         "capability; fleet hosts have none", _set("reservation", None)),
     "fleet.env": _row(W, W, W, W, W, W, "node-level environment is not passed to runs", "all",

@@ -31,6 +31,7 @@ class Backend:
     regionless: ClassVar[bool] = False  # has no regions (local, ssh, kubernetes)
     supports_spot: ClassVar[bool] = False  # spot_policy spot/auto is honoured
     sizes_node_groups: ClassVar[bool] = False  # the controller grows and shrinks its node groups
+    removes_idle_nodes: ClassVar[bool] = False  # a fleet's `idle_duration`: idle nodes drained and terminated
     hosts_known_at_plan: ClassVar[bool] = False  # plan knows every host's facts (placement check)
     private_gateway: ClassVar[bool] = False  # `public_ip: false` honoured: no public address, internal load balancer
     cluster_placement: ClassVar[bool] = False  # a fleet's `placement: cluster` honoured (one interconnected network)
@@ -60,7 +61,7 @@ class Backend:
         return {k: bool(getattr(self, k)) for k in CAPABILITIES}
 
 
-CAPABILITIES = ("implemented", "regionless", "supports_spot", "sizes_node_groups", "hosts_known_at_plan", "private_gateway",
+CAPABILITIES = ("implemented", "regionless", "supports_spot", "sizes_node_groups", "removes_idle_nodes", "hosts_known_at_plan", "private_gateway",
                 "cluster_placement", "reservations",
                 "runs_processes", "supports_image", "runs_workloads", "free", "priced", "needs_pulumi_cli")
 

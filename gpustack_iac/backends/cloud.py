@@ -44,6 +44,7 @@ class NodeGroup:
     zones: tuple[str, ...] = ()  # zonal clouds (GCP): the region's zones offering the group's types
     cluster: bool = False  # `placement: cluster`: one placement group, one zone
     reservation: str | None = None  # a capacity reservation the nodes launch into
+    idle_duration: int | None = None  # seconds a node above min may stay without replicas; None: kept
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def not_ready_reasons(services: list[dict[str, Any]]) -> list[str]:
                 continue
             replicas = [r for r in group.get("replicas") or [] if r]
             if group.get("message"):
-                why = str(group["message"])
+                why = str(group["message"]) + (f" ({group['capacity']})" if group.get("capacity") else "")
             elif group.get("no_capacity"):
                 why = "no host with room for a replica of this group"
             elif int(group.get("crash_streak") or 0):

@@ -51,7 +51,13 @@ def reach(props: dict[str, Any]) -> Iterator[str]:
 
 def call(props: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
     with reach(props) as url:
-        return http.call(method, url, path, props["admin_token"], body, timeout=timeout)
+        return http.call(method, url, path, props["admin_token"], body, timeout=timeout, ca=control_ca(props))
+
+
+def control_ca(props: dict[str, Any]) -> str | None:
+    """The gateway's own CA (PEM) when its control API is served over TLS (`control_ca` input,
+    from the stack's state): the only CA the calls trust (runtime/gateway/control_tls.py)."""
+    return str(props["control_ca"]) if props.get("control_ca") else None
 
 
 def _unreachable(exc: RuntimeApiError) -> bool:
@@ -60,14 +66,14 @@ def _unreachable(exc: RuntimeApiError) -> bool:
 
 
 def await_controller(url: str, admin_token: str, wait: float,
-                     report: Callable[[str], None] = pulumi.log.info) -> None:
+                     report: Callable[[str], None] = pulumi.log.info, ca: str | None = None) -> None:
     """Return once the control API answers; a cloud gateway answers only minutes after its instance
     exists (image boot, runtime install). Each failed try is reported; past `wait` seconds, or on an
     HTTP error that waiting cannot fix, it raises."""
     deadline, attempt = time.monotonic() + wait, 0
     while True:
         try:
-            http.call("GET", url, "/control/health", admin_token, timeout=10)
+            http.call("GET", url, "/control/health", admin_token, timeout=10, ca=ca)
             return
         except RuntimeApiError as exc:
             attempt += 1
@@ -93,7 +99,7 @@ class _Registration(ResourceProvider):
 
     serialize_as_secret_always = False
     collection = ""  # "agents", "services", "routers"
-    updatable: tuple[str, ...] = ("admin_token",)
+    updatable: tuple[str, ...] = ("admin_token", "control_ca")
 
     def name(self, props: dict[str, Any]) -> str:
         raise TypeError(f"{type(self).__name__} must say which input names the registration")
@@ -107,8 +113,8 @@ class _Registration(ResourceProvider):
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
         with reach(props) as url:
             if props.get("control_wait"):
-                await_controller(url, props["admin_token"], float(props["control_wait"]))
-            http.call("PUT", url, self.path(props), props["admin_token"], self.body(props))
+                await_controller(url, props["admin_token"], float(props["control_wait"]), ca=control_ca(props))
+            http.call("PUT", url, self.path(props), props["admin_token"], self.body(props), ca=control_ca(props))
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -138,7 +144,7 @@ class _Registration(ResourceProvider):
 
 class AgentRegistrationProvider(_Registration):
     collection = "agents"
-    updatable = ("agent_url", "agent_token", "labels", "admin_token", "tunnel")
+    updatable = ("agent_url", "agent_token", "labels", "admin_token", "tunnel", "control_ca")
 
     def name(self, props: dict[str, Any]) -> str:
         return str(props["name"])
@@ -178,13 +184,14 @@ def _wait_ready(props: dict[str, Any], timeout: float) -> dict[str, Any]:
     name = props["definition"]["name"]
     deadline = time.monotonic() + timeout
     with reach(props) as url:
-        return _poll_ready(name, url, props["admin_token"], deadline, timeout)
+        return _poll_ready(name, url, props["admin_token"], deadline, timeout, control_ca(props))
 
 
-def _poll_ready(name: str, url: str, admin_token: str, deadline: float, timeout: float) -> dict[str, Any]:
+def _poll_ready(name: str, url: str, admin_token: str, deadline: float, timeout: float,
+                ca: str | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = http.call("GET", url, f"/control/services/{urllib.parse.quote(name, safe='')}", admin_token)
+        status = http.call("GET", url, f"/control/services/{urllib.parse.quote(name, safe='')}", admin_token, ca=ca)
         rollout = status.get("rollout") or {}
         if rollout.get("state") == "failed":
             raise ServiceNotReady(f"service {name}: rollout failed: {rollout.get('message', 'new replicas did not get ready')}; "
@@ -214,7 +221,7 @@ class ServiceRegistrationProvider(_Registration):
     """Registers a service and waits (by default) until its replicas are ready or its rollout failed."""
 
     collection = "services"
-    updatable = ("definition", "admin_token", "wait", "ready_timeout")
+    updatable = ("definition", "admin_token", "wait", "ready_timeout", "control_ca")
 
     def name(self, props: dict[str, Any]) -> str:
         return str(props["definition"]["name"])
@@ -225,8 +232,8 @@ class ServiceRegistrationProvider(_Registration):
     def put(self, props: dict[str, Any]) -> dict[str, Any]:
         with reach(props) as url:
             if props.get("control_wait"):
-                await_controller(url, props["admin_token"], float(props["control_wait"]))
-            answer = http.call("PUT", url, self.path(props), props["admin_token"], self.body(props))
+                await_controller(url, props["admin_token"], float(props["control_wait"]), ca=control_ca(props))
+            answer = http.call("PUT", url, self.path(props), props["admin_token"], self.body(props), ca=control_ca(props))
         if props.get("wait", True):
             _wait_ready(props, float(props.get("ready_timeout") or READY_TIMEOUT))
         return {**props, "endpoint": answer.get("endpoint", "")}
@@ -251,7 +258,7 @@ class RouterRegistrationProvider(_Registration):
     """A model alias served by several services; the alias names the registration."""
 
     collection = "routers"
-    updatable = ("definition", "admin_token")
+    updatable = ("definition", "admin_token", "control_ca")
 
     def name(self, props: dict[str, Any]) -> str:
         return str(props["definition"]["name"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from http.client import HTTPResponse
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,20 +38,42 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def _open(request: urllib.request.Request, timeout: float) -> IO[bytes]:
+def pinned_context(ca: str) -> ssl.SSLContext:
+    """A client context that trusts the one CA given (PEM) and nothing else: not the system's
+    store, so only the gateway's own CA (runtime/gateway/control_tls.py) can vouch for it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED are its defaults
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cadata=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise RuntimeApiError(f"the pinned control CA is not a PEM certificate: {exc}") from None
+    return ctx
+
+
+def _open(request: urllib.request.Request, timeout: float, ca: str | None = None) -> IO[bytes]:
+    if ca is not None:
+        if not request.full_url.startswith("https://"):
+            # A pinned CA means the API is served over TLS: never send the token in the clear.
+            raise RuntimeApiError(f"{request.full_url}: a control CA is pinned but the URL is not https")
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=pinned_context(ca))]
+        if is_loopback(request.full_url):
+            handlers.append(urllib.request.ProxyHandler({}))
+        return urllib.request.build_opener(*handlers).open(request, timeout=timeout)  # type: ignore[no-any-return]
     if is_loopback(request.full_url):
         return _DIRECT.open(request, timeout=timeout)  # type: ignore[no-any-return]
     return urllib.request.urlopen(request, timeout=timeout)  # type: ignore[no-any-return]
 
 
-def call(method: str, base_url: str, path: str, token: str, body: Any = None, timeout: float = 30.0) -> Any:
+def call(method: str, base_url: str, path: str, token: str, body: Any = None, timeout: float = 30.0,
+         ca: str | None = None) -> Any:
+    """One JSON call; `ca` (PEM) pins the server's CA for an https URL (the gateway's control API)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(base_url.rstrip("/") + path, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with _open(request, timeout) as response:
+        with _open(request, timeout, ca) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
@@ -67,12 +90,12 @@ def call(method: str, base_url: str, path: str, token: str, body: Any = None, ti
         return raw.decode(errors="replace")
 
 
-def stream(base_url: str, path: str, token: str, timeout: float = 3600.0) -> Iterator[bytes]:
+def stream(base_url: str, path: str, token: str, timeout: float = 3600.0, ca: str | None = None) -> Iterator[bytes]:
     """GET `path` and yield the body as it arrives (a followed log), until the server ends it."""
     request = urllib.request.Request(base_url.rstrip("/") + path, method="GET")
     request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _open(request, timeout) as response:
+        with _open(request, timeout, ca) as response:
             # urlopen's response (http.client.HTTPResponse) has read1: what has arrived, without waiting for more.
             while chunk := cast(HTTPResponse, response).read1(65536):
                 yield chunk

@@ -90,7 +90,7 @@ def fleet_groups(fleet: FleetConfig, backend: str) -> list[PricedGroup]:
             min_size=fleet.nodes.min or 0, max_size=fleet.nodes.max if fleet.nodes.max is not None else max(fleet.nodes.min or 0, 1),
             disk_gb=max(disk_gb, 50), gpu_vendor=(gpu.vendor or "nvidia") if gpu and not gpu.none else None,
             gpu_count=offers[0].gpu_count, max_price=fleet.max_price, zones=zones,
-            cluster=fleet.placement == "cluster", reservation=fleet.reservation,
+            cluster=fleet.placement == "cluster", reservation=fleet.reservation, idle_duration=fleet.idle_duration,
             labels={"gpustack-fleet": str(fleet.name), "gpustack-spot": str(spot).lower()})
         out.append(PricedGroup(group=group, price=offers[0].price))
     if policy == "auto":

@@ -40,6 +40,17 @@ def test_describe_scaling_groups_is_granted_without_a_resource_tag_condition(tmp
     assert "Condition" not in by_action["autoscaling:DescribeAutoScalingGroups"]
     assert by_action["autoscaling:SetDesiredCapacity"]["Condition"] == {
         "StringEquals": {"autoscaling:ResourceTag/gpustack-stack": "proj/dev"}}
+    # Idle scale-in terminates one instance of this stack's groups only; finding its group only reads.
+    assert by_action["autoscaling:TerminateInstanceInAutoScalingGroup"] is by_action["autoscaling:SetDesiredCapacity"]
+    assert "Condition" not in by_action["autoscaling:DescribeAutoScalingInstances"]
+    assert "Condition" not in by_action["autoscaling:DescribeScalingActivities"]  # launch failures (capacity)
+
+
+def test_fleet_idle_duration_reaches_the_controller_in_seconds(tmp_path: Path) -> None:
+    write(tmp_path, {"f.gpustack.yml": FLEET + "idle_duration: 10m\n", "g.gpustack.yml": GATEWAY})
+    script = run(tmp_path, tmp_path).one("aws:ec2/instance:Instance", "gw").inputs["userData"]
+    body = script.split("<<'GPUSTACK_NODE_GROUPS'\n", 1)[1].split("\nGPUSTACK_NODE_GROUPS\n", 1)[0]
+    assert [g["idle_duration"] for g in json.loads(body)["groups"]] == [600]
 
 
 def test_a_later_up_does_not_replace_the_gateway_and_a_replacement_frees_its_ip_first(tmp_path: Path) -> None:

@@ -74,3 +74,12 @@ def test_gpu_names_on_kubernetes_warn_that_they_need_feature_discovery_labels(tm
     compiled = compile_dir(write(tmp_path, {"s.gpustack.yml": SERVICE, "g.gpustack.yml": GATEWAY}), tmp_path)
     assert any("group big: GPU names or memory on kubernetes" in w and "GPU feature discovery" in w for w in compiled.warnings)
     assert not any("group default" in w for w in compile_dir(EXAMPLE, tmp_path).warnings)  # a count alone: no warning
+
+
+def test_plan_warns_that_kubernetes_services_do_not_autoscale_yet(tmp_path: Path) -> None:
+    """Services are not registered with the in-cluster controller: its autoscaler never sees them,
+    so `scaling` is a warning naming the property and the backend, not a silent fixed size."""
+    from tests.cloud.mockstack import compile_dir
+
+    warnings = compile_dir(EXAMPLE, tmp_path).warnings
+    assert any("scaling" in w and "kubernetes" in w for w in warnings), warnings

@@ -15,6 +15,7 @@ class Aws(CloudVmBackend):
     sdk = "pulumi_aws"
     gateway_type: ClassVar[tuple[str, float]] = ("t3.medium", 0.0416)
     sizes_node_groups = True  # the controller sets the Auto Scaling groups' desired capacity
+    removes_idle_nodes = True  # ... and terminates a drained idle instance, decrementing it
     private_gateway = True  # no Elastic IP, the gateway behind NAT, an internal load balancer for acm
     cluster_placement = True  # a cluster placement group in one zone, EFA where the instance type has it
     reservations = True  # an On-Demand Capacity Reservation (cr-…) or a reservation resource group (ARN)

@@ -121,7 +121,8 @@ def node_groups_file(groups: list[NodeGroup], project: str, stack: str, region: 
     """The gateway's --node-groups JSON (runtime/controller/sizing_config.py) for these groups."""
     return json.dumps({"kind": "aws", "region": region, "groups": [
         {"name": asg_name(project, stack, g), "fleet": g.fleet, "min": g.min_size, "max": g.max_size,
-         "gpus": g.gpu_count, "labels": _agent_labels(g)} for g in groups]}, sort_keys=True)
+         "gpus": g.gpu_count, "labels": _agent_labels(g), "idle_duration": g.idle_duration} for g in groups]},
+        sort_keys=True)
 
 
 def _agent_labels(group: NodeGroup) -> dict[str, str]:
@@ -267,13 +268,16 @@ def gateway(gw: GatewayInstance, net: Network, project: str, stack: str, parent:
 
 
 def _scaling_statements(project: str, stack: str) -> list[dict[str, object]]:
-    """The controller scales this stack's node groups: it may set their desired capacity, nothing more.
-    Describe* actions support no resource-level condition (a tag condition on them is AccessDenied),
-    so they are granted alone; they only read."""
+    """The controller scales this stack's node groups: it may set their desired capacity and
+    terminate one of their instances (idle scale-in), and read why launches failed, nothing more. Describe* actions support no
+    resource-level condition (a tag condition on them is AccessDenied), so they are granted alone;
+    they only read."""
     return [
-        {"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity"], "Resource": "*",
+        {"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+         "Resource": "*",
          "Condition": {"StringEquals": {"autoscaling:ResourceTag/gpustack-stack": f"{project}/{stack}"}}},
-        {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingGroups"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                                       "autoscaling:DescribeScalingActivities"], "Resource": "*"},
     ]
 
 

@@ -87,6 +87,7 @@ class GroupState:
     new_failures: int = 0  # failed replicas of the rolling generation
     message: str | None = None  # why it lacks replicas
     no_capacity: bool = False  # the last placement found no host
+    capacity: str | None = None  # node groups that could not grow for it, and the cloud's reason
     no_capacity_streak: int = 0  # placements in a row that found no host
     crash_streak: int = 0  # replicas replaced in a row after crashing
     backoff_until: float = 0.0  # no new start before (crash loops, no capacity)

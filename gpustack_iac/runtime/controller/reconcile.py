@@ -88,6 +88,9 @@ class Controller(ControllerCore):
         for task in list(self.stop_tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for sizer in self.sizers:
+            with contextlib.suppress(Exception):  # a cloud client that fails to close must not stop the shutdown
+                await sizer.close()
         self.clients.clear()
         for tunnels in list(self.tunnels.values()):
             await tunnels.close()

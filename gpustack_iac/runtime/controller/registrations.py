@@ -53,6 +53,14 @@ def _replaced(core: ControllerCore, name: str) -> bool:
 async def delete_agent(core: ControllerCore, name: str) -> None:
     """Remove a host: its replicas are started elsewhere and ready before the ones on it stop
     (bounded by the startup deadline, after which they stop anyway), so no request fails."""
+    await drain_agent(core, name)
+    await forget_agent(core, name)
+
+
+async def drain_agent(core: ControllerCore, name: str) -> None:
+    """Cordon a host (nothing new is placed there) and move its replicas off it, under the same
+    rule as a rollout: replacements ready elsewhere first, then the old ones drained and stopped.
+    The agent stays registered (and cordoned), so it does not join again while its host goes."""
     async with core.lock:
         if name not in core.agents:
             raise UnknownAgentError(f"agent {name!r} is not registered")
@@ -69,6 +77,10 @@ async def delete_agent(core: ControllerCore, name: str) -> None:
     if tasks:
         with contextlib.suppress(Exception):
             await asyncio.wait(tasks, timeout=core.settings.drain_seconds + core.settings.stop_grace + 5)
+
+
+async def forget_agent(core: ControllerCore, name: str) -> None:
+    """Drop a (drained) agent's record, its replicas' records and its tunnels."""
     async with core.lock:
         core.store.delete_agent(name)
         core.agents.pop(name, None)

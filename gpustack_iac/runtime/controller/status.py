@@ -95,6 +95,7 @@ def service_json(c: Controller, name: str) -> dict[str, Any]:
                 "message": st.group(g.name).message,
                 # Read by `up`'s readiness wait, which stops at once on either instead of timing out.
                 "no_capacity": st.group(g.name).no_capacity,
+                "capacity": st.group(g.name).capacity,  # node groups the cloud could not grow (node_sizing.py)
                 "crash_streak": st.group(g.name).crash_streak,
                 "replicas": [_replica_json(r) for r in mine],
             }

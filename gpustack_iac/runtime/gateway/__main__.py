@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gpustack_iac.runtime.controller.server import create_control_app
 from gpustack_iac.runtime.controller.sizing_config import load_sizers
 from gpustack_iac.runtime.controller.settings import ControllerSettings
 from gpustack_iac.runtime.controller.store import Store
+from gpustack_iac.runtime.gateway.control_tls import control_context
 from gpustack_iac.runtime.gateway.tls_site import ISSUE_RETRY, start_tls_site, tls_options
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.proxy import create_gateway_app, make_runner
@@ -90,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tls.add_argument("--acme-ca-bundle", default=None, help="CA bundle for a private ACME server's HTTPS")
     tls.add_argument("--acme-http-port", type=int, default=80, help="where HTTP-01 challenges are answered")
     tls.add_argument("--acme-retry-base", type=float, default=ISSUE_RETRY.base, help=argparse.SUPPRESS)
+    tls.add_argument("--control-tls-dir", type=Path, default=None,
+                     help="serve the control API over TLS with the CA in this directory (ca.pem, ca.key; "
+                          "generated at first start when absent; runtime/gateway/control_tls.py)")
+    tls.add_argument("--control-tls-name", action="append", default=[],
+                     help="a name or address the control API's certificate covers (repeat)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -101,19 +108,22 @@ def _bound_port(runner: web.BaseRunner) -> int:
     raise GpustackError("the server did not report a listening address")
 
 
-def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int = 128) -> web.BaseSite:
+def _site(runner: web.BaseRunner, name: str, host: str, port: int, backlog: int = 128,
+          ssl_context: ssl.SSLContext | None = None) -> web.BaseSite:
     # Under the watchdog the ports are already bound and handed down, so they stay open across restarts.
     sock = inherited_socket(name)
     if sock is None:
-        return web.TCPSite(runner, host, port, backlog=backlog)
+        return web.TCPSite(runner, host, port, backlog=backlog, ssl_context=ssl_context)
     sock.listen(backlog)  # Linux takes a second listen() on a bound socket as its new backlog
-    return web.SockSite(runner, sock)
+    return web.SockSite(runner, sock, ssl_context=ssl_context)
 
 
 async def serve(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
     admin_token = read_token_file(args.admin_token_file)
     sizers = load_sizers(args.node_groups) if args.node_groups is not None else ()
+    control_ssl = (control_context(args.control_tls_dir, tuple(args.control_tls_name))
+                   if args.control_tls_dir is not None else None)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(args.state_dir, 0o700)
     store = Store(args.state_dir / "controller.db")
@@ -153,7 +163,7 @@ async def serve(args: argparse.Namespace) -> None:
         await data_runner.setup()
         await _site(data_runner, "port", args.host, args.port, backlog=args.listen_backlog).start()
         await control_runner.setup()
-        await _site(control_runner, "control_port", args.host, args.control_port).start()
+        await _site(control_runner, "control_port", args.host, args.control_port, ssl_context=control_ssl).start()
         port, control_port = _bound_port(data_runner), _bound_port(control_runner)
         retry = dataclasses.replace(ISSUE_RETRY, base=args.acme_retry_base)
         tls_port = (await start_tls_site(data_runner, args.host, tls_options(args), args.tls_port, retry)

@@ -2,13 +2,14 @@
 
 boto3 is optional (the `aws-runtime` extra, installed on the gateway instance): importing this
 module works without it, and `AsgScaler.from_region` says what to install. The gateway's
-instance role may call exactly SetDesiredCapacity and DescribeAutoScalingGroups on this stack's
-groups (backends/aws/resources.py). boto3 is synchronous, so calls run in a thread.
+instance role may call exactly SetDesiredCapacity, TerminateInstanceInAutoScalingGroup and the
+Describe calls on this stack's groups (backends/aws/resources.py). boto3 is synchronous, so calls run in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 from gpustack_iac.errors import GpustackError
@@ -30,6 +31,9 @@ class AsgScaler:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        # Launch failures older than this scaler were another controller's (or a previous run's).
+        self._since = dt.datetime.now(dt.timezone.utc)
+        self._seen: set[str] = set()
 
     @classmethod
     def from_region(cls, region: str) -> "AsgScaler":
@@ -58,6 +62,41 @@ class AsgScaler:
             return size
 
         return await self._call(call, f"set auto scaling group {name} to {size}")
+
+    async def remove_node(self, name: str, instance: str) -> int:
+        def call() -> int:
+            # The instance must belong to this group: the call itself takes only an instance id,
+            # and it would lower whichever group the instance is in.
+            found = self._client.describe_auto_scaling_instances(InstanceIds=[instance]).get("AutoScalingInstances", [])
+            if not found or found[0]["AutoScalingGroupName"] != name:
+                raise GpustackError(f"aws: instance {instance} is not in auto scaling group {name}")
+            # Decrementing with the termination: the group's size drops by one and the cloud does
+            # not replace the node, nor pick another (maybe busy) one to terminate.
+            self._client.terminate_instance_in_auto_scaling_group(InstanceId=instance, ShouldDecrementDesiredCapacity=True)
+            groups = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+            return int(groups[0]["DesiredCapacity"])
+
+        return await self._call(call, f"terminate instance {instance} of auto scaling group {name}")
+
+    async def launch_errors(self, name: str) -> list[str]:
+        def call() -> list[str]:
+            answer = self._client.describe_scaling_activities(AutoScalingGroupName=name, MaxRecords=20)
+            out = []
+            for a in answer.get("Activities", []):
+                if a.get("StatusCode") not in ("Failed", "Cancelled") or a["ActivityId"] in self._seen:
+                    continue
+                self._seen.add(a["ActivityId"])
+                if a["StartTime"] >= self._since:
+                    out.append(f"{a.get('StatusMessage', '')} {a.get('Description', '')}".strip())
+            return out
+
+        try:
+            return await asyncio.to_thread(call)
+        except (BotoCoreError, ClientError) as exc:
+            raise GpustackError(f"aws: cannot read the scaling activities of auto scaling group {name}: {exc}") from None
+
+    async def close(self) -> None:
+        """Nothing to release: boto3's client holds no connection the process must close."""
 
     @staticmethod
     async def _call(fn: Any, what: str) -> int:

@@ -4,8 +4,10 @@ The autoscaler decides replicas; when the joined hosts cannot hold them, the fle
 must grow. A node group is a cloud scaling group (an AWS Auto Scaling group, runtime/scaling/aws.py)
 or, on Kubernetes, a replica group's Deployment (runtime/scaling/kubernetes.py). The decisions
 here are pure functions; runtime/controller/node_sizing.py feeds them the controller's state and
-calls a `NodeGroupScaler`. Growth only: the clouds pick which instance a shrink terminates, so
-shrinking needs the idle node drained first (docs/cloud.md, "Not done yet").
+calls a `NodeGroupScaler`. Scale-in never lowers a group's size directly (the cloud would pick
+which instance dies, maybe a busy one): the controller picks a node idle for the group's
+`idle_duration`, drains it, and asks the cloud to terminate *that* instance and decrement the
+size (`CloudGroupScaler.remove_node`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ class NodeGroupScaler(Protocol):
 
     async def set_size(self, name: str, size: int) -> int: ...
 
+    async def close(self) -> None:
+        """Release connections (the controller is stopping)."""
+        ...
+
+
+class CloudGroupScaler(NodeGroupScaler, Protocol):
+    """A VM cloud's scaling groups, which can also lose one named instance (scale-in)."""
+
+    async def remove_node(self, name: str, instance: str) -> int:
+        """Terminate `instance` of group `name` and lower the group's size by one; the new size."""
+        ...
+
+    async def launch_errors(self, name: str) -> list[str]:
+        """The cloud's messages for launches of group `name` that failed since the last call."""
+        ...
+
 
 @dataclass(frozen=True)
 class NodeGroupSpec:
@@ -33,6 +51,7 @@ class NodeGroupSpec:
     max: int
     gpus: int = 0  # per node
     labels: Mapping[str, str] = field(default_factory=dict)  # what its agents register with (backend, region, spot)
+    idle_duration: float | None = None  # seconds a node above `min` may stay without replicas; None: kept
 
 
 @dataclass(frozen=True)
@@ -95,3 +114,46 @@ def deployment_sizes(wanted: Mapping[str, int], sizes: Mapping[str, int | None])
     """Kubernetes: a replica group is a Deployment and each replica a pod, so a Deployment's size
     is the autoscaler's count; only the ones that differ from what was last set are returned."""
     return {name: n for name, n in wanted.items() if sizes.get(name) != n}
+
+
+@dataclass(frozen=True)
+class IdleNode:
+    """A joined node without replicas: its agent (the instance's name), its group, since when."""
+
+    agent: str
+    group: str
+    since: float
+
+
+def idle_victims(specs: Sequence[NodeGroupSpec], sizes: Mapping[str, int], idle: Sequence[IdleNode],
+                 now: float, busy: frozenset[str] = frozenset()) -> list[IdleNode]:
+    """The idle nodes to remove now: idle for at least their group's `idle_duration`, longest idle
+    first, never taking a group below its `min`. A `busy` group (replicas wait for a host it could
+    give) keeps its nodes: growth and scale-in never fight over the same group."""
+    out: list[IdleNode] = []
+    for s in specs:
+        if s.idle_duration is None or s.name in busy:
+            continue
+        spare = sizes.get(s.name, s.min) - s.min
+        due = sorted((n for n in idle if n.group == s.name and now - n.since >= s.idle_duration), key=lambda n: n.since)
+        out.extend(due[:max(spare, 0)])
+    return out
+
+
+# What a cloud says when a launch fails for lack of capacity or quota, not for a bad request:
+# the group cannot grow now, and the next group (another zone or region, or on-demand) must.
+CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "ZONE_RESOURCE_POOL_EXHAUSTED",
+                  "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "SkuNotAvailable", "ZonalAllocationFailed",
+                  "AllocationFailed", "OverconstrainedAllocationRequest", "SpotMaxPriceTooLow")
+QUOTA_CODES = ("VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded", "QUOTA_EXCEEDED",
+               "QuotaExceeded", "OperationNotAllowed")
+
+
+def capacity_error(message: str) -> str | None:
+    """`capacity: CODE` or `quota: CODE` when `message` is a launch failure of that kind, else None."""
+    for kind, codes in (("capacity", CAPACITY_CODES), ("quota", QUOTA_CODES)):
+        # Longest first: ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS names itself, not its prefix.
+        for code in sorted(codes, key=len, reverse=True):
+            if code in message:
+                return f"{kind}: {code}"
+    return None
