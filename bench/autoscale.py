@@ -26,7 +26,7 @@ the peers' documented behaviour, not from their code:
 - SkyServe: queries per second over the last 60 s; target = ceil(qps / target_qps_per_replica);
   a change only after delay / 20 s consecutive 20-s decisions agree; from zero at once.
 
-    python bench/autoscale.py [--seeds 5] [--hours H] [--trace NAME ...]
+    python bench/autoscale.py [--seeds 5] [--first-seed 1] [--hours H] [--trace NAME ...]
 """
 
 from __future__ import annotations
@@ -282,10 +282,11 @@ def spread(values: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=1, help="check a policy change on seeds it was not tuned on")
     ap.add_argument("--hours", type=float, default=None, help="override every trace's length")
     ap.add_argument("--trace", action="append", choices=[c.name for c in CASES], help="run only these traces")
     args = ap.parse_args()
-    print(f"seeds=1..{args.seeds} delays up/down={SCALE_UP_DELAY:g}/{SCALE_DOWN_DELAY:g}s window={WINDOW:g}s; "
+    print(f"seeds={args.first_seed}..{args.first_seed + args.seeds - 1} delays up/down={SCALE_UP_DELAY:g}/{SCALE_DOWN_DELAY:g}s window={WINDOW:g}s; "
           "overload = requests above ready x target, per second; cost = replica-seconds (starting included)")
     print(f"{'trace':12} {'arrivals':8} {'policy':9} {'replica-s mean ±sd':>19} {'overload mean ±sd':>19} {'launches':>8}")
     verdicts, ok = [], True
@@ -295,7 +296,7 @@ def main() -> int:
         hours = args.hours if args.hours is not None else case.hours
         for mode in ("poisson", "steady-rate"):
             per: dict[str, list[Result]] = {p: [] for p in POLICIES}
-            for seed in range(1, args.seeds + 1):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 # The rate trace depends on the seed alone, so both arrival modes replay the same one.
                 rates = case.rates(hours, random.Random(f"{seed}-{case.name}-rates"))
                 arrived = arrivals(rates, mode, random.Random(f"{seed}-{case.name}-{mode}"))

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,7 @@ def connect(target: SshTarget) -> Connection:
 
 def _open(conn: Connection, target: SshTarget) -> None:
     """Open `conn`; paramiko's failures become one SshHostError naming the host."""
+    started = time.monotonic()
     try:
         conn.open()
     except SshHostError as exc:
@@ -179,4 +181,22 @@ def _open(conn: Connection, target: SshTarget) -> None:
         reason = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
         raise SshHostError(f"host {target.label}: unreachable ({reason})") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
-        raise SshHostError(f"host {target.label}: unreachable ({exc or type(exc).__name__})") from None
+        why = _handshake_failure(exc, time.monotonic() - started)
+        raise SshHostError(f"host {target.label}: unreachable ({why})") from None
+
+
+def _handshake_failure(exc: BaseException, elapsed: float) -> str:
+    """Why a TCP connection that opened gave no SSH session, in the user's terms.
+
+    paramiko says "Error reading SSH protocol banner" both for a port that closed at once and for
+    one that sent nothing, and "No existing session" for a handshake that timed out: neither says
+    what happened at that port or how long was waited."""
+    text = str(exc)
+    if elapsed >= CONNECT_TIMEOUT - 0.5:
+        return f"no SSH handshake within {CONNECT_TIMEOUT:g} s: the port accepted the connection but did not answer"
+    if text.startswith("Indecipherable protocol version"):
+        sent = text.removeprefix("Indecipherable protocol version").strip()[:60]
+        return f"not an SSH server: it sent {sent} instead of an SSH banner"
+    if text.startswith(("Error reading SSH protocol banner", "Invalid SSH banner")) or isinstance(exc, EOFError):
+        return "the port closed the connection without an SSH banner: not an SSH server, or one refusing this client"
+    return text or type(exc).__name__

@@ -219,9 +219,17 @@ class ServiceAutoscaler:
 
         A step up or down makes the sample-to-sample counts vary by the step's size; read as
         noise it asked for headroom replicas that became ready after a flash crowd had ended.
+        The latest change counts: a window holding one busy period's end and the next one's start
+        finds the older, better-supported step first, and the variance since it, read across the
+        new step, kept a headroom replica through the whole next busy period.
         """
-        changed = self._window.change_at(self.window, now)
-        return self.window if changed is None else now - changed
+        period = self.window
+        for _ in range(4):  # each pass looks only after the change the one before found
+            changed = self._window.change_at(period, now)
+            if changed is None or now - changed >= period:
+                break
+            period = now - changed
+        return period
 
     def _short_need(self, now: float) -> dict[str, int]:
         """Replicas per group the burst window's rate needs (step-aware); zeros without rps."""
@@ -305,7 +313,11 @@ class ServiceAutoscaler:
         if now - began >= self.burst_window:
             self._busy_need = spread({"rps": (total - at_start) / (now - began)}, self._groups, [rps])
         else:
-            self._busy_need = self._short_need(now)
+            # A period shorter than the burst window: its need only grows. The window's rate falls
+            # as quiet seconds enter it after the period, and read then it held 2 of 5 replicas.
+            short = self._short_need(now)
+            prior = self._busy_need if began < now else {}
+            self._busy_need = {name: max(n, prior.get(name, 0)) for name, n in short.items()}
 
     def _quiet_rate(self, now: float, horizon: float) -> float:
         """The lowest long-window rate of the last `horizon` seconds (a sliding minimum)."""
@@ -369,7 +381,7 @@ class ServiceAutoscaler:
                         # The hold keeps what the busy period's rate needed, not the headroom above
                         # it: a returning period is met by the burst path, headroom follows.
                         kept = self._busy_need.get(g.name, cur)
-                        if kept < cur and since >= release:
+                        if kept < cur and since >= self.burst_window:
                             out[g.name] = max(want, kept)
                         continue
                 if since < delay:
