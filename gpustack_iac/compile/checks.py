@@ -22,6 +22,7 @@ from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend
 from gpustack_iac.backends.kubernetes.image import ImageError
 from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.compile.facts import Facts
+from gpustack_iac.compile.group_sizing import check_unsized
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic, GpustackError
@@ -67,6 +68,7 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     _size_model_disks(spec, plan, ctx)
     problems += _plan_routers(spec, plan)
     problems += [p for s in spec.services for p in _check_served(s, spec.fleets, plan.service_backend[str(s.name)], ctx.warn)]
+    problems += check_unsized(spec.fleets, spec.services, plan.node_groups, plan.service_backend, ctx.warn, _diag)
     if (spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: tasks and dev environments have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:
