@@ -51,7 +51,7 @@ class Gateway(pulumi.ComponentResource):
             self._set(out.url, out.control_url, out.token, out.admin_token, control.CONTROL_WAIT)
         else:
             assert isinstance(backend, CloudVmBackend) and instance is not None
-            # Only AWS sizes its node groups from the controller so far (docs/cloud.md#node-group-sizing).
+            # Where the backend sizes node groups, its gateway is granted and told them (docs/cloud.md#node-group-sizing).
             sizing = backend.gateway_sizing(node_groups or [], join_secrets or {})
             out = backend.resources().gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)

@@ -25,7 +25,7 @@ from tests.cloud.mockstack import compile_dir, write
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED = {
     "aws": ("aws:autoscaling/group:Group", "+$0.04/h at min, up to +$4.07/h"),
-    "gcp": ("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", "+$4.09/h at min, up to +$20.31/h"),
+    "gcp": ("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", "+$0.03/h at min, up to +$20.31/h"),
     "azure": ("azure-native:compute:VirtualMachineScaleSet", "+$7.39/h at min, up to +$22.08/h"),
     "kubernetes": ("kubernetes:apps/v1:Deployment", "kubernetes capacity not priced"),
 }

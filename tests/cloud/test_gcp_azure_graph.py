@@ -61,7 +61,7 @@ class TestGcp:
             assert f"secret {join_id} /var/lib/gpustack/join.token" in script
             argv = unit_argv(script, "gpustack-agent")
             assert argv[argv.index("--controller-url") + 1] == "http://10.60.0.10:8443"
-            assert argv[argv.index("--node-group") + 1] == group and "backend=gcp" in argv
+            assert argv[argv.index("--node-group") + 1] == f"gpustack-proj-dev-{group}" and "backend=gcp" in argv
         gw = graph.one("gcp:compute/instance:Instance")
         assert gw.inputs["networkInterfaces"][0]["networkIp"] == "10.60.0.10"
         gw_script = gw.inputs["metadataStartupScript"]

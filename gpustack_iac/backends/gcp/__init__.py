@@ -15,9 +15,11 @@ class Gcp(CloudVmBackend):
     sdk = "pulumi_gcp"
     gateway_type: ClassVar[tuple[str, float]] = ("e2-medium", 0.0335)
     zonal_offers = True  # GCP offers are per zone; a managed instance group is regional
+    sizes_node_groups = True  # the controller resizes the regional MIGs (a custom role on exactly those)
 
     def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
-        return {"joins": joins}  # the gateway is granted the fleets' join secrets; no sizing yet
+        # The gateway is granted the fleets' join secrets, and resize on its region's MIGs.
+        return {"joins": joins, "node_groups": node_groups}
 
     def provider(self, region: str | None, refs: dict[str, Any],
                  parent: pulumi.Resource | None = None) -> pulumi.ProviderResource | None:

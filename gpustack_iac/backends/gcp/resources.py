@@ -7,6 +7,7 @@ own service account, which may access exactly those secrets.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pulumi
@@ -14,8 +15,8 @@ import pulumi_gcp as gcp
 
 from gpustack_iac.backends.cloud import (AGENT_PORT, CONTROL_PORT, GATEWAY_PORTS, GATEWAY_PRIVATE_IP, VPC_CIDR, CloudGateway,
                                           GatewayInstance, Network, NodeGroup, new_token, require_runtime, upload_once)
-from gpustack_iac.backends.gcp.boot import (agent_secret_id, gateway_prefix, gateway_script, join_secret_id,
-                                            node_script)
+from gpustack_iac.backends.gcp.boot import (agent_secret_id, gateway_prefix, gateway_script, join_secret_id, mig_name,
+                                            mig_resource, node_script)
 from gpustack_iac.providers.runtime_bundle import CloudRuntime, RuntimeObject
 
 # Ubuntu 24.04 images (Python 3.12, what the pinned runtime is built for); GCP resolves a family to
@@ -165,7 +166,7 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             service_account={"email": account.email, "scopes": ["cloud-platform"]},
             labels={k.replace("_", "-"): v for k, v in group.labels.items()}, opts=opts)
         out.append(gcp.compute.RegionInstanceGroupManager(
-            group.name, region=region, base_instance_name=group.name, versions=[{"instance_template": template.self_link_unique}],
+            group.name, name=mig_name(project, stack, group), region=region, base_instance_name=group.name, versions=[{"instance_template": template.self_link_unique}],
             target_size=group.min_size,
             instance_flexibility_policy={"instance_selections": {"types": {"rank": 1, "machine_types": list(group.instance_types)}}}
             if len(group.instance_types) > 1 else None,
@@ -180,8 +181,42 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
     return GcpFleet(groups=out, join_secret=join_secret)
 
 
+# What the controller calls on a MIG (runtime/scaling/gcp.py): get, listErrors and
+# listManagedInstances read it; resize and deleteInstances update it (the group's own service agent
+# then creates or deletes the VMs, so the gateway needs no right on instances).
+SIZER_PERMISSIONS = ("compute.instanceGroupManagers.get", "compute.instanceGroupManagers.update")
+
+
+def _role_id(project: str, stack: str, gateway: str) -> str:
+    """A custom role id: letters, digits, `_` and `.`, 3 to 64 characters."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", f"gpustack_{project}_{stack}_{gateway}_sizer")[:64]
+
+
+def _sizer(gw: GatewayInstance, project: str, stack: str, sized: list[NodeGroup], account: gcp.serviceaccount.Account,
+           parent: pulumi.Resource, apis: list[gcp.projects.Service]) -> None:
+    """The gateway's account may read and resize exactly the stack's MIGs in its region: a custom
+    role with the two permissions the calls need, bound on the project under an IAM condition naming
+    each group (Compute Engine has no IAM policy on a MIG itself). Not roles/compute.instanceAdmin.v1:
+    it carries every instance, disk and template permission, which a condition on MIG names turns
+    into nothing useful and a reviewer must read to see so."""
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
+    role = gcp.projects.IAMCustomRole(f"{gw.name}-sizer", role_id=_role_id(project, stack, gw.name),
+                                      title=f"gpustack {project}/{stack} node-group sizer",
+                                      permissions=list(SIZER_PERMISSIONS), opts=opts)
+
+    def condition(gcp_project: str) -> dict[str, str]:
+        names = [mig_resource(gcp_project, gw.region, mig_name(project, stack, g)) for g in sized]
+        return {"title": "gpustack node groups", "description": f"the {project}/{stack} stack's MIGs in {gw.region}",
+                "expression": " || ".join(f'resource.name == "{n}"' for n in names)}
+
+    gcp.projects.IAMMember(f"{gw.name}-sizer", project=account.project, role=role.name,
+                           member=account.email.apply(lambda e: f"serviceAccount:{e}"),
+                           condition=account.project.apply(condition), opts=opts)
+
+
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None) -> CloudGateway:
+            shared: GcpNetwork | None = None, joins: dict[str, gcp.secretmanager.Secret] | None = None,
+            node_groups: list[NodeGroup] | None = None) -> CloudGateway:
     handle = shared or network(gw.name, gw.region, parent)
     net, subnet, apis = handle.net, handle.subnet, handle.apis
     opts = pulumi.ResourceOptions(parent=parent, depends_on=apis)
@@ -207,8 +242,12 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
     runtime = require_runtime(gw.runtime, f"gateway {gw.name}")
     uploads = upload(handle.store, runtime, parent)
     _runtime_read(f"{gw.name}-gw", handle.store, [runtime], account, parent)
+    # The controller resizes the stack's MIGs in the gateway's region (docs/cloud.md#node-group-sizing).
+    sized = [g for g in node_groups or [] if g.region == gw.region]
+    if sized:
+        _sizer(gw, project, stack, sized, account, parent, apis)
     startup = pulumi.Output.all(handle.store.bucket.name, account.project).apply(
-        lambda got: gateway_script(project, stack, gw, got[0], got[1], sorted(joins)))
+        lambda got: gateway_script(project, stack, gw, got[0], got[1], sorted(joins), sized=sized))
     assert gw.zone is not None  # placement picks one of the region's real zones
     address = gcp.compute.Address(gw.name, region=gw.region, address_type="EXTERNAL", opts=opts)
     gcp.compute.Instance(gw.name, machine_type=gw.instance_type, zone=gw.zone, tags=[tag],

@@ -7,6 +7,7 @@ A JSON object, written by the stack next to the gateway's other files:
                  "labels": {"backend": "aws", "region": "us-east-1", "spot": "true"},
                  "idle_duration": 300}]}
     {"kind": "gcp", "project": "my-project", "region": "us-central1", "groups": [...]}    # regional MIGs
+    (gcp and azure may add "api" and "metadata": base URLs other than the cloud's own)
     {"kind": "azure", "subscription": "<id>", "resource_group": "proj-dev", "groups": [...]}  # VMSS
     {"kind": "kubernetes", "namespace": "proj-dev",
      "deployments": [{"service": "llm", "group": "main", "name": "llm-main"}],
@@ -59,6 +60,10 @@ class _Config(BaseModel):
     deployments: list[_Deployment] = []
     server: str | None = None
     token_file: Path | None = None
+    # gcp and azure: where the cloud's API and the instance's metadata server answer; absent, the
+    # cloud's own (the boot rehearsal aims them at its stand-ins).
+    api: str | None = None
+    metadata: str | None = None
 
 
 def load_sizers(path: Path) -> tuple[Sizer, ...]:
@@ -100,7 +105,7 @@ def _gcp(cfg: _Config, path: Path) -> CloudGroupScaler:
     from gpustack_iac.runtime.scaling.gcp import MigScaler
 
     project, region = _required(path, cfg, "project", "region")
-    return MigScaler.from_metadata(project, region)
+    return MigScaler.from_metadata(project, region, metadata=cfg.metadata, api=cfg.api)
 
 
 def _azure(cfg: _Config, path: Path) -> CloudGroupScaler:

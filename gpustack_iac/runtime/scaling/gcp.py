@@ -28,8 +28,9 @@ class MigScaler:
         self._since = dt.datetime.now(dt.timezone.utc)  # older errors were a previous controller's
 
     @classmethod
-    def from_metadata(cls, project: str, region: str) -> "MigScaler":
-        return cls(RestClient("gcp", MetadataToken.gcp()), project, region)
+    def from_metadata(cls, project: str, region: str, metadata: str | None = None, api: str | None = None) -> "MigScaler":
+        token = MetadataToken.gcp(metadata) if metadata else MetadataToken.gcp()
+        return cls(RestClient("gcp", token), project, region, api or API)
 
     async def get_size(self, name: str) -> int:
         mig = await self._client.call("GET", f"{self._base}/{name}", what=f"read instance group {name}")
