@@ -1,19 +1,15 @@
 """GCP MIG and Azure VMSS sizing (runtime/scaling/gcp.py, azure.py, rest.py) against stand-ins.
 
-There is no emulator of Compute Engine's instance group managers or of ARM's scale sets, so the
-stand-in here is a small aiohttp server that answers the exact REST calls the scalers make (and
-nothing else: an unexpected call is a 404 the test sees), keeps a target size and a list of
-instances, and records each request with its bearer token. The tokens come from the same stand-in
-playing the instance's metadata server, as they would on the gateway's instance.
+The stand-in (tests/support/group_standin.py, shared with the boot rehearsal) answers the exact REST
+calls the scalers make and records each with its bearer token. The tokens come from the same
+stand-in playing the instance's metadata server, as they would on the gateway's instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -25,117 +21,11 @@ from gpustack_iac.runtime.controller.node_sizing import NodeGroupSizer
 from gpustack_iac.runtime.controller.store import AgentRecord, PlacementRecord, Store
 from gpustack_iac.runtime.gateway.metrics import Metrics
 from gpustack_iac.runtime.gateway.routing import RoutingTable
-from gpustack_iac.runtime.scaling import azure as az
 from gpustack_iac.runtime.scaling.azure import VmssScaler
 from gpustack_iac.runtime.scaling.gcp import MigScaler
 from gpustack_iac.runtime.scaling.nodegroups import NodeGroupSpec
 from gpustack_iac.runtime.scaling.rest import MetadataToken, RestClient
-
-GCP_TOKEN, AZURE_TOKEN = "ya29.stand-in", "eyJ.stand-in"
-MIG = "/compute/v1/projects/proj/regions/us-central1/instanceGroupManagers"
-VMSS = "/subscriptions/sub-1/resourceGroups/proj-dev/providers/Microsoft.Compute/virtualMachineScaleSets"
-Q = f"?api-version={az.API_VERSION}"
-
-
-@dataclass
-class Group:
-    size: int
-    instances: list[str] = field(default_factory=list)
-    refuse: str | None = None  # an ARM error code a capacity change is answered with
-    errors: list[dict[str, Any]] = field(default_factory=list)  # a MIG's listErrors items
-
-
-class StandIn:
-    """Compute Engine's regional MIG calls, ARM's VMSS calls and both metadata servers."""
-
-    def __init__(self) -> None:
-        self.groups: dict[str, Group] = {}
-        self.requests: list[tuple[str, str, Any, str]] = []  # method, path?query, JSON body, Authorization
-        self.token_calls = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/computeMetadata/v1/instance/service-accounts/default/token", self._gcp_token)
-        app.router.add_get("/metadata/identity/oauth2/token", self._azure_token)
-        app.router.add_route("*", MIG + "/{tail:.*}", self._mig)
-        app.router.add_route("*", VMSS + "/{tail:.*}", self._vmss)
-        return app
-
-    async def _gcp_token(self, request: web.Request) -> web.Response:
-        if request.headers.get("Metadata-Flavor") != "Google":
-            return web.Response(status=403)
-        self.token_calls += 1
-        return web.json_response({"access_token": GCP_TOKEN, "expires_in": 3599, "token_type": "Bearer"})
-
-    async def _azure_token(self, request: web.Request) -> web.Response:
-        ok = request.headers.get("Metadata") == "true" and request.query.get("resource") == "https://management.azure.com/"
-        if not ok:
-            return web.Response(status=400)
-        self.token_calls += 1
-        return web.json_response({"access_token": AZURE_TOKEN, "expires_in": "86399", "token_type": "Bearer"})
-
-    async def _record(self, request: web.Request, token: str) -> tuple[Any, web.Response | None]:
-        body = await request.json() if request.can_read_body else None
-        self.requests.append((request.method, request.path_qs, body, request.headers.get("Authorization", "")))
-        if request.headers.get("Authorization") != f"Bearer {token}":
-            return body, web.json_response({"error": {"code": 401, "message": "no valid token"}}, status=401)
-        return body, None
-
-    async def _mig(self, request: web.Request) -> web.Response:
-        body, denied = await self._record(request, GCP_TOKEN)
-        if denied:
-            return denied
-        name, _, verb = request.match_info["tail"].partition("/")
-        g = self.groups.get(name)
-        if g is None:
-            return web.json_response({"error": {"code": 404, "message": f"The resource '{name}' was not found"}}, status=404)
-        zone_url = "https://www.googleapis.com/compute/v1/projects/proj/zones/us-central1-a/instances/"
-        if request.method == "GET" and verb == "":
-            return web.json_response({"name": name, "targetSize": g.size})
-        if request.method == "POST" and verb == "resize":
-            g.size = int(request.query["size"])
-            return web.json_response({"kind": "compute#operation", "status": "RUNNING"})
-        if request.method == "GET" and verb == "listErrors":
-            return web.json_response({"items": g.errors})
-        if request.method == "POST" and verb == "listManagedInstances":
-            return web.json_response({"managedInstances": [{"instance": zone_url + i, "instanceStatus": "RUNNING"}
-                                                           for i in g.instances]})
-        if request.method == "POST" and verb == "deleteInstances":
-            for url in body["instances"]:
-                g.instances.remove(url.rsplit("/", 1)[-1])
-                g.size -= 1
-            return web.json_response({"kind": "compute#operation", "status": "RUNNING"})
-        return web.Response(status=404)
-
-    async def _vmss(self, request: web.Request) -> web.Response:
-        body, denied = await self._record(request, AZURE_TOKEN)
-        if denied:
-            return denied
-        if request.query.get("api-version") != az.API_VERSION:
-            return web.json_response({"error": {"code": "MissingApiVersionParameter", "message": "api-version"}}, status=400)
-        name, _, verb = request.match_info["tail"].partition("/")
-        g = self.groups.get(name)
-        if g is None:
-            return web.json_response({"error": {"code": "ResourceNotFound", "message": f"{name} not found"}}, status=404)
-        if request.method == "GET" and verb == "":
-            return web.json_response({"name": name, "sku": {"name": "Standard_NC24ads_A100_v4", "capacity": g.size}})
-        if request.method == "PATCH" and verb == "" and g.refuse:
-            return web.json_response({"error": {"code": g.refuse, "message": "The requested VM size is not available"}},
-                                     status=409)
-        if request.method == "PATCH" and verb == "":
-            g.size = int(body["sku"]["capacity"])
-            return web.json_response({"name": name, "sku": {"capacity": g.size}})
-        if request.method == "GET" and verb == "virtualMachines":
-            return web.json_response({"value": [
-                {"name": f"{name}_{n}", "instanceId": str(n), "properties": {"osProfile": {"computerName": i}}}
-                for n, i in enumerate(g.instances)]})
-        if request.method == "POST" and verb == "delete":
-            for n in sorted((int(x) for x in body["instanceIds"]), reverse=True):
-                g.instances.pop(n)
-                g.size -= 1
-            return web.Response(status=202)
-        return web.Response(status=404)
-
+from tests.support.group_standin import AZURE_TOKEN, GCP_TOKEN, MIG, Q, VMSS, Group, StandIn
 
 def _run(scenario: Callable[[StandIn, str], Awaitable[None]]) -> None:
     async def main() -> None:

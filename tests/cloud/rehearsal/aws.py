@@ -64,9 +64,9 @@ class AwsWorld(World):
     def refused_identity(self) -> int:
         return self.metadata.identity.refused
 
-    def desired_capacity(self) -> int:
+    def group_size(self) -> int:
         groups = client("autoscaling", self.moto).describe_auto_scaling_groups(AutoScalingGroupNames=[self.asg])
         return int(groups["AutoScalingGroups"][0]["DesiredCapacity"])
 
-    def set_desired_capacity(self, n: int) -> None:
+    def set_group_size(self, n: int) -> None:
         client("autoscaling", self.moto).set_desired_capacity(AutoScalingGroupName=self.asg, DesiredCapacity=n)

@@ -174,10 +174,14 @@ def aws_world(moto: str, metadata: MetadataStub) -> Any:
 
 
 @pytest.fixture(scope="session")
-def gcp_world(gcs: str, metadata: MetadataStub) -> Any:
-    from tests.cloud.rehearsal.gcp import GcpWorld
+def gcp_world(gcs: str, metadata: MetadataStub, network: Network) -> Iterator[Any]:
+    from tests.cloud.rehearsal.gcp import MIG, GcpWorld
+    from tests.support.group_standin import StandIn, serve
 
-    return GcpWorld(gcs, metadata)
+    # Compute Engine's MIG calls, answered only with the token the metadata stub hands the instance.
+    compute = StandIn(gcp_token=metadata.identity.gcp_token, mig=MIG)
+    with serve(compute, network.host_address) as url:
+        yield GcpWorld(gcs, metadata, compute, url)
 
 
 @pytest.fixture(scope="session")

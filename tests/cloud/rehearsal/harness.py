@@ -52,7 +52,7 @@ class World:
     scripts its backend renders, pointed at the stand-ins."""
 
     cloud = ""
-    sizes_groups = False  # the controller sizes this cloud's node groups (AWS only so far)
+    sizes_groups = False  # the controller on the rehearsed gateway sizes this cloud's node group
     boot_env: dict[str, str] = {}
     tokens: dict[str, str]
     metadata: MetadataStub
@@ -64,6 +64,13 @@ class World:
         raise NotImplementedError
 
     def node_script(self, runtime: CloudRuntime, controller: str) -> str:
+        raise NotImplementedError
+
+    def group_size(self) -> int:
+        """The node group's size in the cloud's stand-in (desired capacity, target size, capacity)."""
+        raise NotImplementedError
+
+    def set_group_size(self, n: int) -> None:
         raise NotImplementedError
 
     @staticmethod

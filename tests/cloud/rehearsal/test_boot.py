@@ -3,11 +3,11 @@ network-namespace instances against local stand-ins (moto's server; gcp-storage-
 over HTTPS with OAuth; the metadata stub with its Secret Manager and Key Vault stand-ins). The
 runtime comes from the stand-in storage with the instance's identity and is checked by SHA-256;
 the units start under unitrun.py; the node's agent joins the controller and a replica is served
-through the gateway. A tampered wheel is refused. On AWS the controller grows the Auto Scaling group."""
+through the gateway. A tampered wheel is refused. On AWS and GCP the controller grows the node group."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -61,13 +61,13 @@ def test_a_tampered_wheel_is_refused(network: Network, world: World, runtime: Cl
 
 
 def test_the_controller_grows_the_node_group(gateway: Instance, world: World) -> None:
-    """A replica no joined host can hold: the controller on the rehearsed gateway (boto3 with the
-    instance-profile credentials from the metadata stub) raises the Auto Scaling group's desired
-    capacity in moto from 0 to the one node the replica needs."""
+    """A replica no joined host can hold: the controller on the rehearsed gateway, with the instance's
+    identity from the metadata stub, grows the node group its backend rendered into the gateway's
+    --node-groups file from 0 to the one node the replica needs: the Auto Scaling group's desired
+    capacity in moto (boto3), the regional MIG's target size in the Compute stand-in (REST)."""
     if not world.sizes_groups:
         pytest.skip(f"the controller does not size {world.cloud} node groups yet (docs/cloud.md#not-done-yet)")
-    aws: Any = world
-    aws.set_desired_capacity(0)
+    world.set_group_size(0)
     big = {"name": "big", "generation": "g1", "auth": True,
            "probe": {"url": "/", "method": "GET", "headers": {}, "body": None, "timeout": 2, "interval": 0.5},
            "groups": [{"name": "main", "generation": "g1", "replicas": {"min": 1, "max": 1}, "commands": ["true"],
@@ -76,5 +76,5 @@ def test_the_controller_grows_the_node_group(gateway: Instance, world: World) ->
     controller = f"http://{gateway.address}:{CONTROL_PORT}"
     status, body = call("PUT", f"{controller}/control/services/big", world.tokens["admin"], big)
     assert status in (200, 201), body
-    wait_for(lambda: aws.desired_capacity() == 1, "the group's desired capacity became 1", explain=lambda: logs(gateway))
+    wait_for(lambda: world.group_size() == 1, "the group's size became 1", explain=lambda: logs(gateway))
     call("DELETE", f"{controller}/control/services/big", world.tokens["admin"])
