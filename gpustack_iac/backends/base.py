@@ -119,8 +119,9 @@ class CloudVmBackend(WithPulumiPlugin):
     def region_of_offer(self, region: str) -> str:
         return region.rsplit("-", 1)[0] if self.zonal_offers else region
 
-    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments resources().gateway takes to size this backend's node groups."""
+    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any], made: list[Any]) -> dict[str, Any]:
+        """The keyword arguments resources().gateway takes to size this backend's node groups (`made`:
+        their cloud resources, in the stack's fleets of this backend)."""
         return {}
 
 

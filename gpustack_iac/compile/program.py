@@ -141,6 +141,7 @@ class _Program:
                        network=Network(tuple(config.ssh_from)), scaled=self._scaled(str(config.name)), k8s_provider=k8s,
                        shared_network=handle, node_groups=[g for f, _ in same for g in self.plan.node_groups.get(str(f.name)) or []],
                        join_secrets={str(f.name): fl.join_secret for f, fl in same if fl.join_secret is not None},
+                       scaling_groups=[r for _, fl in same for r in fl.scaling_groups],
                        fleet_hosts=[h for fleet in fleets for h in fleet.hosts], runtime_image=self.plan.images.get(str(config.name)))
 
     def _scaled(self, gateway: str) -> Any:

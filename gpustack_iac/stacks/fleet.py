@@ -32,6 +32,7 @@ class FleetHost:
 class Fleet(pulumi.ComponentResource):
     hosts: list[FleetHost]
     join_secret: Any = None
+    scaling_groups: list[Any] = []  # the node groups' cloud resources, where the gateway is granted them by resource (Azure)
 
     def __init__(self, config: FleetConfig, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
                  node_groups: list[NodeGroup] | None = None, network: Network | None = None,
@@ -51,6 +52,7 @@ class Fleet(pulumi.ComponentResource):
                                                            ctx.stack, self, shared=shared_network)
                 # Where the backend keeps the join secret in a resource the gateway must be granted (GCP).
                 self.join_secret = getattr(made, "join_secret", None)
+                self.scaling_groups = list(getattr(made, "groups", None) or [])
         self.register_outputs({"hosts": [h.name for h in self.hosts]})
 
     @staticmethod

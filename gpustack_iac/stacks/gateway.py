@@ -32,6 +32,7 @@ class Gateway(pulumi.ComponentResource):
                  scaled: list[tuple[str, str, str]] | None = None, k8s_provider: pulumi.ProviderResource | None = None,
                  shared_network: Any = None, node_groups: list[NodeGroup] | None = None,
                  join_secrets: dict[str, Any] | None = None, fleet_hosts: list[FleetHost] | None = None,
+                 scaling_groups: list[Any] | None = None,
                  runtime_image: str | None = None) -> None:
         self.gateway_name = str(config.name)
         self.backend = get(config.backend)
@@ -52,7 +53,7 @@ class Gateway(pulumi.ComponentResource):
         else:
             assert isinstance(backend, CloudVmBackend) and instance is not None
             # Where the backend sizes node groups, its gateway is granted and told them (docs/cloud.md#node-group-sizing).
-            sizing = backend.gateway_sizing(node_groups or [], join_secrets or {})
+            sizing = backend.gateway_sizing(node_groups or [], join_secrets or {}, scaling_groups or [])
             out = backend.resources().gateway(instance, network or Network(()), ctx.project, ctx.stack, self,
                                                          shared=shared_network, **sizing)
             self._set(out.url, out.control_url, out.token, out.admin_token, control.CONTROL_WAIT)

@@ -50,6 +50,9 @@ class Graph:
         return json.dumps([r.inputs for r in self.resources if r is not keep], default=str)
 
 
+MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
+
+
 class _Mocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.seen: list[pulumi.runtime.MockResourceArgs] = []
@@ -87,6 +90,9 @@ class _Mocks(pulumi.runtime.Mocks):
             ident = dict(outs["identity"])
             ident["userAssignedIdentities"] = {str(i): {} for i in ident.get("userAssignedIdentities") or []}
             outs["identity"] = ident
+        if args.typ == "azure-native:resources:ResourceGroup":
+            # ARM's resource id: the gateway's node-groups file takes subscription and group from it.
+            return f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{args.name}-rg", outs
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,11 @@ class Group:
 class StandIn:
     """Compute Engine's regional MIG calls, ARM's VMSS calls and both metadata servers."""
 
-    def __init__(self, gcp_token: str = GCP_TOKEN, mig: str = MIG) -> None:
-        self.gcp_token, self.mig = gcp_token, mig
+    def __init__(self, gcp_token: str = GCP_TOKEN, mig: str = MIG, vmss: str = VMSS,
+                 azure_token: Callable[[str], bool] = AZURE_TOKEN.__eq__) -> None:
+        """`azure_token` says whether a bearer token is one ARM takes (the rehearsal's IMDS stub
+        issues a fresh one per request)."""
+        self.gcp_token, self.mig, self.vmss, self.azure_token = gcp_token, mig, vmss, azure_token
         self.groups: dict[str, Group] = {}
         self.requests: list[tuple[str, str, Any, str]] = []  # method, path?query, JSON body, Authorization
         self.token_calls = 0
@@ -51,7 +54,7 @@ class StandIn:
         app.router.add_get("/computeMetadata/v1/instance/service-accounts/default/token", self._gcp_token)
         app.router.add_get("/metadata/identity/oauth2/token", self._azure_token)
         app.router.add_route("*", self.mig + "/{tail:.*}", self._mig)
-        app.router.add_route("*", VMSS + "/{tail:.*}", self._vmss)
+        app.router.add_route("*", self.vmss + "/{tail:.*}", self._vmss)
         return app
 
     async def _gcp_token(self, request: web.Request) -> web.Response:
@@ -67,15 +70,16 @@ class StandIn:
         self.token_calls += 1
         return web.json_response({"access_token": AZURE_TOKEN, "expires_in": "86399", "token_type": "Bearer"})
 
-    async def _record(self, request: web.Request, token: str) -> tuple[Any, web.Response | None]:
+    async def _record(self, request: web.Request, token: Callable[[str], bool]) -> tuple[Any, web.Response | None]:
         body = await request.json() if request.can_read_body else None
-        self.requests.append((request.method, request.path_qs, body, request.headers.get("Authorization", "")))
-        if request.headers.get("Authorization") != f"Bearer {token}":
+        bearer = request.headers.get("Authorization", "")
+        self.requests.append((request.method, request.path_qs, body, bearer))
+        if not bearer.startswith("Bearer ") or not token(bearer.removeprefix("Bearer ")):
             return body, web.json_response({"error": {"code": 401, "message": "no valid token"}}, status=401)
         return body, None
 
     async def _mig(self, request: web.Request) -> web.Response:
-        body, denied = await self._record(request, self.gcp_token)
+        body, denied = await self._record(request, self.gcp_token.__eq__)
         if denied:
             return denied
         name, _, verb = request.match_info["tail"].partition("/")
@@ -101,7 +105,7 @@ class StandIn:
         return web.Response(status=404)
 
     async def _vmss(self, request: web.Request) -> web.Response:
-        body, denied = await self._record(request, AZURE_TOKEN)
+        body, denied = await self._record(request, self.azure_token)
         if denied:
             return denied
         if request.query.get("api-version") != az.API_VERSION:

@@ -20,7 +20,7 @@ class Aws(CloudVmBackend):
     cluster_placement = True  # a cluster placement group in one zone, EFA where the instance type has it
     reservations = True  # an On-Demand Capacity Reservation (cr-…) or a reservation resource group (ARN)
 
-    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
+    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any], made: list[Any]) -> dict[str, Any]:
         return {"node_groups": node_groups}
 
     def provider(self, region: str | None, refs: dict[str, Any],

@@ -14,9 +14,11 @@ class Azure(CloudVmBackend):
     name = "azure"
     sdk = "pulumi_azure_native"
     gateway_type: ClassVar[tuple[str, float]] = ("Standard_B2s", 0.0416)
+    sizes_node_groups = True  # the controller sets the scale sets' capacity (a role on exactly those)
 
-    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
-        return {"joins": joins}  # the gateway is granted the fleets' join secrets; no sizing yet
+    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any], made: list[Any]) -> dict[str, Any]:
+        # The gateway is granted the fleets' join secrets, and its region's scale sets (by resource).
+        return {"joins": joins, "node_groups": node_groups, "scale_sets": made}
 
     def provider(self, region: str | None, refs: dict[str, Any],
                  parent: pulumi.Resource | None = None) -> pulumi.ProviderResource | None:

@@ -189,7 +189,9 @@ def node_groups(fleet: str, groups: list[NodeGroup], ranges: Network, project: s
             spot = {"priority": "Spot", "eviction_policy": "Delete",
                     "billing_profile": {"max_price": group.max_price if group.max_price is not None else -1}}
         out.append(az.compute.VirtualMachineScaleSet(
-            group.name, resource_group_name=base.group.name, location=region,
+            # Named as its group (unique in the stack's resource group): the controller sets its
+            # capacity by name and its agents join with that name as their node group.
+            group.name, vm_scale_set_name=group.name, resource_group_name=base.group.name, location=region,
             sku={"name": group.instance_types[0], "capacity": group.min_size, "tier": "Standard"},
             orchestration_mode="Uniform", upgrade_policy={"mode": "Manual"}, overprovision=False,
             identity={"type": "UserAssigned", "user_assigned_identities": [base.identity.id]},
@@ -221,8 +223,15 @@ class AzureFleet:
     join_secret: az.keyvault.Vault  # the vault holding the join token; the gateway's identity may read it
 
 
+# "Virtual Machine Contributor": read a scale set, change its capacity, list and delete its VMs
+# (runtime/scaling/azure.py), assigned on each scale set the controller sizes and nothing else.
+VM_CONTRIBUTOR_ROLE = "/providers/Microsoft.Authorization/roleDefinitions/9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+
+
 def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, parent: pulumi.Resource,
-            shared: AzureNetwork | None = None, joins: dict[str, az.keyvault.Vault] | None = None) -> CloudGateway:
+            shared: AzureNetwork | None = None, joins: dict[str, az.keyvault.Vault] | None = None,
+            node_groups: list[NodeGroup] | None = None,
+            scale_sets: list[az.compute.VirtualMachineScaleSet] | None = None) -> CloudGateway:
     opts = pulumi.ResourceOptions(parent=parent)
     rules = [_rule(f"gateway-{p}", 100 + i, p, ["*"]) for i, p in enumerate(GATEWAY_PORTS)]
     # Agents in the network join through the control API (the join token guards it).
@@ -249,12 +258,22 @@ def gateway(gw: GatewayInstance, ranges: Network, project: str, stack: str, pare
     runtime = require_runtime(gw.runtime, f"gateway {gw.name}")
     uploads = upload(base.store, runtime, parent)
     _runtime_read(f"{gw.name}-gw", base.store, [runtime], base.identity, parent)
+    # The controller sizes the scale sets of the gateway's region: they share its network's resource group.
+    # (node_groups and scale_sets come in the same order, one scale set per group.)
+    pairs = list(zip(node_groups or [], scale_sets or [], strict=True))
+    sized = [g for g, _ in pairs if g.region == gw.region and shared is not None]
+    for group, vmss in pairs:
+        if group in sized:
+            az.authorization.RoleAssignment(f"{gw.name}-size-{group.name}", scope=vmss.id, role_definition_id=VM_CONTRIBUTOR_ROLE,
+                                            principal_id=base.identity.principal_id, principal_type="ServicePrincipal",
+                                            opts=opts)
 
     def boot(got: list[str]) -> str:
-        own, account, client_id, vaults = got[0], got[1], got[2], dict(zip(fleets, got[3:]))
-        return base64.b64encode(gateway_script(gw, own, account, client_id, vaults).encode()).decode()
+        own, account, client_id, group_id, vaults = got[0], got[1], got[2], got[3], dict(zip(fleets, got[4:]))
+        return base64.b64encode(gateway_script(gw, own, account, client_id, vaults, sized=sized,
+                                               resource_group=group_id).encode()).decode()
 
-    user_data = pulumi.Output.all(base.vault.name, base.store.account.name, base.identity.client_id,
+    user_data = pulumi.Output.all(base.vault.name, base.store.account.name, base.identity.client_id, base.group.id,
                                   *(joins[f].name for f in fleets)).apply(boot)
     az.compute.VirtualMachine(
         gw.name, resource_group_name=base.group.name, location=gw.region, hardware_profile={"vm_size": gw.instance_type},

@@ -17,7 +17,7 @@ class Gcp(CloudVmBackend):
     zonal_offers = True  # GCP offers are per zone; a managed instance group is regional
     sizes_node_groups = True  # the controller resizes the regional MIGs (a custom role on exactly those)
 
-    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any]) -> dict[str, Any]:
+    def gateway_sizing(self, node_groups: list[Any], joins: dict[str, Any], made: list[Any]) -> dict[str, Any]:
         # The gateway is granted the fleets' join secrets, and resize on its region's MIGs.
         return {"joins": joins, "node_groups": node_groups}
 

@@ -8,7 +8,8 @@ A JSON object, written by the stack next to the gateway's other files:
                  "idle_duration": 300}]}
     {"kind": "gcp", "project": "my-project", "region": "us-central1", "groups": [...]}    # regional MIGs
     (gcp and azure may add "api" and "metadata": base URLs other than the cloud's own)
-    {"kind": "azure", "subscription": "<id>", "resource_group": "proj-dev", "groups": [...]}  # VMSS
+    {"kind": "azure", "subscription": "<id>", "resource_group": "proj-dev", "identity": "<client id>",
+     "groups": [...]}  # VMSS
     {"kind": "kubernetes", "namespace": "proj-dev",
      "deployments": [{"service": "llm", "group": "main", "name": "llm-main"}],
      "server": "https://...", "token_file": "/path"}   # both optional: in-cluster by default
@@ -64,6 +65,7 @@ class _Config(BaseModel):
     # cloud's own (the boot rehearsal aims them at its stand-ins).
     api: str | None = None
     metadata: str | None = None
+    identity: str | None = None  # azure: the user-assigned managed identity's client id
 
 
 def load_sizers(path: Path) -> tuple[Sizer, ...]:
@@ -112,7 +114,7 @@ def _azure(cfg: _Config, path: Path) -> CloudGroupScaler:
     from gpustack_iac.runtime.scaling.azure import VmssScaler
 
     subscription, group = _required(path, cfg, "subscription", "resource_group")
-    return VmssScaler.from_metadata(subscription, group)
+    return VmssScaler.from_metadata(subscription, group, metadata=cfg.metadata, api=cfg.api, client_id=cfg.identity)
 
 
 _VM_SCALERS: dict[str, Callable[[_Config, Path], CloudGroupScaler]] = {"aws": _aws, "gcp": _gcp, "azure": _azure}

@@ -27,8 +27,10 @@ class VmssScaler:
                       "/providers/Microsoft.Compute/virtualMachineScaleSets")
 
     @classmethod
-    def from_metadata(cls, subscription: str, resource_group: str) -> "VmssScaler":
-        return cls(RestClient("azure", MetadataToken.azure()), subscription, resource_group)
+    def from_metadata(cls, subscription: str, resource_group: str, metadata: str | None = None, api: str | None = None,
+                      client_id: str | None = None) -> "VmssScaler":
+        token = MetadataToken.azure(metadata, client_id=client_id) if metadata else MetadataToken.azure(client_id=client_id)
+        return cls(RestClient("azure", token), subscription, resource_group, api or API)
 
     def _url(self, name: str, tail: str = "") -> str:
         return f"{self._base}/{name}{tail}?api-version={API_VERSION}"

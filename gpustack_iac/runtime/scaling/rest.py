@@ -36,8 +36,11 @@ class MetadataToken:
                              ("Metadata-Flavor", "Google"))
 
     @staticmethod
-    def azure(metadata: str = "http://169.254.169.254", resource: str = "https://management.azure.com/") -> "MetadataToken":
-        return MetadataToken(f"{metadata}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}",
+    def azure(metadata: str = "http://169.254.169.254", resource: str = "https://management.azure.com/",
+              client_id: str | None = None) -> "MetadataToken":
+        # A user-assigned identity is named by its client id (IMDS needs it once a VM has several).
+        who = f"&client_id={client_id}" if client_id else ""
+        return MetadataToken(f"{metadata}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}{who}",
                              ("Metadata", "true"))
 
 

@@ -185,8 +185,15 @@ def gcp_world(gcs: str, metadata: MetadataStub, network: Network) -> Iterator[An
 
 
 @pytest.fixture(scope="session")
-def azure_world(azurite: tuple[str, str], metadata: MetadataStub) -> Any:
+def azure_world(azurite: tuple[str, str], metadata: MetadataStub, network: Network) -> Iterator[Any]:
     require(importlib.util.find_spec("azure.storage.blob") is not None, "azure-storage-blob (the test extra)")
-    from tests.cloud.rehearsal.azure import AzureWorld
+    from tests.cloud.rehearsal.azure import VMSS, AzureWorld
+    from tests.support.group_standin import StandIn, serve
 
-    return AzureWorld(azurite[0], azurite[1], metadata)
+    # ARM's scale-set calls, answered only with a management token the IMDS stub issued.
+    def management(token: str) -> bool:
+        return metadata.identity.azure_tokens.get(token) == "https://management.azure.com"
+
+    arm = StandIn(vmss=VMSS, azure_token=management)
+    with serve(arm, network.host_address) as url:
+        yield AzureWorld(azurite[0], azurite[1], metadata, arm, url)

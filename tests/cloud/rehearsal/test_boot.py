@@ -3,7 +3,7 @@ network-namespace instances against local stand-ins (moto's server; gcp-storage-
 over HTTPS with OAuth; the metadata stub with its Secret Manager and Key Vault stand-ins). The
 runtime comes from the stand-in storage with the instance's identity and is checked by SHA-256;
 the units start under unitrun.py; the node's agent joins the controller and a replica is served
-through the gateway. A tampered wheel is refused. On AWS and GCP the controller grows the node group."""
+through the gateway. A tampered wheel is refused. The controller grows the node group on each."""
 
 from __future__ import annotations
 
