@@ -204,8 +204,9 @@ MATRIX: dict[str, Support] = {
     "fleet.type": ALL,
     "fleet.name": ALL,
     "fleet.nodes": _row(H, H, H, H, H, H, "local starts `nodes.target` or the minimum; clouds make a scaling group, "
-                          "sized by the controller where the backend can (`sizes_node_groups`); elsewhere plan warns that "
-                          "a range stays at its minimum and refuses a service only 0-node fleets could serve"),
+                          "sized by the controller of a gateway of its backend and region where the backend can "
+                          "(`sizes_node_groups`); elsewhere plan warns that a range stays at its minimum and refuses a "
+                          "service only 0-node fleets could serve"),
     "fleet.placement": _by_capability("cluster_placement", H, W, "`cluster`: one machine is one network; SSH hosts' "
                                       "interconnect is not checked; a cloud with the capability makes a cluster placement "
                                       "group", _set("placement", "any")),

@@ -68,7 +68,9 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     _size_model_disks(spec, plan, ctx)
     problems += _plan_routers(spec, plan)
     problems += [p for s in spec.services for p in _check_served(s, spec.fleets, plan.service_backend[str(s.name)], ctx.warn)]
-    problems += check_unsized(spec.fleets, spec.services, plan.node_groups, plan.service_backend, ctx.warn, _diag)
+    cloud_gateways = [(plan.gateways[n].backend, i.region) for n, i in plan.instances.items()]
+    problems += check_unsized(spec.fleets, spec.services, plan.node_groups, cloud_gateways, plan.service_backend, ctx.warn,
+                              _diag)
     if (spec.tasks or spec.dev_environments) and not spec.fleets:
         ctx.warn("no fleet: tasks and dev environments have no hosts to run on; add a fleet (type: fleet, backends: [local], nodes: 1)")
     if problems:

@@ -23,17 +23,17 @@ FLEET = "type: fleet\nname: pool\nbackends: [gcp]\nregions: [us-central1]\nnodes
 SERVICE = ("type: service\nname: llm\ngateway: gw\nport: 8000\nimage: vllm/vllm-openai:latest\ncommands: [vllm serve m]\n"
            "backends: [gcp]\nregions: [us-central1]\nreplicas: {replicas}\nscaling: {{metric: rps, target: 4}}\n"
            "resources:\n  gpu: L4:1\n")
-GATEWAY = "type: gateway\nname: gw\nbackend: gcp\nregion: us-central1\ncertificate: null\n"
+GATEWAY = "type: gateway\nname: gw\nbackend: gcp\nregion: {region}\ncertificate: null\n"
 
 
-def _plan(tmp_path: Path, nodes: str, replicas: str) -> tuple[int, str]:
+def _plan(tmp_path: Path, nodes: str, replicas: str, gateway_region: str = "us-central1") -> tuple[int, str]:
     need_sdk("pulumi_gcp")
     if shutil.which("pulumi"):
         pytest.skip("a pulumi CLI is on PATH: the auto engine would use it")
     conf = tmp_path / "conf"
     conf.mkdir()
     write(conf, {"f.gpustack.yml": FLEET.format(nodes=nodes), "s.gpustack.yml": SERVICE.format(replicas=replicas),
-                 "g.gpustack.yml": GATEWAY})
+                 "g.gpustack.yml": GATEWAY.format(region=gateway_region)})
     result = CliRunner().invoke(main, ["plan", str(conf), "--state-dir", str(tmp_path / "state"), "--format", "json"],
                                 env={"GPUSTACK_PASSPHRASE": "p"})
     return result.exit_code, result.output
@@ -66,3 +66,13 @@ def test_a_backend_that_sizes_its_groups_plans_the_same_fleet_without_a_word(tmp
     code, out = _plan(tmp_path, "0..2", "0..2")
     assert code == 0, out
     assert not [w for w in json.loads(out)["warnings"] if "sizes_node_groups" in w]
+
+
+def test_a_sizing_backend_without_a_gateway_in_the_fleets_region_is_refused_too(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller of a gateway of the fleet's backend and region sizes its groups; with the only
+    gateway elsewhere, nothing grows the fleet from 0."""
+    monkeypatch.setattr(type(get("gcp")), "sizes_node_groups", True)
+    code, out = _plan(tmp_path, "0..2", "0..2", gateway_region="europe-west4")
+    assert code != 0
+    assert "replicas 0..2 can never be placed: its fleets pool (gcp) have nodes min 0 and no gcp gateway in us-central1" in out
