@@ -417,7 +417,7 @@ def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: Dat
              # tried replica refused the connection: the Python plane's 502 upstream_failed.
              f"    errorfile 503 {model.files.errorfile(UPSTREAM_FAILED)}",
              *_forwarded_proto(model),
-             "    http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }",
+             "    http-request add-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }",
              f"    http-request replace-path ^/services/{re.escape(n)}/?(.*)$ /\\1 if {{ var(txn.kind) -m str path }}",
              f"    http-request replace-path ^/v1/(.*)$ {route.model_prefix.rstrip('/')}/\\1 if {{ var(txn.kind) -m str model }}"]
     # The gateway's token never reaches a replica; an open service keeps any other Authorization.
@@ -430,10 +430,12 @@ def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: Dat
 
 
 def _forwarded_proto(model: DataPlaneModel) -> list[str]:
+    """`add-header`, not `set-header`: the frontend already deleted every client X-Forwarded-* field,
+    so there is nothing to look for (set-header scans the fields and deletes first)."""
     if model.tls_port is None or model.tls_pem is None:
-        return ["    http-request set-header X-Forwarded-Proto http"]  # no TLS listener: one constant rule
-    return ["    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
-            "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }"]
+        return ["    http-request add-header X-Forwarded-Proto http"]  # no TLS listener: one constant rule
+    return ["    http-request add-header X-Forwarded-Proto https if { ssl_fc }",
+            "    http-request add-header X-Forwarded-Proto http if !{ ssl_fc }"]
 
 
 def server_address(up: Upstream) -> str:
