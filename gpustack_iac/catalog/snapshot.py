@@ -56,21 +56,39 @@ class Coverage:
                 f"(GPU {', '.join(self.gpu_families)}{cpu}); regions {', '.join(self.regions)}")
 
 
+def _aws_family(instance: str) -> str:
+    return instance.split(".")[0]  # g5.xlarge -> g5
+
+
+def _gcp_family(instance: str) -> str:
+    return "-".join(instance.split("-")[:2])  # a2-ultragpu-2g -> a2-ultragpu
+
+
+def _azure_family(instance: str) -> str:
+    size = re.sub(r"^([A-Z]+)\d+", r"\1", instance.removeprefix("Standard_"))  # NC24ads_A100_v4 -> NCadsA100_v4
+    return size.replace("_", "", 1)
+
+
+def _gcp_region(location: str) -> str:
+    """GCP's catalog locations are zones (`us-central1-a`); the others' are regions."""
+    return location.rsplit("-", 1)[0] if location.count("-") == 2 else location
+
+
+# How each gpuhunt provider spells its instance types and locations (keyed by gpuhunt's provider
+# names: a fact about the catalog's data, not a backend's capability).
+_FAMILY_OF_PROVIDER = {"aws": _aws_family, "gcp": _gcp_family, "azure": _azure_family}
+_REGION_OF_PROVIDER = {"gcp": _gcp_region}
+
+
 def family(provider: str, instance: str) -> str:
     """An instance type's family: `g5` (AWS), `a2-ultragpu` (GCP), `NCadsA100_v4` / `Dsv5` (Azure)."""
-    if provider == "aws":
-        return instance.split(".")[0]
-    if provider == "gcp":
-        return "-".join(instance.split("-")[:2])
-    if provider == "azure":
-        size = re.sub(r"^([A-Z]+)\d+", r"\1", instance.removeprefix("Standard_"))
-        return size.replace("_", "", 1)
-    return instance
+    rule = _FAMILY_OF_PROVIDER.get(provider)
+    return rule(instance) if rule else instance
 
 
 def region_of(provider: str, location: str) -> str:
-    """GCP's catalog locations are zones (`us-central1-a`); the others' are regions."""
-    return location.rsplit("-", 1)[0] if provider == "gcp" and location.count("-") == 2 else location
+    rule = _REGION_OF_PROVIDER.get(provider)
+    return rule(location) if rule else location
 
 
 def _data() -> resources.abc.Traversable:

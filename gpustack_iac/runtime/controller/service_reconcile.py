@@ -51,7 +51,7 @@ async def _reconcile_group(core: ControllerCore, st: ServiceState, g: GroupDef, 
     for rid in plan.stop:
         r = core.replicas.get(rid)
         if r is not None:
-            _account_stop(core, gs, g, r, rolling, now)
+            _account_stop(core, gs, g, r, rolling, now, plan.target)
             begin_stop(core, r)
     changed = _record(gs, plan)
     # The crash loop is over once a replica started after the last failure gets ready.
@@ -78,8 +78,13 @@ def _counted_replicas(core: ControllerCore, service: str, group: str) -> list[Re
     ]
 
 
-def _account_stop(core: ControllerCore, gs: GroupState, g: GroupDef, r: ReplicaState, rolling: bool, now: float) -> None:
-    """What stopping `r` says about the group: a failure of the new version, a lost host, a crash loop."""
+def _account_stop(core: ControllerCore, gs: GroupState, g: GroupDef, r: ReplicaState, rolling: bool, now: float,
+                  target: str) -> None:
+    """What stopping `r` says about the group: a failure of the new version, a lost host, a crash loop.
+
+    Only failures of the `target` generation (the one the group heads to) make a crash loop: a
+    replica of a version already replaced that crashes after the PUT (a wrong registry password
+    just corrected, say) says nothing about the new one, and counting it failed that `up` at once."""
     if r.failed and r.record.generation == g.generation and rolling:
         gs.new_failures += 1
     agent = core.agents.get(r.record.agent)
@@ -87,6 +92,8 @@ def _account_stop(core: ControllerCore, gs: GroupState, g: GroupDef, r: ReplicaS
         # Not a crash: its host stopped answering. Replace it now (elsewhere: placement skips
         # unhealthy agents), without the crash loop's back-off.
         gs.message = f"replica {r.id}: agent {r.record.agent} unreachable; replacing it on another host"
+    elif r.failed and r.record.generation != target:
+        gs.message = f"replica {r.id} of a replaced version {r.detail}; replacing it with the current one"
     elif r.failed:
         gs.crash_streak += 1
         gs.last_failure = now
