@@ -70,14 +70,14 @@ def start_rendered(children: bench.Children, workdir: Path, name: str, edit: Edi
         return render.RenderedConfig(edit(rendered.config), rendered.token_acl, rendered.model_map, rendered.lua, rendered.errorfiles)
 
     mine = os.sched_getaffinity(0)
-    original = getattr(dataplane, "render_config")
-    setattr(dataplane, "render_config", edited)  # the edit, for this plane's start only
+    original = dataplane.render_config
+    dataplane.render_config = edited  # the edit, for this plane's start only
     os.sched_setaffinity(0, cores)  # haproxy inherits the proxy core
     try:
         plane.start()
     finally:
         os.sched_setaffinity(0, mine)
-        setattr(dataplane, "render_config", original)
+        dataplane.render_config = original
     children.planes.append(plane)  # type: ignore[arg-type]
     assert plane.process.pid is not None
     return bench.Peer(name, port, plane.process.pid)
