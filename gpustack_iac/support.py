@@ -248,6 +248,9 @@ MATRIX: dict[str, Support] = {
     "gateway.instance_type": _row(W, W, H, H, H, W),
     "gateway.replicas": ALL,
     "gateway.ssh_from": _row(W, W, H, H, H, W),
+    "gateway.data_plane": _row(H, R, R, R, R, R, "`auto`/`haproxy`: HAProxy in front of the gateway on the local backend; "
+                               "elsewhere only the default `python` for now (the SSH and cloud boot scripts do not install "
+                               "HAProxy yet)", "all", _set("data_plane", "python")),
     # ---------------------------------------------------------------- volume, router, project
     "volume": _row(H, H, R, R, R, R, "host directories on local and SSH hosts; cloud disks are refused at plan"),
     "router": ALL,

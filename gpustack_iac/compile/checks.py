@@ -21,7 +21,7 @@ from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend
                                    fleet_backend, get, implemented, workload_backends)
 from gpustack_iac.backends.kubernetes.image import ImageError
 from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
-from gpustack_iac.compile.facts import Facts
+from gpustack_iac.compile.facts import HAPROXY_MIN_VERSION, Facts
 from gpustack_iac.compile.group_sizing import check_unsized
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
@@ -80,7 +80,7 @@ def check(spec: Spec, ctx: StackContext, facts: Facts) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     host_facts = facts.hosts()
-    plan.host_lines = host_facts.lines
+    plan.host_lines = [*host_facts.lines, *plan.host_lines]  # the gateways' data-plane lines after the hosts'
     problems = [p for s in spec.services for p in _check_placement(s, plan.definitions[str(s.name)], host_facts.hosts)]
     for task in spec.tasks:
         # Tasks too: a node no host can run would wait for capacity after `up`, so refuse it now.
@@ -153,7 +153,26 @@ def _plan_gateways(spec: Spec, facts: Facts, plan: StackPlan) -> list[Diagnostic
             problems.append(_diag(gateway, "backend", f"gateway {gateway.name}: {exc}"))
         if get(gateway.backend).implemented:
             plan.cost.items.append(gateway_cost(gateway))
+        problems += _plan_data_plane(gateway, facts, plan)
     return problems
+
+
+def _plan_data_plane(gateway: GatewayConfig, facts: Facts, plan: StackPlan) -> list[Diagnostic]:
+    """One plan line per local gateway that asks for HAProxy: what it gets; `haproxy` without a usable
+    HAProxy here is refused (other backends refuse `data_plane` through support.MATRIX)."""
+    if gateway.backend != Local.name or gateway.data_plane == "python":
+        return []
+    version = facts.haproxy()
+    if version is not None and version >= HAPROXY_MIN_VERSION:
+        plan.host_lines.append(f"gateway {gateway.name}: data plane HAProxy {version[0]}.{version[1]} "
+                               f"(data_plane: {gateway.data_plane}), the Python gateway behind it")
+        return []
+    found = "no haproxy on PATH" if version is None else f"haproxy {version[0]}.{version[1]} is older than 2.6"
+    if gateway.data_plane == "haproxy":
+        return [_diag(gateway, "data_plane", f"gateway {gateway.name}: data_plane haproxy needs HAProxy 2.6 or later on this "
+                                             f"machine ({found}); install it (apt-get install haproxy) or use auto/python")]
+    plan.host_lines.append(f"gateway {gateway.name}: data plane python (data_plane: auto falls back: {found})")
+    return []
 
 
 def _attach_runtimes(spec: Spec, facts: Facts, plan: StackPlan) -> list[Diagnostic]:

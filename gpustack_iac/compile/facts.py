@@ -19,10 +19,14 @@ from gpustack_iac.hostcheck import PlannedHost, local_hosts, planned_host
 from gpustack_iac.providers import runtime_bundle
 from gpustack_iac.providers.runtime_bundle import CloudRuntime
 from gpustack_iac.runtime.agent.hostinfo import detect_docker
+from gpustack_iac.runtime.gateway.haproxy.process import MIN_VERSION as HAPROXY_MIN_VERSION
+from gpustack_iac.runtime.gateway.haproxy.process import haproxy_version
 from gpustack_iac.spec.loader import Spec
 from gpustack_iac.spec.models import RunParams
 from gpustack_iac.stacks.context import StackContext
 from gpustack_iac.stacks.fleet import local_host_names, probe_ssh_hosts
+
+__all__ = ["Facts", "HostFacts", "HAPROXY_MIN_VERSION"]
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Facts:
         self._bundles: dict[int, codebundle.Bundle | None] = {}
         self._image: str | ImageError | None = None
         self._runtimes: dict[tuple[str, str, bool], CloudRuntime] = {}
+        self._haproxy: tuple[tuple[int, int] | None] | None = None
 
     def docker(self) -> bool:
         """Whether a Docker (or Podman) daemon answers on this machine, where local fleets run
@@ -56,6 +61,12 @@ class Facts:
         if self._docker is None:
             self._docker = detect_docker()
         return self._docker
+
+    def haproxy(self) -> tuple[int, int] | None:
+        """HAProxy's (major, minor) on this machine's PATH, where local gateways run; None without one."""
+        if self._haproxy is None:
+            self._haproxy = (haproxy_version(),)
+        return self._haproxy[0]
 
     def code_bundle(self, run: RunParams) -> codebundle.Bundle | None:
         """The run's `files:`/`repos:` read from this machine into one archive (codebundle.BundleError

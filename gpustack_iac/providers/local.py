@@ -59,10 +59,11 @@ def _alive(props: dict[str, Any]) -> bool:
 
 
 def _adopt_or_start(argv: list[str], paths: supervised.Paths, ports: dict[str, int],
-                    timeout: float = START_TIMEOUT) -> supervised.Supervised:
+                    timeout: float = START_TIMEOUT, bound_by_daemon: tuple[str, ...] = ()) -> supervised.Supervised:
     """The daemon of this resource: the one already running for its state dir (a resumed or repeated
-    `up`, a lost checkpoint), else a new one under a watchdog. Never a second copy."""
-    listen = {name: ("127.0.0.1", port) for name, port in ports.items()}
+    `up`, a lost checkpoint), else a new one under a watchdog. Never a second copy. The watchdog holds
+    every port and hands it down, except `bound_by_daemon` (HAProxy binds its own ports)."""
+    listen = {name: ("127.0.0.1", port) for name, port in ports.items() if name not in bound_by_daemon}
     return supervised.adopt_or_start(argv, paths, listen=listen, env=envpolicy.daemon_env(os.environ),
                                      timeout=timeout)
 
@@ -172,6 +173,8 @@ class GatewayProvider(_ProcessProvider):
                 "--port-file", str(paths.port_file)]
         if props.get("domain"):
             argv += ["--domain", str(props["domain"])]
+        data_plane = str(props.get("data_plane") or "python")
+        argv += ["--data-plane", data_plane]
         tls = props.get("tls") or None
         ports = {"port": port, "control_port": control_port}
         if tls:
@@ -179,11 +182,14 @@ class GatewayProvider(_ProcessProvider):
             argv += _tls_argv(tls, ports["tls_port"])
         # ACME issuance happens before the gateway reports its ports: give it the validation's time.
         timeout = ACME_START_TIMEOUT if tls and tls.get("type") == "lets-encrypt" else START_TIMEOUT
-        info = _adopt_or_start(argv, paths, ports, timeout)
+        # HAProxy cannot take a socket the watchdog hands down: with it the gateway binds its data-plane
+        # ports itself (a restart then refuses connections until it listens again).
+        own = ("port", "tls_port") if data_plane != "python" else ()
+        info = _adopt_or_start(argv, paths, ports, timeout, own)
         if info.adopted and wanted and int(info.ports["port"]) != int(wanted):
             # A gateway left from an earlier configuration (lost checkpoint) on another port: replace it.
             _stop(root, "gateway", {})
-            info = _adopt_or_start(argv, paths, ports, timeout)
+            info = _adopt_or_start(argv, paths, ports, timeout, own)
         port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
         url = f"http://127.0.0.1:{port}"
         if tls:
@@ -193,7 +199,7 @@ class GatewayProvider(_ProcessProvider):
         return CreateResult(id_=str(props["name"]), outs=outs)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port", "tls"))
+        return _replace_if_changed(olds, news, ("name", "state_dir", "domain", "port", "tls", "data_plane"))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         _stop(Path(props["state_dir"]), "gateway", props)

@@ -79,8 +79,9 @@ class ServiceAutoscaler:
         # Groups holding burst capacity, with their count before the burst: whatever the burst
         # path added (and any stable scale-up while it lasts) is released on the burst delay.
         self._burst: dict[str, int] = {}
-        # (when, seconds): how long after a burst ended the next one came. A busy period that
-        # returns within minutes keeps its capacity over the gap instead of a release and restart.
+        # (when, seconds): how long after a burst ended the next one came, for the last three
+        # returns within the longest hold. A busy period that returns within minutes keeps its
+        # capacity over the gap instead of a release and restart.
         self._returns: deque[tuple[float, float]] = deque(maxlen=3)
         self._busy_last: float | None = None  # last tick that needed burst capacity
         self._lows: deque[tuple[float, float]] = deque()  # (time, long-window rate), rates increasing
@@ -302,7 +303,13 @@ class ServiceAutoscaler:
         latest = self._window.latest
         total = latest.requests_total if latest is not None else 0
         if self._busy_last is not None and now - self._busy_last >= self.burst_window:
-            self._returns.append((now, now - self._busy_last))
+            gap = now - self._busy_last
+            # Only returns within the longest hold are remembered: a lull longer than that says
+            # nothing about the hold, and three of them in a row took every slot, so a period
+            # after them was released at the bare `burst.release` although busy periods had been
+            # coming back within minutes (the returns older than six holds are forgotten anyway).
+            if gap <= max(self.burst_release or 0.0, main.scale_down_delay):
+                self._returns.append((now, gap))
             self._busy_start = None
         if self._busy_start is None:
             self._busy_start = (now, total)

@@ -1006,6 +1006,10 @@ class GatewayConfig(Document):
     replicas: Int = Field(1, ge=1, le=16, description="How many gateway instances run.")
     ssh_from: list[str] = Field(default_factory=list, description="CIDR ranges allowed to reach SSH and the control API "
                                 "on cloud backends; empty keeps both closed (the data plane is public).")
+    data_plane: Literal["auto", "haproxy", "python"] = Field(
+        "python", description="What serves the gateway's requests: `python` (the gateway itself), `haproxy` (HAProxy 2.6 "
+        "or later in front, configured live by the gateway; refused at plan when this machine has none), or `auto` "
+        "(HAProxy when installed, else the Python data plane, said at plan). Local backend only for now.")
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:

@@ -72,6 +72,8 @@ class Gateway(pulumi.ComponentResource):
             ctx.warn(f"gateway {self.gateway_name}: the local backend serves http on 127.0.0.1; domain {config.domain} is matched by Host header only")
         props: dict[str, Any] = {"name": self.gateway_name, "state_dir": str(ctx.local_dir("gateways", self.gateway_name)),
                                  "domain": config.domain}
+        if config.data_plane != "python":  # absent for the default, so existing stacks see no change
+            props["data_plane"] = config.data_plane
         if tls is not None:
             props["tls"] = tls
         process = local.Gateway(self.gateway_name, props, pulumi.ResourceOptions(parent=self))

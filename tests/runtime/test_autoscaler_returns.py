@@ -73,3 +73,21 @@ def test_a_busy_period_shorter_than_the_burst_window_keeps_what_it_needed() -> N
     feed.run([50] * 3)
     after = feed.run([5] * 40)
     assert after == [5] * 40, after
+
+
+def test_lulls_longer_than_the_scale_down_delay_do_not_erase_the_returns_seen_before_them() -> None:
+    # Busy periods came back two minutes apart, then three lulls longer than scale_down_delay
+    # followed. Those gaps say nothing about the hold (the normal scale-down covers them), yet
+    # they took the three slots of the return memory: the next busy period's capacity went after
+    # the bare 60 s release although returns within minutes were seen 20 minutes before.
+    feed = Feed()
+    feed.run([5] * 300)
+    for _ in range(3):
+        feed.run([50] * 60)
+        feed.run([5] * 120)
+    for _ in range(3):
+        feed.run([50] * 30)
+        feed.run([5] * 330)
+    feed.run([50] * 60)
+    after = feed.run([5] * 130)
+    assert after[90:] == [5] * 40, after

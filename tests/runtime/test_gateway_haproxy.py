@@ -244,3 +244,18 @@ def test_the_gateway_process_serves_plain_and_tls_through_haproxy_and_leaves_not
     finally:
         gw.stop_everything()
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in masters), what="HAProxy to stop with its gateway")
+
+
+def test_a_sampled_log_line_counts_for_the_requests_it_stands_for() -> None:
+    """Past render.LOG_SAMPLE_ABOVE_RPS HAProxy logs one request in LOG_SAMPLE with that weight; below
+    it every line is its own request ("-"), so light loads keep exact counts."""
+    from gpustack_iac.runtime.gateway.haproxy.render import LOG_SAMPLE
+    from gpustack_iac.runtime.gateway.haproxy.stats import HaproxyMetrics
+
+    metrics = HaproxyMetrics()
+    metrics.observe("svc_a r1 5 7 200 -")
+    metrics.observe(f"svc_a r1 5 7 200 {LOG_SAMPLE}")
+    metrics.observe("python_plane py 5 7 200 -")  # the Python plane counts its own requests
+    load = metrics.snapshot()["a"]
+    assert sum(load.ttfb_buckets) == 1 + LOG_SAMPLE
+    assert metrics._service("a").latency.count == 1 + LOG_SAMPLE

@@ -49,10 +49,11 @@ class Histogram:
     total: float = 0.0
     count: int = 0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.count += 1
+    def observe(self, seconds: float, weight: int = 1) -> None:
+        """`weight` > 1: one sampled observation standing for that many (HAProxy's sampled log)."""
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += weight
+        self.total += seconds * weight
+        self.count += weight
 
 
 @dataclass
@@ -98,9 +99,9 @@ class Metrics:
         if error:
             c.errors_total += 1
 
-    def first_byte(self, service: str, seconds: float) -> None:
+    def first_byte(self, service: str, seconds: float, weight: int = 1) -> None:
         """A replica's response head arrived `seconds` after the attempt that got it began."""
-        self._service(service).ttfb[bisect.bisect_left(TTFB_BUCKETS, seconds)] += 1
+        self._service(service).ttfb[bisect.bisect_left(TTFB_BUCKETS, seconds)] += weight
 
     def waiting_changed(self, service: str, delta: int) -> None:
         self._service(service).waiting += delta

@@ -1,6 +1,6 @@
 -- Hop-by-hop headers (RFC 9110 7.6.1) and the fields a Connection header lists are dropped both
--- ways, as the Python data plane does. HAProxy calls this only when a Connection, Keep-Alive,
--- Proxy-Connection, TE, Trailer or Upgrade header is present, so the common request pays nothing.
+-- ways, as the Python data plane does. The fixed names go by a `del-header` regex in the rendered
+-- configuration; HAProxy calls this only when a Connection header is present (it deletes them too).
 local HOP = { "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade" }
 local KEEP = { ["transfer-encoding"] = true, ["content-length"] = true, ["host"] = true }
 

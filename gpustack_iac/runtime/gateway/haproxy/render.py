@@ -26,16 +26,18 @@ from gpustack_iac.runtime.gateway.settings import GatewaySettings
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
 MIN_SLOTS = 8
-LOG_FORMAT = "%b %s %Tr %Ta %ST"  # backend, server slot, ms to the response head, ms in all, status
+# backend, server slot, ms to the response head, ms in all, status, sampling weight ("-": every request logged)
+LOG_FORMAT = "%b %s %Tr %Ta %ST %[var(txn.lw)]"
+# Past this many requests per second on the frontend one request in LOG_SAMPLE is logged (with weight
+# LOG_SAMPLE): a log datagram is two syscalls, a third of what HAProxy spends on a small request.
+LOG_SAMPLE_ABOVE_RPS = 256
+LOG_SAMPLE = 16
 CASE_ADJUST = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Connection", "Cache-Control",
                "Transfer-Encoding", "Date", "Server", "Location", "Set-Cookie", "X-Content-Type-Options")
 LUA = (Path(__file__).parent / "hop.lua").read_text()
-_HOP = ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
-
-
-def _any_header(fetch: str) -> str:
-    """An HAProxy condition: true when any hop-by-hop header is present."""
-    return " || ".join(f"{{ {fetch}({h}) gt 0 }}" for h in _HOP)
+# Hop-by-hop fields other than Connection (RFC 9110 7.6.1), deleted by name: a plain name compare per
+# field, where a regex (`-m reg`) allocates PCRE2 match data for every field of every request.
+_HOP = ("keep-alive", "proxy-connection", "te", "trailer", "upgrade")
 
 # A service name becomes part of backend, ACL and variable names: only these characters pass.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -168,7 +170,9 @@ def render_config(model: DataPlaneModel) -> RenderedConfig:
     for route in model.services:
         lines += _backend(route, model.slots.get(route.name, ()), model)
         lines += _rate_tables(route)
-    lines += [f"backend {PYTHON_BACKEND}", f"    server py 127.0.0.1:{model.python_port}", ""]
+    # The Python plane counts what it serves itself: its requests are not logged (no datagram to drop).
+    lines += [f"backend {PYTHON_BACKEND}", "    http-request set-log-level silent", "    http-response set-log-level silent",
+              f"    server py 127.0.0.1:{model.python_port}", ""]
     models = [
         f"{r.model} {r.name}" for r in model.services
         if r.model is not None and r.model not in model.router_names and " " not in r.model
@@ -205,8 +209,8 @@ def _global(model: DataPlaneModel) -> list[str]:
         f"    stats socket {model.files.admin_socket} mode 600 level admin expose-fd listeners",
         "    expose-experimental-directives",  # normalize-uri (2.6 calls it experimental)
         f"    lua-load {model.files.lua}",
-        # One datagram per request to the control plane (stats.py): times to first byte for the
-        # latency metric's p90, which `show stat` has only as averages.
+        # One datagram per request (one per LOG_SAMPLE past LOG_SAMPLE_ABOVE_RPS) to the control plane
+        # (stats.py): times to first byte for the latency metric's p90 (`show stat` has averages only).
         f"    log {model.files.log_socket} len 512 format raw local0 info",
         f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
         # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
@@ -250,22 +254,25 @@ def _frontend(model: DataPlaneModel) -> list[str]:
         f"    maxconn {s.max_client_connections}",
         "    http-request deny deny_status 400 if { req.hdr_cnt(authorization) gt 1 } || { req.hdr_cnt(host) gt 1 }",
         *_strict_rules(),
-        "    http-request normalize-uri path-merge-slashes",
-        "    http-request normalize-uri path-strip-dot",
-        "    http-request normalize-uri path-strip-dotdot",
-        "    http-request normalize-uri percent-decode-unreserved",
+        *_normalize_rules(),
         f"    acl token_ok req.hdr(authorization) -m str -f {f.token_acl}",
         "    acl is_openai method POST",
         f"    acl openai_path path {' '.join(OPENAI_PATHS)}",
-        "    http-request set-var(txn.fwd_host) req.hdr(host)",
-        "    http-request set-var(txn.proto) str(https) if { ssl_fc }",
-        "    http-request set-var(txn.proto) str(http) if !{ ssl_fc }",
-        "    http-request del-header ^X-Forwarded- -m reg",
-        f"    http-request lua.strip_hop_req if {_any_header('req.hdr_cnt')}",
-        f"    http-response lua.strip_hop_res if {_any_header('res.hdr_cnt')}",
+        # The client's X-Forwarded-* and hop-by-hop fields; the Lua action (the fields a Connection
+        # header lists) only when there is one, which HTTP/1.1 keep-alive clients rarely send.
+        "    http-request del-header x-forwarded- -m beg",
+        *(f"    http-request del-header {name}" for name in _HOP),
+        "    http-request lua.strip_hop_req if { req.hdr_cnt(connection) gt 0 }",
+        *(f"    http-response del-header {name}" for name in _HOP),
+        "    http-response lua.strip_hop_res if { res.hdr_cnt(connection) gt 0 }",
+        *_log_sampling(),
     ]
     for route in model.services:
-        lines += _route_acls(route, model.domain)
+        lines += _route_acls(route)
+    if model.services:
+        # Set once for every /services/<name> route (the route rules above only name the service).
+        lines.append("    http-request set-var(txn.kind) str(path) if { var(txn.svc) -m found }")
+    lines += _host_acls(model.services, model.domain)
     lines += [
         f"    http-request wait-for-body time 5s at-least {s.buffer_limit} if is_openai openai_path !{{ var(txn.svc) -m found }}",
         "    http-request set-var(txn.model) req.body,json_query('$.model') if is_openai openai_path !{ var(txn.svc) -m found }",
@@ -276,6 +283,26 @@ def _frontend(model: DataPlaneModel) -> list[str]:
         lines += _route_rules(route)
     lines += [f"    default_backend {PYTHON_BACKEND}", ""]
     return lines
+
+
+def _normalize_rules() -> list[str]:
+    """`normalize-uri` only on a path that has something to normalise: each normaliser walks and
+    rebuilds the path, and the common request has no `//`, dot segment or percent sign."""
+    return [
+        "    http-request normalize-uri path-merge-slashes if { path -m sub // }",
+        "    http-request normalize-uri path-strip-dot if { path -m sub /. }",
+        "    http-request normalize-uri path-strip-dotdot if { path -m sub /.. }",
+        "    http-request normalize-uri percent-decode-unreserved if { url -m sub % }",
+    ]
+
+
+def _log_sampling() -> list[str]:
+    """Every request is logged up to LOG_SAMPLE_ABOVE_RPS (exact counts where the load is light, as in
+    the tests); past it one in LOG_SAMPLE, and the line carries the weight it stands for."""
+    return [
+        f"    http-response set-var(txn.lw) int({LOG_SAMPLE}) if {{ fe_req_rate gt {LOG_SAMPLE_ABOVE_RPS} }}",
+        f"    http-response set-log-level silent if {{ var(txn.lw) -m found }} !{{ rand({LOG_SAMPLE}) -m int 0 }}",
+    ]
 
 
 def _strict_rules() -> list[str]:
@@ -292,15 +319,19 @@ def _strict_rules() -> list[str]:
     ]
 
 
-def _route_acls(route: ServiceRoute, domain: str | None) -> list[str]:
+def _route_acls(route: ServiceRoute) -> list[str]:
     n = route.name
-    lines = [
-        f"    http-request set-var(txn.svc) str({n}) if {{ path /services/{n} }} || {{ path_beg /services/{n}/ }}",
-        f"    http-request set-var(txn.kind) str(path) if {{ path /services/{n} }} || {{ path_beg /services/{n}/ }}",
-    ]
-    if domain:
-        host = f"{n}.{domain}".lower()
-        cond = f"{{ req.hdr(host),lower,field(1,:) -m str {host} }} !{{ var(txn.svc) -m found }}"
+    return [f"    http-request set-var(txn.svc) str({n}) if {{ path /services/{n} }} || {{ path_beg /services/{n}/ }}"]
+
+
+def _host_acls(services: tuple[ServiceRoute, ...], domain: str | None) -> list[str]:
+    """`Host: <name>.<domain>` routes, after every path route (a /services/ path wins, as on the Python plane)."""
+    if not domain:
+        return []
+    lines: list[str] = []
+    for route in services:
+        n, host = route.name, f"{route.name}.{domain}".lower()
+        cond = f"!{{ var(txn.svc) -m found }} {{ req.hdr(host),lower,field(1,:) -m str {host} }}"
         lines += [f"    http-request set-var(txn.kind) str(host) if {cond}",
                   f"    http-request set-var(txn.svc) str({n}) if {{ var(txn.kind) -m str host }} !{{ var(txn.svc) -m found }}"]
     return lines
@@ -385,8 +416,8 @@ def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: Dat
              # A service backend is used only with a usable slot, so HAProxy's own 503 there means every
              # tried replica refused the connection: the Python plane's 502 upstream_failed.
              f"    errorfile 503 {model.files.errorfile(UPSTREAM_FAILED)}",
-             "    http-request set-header X-Forwarded-Proto %[var(txn.proto)]",
-             "    http-request set-header X-Forwarded-Host %[var(txn.fwd_host)] if { var(txn.fwd_host) -m found }",
+             *_forwarded_proto(model),
+             "    http-request add-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }",
              f"    http-request replace-path ^/services/{re.escape(n)}/?(.*)$ /\\1 if {{ var(txn.kind) -m str path }}",
              f"    http-request replace-path ^/v1/(.*)$ {route.model_prefix.rstrip('/')}/\\1 if {{ var(txn.kind) -m str model }}"]
     # The gateway's token never reaches a replica; an open service keeps any other Authorization.
@@ -396,6 +427,15 @@ def _backend(route: ServiceRoute, slots: tuple[Upstream | None, ...], model: Dat
     for i, up in enumerate(slots or (None,) * slot_count(len(route.upstreams)), start=1):
         lines.append(f"    server r{i} {server_address(up) if up else '127.0.0.1:1'}" + ("" if up else " disabled"))
     return lines + [""]
+
+
+def _forwarded_proto(model: DataPlaneModel) -> list[str]:
+    """`add-header`, not `set-header`: the frontend already deleted every client X-Forwarded-* field,
+    so there is nothing to look for (set-header scans the fields and deletes first)."""
+    if model.tls_port is None or model.tls_pem is None:
+        return ["    http-request add-header X-Forwarded-Proto http"]  # no TLS listener: one constant rule
+    return ["    http-request add-header X-Forwarded-Proto https if { ssl_fc }",
+            "    http-request add-header X-Forwarded-Proto http if !{ ssl_fc }"]
 
 
 def server_address(up: Upstream) -> str:

@@ -87,16 +87,18 @@ class HaproxyMetrics(Metrics):
             head_ms, total_ms = int(parts[2]), int(parts[3])
         except ValueError:
             return
+        # A sampled line (render.LOG_SAMPLE) stands for that many requests; "-" for itself alone.
+        weight = int(parts[5]) if len(parts) > 5 and parts[5].isdigit() else 1
         if total_ms >= 0:
-            self._service(service).latency.observe(total_ms / 1000)
+            self._service(service).latency.observe(total_ms / 1000, weight)
         if head_ms < 0:
             return  # no response head (a failed connect, a client gone first)
-        self.first_byte(service, head_ms / 1000)
+        self.first_byte(service, head_ms / 1000, weight)
         slots = (self.slots() if self.slots is not None else {}).get(service, [])
         index = int(server[1:]) - 1 if server[1:].isdigit() else -1
         up = slots[index] if 0 <= index < len(slots) else None
         if up is not None:
-            self._group(service, up.group).latency.observe(head_ms / 1000)
+            self._group(service, up.group).latency.observe(head_ms / 1000, weight)
 
 
 class _LogProtocol(asyncio.DatagramProtocol):
