@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import json
 
 import aiohttp
@@ -44,23 +45,40 @@ def test_least_outstanding_spreads_over_every_replica_of_every_group() -> None:
     run(scenario())
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def test_least_outstanding_prefers_the_idle_replica() -> None:
     async def scenario() -> None:
         slow, fast = EchoStats("slow"), EchoStats("fast")
-        async with serving(echo_app(slow, delay=2.0)) as us, serving(echo_app(fast)) as uf, gateway() as gw:
+        async with serving(echo_app(slow, delay=5.0)) as us, serving(echo_app(fast)) as uf, gateway() as gw:
             gw.table.set_service(ServiceRoute("svc", auth=True, model=None, upstreams=(upstream("s", "a", us), upstream("f", "b", uf))))
             async with client() as http:
                 async def get() -> str:
                     async with http.get(f"{gw.url}/services/svc/", headers=gw.auth) as r:
                         return str((await r.json())["replica"])
 
-                first = asyncio.ensure_future(get())
-                second = asyncio.ensure_future(get())
-                # Whichever replica is busy with a slow request, the idle one takes every later request.
-                await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
-                later = [await get() for _ in range(5)]
-                assert later == ["fast"] * 5
-                await asyncio.gather(first, second)
+                # Make the slow replica busy. Two requests at once split over the tied replicas, unless
+                # a loaded machine finished the first before the second arrived: then send another.
+                pending = [asyncio.ensure_future(get()), asyncio.ensure_future(get())]
+                for _ in range(10):
+                    await _until(lambda: slow.in_flight > 0 or all(t.done() for t in pending))
+                    if slow.in_flight:
+                        break
+                    pending.append(asyncio.ensure_future(get()))
+                assert slow.in_flight == 1
+                # While it is busy, the idle one takes every later request.
+                later = []
+                for _ in range(5):
+                    replica = await get()
+                    if slow.in_flight:  # the slow answer is seconds away; on a stalled machine it may come
+                        later.append(replica)
+                assert later and later == ["fast"] * len(later)
+                await asyncio.gather(*pending)
 
     run(scenario())
 

@@ -287,12 +287,14 @@ def _frontend(model: DataPlaneModel) -> list[str]:
 
 def _normalize_rules() -> list[str]:
     """`normalize-uri` only on a path that has something to normalise: each normaliser walks and
-    rebuilds the path, and the common request has no `//`, dot segment or percent sign."""
+    rebuilds the path, and the common request has no `//` or dot segment."""
     return [
         "    http-request normalize-uri path-merge-slashes if { path -m sub // }",
         "    http-request normalize-uri path-strip-dot if { path -m sub /. }",
         "    http-request normalize-uri path-strip-dotdot if { path -m sub /.. }",
-        "    http-request normalize-uri percent-decode-unreserved if { url -m sub % }",
+        # Unconditional: HAProxy 2.6 ignores this normaliser when the rule has any condition (even
+        # `if TRUE`; measured by the hostile suite's percent-encoded rate-limit path).
+        "    http-request normalize-uri percent-decode-unreserved",
     ]
 
 
