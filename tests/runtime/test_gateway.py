@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import json
 
 import aiohttp
@@ -11,6 +10,7 @@ import aiohttp
 from gateway_fixtures import EchoStats, client, closed_port, echo_app, gateway, run, serving, upstream
 from gpustack_iac.runtime.gateway.balancer import Balancer
 from gpustack_iac.runtime.gateway.routing import ServiceRoute
+from tests.support.wait import wait_until_async
 
 
 def test_least_outstanding_spreads_over_every_replica_of_every_group() -> None:
@@ -45,13 +45,6 @@ def test_least_outstanding_spreads_over_every_replica_of_every_group() -> None:
     run(scenario())
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def test_least_outstanding_prefers_the_idle_replica() -> None:
     async def scenario() -> None:
         slow, fast = EchoStats("slow"), EchoStats("fast")
@@ -66,7 +59,8 @@ def test_least_outstanding_prefers_the_idle_replica() -> None:
                 # a loaded machine finished the first before the second arrived: then send another.
                 pending = [asyncio.ensure_future(get()), asyncio.ensure_future(get())]
                 for _ in range(10):
-                    await _until(lambda: slow.in_flight > 0 or all(t.done() for t in pending))
+                    await wait_until_async(lambda: slow.in_flight > 0 or all(t.done() for t in pending), 60.0, 0.01,
+                                           "a request on the slow replica, or every request answered")
                     if slow.in_flight:
                         break
                     pending.append(asyncio.ensure_future(get()))

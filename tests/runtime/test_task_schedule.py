@@ -13,6 +13,7 @@ from gpustack_iac.runtime.tasks.model import ScheduleDef, TaskDefinitionError, p
 from gpustack_iac.runtime.tasks.schedule import Clock, next_time
 from gpustack_iac.spec.loader import load_text
 from gpustack_iac.spec.models import posix_cron
+from tests.support.wait import wait_until_async
 
 TASK = "type: task\nname: nightly\ncommands: [echo hi]\n"
 
@@ -130,17 +131,14 @@ def test_a_cron_time_during_a_run_is_skipped_and_recorded(tmp_path, monkeypatch)
         _HeldRun.release = asyncio.Event()
         scheduled = sched.ScheduledTask(task, {}, tmp_path, sched.Clock(speed=600))  # a cron minute every 0.1 s
         job = asyncio.create_task(scheduled.run())
-        for _ in range(600):  # until a cron time came while run 1 was held
-            status = read_status(tmp_path) or {}
-            if (status.get("schedule") or {}).get("skipped_total", 0) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        # Until two cron times came while run 1 was held. Read from the scheduler: status.json is
+        # written by the held run, so the skips reach the file only once that run ends (the old
+        # loop on the file never saw them and always ran out its 30 s).
+        await wait_until_async(lambda: scheduled._schedule_status()["skipped_total"] >= 2, 30.0,
+                               what="two skipped cron times")
         assert _HeldRun.started == [1], "no second run while the first one goes"
         _HeldRun.release.set()
-        for _ in range(600):
-            if len(_HeldRun.started) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: len(_HeldRun.started) >= 2, 30.0, what="the second run")
         scheduled.request_stop()
         assert await job == "stopped"
         return read_status(tmp_path) or {}

@@ -6,6 +6,7 @@ fixed sleep), and every server a test starts runs in its own process group and i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -40,6 +41,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: floa
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}"
                                  + (f"\n{explain()}" if explain else ""))
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
+                           what: str = "condition") -> T:
+    """`wait_until` inside a running event loop (the servers under test share it): yields while polling."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+        await asyncio.sleep(interval)
 
 
 def stop_group(proc: subprocess.Popen[Any], grace: float = 30.0) -> None:
