@@ -22,7 +22,7 @@ from gpustack_iac.backends import (IMPLEMENTED_BACKENDS, Backend, ClusterBackend
 from gpustack_iac.backends.kubernetes.image import ImageError
 from gpustack_iac.backends.cloud import GatewayInstance, NodeGroup
 from gpustack_iac.compile.facts import HAPROXY_MIN_VERSION, Facts
-from gpustack_iac.compile.group_sizing import check_unsized
+from gpustack_iac.compile.group_sizing import check_unsized, service_fleets
 from gpustack_iac.contract.restart import stamp_generations
 from gpustack_iac.cost import Cost, fleet_cost, gateway_cost, group_costs
 from gpustack_iac.errors import ConfigError, Diagnostic, GpustackError
@@ -100,7 +100,7 @@ def _check_served(service: ServiceConfig, fleets: Sequence[FleetConfig], backend
     Host replicas (local, ssh) run on any host fleet's agents; cloud replicas only on nodes of a fleet
     of their backend (warned about); a cluster schedules its own pods. Fleets in any document of the stack count."""
     named = set(service.fleets or ())
-    candidates = [f for f in fleets if not named or str(f.name) in named]
+    candidates = service_fleets(service, fleets)
     have = {fleet_backend(f) for f in candidates}
     problems = []
     for i, group in enumerate(service.groups):

@@ -26,6 +26,12 @@ from gpustack_iac.spec.models import Document, FleetConfig, ServiceConfig
 Diag = Callable[[Document, str, str], Diagnostic]
 
 
+def service_fleets(service: ServiceConfig, fleets: Sequence[FleetConfig]) -> list[FleetConfig]:
+    """The fleets a service may run on: those it names (`fleets:`), or every fleet of the stack."""
+    named = set(service.fleets or ())
+    return [f for f in fleets if not named or str(f.name) in named]
+
+
 def _bounds(groups: Sequence[NodeGroup]) -> tuple[int, int]:
     """A fleet's node count at its minimum and at most (spot plus its on-demand fallback)."""
     return sum(g.min_size for g in groups), max(g.max_size for g in groups)
@@ -71,12 +77,11 @@ def check_unsized(fleets: Sequence[FleetConfig], services: Sequence[ServiceConfi
 
 def _unplaceable(service: ServiceConfig, fleets: Sequence[FleetConfig], node_groups: dict[str, list[NodeGroup]],
                  unsized: dict[str, str], backend: str, diag: Diag) -> list[Diagnostic]:
-    named = set(service.fleets or ())
+    candidates = service_fleets(service, fleets)
     problems = []
     for i, group in enumerate(service.groups):
         backends = set(group.backends or [backend])
-        serving = [f for f in fleets if (not named or str(f.name) in named) and fleet_backend(f) in backends
-                   and str(f.name) in node_groups]
+        serving = [f for f in candidates if fleet_backend(f) in backends and str(f.name) in node_groups]
         if not serving or (group.replicas.max == 0):
             continue  # no fleet at all is _check_served's to say; a group of 0 replicas needs no node
         if any(str(f.name) not in unsized or _bounds(node_groups[str(f.name)])[0] > 0 for f in serving):
