@@ -299,7 +299,8 @@ def start_python_role(
     return child
 
 
-NGINX_STATIC = """
+# What every nginx here shares: foreground, its files in the run directory, no access log, long keep-alive.
+NGINX_HEAD = """
 worker_processes {workers};
 daemon off;
 pid {dir}/{name}.pid;
@@ -309,21 +310,13 @@ http {{
   client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
   fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
   keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{port} backlog=4096; location /small {{ default_type text/plain; return 200 "ok\\n"; }} }}
+"""
+
+NGINX_STATIC = NGINX_HEAD + """  server {{ listen 127.0.0.1:{port} backlog=4096; location /small {{ default_type text/plain; return 200 "ok\\n"; }} }}
 }}
 """
 
-NGINX_PROXY = """
-worker_processes 1;
-daemon off;
-pid {dir}/{name}.pid;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
-  fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
-  keepalive_requests 1000000;
-  upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; keepalive_requests 1000000; }}
+NGINX_PROXY = NGINX_HEAD.replace("{workers}", "1") + """  upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
@@ -759,17 +752,7 @@ def run_python_detail(args: argparse.Namespace) -> int:
 
 # The peers do the same work per request: a bearer check, a prefix rewrite (/services/<name>/x -> /x),
 # keep-alive to the upstream. The token is in the configuration file, in the 0700 run directory.
-NGINX_PEER = """
-worker_processes {workers};
-daemon off;
-pid {dir}/{name}.pid;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/{name}-body; proxy_temp_path {dir}/{name}-proxy;
-  fastcgi_temp_path {dir}/{name}-fcgi; uwsgi_temp_path {dir}/{name}-uwsgi; scgi_temp_path {dir}/{name}-scgi;
-  keepalive_requests 1000000;
-  upstream small {{ server 127.0.0.1:{small}; keepalive 256; keepalive_requests 1000000; }}
+NGINX_PEER = NGINX_HEAD + """  upstream small {{ server 127.0.0.1:{small}; keepalive 256; keepalive_requests 1000000; }}
   upstream sse {{ server 127.0.0.1:{sse}; keepalive 256; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
