@@ -6,6 +6,7 @@ One project per scenario keeps each `up` small; the engine and the images are sh
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -193,19 +194,30 @@ resources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}
 
 def test_a_two_node_task_in_containers_meets_over_the_master_address(tmp_path: Path, engine: Engine,
                                                                        web_images: WebImages) -> None:
-    root = tmp_path / "proj"
-    config = root / "task"
-    config.mkdir(parents=True)
-    shutil.copy(EXAMPLES / "task" / "fleet.gpustack.yml", config)
-    (config / "train.gpustack.yml").write_text(TASK.format(name=TASK_NAME, image=web_images.v1))
-    project = Project(root=root, config=config, extra_env=dict(engine.env))
-    try:
+    with _task_project(tmp_path, engine, TASK.format(name=TASK_NAME, image=web_images.v1)) as project:
         up = project.cli("up", "task", "--yes", "--wait")
         assert f"task {TASK_NAME}: succeeded" in up.stdout, up.stdout
         logs = project.cli("logs", TASK_NAME).stdout
         assert "rank 0 got: hello from rank 1 of 2" in logs, logs
         project.cli("destroy", "--yes")
         assert _mine(engine, TASK_NAME) == []
+
+
+@contextlib.contextmanager
+def _task_project(tmp_path: Path, engine: Engine, task: str, data: dict[str, str] | None = None) -> Iterator[Project]:
+    """The task example's fleet and `task` as train.gpustack.yml (with `data` files beside it); destroyed
+    and every process under it stopped afterwards, also on failure."""
+    root = tmp_path / "proj"
+    config = root / "task"
+    config.mkdir(parents=True)
+    for rel, text in (data or {}).items():
+        (config / rel).parent.mkdir(parents=True, exist_ok=True)
+        (config / rel).write_text(text)
+    shutil.copy(EXAMPLES / "task" / "fleet.gpustack.yml", config)
+    (config / "train.gpustack.yml").write_text(task)
+    project = Project(root=root, config=config, extra_env=dict(engine.env))
+    try:
+        yield project
     finally:
         project.cli("destroy", "--yes", check=False, timeout=300)
         kill_all(processes_under(root))
@@ -228,20 +240,11 @@ def test_files_reach_an_image_task_at_workflow(tmp_path: Path, engine: Engine, w
     """dstack's `files:` with `image:`: the bundle unpacked on the host is bind-mounted at /workflow and the
     container works in `working_dir` there."""
     name = f"code-{uuid.uuid4().hex[:6]}"
-    root = tmp_path / "proj"
-    config = root / "task"
-    (config / "data").mkdir(parents=True)
-    (config / "data" / "hello.txt").write_text("shipped with files\n")
-    shutil.copy(EXAMPLES / "task" / "fleet.gpustack.yml", config)
-    (config / "train.gpustack.yml").write_text(CODE_TASK.format(name=name, image=web_images.v1))
-    project = Project(root=root, config=config, extra_env=dict(engine.env))
-    try:
+    task = CODE_TASK.format(name=name, image=web_images.v1)
+    with _task_project(tmp_path, engine, task, data={"data/hello.txt": "shipped with files\n"}) as project:
         up = project.cli("up", "task", "--yes", "--wait", check=False)
         logs = project.cli("logs", name, check=False).stdout
         assert f"task {name}: succeeded" in up.stdout, up.stdout + up.stderr + logs
         assert "in /workflow/data found shipped with files" in logs, logs
         project.cli("destroy", "--yes")
         assert _mine(engine, name) == []
-    finally:
-        project.cli("destroy", "--yes", check=False, timeout=300)
-        kill_all(processes_under(root))
