@@ -175,6 +175,10 @@ def test_a_missing_image_fails_up_with_a_clear_error(one_host: Project) -> None:
     assert "localhost/gpustack-no-such-image:1" in failed.stderr and "pull failed" in failed.stderr, failed.stderr
 
 
+# Rank 1 sends from a file, not from `echo |`: rank 0's nc has no input, so it half-closes as soon as it
+# accepts, and busybox's nc exits on that FIN; reading from a pipe, it could see the FIN before `echo` had
+# written, exit 0 having sent nothing, and leave rank 0 with an empty message (about 1 run in 6 on a loaded
+# machine). A file is readable at the first poll, and busybox's nc sends its input before it reads the peer.
 TASK = """\
 type: task
 name: {name}
@@ -185,7 +189,8 @@ commands:
     if [ "$DSTACK_NODE_RANK" = 0 ]; then
       nc -l -p $MASTER_PORT > /tmp/got && echo "rank 0 got: $(cat /tmp/got)"
     else
-      until echo "hello from rank $DSTACK_NODE_RANK of $DSTACK_NODES_NUM" | nc $DSTACK_MASTER_NODE_IP $MASTER_PORT; do sleep 0.2; done
+      echo "hello from rank $DSTACK_NODE_RANK of $DSTACK_NODES_NUM" > /tmp/msg
+      until nc $DSTACK_MASTER_NODE_IP $MASTER_PORT < /tmp/msg; do sleep 0.2; done
       echo "rank 1 sent"
     fi
 resources: {{cpu: 1.., memory: 64MB.., disk: 0GB..}}
