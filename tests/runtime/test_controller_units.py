@@ -342,3 +342,32 @@ def test_no_capacity_backs_off_exponentially_then_resets() -> None:
     agent.host = None
     asyncio.run(start_replicas(core, fresh, g, 1, 0.0))  # type: ignore[arg-type]
     assert fresh.group(g.name).backoff_until == 0.0
+
+
+def test_removing_a_host_waits_only_for_replicas_it_serves_and_only_when_another_host_can_take_them() -> None:
+    """registrations._replaced: the drain before a host is removed waits for replacements of its *ready*
+    replicas, and only while some other healthy host could run them (a stuck replica made `destroy` wait
+    out the whole startup deadline)."""
+    from types import SimpleNamespace
+
+    from gpustack_iac.runtime.controller.live import ServiceState
+    from gpustack_iac.runtime.controller.registrations import _replaced
+
+    definition = parse_service(service(group("web")))
+    st = ServiceState(definition=definition)
+    st.group("web").desired = 1
+
+    def replica(agent: str, ready: bool) -> SimpleNamespace:
+        return SimpleNamespace(record=SimpleNamespace(service=definition.name, group="web", agent=agent), ready=ready, stopping=False)
+
+    def core(agents: dict[str, bool], *replicas: SimpleNamespace) -> Any:
+        return SimpleNamespace(services={definition.name: st}, draining=set(),
+                               agents={n: SimpleNamespace(healthy=h) for n, h in agents.items()},
+                               replicas={i: r for i, r in enumerate(replicas)})
+
+    both = {"a": True, "b": True}
+    assert not _replaced(core(both, replica("a", True)), "a")  # serving on a, nothing ready on b yet: wait
+    assert _replaced(core(both, replica("a", True), replica("b", True)), "a")  # replaced on b: go
+    assert _replaced(core(both, replica("a", False)), "a")  # never ready on a: serves nothing, no wait
+    assert _replaced(core({"a": True}, replica("a", True)), "a")  # no other host: waiting changes nothing
+    assert _replaced(core({"a": True, "b": False}, replica("a", True)), "a")  # b unhealthy: likewise

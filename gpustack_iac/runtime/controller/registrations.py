@@ -38,14 +38,19 @@ async def put_agent(core: ControllerCore, name: str, url: str, token: str, label
 
 
 def _replaced(core: ControllerCore, name: str) -> bool:
-    """Every group has its desired replicas ready on other agents than `name`."""
+    """Every group that `name` serves (a ready replica there) has its desired replicas ready on other
+    agents, or has nowhere else to get them. A replica that is not ready serves no request, so it is
+    not waited for: without this, removing a host whose replica never got ready (a stuck probe, an
+    image that cannot be pulled) waited out the whole startup deadline (`destroy` took 2 minutes)."""
+    if not any(a.healthy and other != name and other not in core.draining for other, a in core.agents.items()):
+        return True  # no agent could take a replacement: waiting changes nothing
     for st in core.services.values():
         for g in st.definition.groups:
             ready = sum(1 for r in core.replicas.values() if r.record.service == st.definition.name
                         and r.record.group == g.name and r.record.agent != name and r.ready and not r.stopping)
-            on_it = any(r.record.service == st.definition.name and r.record.group == g.name and r.record.agent == name
-                        for r in core.replicas.values())
-            if on_it and ready < st.desired(g.name):
+            serving_on_it = any(r.record.service == st.definition.name and r.record.group == g.name
+                                and r.record.agent == name and r.ready and not r.stopping for r in core.replicas.values())
+            if serving_on_it and ready < st.desired(g.name):
                 return False
     return True
 
