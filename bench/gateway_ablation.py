@@ -8,13 +8,16 @@ Rows (each a text edit of what gpustack_iac.runtime.gateway.haproxy renders; the
 measuring only, never what the gateway runs):
   full          the rendered configuration as the gateway runs it
   no-l7-retry   `retry-on conn-failure` only: no L7 retry, so HAProxy does not copy the whole request
-                buffer (tune.bufsize, 65 KiB) before each send
-  bufsize-16k   HAProxy's default buffer (16 KiB) instead of 65 KiB: heads over ~15 KiB refused, the L7
-                retry copy four times smaller
+                buffer (tune.bufsize, 16 KiB) before each send
+  bufsize-65k   65 KiB buffers (as rendered before; heads up to 64 KiB, as the Python plane takes): the
+                L7-retry copy four times larger
   log-all       every request logged (the sampling rules removed): the cost of a datagram per request
   no-strict     the two regex refusals (control bytes in a field, a target outside visible ASCII)
   no-xfwd       no X-Forwarded-* (option forwardfor, the set-header rules)
   no-case       no h1-case-adjust
+  no-deny       none of the frontend's 400 refusals (the strict rules and the duplicate-header checks)
+  no-hop        no hop-by-hop or X-Forwarded-* deletion (the del-header rules, the Lua action)
+  no-normalize  no normalize-uri
 Peers are interleaved per round (the machine may be shared); the table shows medians, the load
 average per round, and nginx/ours from the same run. Everything runs on 127.0.0.1 and is stopped by
 pid at the end. Needs nginx, haproxy and wrk on PATH.
@@ -44,11 +47,14 @@ def _drop(*patterns: str) -> Edit:
 ROWS: dict[str, Edit] = {
     "full": lambda text: text,
     "no-l7-retry": lambda text: text.replace("retry-on conn-failure empty-response", "retry-on conn-failure"),
-    "bufsize-16k": _drop(r"tune\.bufsize"),
+    "bufsize-65k": lambda text: re.sub(r"tune\.bufsize \d+", "tune.bufsize 66560", text),
     "log-all": _drop(r"set-var\(txn\.lw\)", r"set-log-level silent if"),
     "no-strict": _drop(r"-m reg \["),
     "no-xfwd": _drop(r"X-Forwarded", r"forwardfor"),
     "no-case": _drop(r"h1-case-adjust"),
+    "no-deny": _drop(r"http-request deny deny_status 400"),
+    "no-hop": _drop(r"del-header (keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-)", r"strip_hop"),
+    "no-normalize": _drop(r"normalize-uri"),
 }
 
 

@@ -259,3 +259,29 @@ def test_a_sampled_log_line_counts_for_the_requests_it_stands_for() -> None:
     load = metrics.snapshot()["a"]
     assert sum(load.ttfb_buckets) == 1 + LOG_SAMPLE
     assert metrics._service("a").latency.count == 1 + LOG_SAMPLE
+
+
+def test_past_haproxys_buffer_a_model_body_is_still_routed_and_a_long_head_is_refused() -> None:
+    """render.BUFSIZE (16 KiB, HAProxy's default, so that its L7-retry copy stays cheap): an OpenAI body
+    larger than the buffer cannot be read by json_query, so HAProxy hands it to the Python plane, which
+    routes it by `model` all the same; a head longer than the buffer is refused with 400, nothing forwarded."""
+    from gpustack_iac.runtime.gateway.haproxy.render import BUFSIZE
+
+    async def scenario() -> None:
+        stats = EchoStats("big")
+        async with serving(echo_app(stats)) as u, gateway() as gw:
+            gw.table.set_service(ServiceRoute("m", auth=True, model="org/m", upstreams=(upstream("m0", "g", u),)))
+            prompt = "x" * (2 * BUFSIZE)
+            body = json.dumps({"model": "org/m", "messages": [{"role": "user", "content": prompt}]}).encode()
+            async with client() as http:
+                async with http.post(f"{gw.url}/v1/chat/completions", data=body,
+                                     headers={**gw.auth, "Content-Type": "application/json"}) as r:
+                    assert r.status == 200
+                    seen = await r.json()
+                assert seen["replica"] == "big" and seen["body"] == body.decode()
+                before = stats.requests
+                async with http.get(f"{gw.url}/services/m/", headers={**gw.auth, "X-Long": "a" * BUFSIZE}) as r:
+                    assert r.status == 400
+                assert stats.requests == before
+
+    run(scenario())

@@ -26,6 +26,7 @@ from gpustack_iac.runtime.gateway.settings import GatewaySettings
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PYTHON_BACKEND = "python_plane"  # the Python gateway: activator, routers, /v1/models, /metrics, 404s
 MIN_SLOTS = 8
+BUFSIZE = 16 * 1024  # HAProxy's own default: the request head limit and the L7-retry copy (see _global)
 # backend, server slot, ms to the response head, ms in all, status, sampling weight ("-": every request logged)
 LOG_FORMAT = "%b %s %Tr %Ta %ST %[var(txn.lw)]"
 # Past this many requests per second on the frontend one request in LOG_SAMPLE is logged (with weight
@@ -212,7 +213,12 @@ def _global(model: DataPlaneModel) -> list[str]:
         # One datagram per request (one per LOG_SAMPLE past LOG_SAMPLE_ABOVE_RPS) to the control plane
         # (stats.py): times to first byte for the latency metric's p90 (`show stat` has averages only).
         f"    log {model.files.log_socket} len 512 format raw local0 info",
-        f"    tune.bufsize {64 * 1024 + 1024}",  # heads up to 64 KiB, as the Python plane (431 past)
+        # HAProxy's default buffer, set so that it stays so: L7 retries (`retry-on ... empty-response`)
+        # copy the whole buffer before every send, so its size is paid per request (65 KiB buffers cost
+        # 0.50x nginx's CPU per request, 16 KiB 0.67x; docs/gateway.md). Heads over BUFSIZE less
+        # maxrewrite (~15 KiB) get 400 (the Python plane takes 64 KiB; nginx's default, 8 KiB a line);
+        # OpenAI bodies past it are routed by `model` through the Python plane instead.
+        f"    tune.bufsize {BUFSIZE}",
         # HAProxy writes HTTP/1 header names lower-case; clients see the spelling the Python plane uses.
         *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
         "",
