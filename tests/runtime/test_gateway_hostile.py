@@ -180,7 +180,12 @@ def test_unauthenticated_uploads_are_refused_on_the_head_without_reading_the_bod
         if b"chunked" in heads[i]:
             piece = b"%x\r\n%s\r\n" % (len(piece), piece)
         with connect(gw) as sock:
-            sock.sendall(heads[i] + piece)
+            try:
+                sock.sendall(heads[i] + piece)
+            except OSError:
+                # Refused on the head and closed before this MiB was all sent (a loaded machine: HAProxy got
+                # to the head while the client was still writing); the answer is in our receive queue.
+                pass
             response = read_head(sock)  # the answer is there after one MiB: nobody waits for the rest
             try:
                 for _ in range(59):
