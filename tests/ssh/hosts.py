@@ -77,12 +77,16 @@ class TestHost:
         if self.sshd is not None:
             self.sshd.poll()
 
+    def in_host(self, argv: list[str]) -> list[str]:
+        """`argv` run inside this host: in its network namespace when it has one."""
+        if not self.netns:
+            return argv
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.net_only else ["ip", "netns", "exec", self.netns]
+        return [*enter, *argv]
+
     def start_sshd(self) -> None:
         argv = [SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.sshd_config.with_suffix(".log"))]
-        if self.netns:
-            enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.net_only else ["ip", "netns", "exec", self.netns]
-            argv = [*enter, *argv]
-        self.sshd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.sshd = subprocess.Popen(self.in_host(argv), stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

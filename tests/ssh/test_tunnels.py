@@ -21,18 +21,14 @@ from tests.support.wait import wait_until
 REMOTE_PORT = 18081
 
 
-def _in_host(h: TestHost, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", h.netns, *argv] if h.netns else argv
-
-
 def _listening(h: TestHost, port: int) -> bool:
-    out = subprocess.run(_in_host(h, ["ss", "-Hltn", f"sport = :{port}"]), capture_output=True, text=True, timeout=30)
+    out = subprocess.run(h.in_host(["ss", "-Hltn", f"sport = :{port}"]), capture_output=True, text=True, timeout=30)
     return bool(out.stdout.strip())
 
 
 def _serve(hosts: TestHosts, h: TestHost) -> Iterator[TestHost]:
     argv = [sys.executable, "-m", "http.server", str(REMOTE_PORT), "--bind", "127.0.0.1", "--directory", str(hosts.root)]
-    proc = subprocess.Popen(_in_host(h, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(h.in_host(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Listening before the test opens a forward to it: on a loaded machine the interpreter's start took
         # longer than the SSH forward's, and the first request through it was reset (the remote end refused).
