@@ -8,6 +8,10 @@ test while the other sat idle. So, with `-n N` (README's `-n 2`):
   scripts/test_durations.py; an unmeasured `slow` test counts as long);
 - a module that declares a module- or class-scoped fixture (a booted rehearsal instance, a built
   image) moves as one block, and is scheduled as one unit, so one worker builds that fixture once;
+- modules that name the same `SCHEDULING_UNIT` (a module-level string) are one block too: the
+  container modules share one, so one worker starts one Podman service, builds the test images and
+  the registry once, and no two Podman services work on the machine's one image store at once (a
+  `-n 3` run hung a pull with a Podman service spinning while three did);
 - the scheduler (xdist's LoadScopeScheduling, units as above, its reordering off) hands one unit at a
   time, in this order, to whichever worker has fewer than three tests queued.
 
@@ -32,6 +36,7 @@ TESTS = Path(__file__).parent
 DURATIONS = TESTS / "durations.json"
 UNMEASURED_SLOW_S = 30.0  # a `slow` test nobody measured yet: by the marker's definition, over ~20 s
 _SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']""")
+_UNIT = re.compile(r"""^SCHEDULING_UNIT\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
 def _measured() -> dict[str, float]:
@@ -53,20 +58,28 @@ def expected_seconds(item: pytest.Item, measured: dict[str, float]) -> float:
 
 
 @functools.cache
-def block_modules() -> frozenset[str]:
-    """Test modules (as node ids, relative to the repository) that declare a wider-scoped fixture.
+def block_modules() -> dict[str, str]:
+    """Test modules (as node ids, relative to the repository) that move as one block → the block's
+    name: the module's own, or the SCHEDULING_UNIT it names.
 
     Read from the source, not from collected items, because the xdist controller that schedules
     collects nothing; the workers sort with the same rule."""
     root = TESTS.parent
-    return frozenset(str(path.relative_to(root)) for path in TESTS.rglob("test_*.py")
-                     if _SHARED_SCOPE.search(path.read_text(errors="replace")))
+    blocks: dict[str, str] = {}
+    for path in TESTS.rglob("test_*.py"):
+        source, module = path.read_text(errors="replace"), str(path.relative_to(root))
+        unit = _UNIT.search(source)
+        if unit:
+            blocks[module] = f"unit:{unit.group(1)}"
+        elif _SHARED_SCOPE.search(source):
+            blocks[module] = module
+    return blocks
 
 
 def block_of(nodeid: str) -> str:
-    """What moves and is scheduled as one unit: the module when it declares a shared fixture, else the test."""
+    """What moves and is scheduled as one unit: the module's block when it has one, else the test."""
     module = nodeid.split("::", 1)[0]
-    return module if module in block_modules() else nodeid
+    return block_modules().get(module, nodeid)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -23,6 +23,7 @@ from tests.cloud.mockstack import run
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, need_sdk("pulumi_kubernetes")]
+SCHEDULING_UNIT = "podman"  # one worker at a time uses Podman (tests/conftest.py)
 TAG = f"localhost/gpustack-iac-runtime-test:{os.getpid()}"
 BASE = f"localhost/gpustack-runtime-base-test:{os.getpid()}"
 

@@ -38,10 +38,13 @@ class WebImages:
 
 
 @pytest.fixture(scope="session")
-def web_images(engine: Engine) -> WebImages:
-    """Two tags of a busybox image whose /version differs: a rolling update has something to change."""
-    return WebImages(v1=build_image(engine, "localhost/gpustack-test-web:1", {"/version": "v1\n"}),
-                     v2=build_image(engine, "localhost/gpustack-test-web:2", {"/version": "v2\n"}))
+def web_images(engine: Engine) -> Iterator[WebImages]:
+    """Two tags of a busybox image whose /version differs: a rolling update has something to change.
+    Removed afterwards: each run's build would otherwise stay in the machine's image store."""
+    images = WebImages(v1=build_image(engine, "localhost/gpustack-test-web:1", {"/version": "v1\n"}),
+                       v2=build_image(engine, "localhost/gpustack-test-web:2", {"/version": "v2\n"}))
+    yield images
+    engine.run("rmi", "--force", images.v1, images.v2, check=False)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from tests.e2e.conftest import EXAMPLES, Project, http, kill_all, processes_unde
 from tests.support.containers import Engine
 
 pytestmark = pytest.mark.slow
+SCHEDULING_UNIT = "podman"  # one worker at a time uses Podman (tests/conftest.py)
 
 # The container listens on its declared port (8000) in both replicas on one host: the agent
 # publishes a different free host port to each.

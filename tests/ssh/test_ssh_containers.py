@@ -23,6 +23,7 @@ from tests.ssh.stack import GATEWAY, Stack
 from tests.support.containers import Engine, build_image, missing
 
 pytestmark = pytest.mark.slow
+SCHEDULING_UNIT = "podman"  # one worker at a time uses Podman (tests/conftest.py)
 
 NAME = f"sweb{uuid.uuid4().hex[:6]}"
 WEB = f"""\
