@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -90,6 +91,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         blocks[key] = blocks.get(key, 0.0) + expected_seconds(item, measured)
     # sorted() is stable: within a block, and among the many short tests, file order is kept.
     items[:] = sorted(items, key=lambda item: -blocks[block_of(item.nodeid)])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background by a non-interactive shell (`... &` in a script, nohup)
+    # inherits SIGINT ignored, and every CLI the tests start would inherit that too: the Ctrl-C tests
+    # (`up`, `attach`) then wait for an interrupt that never comes. The processes under test get
+    # SIGINT's default, as from a terminal, whatever shell started the suite.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) with `-p no:xdist`
