@@ -20,6 +20,6 @@ got="$(.venv/bin/python -c 'from importlib.metadata import version; print(versio
 [ "$got" = "$version" ] || { echo "pulumi $got is installed, not $version" >&2; exit 1; }
 echo "pulumi SDK $got"
 if [ $# -gt 0 ]; then
-    exec .venv/bin/python -m pytest -q -n 3 "$@"
+    exec .venv/bin/python -m pytest -q -n 2 "$@"
 fi
-exec .venv/bin/python -m pytest -q -n 3
+exec .venv/bin/python -m pytest -q -n 2

@@ -2,7 +2,7 @@
 
 Collected in file order and handed out by pytest-xdist's `--dist load` (each worker first gets a
 contiguous quarter of its share), the suite ended on one worker still running a five-minute end-to-end
-test while the other sat idle. So, with `-n N` (README's `-n 3`):
+test while the other sat idle. So, with `-n N` (README's `-n 2`):
 
 - the collection is sorted longest first (measured durations in tests/durations.json, refreshed with
   scripts/test_durations.py; an unmeasured `slow` test counts as long);
