@@ -10,8 +10,7 @@ test while the other sat idle. So, with `-n N` (README's `-n 2`):
   image) moves as one block, and is scheduled as one unit, so one worker builds that fixture once;
 - modules that name the same `SCHEDULING_UNIT` (a module-level string) are one block too: the
   container modules share one, so one worker starts one Podman service, builds the test images and
-  the registry once, and no two Podman services work on the machine's one image store at once (a
-  `-n 3` run hung a pull with a Podman service spinning while three did);
+  starts the registry once (their session fixtures), instead of one of each per worker;
 - the scheduler (xdist's LoadScopeScheduling, units as above, its reordering off) hands one unit at a
   time, in this order, to whichever worker has fewer than three tests queued.
 

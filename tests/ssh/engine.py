@@ -36,9 +36,8 @@ def host_engine(host: TestHost) -> Iterator[Path]:
     os.chown(sock.parent, 0, _gid(host.user))
     log_path = sock.parent / "service.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{host.netns}", "podman", "system", "service", "--time=0",
-                                 f"unix://{sock}"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(host.in_host(["podman", "system", "service", "--time=0", f"unix://{sock}"]), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not sock.exists():
