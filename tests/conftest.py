@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import pytest
 
 from gpustack_iac.providers.runtime_bundle import CACHE_ENV
+from gpustack_iac.providers.wheelhouse import CACHE_DIR_ENV
 from tests.support.runtime_cache import seed
 
 TESTS = Path(__file__).parent
@@ -113,6 +114,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     config.option.loadscopereorder = False  # keep the collection's longest-first order
     return LongestFirst(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user cache (wheelhouse.user_cache: the SSH hosts' wheelhouse) of this run, never the
+    tester's ~/.cache, and one for the whole run: the workers of `-n 2` share it (the basetemp's
+    parent is the run's), so the wheelhouse is built once per run, as once per version for a user,
+    not once per test stack. Set in os.environ so the CLI in a subprocess sees it too."""
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "user-cache"
+    cache.mkdir(exist_ok=True)
+    before = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(cache)
+    yield
+    if before is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = before
 
 
 @pytest.fixture(scope="session", autouse=True)

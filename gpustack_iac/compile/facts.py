@@ -94,7 +94,7 @@ class Facts:
         GpustackError naming what failed."""
         key = (cloud, machine, gateway)
         if key not in self._runtimes:
-            cache = runtime_bundle.cache_dir(self._ctx.state_root / "cloud" / "wheelhouse")
+            cache = runtime_bundle.cache_dir()
             self._runtimes[key] = runtime_bundle.cloud_runtime(cache, machine, gateway=gateway, cloud=cloud,
                                                                offline=self._offline)
         return self._runtimes[key]

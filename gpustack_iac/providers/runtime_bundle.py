@@ -24,8 +24,8 @@ IMAGE_PYTHON = "3.12"
 GATEWAY_SDKS = {"aws": ("boto3>=1.34",)}
 # The catalog's CPU architecture (gpuhunt's `cpu_arch`) → the machine the wheels are built for.
 MACHINES = {"x86": "x86_64", "arm": "aarch64"}
-# Where the cloud runtime's wheelhouses are cached: shared by every stack of this user, so one
-# build serves each package version (`GPUSTACK_RUNTIME_CACHE` moves it).
+# Where the cloud runtime's wheelhouses are cached: this user's cache (wheelhouse.user_cache),
+# shared by every stack, so one build serves each package version (`GPUSTACK_RUNTIME_CACHE` moves it).
 CACHE_ENV = "GPUSTACK_RUNTIME_CACHE"
 
 
@@ -93,8 +93,8 @@ def build(cache_dir: Path, machine: str, *, gateway: bool, cloud: str,
     return manifest_for(house, python, machine), house
 
 
-def cache_dir(default: Path) -> Path:
-    return Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else default
+def cache_dir() -> Path:
+    return Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else wheelhouse.user_cache("cloud-wheelhouse")
 
 
 def machine_of(cpu_arch: str | None) -> str:

@@ -2,8 +2,9 @@
 
 Built on the machine running `up` with the same pip and package index it already uses, so hosts
 need no internet. Only what the agent imports is included (not Pulumi or the planner's
-dependencies). Built once per package version, Python version and platform, and cached under the
-state root; the host's Python and machine must match it (checked before anything is uploaded).
+dependencies). Built once per package version, Python version and platform, and cached in this
+user's cache directory (`user_cache`), which every stack and state location shares; the host's
+Python and machine must match it (checked before anything is uploaded).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,10 +36,27 @@ GATEWAY_REQUIREMENTS = ("httptools>=0.6.2", "cryptography>=42", "acme>=3", "cron
 INSTALL_TOOLS = ("installer>=0.7",)
 # The distribution root (pyproject.toml, gpustack_iac/): this file is gpustack_iac/providers/wheelhouse.py.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# Where the cache lives: `$GPUSTACK_CACHE_DIR`, else `$XDG_CACHE_HOME/gpustack-iac`, else
+# `~/.cache/gpustack-iac`. Per user, not per state location: a wheelhouse depends only on the package
+# version and sources, Python, machine and role (its key), never on the stack, so one build serves
+# every project and stack of that version.
+CACHE_DIR_ENV = "GPUSTACK_CACHE_DIR"
+# A cached wheelhouse not used for this long is removed when another one is built (an edited
+# checkout makes a new key on every change; without this the cache would only grow).
+UNUSED_FOR_S = 14 * 24 * 3600
 
 
 class WheelhouseError(GpustackError):
     """The wheelhouse could not be built for a host's platform."""
+
+
+def user_cache(kind: str) -> Path:
+    """This user's cache directory for `kind` (`ssh-wheelhouse`, `cloud-wheelhouse`)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        root = Path(os.environ[CACHE_DIR_ENV])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpustack-iac"
+    return root / kind
 
 
 @dataclass(frozen=True)
@@ -139,9 +160,21 @@ def build(cache_dir: Path, python: str, machine: str, gateway: bool = False, ext
         # Hosts are provisioned in parallel: one of them builds, the others wait for it.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / ".complete").exists():
+            (target / ".complete").touch()  # in use: kept by _prune_unused
             return Wheelhouse(target, key)
         target.mkdir(parents=True, exist_ok=True)
         with progress.activity(f"building the wheelhouse for Python {python} on {machine} (once per version)"):
             _build_into(target, python, machine, requirements, cross)
         (target / ".complete").write_text(key)
+        _prune_unused(cache_dir, keep=target)
     return Wheelhouse(target, key)
+
+
+def _prune_unused(cache_dir: Path, keep: Path) -> None:
+    """Remove the wheelhouses nobody has used for UNUSED_FOR_S (under the cache's lock, so none is
+    being built; one in use was touched by `build` moments before its upload)."""
+    cutoff = time.time() - UNUSED_FOR_S
+    for entry in cache_dir.iterdir():
+        marker = entry / ".complete"
+        if entry != keep and entry.is_dir() and marker.exists() and marker.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)

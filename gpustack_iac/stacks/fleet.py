@@ -124,7 +124,7 @@ def _ssh_hosts(parent: Fleet, config: FleetConfig, ctx: StackContext) -> list[Fl
     assert config.ssh_config is not None
     for base, entry in zip(ssh_host_props(config), config.ssh_config.hosts):
         host_name, labels = base["name"], base["labels"]
-        props = {**base, "cache_dir": str(ctx.state_root / "ssh" / "wheelhouse"), "package_key": package_key}
+        props = {**base, "cache_dir": str(wheelhouse.user_cache("ssh-wheelhouse")), "package_key": package_key}
         host = ssh.Host(host_name, props, pulumi.ResourceOptions(parent=parent))
         hosts.append(FleetHost(name=host_name, url=host.url, token=host.token, labels=labels, tunnel=host.tunnel,
                                ssh_props=props, resource=host, address=entry.internal_ip or entry.hostname))
