@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.wait import wait_until  # noqa: F401 - re-exported: e2e tests import it from here
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,11 +73,7 @@ class Project:
         return env
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "gpustack_iac", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"gpustack-iac {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-        return proc
+        return run_cli(args, self.root, self.env, check=check, timeout=timeout)
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.cli("output", "--json", "--show-secrets").stdout)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import http
+from tests.support.cli import run_cli
 from tests.ssh.hosts import TestHosts
 
 
@@ -69,11 +69,7 @@ class Stack:
         (self.config / "fleet.gpustack.yml").write_text(fleet_yaml(self.hosts, names, **overrides))
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "gpustack_iac", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"gpustack-iac {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        return run_cli(args, self.root, self.env, check=check, timeout=timeout)
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.cli("output", "--json", "--show-secrets").stdout)
