@@ -56,7 +56,9 @@ def test_least_outstanding_prefers_the_idle_replica() -> None:
                         return str((await r.json())["replica"])
 
                 # Make the slow replica busy. Two requests at once split over the tied replicas, unless
-                # a loaded machine finished the first before the second arrived: then send another.
+                # a loaded machine finished the first before the second arrived: then send another. With
+                # HAProxy's two threads both may pick the slow one (each chose before the other's
+                # connection counted; seen on a loaded machine): busy all the same.
                 pending = [asyncio.ensure_future(get()), asyncio.ensure_future(get())]
                 for _ in range(10):
                     await wait_until_async(lambda: slow.in_flight > 0 or all(t.done() for t in pending), 60.0, 0.01,
@@ -64,7 +66,7 @@ def test_least_outstanding_prefers_the_idle_replica() -> None:
                     if slow.in_flight:
                         break
                     pending.append(asyncio.ensure_future(get()))
-                assert slow.in_flight == 1
+                assert slow.in_flight >= 1
                 # While it is busy, the idle one takes every later request.
                 later = []
                 for _ in range(5):
