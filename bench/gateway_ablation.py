@@ -18,6 +18,10 @@ measuring only, never what the gateway runs):
   no-deny       none of the frontend's 400 refusals (the strict rules and the duplicate-header checks)
   no-hop        no hop-by-hop or X-Forwarded-* deletion (the del-header rules, the Lua action)
   no-normalize  no normalize-uri
+  no-percent    no percent-decode-unreserved (the one normaliser that runs on every request)
+  no-logsample  no request log at all (neither the datagrams nor the sampling rules)
+  no-openai     no OpenAI `model` routing rules (wait-for-body, json_query, the model map)
+  lean          no-strict, no-normalize, no-case, no-xfwd and no-hop together: what all of them cost
 Peers are interleaved per round (the machine may be shared); the table shows medians, the load
 average per round, and nginx/ours from the same run. Everything runs on 127.0.0.1 and is stopped by
 pid at the end. Needs nginx, haproxy and wrk on PATH.
@@ -55,6 +59,11 @@ ROWS: dict[str, Edit] = {
     "no-deny": _drop(r"http-request deny deny_status 400"),
     "no-hop": _drop(r"del-header (keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-)", r"strip_hop"),
     "no-normalize": _drop(r"normalize-uri"),
+    "no-percent": _drop(r"percent-decode-unreserved"),
+    "no-logsample": _drop(r"set-var\(txn\.lw\)", r"set-log-level silent if", r"^\s*log "),
+    "no-openai": _drop(r"is_openai", r"txn\.model"),
+    "lean": _drop(r"-m reg \[", r"normalize-uri", r"h1-case-adjust", r"X-Forwarded", r"forwardfor",
+                  r"del-header (keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-)", r"strip_hop"),
 }
 
 
