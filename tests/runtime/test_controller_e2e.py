@@ -133,6 +133,11 @@ def test_replica_agent_and_gateway_failures_keep_the_service(
         load.wait_more(20)
     assert load.failures == [], load.failures[:5]
     assert load.ok >= 40
+    # The gateway's log tells each replica's way, one line per change (where a rollout that never
+    # finishes is read from).
+    log = gw.log_file.read_text()
+    for step in ("started on local", "ready", "stopping"):
+        assert f"replica {victim['id']}: {step}" in log, log[-3000:]
 
     # kill -9 of the agent: its replicas keep serving; the restarted agent re-adopts them (same pids).
     before = {rid: r["pid"] for rid, r in ready_replicas(gw, "api").items()}

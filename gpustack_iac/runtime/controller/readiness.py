@@ -7,10 +7,15 @@ ready one at its probe's interval, and it is replaced only after several failed 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from gpustack_iac.runtime.controller.core import ControllerCore
 from gpustack_iac.runtime.controller.probes import probe_all_of
 from gpustack_iac.runtime.controller.live import CRASHED_STATES
+
+# Each replica's way to ready or failed, one line per change: what the gateway log shows of a
+# rollout that never finishes.
+log = logging.getLogger("gpustack_iac.controller")
 
 
 async def probe_all(core: ControllerCore, now: float) -> None:
@@ -32,6 +37,8 @@ async def probe_all(core: ControllerCore, now: float) -> None:
         r.next_probe_at = now + (interval if r.ready else min(interval, core.settings.interval))
         r.detail = f"probe: {res.detail}"
         if res.ok:
+            if not r.ready:
+                log.info("replica %s: ready", r.id)
             r.ready = True
             r.probe_failures = 0
         elif r.ready:
@@ -40,6 +47,8 @@ async def probe_all(core: ControllerCore, now: float) -> None:
                 r.ready = False
                 r.failed = True
                 r.detail = f"failed {r.probe_failures} liveness probes ({res.detail})"
+                log.warning("replica %s: %s", r.id, r.detail)
         elif now - r.created_mono > core.settings.startup_deadline:
             r.failed = True
             r.detail = f"not ready after {core.settings.startup_deadline:g}s ({res.detail})"
+            log.warning("replica %s: %s", r.id, r.detail)

@@ -40,6 +40,8 @@ from gpustack_iac.runtime.controller.service_reconcile import reconcile_service
 from gpustack_iac.runtime.controller.live import ReplicaState, ServiceState
 
 log = logging.getLogger("gpustack_iac.controller")
+# A tick normally takes milliseconds; one that takes longer than this is logged.
+SLOW_TICK_S = 10.0
 
 
 class Controller(ControllerCore):
@@ -107,12 +109,18 @@ class Controller(ControllerCore):
 
     async def _run(self) -> None:
         while True:
+            started = self.clock()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad tick must not stop the controller; the next tick retries
                 log.exception("reconcile tick failed")
+            took = self.clock() - started
+            if took > SLOW_TICK_S:
+                # Probes, agent calls and node sizing wait inside the tick: one that waits this
+                # long holds every replica's readiness back, so the log says so.
+                log.warning("reconcile tick took %.1f s (agent calls, probes or node sizing were slow)", took)
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.interval)

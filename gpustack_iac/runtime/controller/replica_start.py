@@ -7,6 +7,7 @@ the group is marked "no capacity" with the reason, which the autoscaler and stat
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from gpustack_iac.runtime.controller.store import PlacementRecord
 # as a task's retries), but only while every agent's facts are known: a just-registered agent
 # that has not been reached yet is not "no capacity".
 NO_CAPACITY_BACKOFF = Backoff(base=0.5, cap=15.0)
+
+log = logging.getLogger("gpustack_iac.controller")
 
 
 async def start_replicas(core: ControllerCore, st: ServiceState, g: GroupDef, count: int, now: float) -> None:
@@ -84,10 +87,12 @@ async def _start_one(core: ControllerCore, st: ServiceState, g: GroupDef, a: Ass
         r.failed = True
         r.detail = f"start failed: {exc}"
         st.group(g.name).message = f"start on {a.agent} failed: {exc}"
+        log.warning("replica %s: start on %s failed: %s", rid, a.agent, exc)
         return
     r.url = core.map_url(a.agent, info.get("url")) or r.url
     r.pid = info.get("pid")
     r.agent_state = str(info.get("state", "starting"))
+    log.info("replica %s: started on %s (%s)", rid, a.agent, r.agent_state)
 
 
 def _container(d: ServiceDef, g: GroupDef) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ async def _stop_later(core: ControllerCore, r: ReplicaState, drain: bool) -> Non
 
 
 async def stop_replica(core: ControllerCore, r: ReplicaState, drain: bool) -> None:
+    log.info("replica %s: stopping%s", r.id, f" after a {core.settings.drain_seconds:g} s drain" if drain else "")
     if drain:
         await asyncio.sleep(core.settings.drain_seconds)
     client = core.clients.get(r.record.agent)
