@@ -96,3 +96,32 @@ def test_a_registry_password_never_enters_the_generation_but_its_fingerprint_doe
     assert "s3cret" not in json.dumps(restart_inputs({}, group("s3cret", "hmac-sha256:1")))
     assert group_generation({}, group("a", "hmac-sha256:1")) == group_generation({}, group("b", "hmac-sha256:1"))
     assert group_generation({}, group("a", "hmac-sha256:1")) != group_generation({}, group("a", "hmac-sha256:2"))
+
+
+FAKE_CLIENT = """#!/bin/sh
+# A stand-in engine client: `image inspect` succeeds once a pull has finished; `pull` takes a
+# moment, and notes how many pulls ran at once.
+state={state}
+case "$1 $2" in
+  "image inspect") test -e "$state/pulled" ;;
+  pull*) echo x >> "$state/running"; wc -l < "$state/running" >> "$state/concurrency"
+         sleep 0.5; : > "$state/pulled"; echo pulled >> "$state/pulls"; sed -i '$d' "$state/running" ;;
+esac
+"""
+
+
+def test_replicas_starting_together_pull_their_image_once(tmp_path: Path) -> None:
+    # Podman's service pulls an image once per request; a group's replicas on one host start at
+    # once, so without the agent's per-image lock each would download it (and fight for its store).
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = tmp_path / "client"
+    client.write_text(FAKE_CLIENT.format(state=tmp_path))
+    client.chmod(0o755)
+    specs = [parse_replica_spec({"id": f"svc-default-abc-{i}", "service": "svc", "commands": ["true"],
+                                 "image": "example.test/app:1", "container": {"port": 8000}}) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda s: containers.ensure_image([str(client)], s, {}, tmp_path / f"{s.id}.log"), specs))
+    assert results == [None] * 4
+    assert (tmp_path / "pulls").read_text().splitlines() == ["pulled"]  # one pull, the others found it
+    assert max(int(n) for n in (tmp_path / "concurrency").read_text().split()) == 1

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shlex
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +25,20 @@ from gpustack_iac.runtime.agent import mounts
 from gpustack_iac.runtime.agent.spec import ReplicaSpec
 
 PULL_TIMEOUT = 3600.0  # a CUDA image is many gigabytes
+
+log = logging.getLogger("gpustack_iac.agent")
+
+# One pull of an image per engine at a time. A group's replicas on one host start together; Docker's
+# daemon joins identical pulls, but Podman's service runs each, every one downloading the image
+# again and contending for the image store's lock. The others wait, then find the image present.
+_pulls: dict[tuple[str, ...], threading.Lock] = {}
+_pulls_guard = threading.Lock()
+
+
+def _pull_lock(client: list[str], env: Mapping[str, str], image: str) -> threading.Lock:
+    key = (*client, env.get("DOCKER_HOST", ""), image)
+    with _pulls_guard:
+        return _pulls.setdefault(key, threading.Lock())
 
 
 def container_name(replica_id: str) -> str:
@@ -96,9 +113,23 @@ def ensure_image(client: list[str], spec: ReplicaSpec, env: Mapping[str, str], l
     """Pull the image unless the engine has it; None when it is there, else one line saying why not.
     The pull's progress goes to the replica's log."""
     image = spec.image or ""
+    lock = _pull_lock(client, env, image)
+    if not lock.acquire(blocking=False):
+        log.info("replica %s: waiting for another replica's pull of %s", spec.id, image)
+        lock.acquire()
+    try:
+        return _ensure_image(client, spec, env, log_path)
+    finally:
+        lock.release()
+
+
+def _ensure_image(client: list[str], spec: ReplicaSpec, env: Mapping[str, str], log_path: Path) -> str | None:
+    image = spec.image or ""
     present = subprocess.run([*client, "image", "inspect", image], env=dict(env), capture_output=True, timeout=60, check=False)
     if present.returncode == 0:
         return None
+    log.info("replica %s: pulling %s", spec.id, image)
+    started = time.monotonic()
     auth = spec.container.registry_auth
     with tempfile.TemporaryDirectory(prefix="gpustack-pull-") as tmp:
         pull_env = dict(env)
@@ -109,10 +140,12 @@ def ensure_image(client: list[str], spec: ReplicaSpec, env: Mapping[str, str], l
                                     timeout=PULL_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             return f"image {image}: pull did not finish in {PULL_TIMEOUT:.0f} s"
-    with open(log_path, "a") as log:
-        log.write(result.stdout + result.stderr)
+    with open(log_path, "a") as replica_log:
+        replica_log.write(result.stdout + result.stderr)
     if result.returncode == 0:
+        log.info("replica %s: pulled %s in %.1f s", spec.id, image, time.monotonic() - started)
         return None
     why = _last_line(result.stderr or result.stdout)
     hint = " (check registry_auth)" if auth is not None or "unauthorized" in why.lower() or "denied" in why.lower() else ""
+    log.warning("replica %s: pull of %s failed after %.1f s: %s", spec.id, image, time.monotonic() - started, why)
     return f"image {image}: pull failed{hint}: {why}"
