@@ -151,11 +151,14 @@ def attach(name: str, project: str | None, stack: str | None, state_dir: str | N
     target = find_target(name, root, rank)
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="gpustack-attach-") as tmp, contextlib.ExitStack() as held:
-        for local, remote in target.ports:
-            address = held.enter_context(forward_port(target, local, remote, Path(tmp)))
-            click.echo(f"task {name}: port {remote} on {target.host['name']} → http://{address}")
-        click.echo("Forwarding; press Ctrl-C to stop.", err=True)
+        # Ctrl-C is how attach ends, from the first forward on: one pressed as soon as the first
+        # port is printed (it may already answer) ends it as cleanly as one pressed later (beside
+        # two CPU hogs that came before the wait loop began, and attach exited 1).
         try:
+            for local, remote in target.ports:
+                address = held.enter_context(forward_port(target, local, remote, Path(tmp)))
+                click.echo(f"task {name}: port {remote} on {target.host['name']} → http://{address}")
+            click.echo("Forwarding; press Ctrl-C to stop.", err=True)
             while (read_status(root) or {}).get("state") == "running":
                 time.sleep(POLL)
             click.echo(f"task {name} is no longer running; forwarding stopped", err=True)
