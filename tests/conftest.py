@@ -125,13 +125,9 @@ def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     base = tmp_path_factory.getbasetemp()
     cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "user-cache"
     cache.mkdir(exist_ok=True)
-    before = os.environ.get(CACHE_DIR_ENV)
-    os.environ[CACHE_DIR_ENV] = str(cache)
-    yield
-    if before is None:
-        os.environ.pop(CACHE_DIR_ENV, None)
-    else:
-        os.environ[CACHE_DIR_ENV] = before
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(CACHE_DIR_ENV, str(cache))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -139,10 +135,6 @@ def _cloud_runtime_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     """Planning a cloud stack builds the pinned runtime (wheels downloaded for the image's Python):
     tests plan against a seeded cache instead (tests/support/runtime_cache.py). Set in os.environ so
     the CLI in a subprocess sees it too."""
-    before = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(seed(tmp_path_factory.mktemp("cloud-runtime")))
-    yield
-    if before is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = before
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(CACHE_ENV, str(seed(tmp_path_factory.mktemp("cloud-runtime"))))
+        yield
