@@ -118,13 +118,12 @@ def ensure_image(client: list[str], spec: ReplicaSpec, env: Mapping[str, str], l
         log.info("replica %s: waiting for another replica's pull of %s", spec.id, image)
         lock.acquire()
     try:
-        return _ensure_image(client, spec, env, log_path)
+        return _ensure_image(client, spec, image, env, log_path)
     finally:
         lock.release()
 
 
-def _ensure_image(client: list[str], spec: ReplicaSpec, env: Mapping[str, str], log_path: Path) -> str | None:
-    image = spec.image or ""
+def _ensure_image(client: list[str], spec: ReplicaSpec, image: str, env: Mapping[str, str], log_path: Path) -> str | None:
     present = subprocess.run([*client, "image", "inspect", image], env=dict(env), capture_output=True, timeout=60, check=False)
     if present.returncode == 0:
         return None
