@@ -161,8 +161,10 @@ def test_a_private_image_is_pulled_with_registry_auth_and_a_wrong_password_fails
     print(f"wrong password: up failed after {took:.1f} s")
 
     _write(one_host, image, auth.replace("wrong-password", registry.password))
-    # Within the test's own 300 s, so that a hang (seen on Pulumi 3.270 in full runs only) fails with
-    # the CLI's thread stacks (tests/support/cli.py) rather than pytest-timeout's view of this process.
+    # Within the test's own 300 s, so that a hang fails with the CLI's thread stacks (tests/support/cli.py)
+    # rather than pytest-timeout's view of this process. The hang it caught: this PUT arriving while the
+    # wrong-password replicas were being stopped left the rollout "running" for good
+    # (tests/runtime/test_rollout_without_old.py).
     one_host.cli("up", "web", "--yes", timeout=200)
     outputs = one_host.outputs()
     assert set(_seen(outputs["endpoint"], outputs["token"], 6)) <= {f"replica {i} of {NAME} private" for i in range(4)}

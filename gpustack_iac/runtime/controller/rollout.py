@@ -85,12 +85,14 @@ def plan_group(
     fallback_generation: str | None = None,
     new_failures: int = 0,
     max_new_failures: int = 1,
+    rollout: RolloutReport | None = None,
 ) -> GroupPlan:
     """Decide one tick for one group.
 
     `generation` is the group's registered generation; `failed_generation` is a generation whose
     rollout already failed (then `fallback_generation`, the version still serving, is what gets
-    started); `new_failures` counts replicas of the new generation that failed during the rollout.
+    started); `new_failures` counts replicas of the new generation that failed during the rollout;
+    `rollout` is the group's last report, which this tick may have to finish.
     """
     failed_ids = [r.id for r in replicas if r.failed]
     live = [r for r in replicas if not r.failed]
@@ -109,7 +111,7 @@ def plan_group(
     old = [r for r in live if r.generation != generation]
     if not old:
         start, extra = _steady(replicas, generation, desired)
-        return GroupPlan(start, generation, tuple(failed_ids + extra), None, None)
+        return GroupPlan(start, generation, tuple(failed_ids + extra), _without_old(rollout, generation, desired, new), None)
 
     old_gen = max(old, key=lambda r: r.created_at).generation
     new_ready = [r for r in new if r.ready]
@@ -142,3 +144,21 @@ def plan_group(
         f"{len(new_ready)}/{desired} replicas updated to {generation[:8]}",
     )
     return GroupPlan(start, generation, tuple(stop), report, None)
+
+
+def _without_old(rollout: RolloutReport | None, generation: str, desired: int,
+                 new: list[ReplicaView]) -> RolloutReport | None:
+    """A running rollout to `generation` whose old version has no live replica left.
+
+    That happens when the old replicas had all failed or were being stopped at the PUT (a wrong
+    registry password corrected while its last replicas were stopping): the surge-and-drain steps
+    never see an old replica, so without this the report stayed "running" and `up` waited for it
+    until its timeout. The rollout is done once the new version has the desired count ready.
+    """
+    if rollout is None or rollout.state != "running" or rollout.to_generation != generation:
+        return None
+    ready = sum(1 for r in new if r.ready)
+    state: RolloutState = "done" if ready >= desired else "running"
+    return RolloutReport(rollout.group, rollout.from_generation, generation, state, ready, desired,
+                         f"{ready}/{desired} replicas updated to {generation[:8]}; no replica of "
+                         f"{rollout.from_generation[:8]} was left to replace")

@@ -46,7 +46,7 @@ async def _reconcile_group(core: ControllerCore, st: ServiceState, g: GroupDef, 
     views = [ReplicaView(r.id, r.record.generation, r.ready, r.failed, r.created_mono) for r in mine]
     plan = plan_group(g.name, g.generation, gs.desired or 0, views, now, core.settings.startup_deadline,
                       failed_generation=gs.failed_generation, fallback_generation=_fallback_generation(st, g, mine),
-                      new_failures=gs.new_failures)
+                      new_failures=gs.new_failures, rollout=gs.rollout)
     rolling = any(r.record.generation != g.generation for r in mine)
     for rid in plan.stop:
         r = core.replicas.get(rid)
