@@ -22,6 +22,9 @@ measuring only, never what the gateway runs):
   no-logsample  no request log at all (neither the datagrams nor the sampling rules)
   no-openai     no OpenAI `model` routing rules (wait-for-body, json_query, the model map)
   lean          no-strict, no-normalize, no-case, no-xfwd and no-hop together: what all of them cost
+  bare          lean with no-l7-retry, no-logsample and no-openai too: every optional rule out, so what
+                is left is the routing every request needs (service variables, bearer check, path
+                rewrite, leastconn over slot servers)
 Peers are interleaved per round (the machine may be shared); the table shows medians, the load
 average per round, and nginx/ours from the same run. Everything runs on 127.0.0.1 and is stopped by
 pid at the end. Needs nginx, haproxy and wrk on PATH.
@@ -65,6 +68,7 @@ ROWS: dict[str, Edit] = {
     "lean": _drop(r"-m reg \[", r"normalize-uri", r"h1-case-adjust", r"X-Forwarded", r"forwardfor",
                   r"del-header (keep-alive|proxy-connection|te|trailer|upgrade|x-forwarded-)", r"strip_hop"),
 }
+ROWS["bare"] = lambda text: ROWS["lean"](ROWS["no-l7-retry"](ROWS["no-logsample"](ROWS["no-openai"](text))))
 
 
 def start_rendered(children: bench.Children, workdir: Path, name: str, edit: Edit, cores: list[int], token: str,
