@@ -13,7 +13,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -68,6 +68,26 @@ def _adopt_or_start(argv: list[str], paths: supervised.Paths, ports: dict[str, i
                                      timeout=timeout)
 
 
+PORT_ATTEMPTS = 3
+
+
+def _start_on_ports(build: Callable[[dict[str, int]], list[str]], pick: Callable[[], dict[str, int]],
+                    paths: supervised.Paths, timeout: float = START_TIMEOUT,
+                    bound_by_daemon: tuple[str, ...] = ()) -> supervised.Supervised:
+    """`_adopt_or_start` of the daemon `build` makes for the ports `pick` chooses, picked again when one
+    was taken between the pick and the watchdog's bind (any process's outgoing connection can take a
+    port just found free; seen in a full test run). A port the user fixed is picked the same each time."""
+    attempt = 1
+    while True:
+        ports = pick()
+        try:
+            return _adopt_or_start(build(ports), paths, ports, timeout, bound_by_daemon)
+        except supervised.PortInUse:
+            if attempt >= PORT_ATTEMPTS:
+                raise
+            attempt += 1
+
+
 def _stop(root: Path, name: str, props: dict[str, Any]) -> None:
     """Stop the watchdog and its daemon, and the process the state recorded (an older, unsupervised one)."""
     recorded = (int(props.get("pid") or 0), props.get("create_time"))
@@ -99,11 +119,13 @@ class AgentProvider(_ProcessProvider):
         token_file = root / "agent.token"
         token = _token(token_file)
         paths = supervised.Paths.in_dir(root, "agent")
-        port = _free_port(_remembered_port(paths.port_file, "port"))
-        argv = [sys.executable, "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(port),
-                "--token-file", str(token_file), "--state-dir", str(root / "agent"), "--port-file", str(paths.port_file),
-                "--name", str(props["name"])]
-        info = _adopt_or_start(argv, paths, {"port": port})
+
+        def argv(ports: dict[str, int]) -> list[str]:
+            return [sys.executable, "-m", "gpustack_iac.runtime.agent", "--host", "127.0.0.1", "--port", str(ports["port"]),
+                    "--token-file", str(token_file), "--state-dir", str(root / "agent"),
+                    "--port-file", str(paths.port_file), "--name", str(props["name"])]
+
+        info = _start_on_ports(argv, lambda: {"port": _free_port(_remembered_port(paths.port_file, "port"))}, paths)
         port = int(info.ports["port"])
         outs = {**props, "url": f"http://127.0.0.1:{port}", "port": port, "pid": info.pid,
                 "create_time": info.create_time, "token": token}
@@ -165,31 +187,36 @@ class GatewayProvider(_ProcessProvider):
         token, admin_token = _token(token_file), _token(admin_file)
         paths = supervised.Paths.in_dir(root, "gateway")
         wanted = props.get("port")
-        port = _free_port(wanted or _remembered_port(paths.port_file, "port"))
-        control_port = _free_port(_remembered_port(paths.port_file, "control_port"))
-        argv = [sys.executable, "-m", "gpustack_iac.runtime.gateway", "--host", "127.0.0.1", "--port", str(port),
-                "--control-port", str(control_port), "--token-file", str(token_file),
-                "--admin-token-file", str(admin_file), "--state-dir", str(root / "controller"),
-                "--port-file", str(paths.port_file)]
-        if props.get("domain"):
-            argv += ["--domain", str(props["domain"])]
         data_plane = str(props.get("data_plane") or "python")
-        argv += ["--data-plane", data_plane]
         tls = props.get("tls") or None
-        ports = {"port": port, "control_port": control_port}
-        if tls:
-            ports["tls_port"] = _free_port(_remembered_port(paths.port_file, "tls_port"))
-            argv += _tls_argv(tls, ports["tls_port"])
+
+        def pick() -> dict[str, int]:
+            ports = {"port": _free_port(wanted or _remembered_port(paths.port_file, "port")),
+                     "control_port": _free_port(_remembered_port(paths.port_file, "control_port"))}
+            if tls:
+                ports["tls_port"] = _free_port(_remembered_port(paths.port_file, "tls_port"))
+            return ports
+
+        def argv(ports: dict[str, int]) -> list[str]:
+            args = [sys.executable, "-m", "gpustack_iac.runtime.gateway", "--host", "127.0.0.1", "--port", str(ports["port"]),
+                    "--control-port", str(ports["control_port"]), "--token-file", str(token_file),
+                    "--admin-token-file", str(admin_file), "--state-dir", str(root / "controller"),
+                    "--port-file", str(paths.port_file)]
+            if props.get("domain"):
+                args += ["--domain", str(props["domain"])]
+            args += ["--data-plane", data_plane]
+            return args + (_tls_argv(tls, ports["tls_port"]) if tls else [])
+
         # ACME issuance happens before the gateway reports its ports: give it the validation's time.
         timeout = ACME_START_TIMEOUT if tls and tls.get("type") == "lets-encrypt" else START_TIMEOUT
         # HAProxy cannot take a socket the watchdog hands down: with it the gateway binds its data-plane
         # ports itself (a restart then refuses connections until it listens again).
         own = ("port", "tls_port") if data_plane != "python" else ()
-        info = _adopt_or_start(argv, paths, ports, timeout, own)
+        info = _start_on_ports(argv, pick, paths, timeout, own)
         if info.adopted and wanted and int(info.ports["port"]) != int(wanted):
             # A gateway left from an earlier configuration (lost checkpoint) on another port: replace it.
             _stop(root, "gateway", {})
-            info = _adopt_or_start(argv, paths, ports, timeout, own)
+            info = _start_on_ports(argv, pick, paths, timeout, own)
         port, control_port = int(info.ports["port"]), int(info.ports["control_port"])
         url = f"http://127.0.0.1:{port}"
         if tls:

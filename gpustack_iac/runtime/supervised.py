@@ -21,9 +21,13 @@ import psutil
 
 from gpustack_iac.errors import RuntimeApiError
 from gpustack_iac.runtime import procs
-from gpustack_iac.runtime.watchdog import live_pid, read_pid_file
+from gpustack_iac.runtime.watchdog import PORT_IN_USE, live_pid, read_pid_file
 
 _POLL = 0.05
+
+
+class PortInUse(RuntimeApiError):
+    """A port the watchdog was to hold is taken (picked free, then taken by another process before it bound)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,9 @@ def wait_ready(paths: Paths, watchdog: tuple[int, float], timeout: float, fresh:
         if ports is not None and child_pid and ports.get("pid") == child_pid and procs.is_alive(child_pid, child.get("create_time")):
             return child_pid, ports
         if not procs.is_alive(*watchdog):
-            raise RuntimeApiError(f"the watchdog {watchdog[0]} exited before its daemon was ready; last log lines:\n"
-                                  + _log_tail(paths.log_file))
+            tail = _log_tail(paths.log_file)
+            error = PortInUse if PORT_IN_USE in tail.rsplit("\n", 1)[-1] else RuntimeApiError
+            raise error(f"the watchdog {watchdog[0]} exited before its daemon was ready; last log lines:\n{tail}")
         if fresh and int(child.get("restarts") or 0) > 0:
             raise RuntimeApiError("the daemon exited before it was ready; last log lines:\n" + _log_tail(paths.log_file))
         if time.monotonic() >= deadline:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -50,6 +51,9 @@ from gpustack_iac.runtime.listenfds import LISTEN_FDS_ENV, format_fds
 _POLL = 0.05
 _PR_SET_PDEATHSIG = 1
 EXIT_ALREADY_RUNNING = 3
+# Printed (to the daemon's log) when a port to hold is taken: supervised.start tells it from other failures,
+# so a starter that picked the port itself can pick another.
+PORT_IN_USE = "watchdog: cannot listen: port in use:"
 
 
 def read_pid_file(path: Path) -> dict[str, Any] | None:
@@ -209,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sockets = {name: _bind(host, port) for name, host, port in args.listen}
     except OSError as exc:
-        print(f"watchdog: cannot listen: {exc}", file=sys.stderr)
+        taken = exc.errno == errno.EADDRINUSE
+        print(f"{PORT_IN_USE if taken else 'watchdog: cannot listen:'} {exc}", file=sys.stderr)
         return 1
     wd = Watchdog(args, sockets)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

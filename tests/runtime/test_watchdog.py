@@ -138,3 +138,15 @@ def test_a_daemon_whose_files_were_deleted_is_stopped_not_duplicated(daemon) -> 
     assert not again.adopted
     assert not procs.is_alive(info.pid, info.create_time) and not procs.is_alive(info.child_pid, None)
     assert set(supervised.strays(paths)) == {again.pid, again.child_pid}
+
+
+def test_a_taken_port_fails_the_start_with_port_in_use(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Between a starter's pick of a free port and the watchdog's bind, another process can take it: the
+    start fails with the typed error, so a starter that picked the port can pick another
+    (providers/local.py)."""
+    paths, argv, listen = daemon
+    with socket.socket() as taken:
+        taken.bind(listen["port"])
+        taken.listen(1)
+        with pytest.raises(supervised.PortInUse, match="port in use"):
+            supervised.start(argv, paths, listen=listen, env=_env(), timeout=30)
